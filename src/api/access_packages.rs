@@ -1,0 +1,110 @@
+//! The AccessPackages service.
+
+use tonic::{Request, Response, Status};
+
+use crate::domain::crud::{self, CreateArgs};
+use crate::domain::package::{PACKAGES_BY_CATALOG, PACKAGES_BY_RESOURCE};
+use crate::pb::access_packages_server::AccessPackages;
+use crate::pb::*;
+use crate::store::records::{Record, Source};
+
+use super::App;
+use super::paging::PageRequest;
+
+pub struct AccessPackagesApi {
+    app: App,
+}
+
+impl AccessPackagesApi {
+    pub fn new(app: App) -> Self {
+        Self { app }
+    }
+}
+
+#[tonic::async_trait]
+impl AccessPackages for AccessPackagesApi {
+    async fn create_access_package(
+        &self,
+        request: Request<CreateAccessPackageRequest>,
+    ) -> Result<Response<AccessPackage>, Status> {
+        let actor = self.app.actor(&request)?;
+        let r = request.into_inner();
+        let args = CreateArgs {
+            entity: r.access_package,
+            chosen_id: r.access_package_id,
+            request_id: r.request_id,
+            method: "CreateAccessPackage",
+        };
+        Ok(Response::new(crud::create(self.app.store(), actor, args).await?))
+    }
+
+    async fn get_access_package(
+        &self,
+        request: Request<GetAccessPackageRequest>,
+    ) -> Result<Response<AccessPackage>, Status> {
+        Ok(Response::new(crud::get(self.app.store(), &request.get_ref().id)?))
+    }
+
+    async fn list_access_packages(
+        &self,
+        request: Request<ListAccessPackagesRequest>,
+    ) -> Result<Response<ListAccessPackagesResponse>, Status> {
+        let r = request.into_inner();
+        if !r.catalog_id.is_empty() {
+            crud::get::<Catalog>(self.app.store(), &r.catalog_id)?;
+        }
+        if !r.resource_id.is_empty() {
+            crud::get::<Resource>(self.app.store(), &r.resource_id)?;
+        }
+        let page = PageRequest::parse(
+            r.page_size,
+            &r.page_token,
+            &[&r.catalog_id, &r.resource_id, &r.exclude_hidden.to_string()],
+        )?;
+        let source = if !r.resource_id.is_empty() {
+            Source::Index {
+                kind: AccessPackage::KIND,
+                name: PACKAGES_BY_RESOURCE,
+                value: &r.resource_id,
+            }
+        } else if !r.catalog_id.is_empty() {
+            Source::Index {
+                kind: AccessPackage::KIND,
+                name: PACKAGES_BY_CATALOG,
+                value: &r.catalog_id,
+            }
+        } else {
+            Source::All
+        };
+        let keep = |p: &AccessPackage| {
+            (r.catalog_id.is_empty() || p.catalog_id == r.catalog_id) && !(r.exclude_hidden && p.hidden)
+        };
+        let listed = crud::list(self.app.store(), source, keep, page.size, page.after())?;
+        let next_page_token = page.next_token(&listed, |p: &AccessPackage| p.id.clone());
+        Ok(Response::new(ListAccessPackagesResponse {
+            access_packages: listed.items,
+            next_page_token,
+        }))
+    }
+
+    async fn update_access_package(
+        &self,
+        request: Request<UpdateAccessPackageRequest>,
+    ) -> Result<Response<AccessPackage>, Status> {
+        let actor = self.app.actor(&request)?;
+        let r = request.into_inner();
+        Ok(Response::new(
+            crud::update(self.app.store(), actor, r.access_package, r.update_mask).await?,
+        ))
+    }
+
+    async fn delete_access_package(
+        &self,
+        request: Request<DeleteAccessPackageRequest>,
+    ) -> Result<Response<DeleteResponse>, Status> {
+        self.app.actor(&request)?;
+        let r = request.into_inner();
+        let revision = crud::delete::<AccessPackage>(self.app.store(), r.id, r.etag).await?;
+        Ok(Response::new(DeleteResponse { revision }))
+    }
+}

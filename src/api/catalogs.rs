@@ -1,0 +1,197 @@
+//! The Catalogs service: catalogs, their resources, and role assignments.
+
+use tonic::{Request, Response, Status};
+
+use crate::domain::catalog::{
+    self, RESOURCES_BY_CATALOG, ROLES_BY_CATALOG, ROLES_BY_PRINCIPAL, TENANT_SCOPE,
+};
+use crate::domain::crud::{self, CreateArgs};
+use crate::domain::validate::Check;
+use crate::error::Error;
+use crate::pb::catalogs_server::Catalogs;
+use crate::pb::*;
+use crate::store::records::{self, Record, Source};
+use crate::store::write;
+
+use super::App;
+use super::paging::PageRequest;
+
+pub struct CatalogsApi {
+    app: App,
+}
+
+impl CatalogsApi {
+    pub fn new(app: App) -> Self {
+        Self { app }
+    }
+}
+
+#[tonic::async_trait]
+impl Catalogs for CatalogsApi {
+    async fn create_catalog(&self, request: Request<CreateCatalogRequest>) -> Result<Response<Catalog>, Status> {
+        let actor = self.app.actor(&request)?;
+        let r = request.into_inner();
+        let args = CreateArgs {
+            entity: r.catalog,
+            chosen_id: r.catalog_id,
+            request_id: r.request_id,
+            method: "CreateCatalog",
+        };
+        Ok(Response::new(crud::create(self.app.store(), actor, args).await?))
+    }
+
+    async fn get_catalog(&self, request: Request<GetCatalogRequest>) -> Result<Response<Catalog>, Status> {
+        Ok(Response::new(crud::get(self.app.store(), &request.get_ref().id)?))
+    }
+
+    async fn list_catalogs(&self, request: Request<ListCatalogsRequest>) -> Result<Response<ListCatalogsResponse>, Status> {
+        let r = request.into_inner();
+        let page = PageRequest::parse(r.page_size, &r.page_token, &[])?;
+        let listed = crud::list(self.app.store(), Source::All, |_: &Catalog| true, page.size, page.after())?;
+        let next_page_token = page.next_token(&listed, |c: &Catalog| c.id.clone());
+        Ok(Response::new(ListCatalogsResponse {
+            catalogs: listed.items,
+            next_page_token,
+        }))
+    }
+
+    async fn update_catalog(&self, request: Request<UpdateCatalogRequest>) -> Result<Response<Catalog>, Status> {
+        let actor = self.app.actor(&request)?;
+        let r = request.into_inner();
+        Ok(Response::new(crud::update(self.app.store(), actor, r.catalog, r.update_mask).await?))
+    }
+
+    async fn delete_catalog(&self, request: Request<DeleteCatalogRequest>) -> Result<Response<DeleteResponse>, Status> {
+        self.app.actor(&request)?;
+        let r = request.into_inner();
+        let revision = crud::delete::<Catalog>(self.app.store(), r.id, r.etag).await?;
+        Ok(Response::new(DeleteResponse { revision }))
+    }
+
+    async fn create_resource(&self, request: Request<CreateResourceRequest>) -> Result<Response<Resource>, Status> {
+        let actor = self.app.actor(&request)?;
+        let r = request.into_inner();
+        let args = CreateArgs {
+            entity: r.resource,
+            chosen_id: r.resource_id,
+            request_id: r.request_id,
+            method: "CreateResource",
+        };
+        Ok(Response::new(crud::create(self.app.store(), actor, args).await?))
+    }
+
+    async fn get_resource(&self, request: Request<GetResourceRequest>) -> Result<Response<Resource>, Status> {
+        Ok(Response::new(crud::get(self.app.store(), &request.get_ref().id)?))
+    }
+
+    async fn list_resources(&self, request: Request<ListResourcesRequest>) -> Result<Response<ListResourcesResponse>, Status> {
+        let r = request.into_inner();
+        if !r.catalog_id.is_empty() {
+            crud::get::<Catalog>(self.app.store(), &r.catalog_id)?;
+        }
+        let page = PageRequest::parse(r.page_size, &r.page_token, &[&r.catalog_id, &r.r#type])?;
+        let source = if r.catalog_id.is_empty() {
+            Source::All
+        } else {
+            Source::Index {
+                kind: Resource::KIND,
+                name: RESOURCES_BY_CATALOG,
+                value: &r.catalog_id,
+            }
+        };
+        let keep = |res: &Resource| r.r#type.is_empty() || res.r#type == r.r#type;
+        let listed = crud::list(self.app.store(), source, keep, page.size, page.after())?;
+        let next_page_token = page.next_token(&listed, |res: &Resource| res.id.clone());
+        Ok(Response::new(ListResourcesResponse {
+            resources: listed.items,
+            next_page_token,
+        }))
+    }
+
+    async fn update_resource(&self, request: Request<UpdateResourceRequest>) -> Result<Response<Resource>, Status> {
+        let actor = self.app.actor(&request)?;
+        let r = request.into_inner();
+        Ok(Response::new(crud::update(self.app.store(), actor, r.resource, r.update_mask).await?))
+    }
+
+    async fn delete_resource(&self, request: Request<DeleteResourceRequest>) -> Result<Response<DeleteResponse>, Status> {
+        self.app.actor(&request)?;
+        let r = request.into_inner();
+        let revision = crud::delete::<Resource>(self.app.store(), r.id, r.etag).await?;
+        Ok(Response::new(DeleteResponse { revision }))
+    }
+
+    async fn grant_role(&self, request: Request<GrantRoleRequest>) -> Result<Response<RoleAssignment>, Status> {
+        let actor = self.app.actor(&request)?;
+        let assignment = request
+            .into_inner()
+            .role_assignment
+            .ok_or_else(|| Error::invalid("role_assignment", "is required"))?;
+        catalog::check_role_args(
+            assignment.role,
+            &assignment.principal_id,
+            &assignment.catalog_id,
+            "role_assignment",
+        )?;
+        let committed = write(self.app.store(), move |txn| catalog::grant_role(txn, assignment, &actor)).await?;
+        Ok(Response::new(committed.value))
+    }
+
+    async fn revoke_role(&self, request: Request<RevokeRoleRequest>) -> Result<Response<DeleteResponse>, Status> {
+        self.app.actor(&request)?;
+        let r = request.into_inner();
+        let role = catalog::check_role_args(r.role, &r.principal_id, &r.catalog_id, "")?;
+        let committed = write(self.app.store(), move |txn| {
+            catalog::revoke_role(txn, role, &r.principal_id, &r.catalog_id)
+        })
+        .await?;
+        Ok(Response::new(DeleteResponse {
+            revision: committed.revision,
+        }))
+    }
+
+    async fn list_role_assignments(
+        &self,
+        request: Request<ListRoleAssignmentsRequest>,
+    ) -> Result<Response<ListRoleAssignmentsResponse>, Status> {
+        let r = request.into_inner();
+        let mut check = Check::new("");
+        if r.catalog_id != TENANT_SCOPE {
+            check.optional_id("catalog_id", &r.catalog_id);
+        }
+        check.optional_id("principal_id", &r.principal_id);
+        check.finish()?;
+        if !r.catalog_id.is_empty() && r.catalog_id != TENANT_SCOPE {
+            records::require::<Catalog>(self.app.store(), &r.catalog_id)?;
+        }
+        let page = PageRequest::parse(
+            r.page_size,
+            &r.page_token,
+            &[&r.catalog_id, &r.principal_id, &r.role.to_string()],
+        )?;
+        let source = if !r.catalog_id.is_empty() {
+            Source::Index {
+                kind: RoleAssignment::KIND,
+                name: ROLES_BY_CATALOG,
+                value: &r.catalog_id,
+            }
+        } else if !r.principal_id.is_empty() {
+            Source::Index {
+                kind: RoleAssignment::KIND,
+                name: ROLES_BY_PRINCIPAL,
+                value: &r.principal_id,
+            }
+        } else {
+            Source::All
+        };
+        let keep = |a: &RoleAssignment| {
+            (r.role == 0 || a.role == r.role) && (r.principal_id.is_empty() || a.principal_id == r.principal_id)
+        };
+        let listed = crud::list(self.app.store(), source, keep, page.size, page.after())?;
+        let next_page_token = page.next_token(&listed, RoleAssignment::id);
+        Ok(Response::new(ListRoleAssignmentsResponse {
+            role_assignments: listed.items,
+            next_page_token,
+        }))
+    }
+}

@@ -1,0 +1,43 @@
+//! The gRPC surface: one module per service, plus the conventions they share
+//! (caller identity, error statuses, paging).
+
+pub mod access_packages;
+pub mod caller;
+pub mod catalogs;
+pub mod directory;
+pub mod paging;
+pub mod status;
+
+use std::sync::Arc;
+
+use tonic::{Request, Status};
+
+use crate::clock::Clock;
+use crate::domain::entity::Actor;
+use crate::store::Store;
+
+/// What every service needs: the store and the clock.
+#[derive(Clone)]
+pub struct App {
+    pub store: Arc<dyn Store>,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl App {
+    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Self {
+        Self { store, clock }
+    }
+
+    pub fn store(&self) -> &dyn Store {
+        self.store.as_ref()
+    }
+
+    /// The authenticated caller of `request`, stamped with the current time.
+    pub fn actor<T>(&self, request: &Request<T>) -> Result<Actor, Status> {
+        let principal = caller::principal(request)?;
+        Ok(Actor {
+            id: principal.id.clone(),
+            now: self.clock.now(),
+        })
+    }
+}

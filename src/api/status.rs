@@ -1,0 +1,60 @@
+//! Maps [`Error`] to gRPC statuses with google.rpc error details, which
+//! grpcurl and other clients decode (the detail descriptors are served by
+//! reflection).
+
+use std::collections::HashMap;
+
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+use crate::error::Error;
+
+/// The ErrorInfo domain of every error this service raises.
+pub const ERROR_DOMAIN: &str = "entitlements";
+
+impl From<Error> for Status {
+    fn from(error: Error) -> Self {
+        let message = error.to_string();
+        match error {
+            Error::InvalidArgument(violations) => {
+                let mut details = ErrorDetails::new();
+                for v in violations {
+                    details.add_bad_request_violation(v.field, v.description);
+                }
+                Status::with_error_details(Code::InvalidArgument, message, details)
+            }
+            Error::NotFound { kind, id } => Status::with_error_details(
+                Code::NotFound,
+                message,
+                ErrorDetails::with_resource_info(kind, id, "", "not found"),
+            ),
+            Error::AlreadyExists { kind, id, .. } => Status::with_error_details(
+                Code::AlreadyExists,
+                message.clone(),
+                ErrorDetails::with_resource_info(kind, id, "", message),
+            ),
+            Error::FailedPrecondition { violations, .. } => {
+                let mut details = ErrorDetails::new();
+                for v in violations {
+                    details.add_precondition_failure_violation(v.kind, v.subject, v.description);
+                }
+                Status::with_error_details(Code::FailedPrecondition, message, details)
+            }
+            Error::Aborted(_) => Status::aborted(message),
+            Error::PermissionDenied { policy_ids, .. } => Status::with_error_details(
+                Code::PermissionDenied,
+                message,
+                ErrorDetails::with_error_info(
+                    "POLICY_DENIED",
+                    ERROR_DOMAIN,
+                    HashMap::from([("policy_ids".to_string(), policy_ids.join(","))]),
+                ),
+            ),
+            Error::Unauthenticated(_) => Status::unauthenticated(message),
+            Error::Store(error) => {
+                tracing::error!(%error, "store failure");
+                Status::internal(message)
+            }
+        }
+    }
+}

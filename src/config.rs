@@ -1,0 +1,103 @@
+//! Settings for `entitlements serve`. Later sources override earlier ones:
+//! built-in defaults, the TOML file given by `--config` (or
+//! `ENTITLEMENTS_CONFIG`), `ENTITLEMENTS_*` environment variables, flags.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Settings {
+    /// Address the gRPC server listens on.
+    pub listen: SocketAddr,
+    /// Directory of the embedded store.
+    pub data_dir: PathBuf,
+    pub log_format: LogFormat,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            data_dir: PathBuf::from("data"),
+            log_format: LogFormat::Text,
+        }
+    }
+}
+
+/// Flags of `entitlements serve`; each overrides the same setting from the
+/// file and the environment.
+#[derive(Debug, Default, Clone, Serialize, clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on [env: ENTITLEMENTS_LISTEN] [default: 127.0.0.1:50051]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+    /// Data directory [env: ENTITLEMENTS_DATA_DIR] [default: ./data]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    /// Log format [env: ENTITLEMENTS_LOG_FORMAT] [default: text]
+    #[arg(long, value_enum)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_format: Option<LogFormat>,
+    /// TOML settings file
+    #[arg(long, env = "ENTITLEMENTS_CONFIG")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+}
+
+impl Settings {
+    pub fn load(args: &ServeArgs) -> anyhow::Result<Self> {
+        let mut figment = Figment::from(Serialized::defaults(Settings::default()));
+        if let Some(file) = &args.config {
+            anyhow::ensure!(file.is_file(), "settings file {} does not exist", file.display());
+            figment = figment.merge(Toml::file_exact(file));
+        }
+        let settings = figment
+            .merge(Env::prefixed("ENTITLEMENTS_").ignore(&["config"]))
+            .merge(Serialized::defaults(args))
+            .extract()?;
+        Ok(settings)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_the_file_which_overrides_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("settings.toml");
+        std::fs::write(&file, "data_dir = \"/var/lib/x\"\nlog_format = \"json\"\n").unwrap();
+        let args = ServeArgs {
+            log_format: Some(LogFormat::Text),
+            config: Some(file),
+            ..Default::default()
+        };
+        let settings = Settings::load(&args).unwrap();
+        assert_eq!(settings.data_dir, PathBuf::from("/var/lib/x"));
+        assert_eq!(settings.log_format, LogFormat::Text);
+        assert_eq!(settings.listen, Settings::default().listen);
+    }
+
+    #[test]
+    fn a_missing_settings_file_is_an_error() {
+        let args = ServeArgs {
+            config: Some(PathBuf::from("/nonexistent/settings.toml")),
+            ..Default::default()
+        };
+        assert!(Settings::load(&args).is_err());
+    }
+}

@@ -1,0 +1,151 @@
+//! Create, get, list, update and delete for any [`Entity`], with the API's
+//! conventions: client-chosen or generated ids, idempotent creates by request
+//! id, etags, update masks, and "nothing written" on any failure.
+
+use crate::error::{Error, Result};
+use crate::store::records::{self, Record, Source};
+use crate::store::{ReadView, Revision, Store, write};
+
+use super::entity::{Actor, Entity, check_etag, fields_to_update, stamp};
+use super::validate::{self, Check};
+
+/// A new server-assigned id: time-ordered, so listings by id follow creation.
+pub fn new_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+pub struct CreateArgs<E> {
+    pub entity: Option<E>,
+    pub chosen_id: String,
+    pub request_id: String,
+    /// Names the call for request-id bookkeeping.
+    pub method: &'static str,
+}
+
+pub async fn create<E: Entity>(store: &dyn Store, actor: Actor, args: CreateArgs<E>) -> Result<E> {
+    let CreateArgs {
+        entity,
+        chosen_id,
+        request_id,
+        method,
+    } = args;
+    validate::request_id(&request_id)?;
+    let mut entity = entity.ok_or_else(|| Error::invalid(E::FIELD, "is required"))?;
+    let mut check = Check::new("");
+    check.optional_id(&format!("{}_id", E::FIELD), &chosen_id);
+    check.finish()?;
+    entity.normalize(None);
+    let mut check = Check::new(E::FIELD);
+    entity.validate(&mut check);
+    check.finish()?;
+
+    let committed = write(store, move |txn| {
+        if let Some(first) = records::recall_request::<E>(txn, &actor.id, method, &request_id)? {
+            return Ok(first);
+        }
+        let id = if chosen_id.is_empty() {
+            new_id()
+        } else {
+            chosen_id
+        };
+        if records::exists::<E>(txn, &id)? {
+            return Err(Error::AlreadyExists {
+                kind: E::KIND,
+                id: id.clone(),
+                message: format!("{} {id:?} already exists", E::KIND),
+            });
+        }
+        entity.set_id(id);
+        entity.check_against(txn, None)?;
+        stamp(&mut entity, None, &actor, txn.revision());
+        records::save(txn, None, &entity)?;
+        records::remember_request(txn, &actor.id, method, &request_id, &entity);
+        Ok(entity)
+    })
+    .await?;
+    Ok(committed.value)
+}
+
+pub fn get<E: Entity>(view: &dyn ReadView, id: &str) -> Result<E> {
+    let mut check = Check::new("");
+    check.id("id", id);
+    check.finish()?;
+    records::require(view, id)
+}
+
+pub async fn update<E: Entity>(
+    store: &dyn Store,
+    actor: Actor,
+    patch: Option<E>,
+    mask: Option<prost_types::FieldMask>,
+) -> Result<E> {
+    let patch = patch.ok_or_else(|| Error::invalid(E::FIELD, "is required"))?;
+    let mut check = Check::new(E::FIELD);
+    check.id("id", &patch.id());
+    check.finish()?;
+    let fields = fields_to_update(&patch, mask.as_ref())?;
+    let committed = write(store, move |txn| {
+        let old: E = records::require(txn, &patch.id())?;
+        check_etag(patch.etag(), old.etag(), E::KIND, &old.id())?;
+        let mut new = old.clone();
+        for field in &fields {
+            new.copy_field(&patch, field);
+        }
+        new.normalize(Some(&old));
+        let mut check = Check::new(E::FIELD);
+        new.validate(&mut check);
+        check.finish()?;
+        new.check_against(txn, Some(&old))?;
+        stamp(&mut new, Some(&old), &actor, txn.revision());
+        records::save(txn, Some(&old), &new)?;
+        Ok::<_, Error>(new)
+    })
+    .await?;
+    Ok(committed.value)
+}
+
+pub async fn delete<E: Entity>(store: &dyn Store, id: String, etag: String) -> Result<Revision> {
+    let mut check = Check::new("");
+    check.id("id", &id);
+    check.finish()?;
+    let committed = write(store, move |txn| {
+        let old: E = records::require(txn, &id)?;
+        check_etag(&etag, old.etag(), E::KIND, &id)?;
+        old.before_remove(txn)?;
+        records::remove(txn, &old)
+    })
+    .await?;
+    Ok(committed.revision)
+}
+
+/// One page of a listing.
+pub struct Listed<E> {
+    pub items: Vec<E>,
+    /// Whether more matching items follow the last one.
+    pub more: bool,
+}
+
+/// Up to `size` records from `source` after id `after` that pass `keep`. It
+/// reads ahead to the next match so that `more` is never a false promise.
+pub fn list<E: Record>(
+    view: &dyn ReadView,
+    source: Source<'_>,
+    keep: impl Fn(&E) -> bool,
+    size: usize,
+    after: Option<&str>,
+) -> Result<Listed<E>> {
+    let mut items = Vec::new();
+    for id in records::ids(view, E::KIND, &source, after) {
+        let Some(record) = records::load::<E>(view, &id?)? else {
+            continue;
+        };
+        if !keep(&record) {
+            continue;
+        }
+        if items.len() == size {
+            return Ok(Listed { items, more: true });
+        }
+        items.push(record);
+    }
+    Ok(Listed { items, more: false })
+}

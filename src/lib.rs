@@ -1,0 +1,22 @@
+//! entitlements: decides and records who may request which bundle of access,
+//! who must approve it, how long it lasts, and who holds what right now.
+//!
+//! Layers, outermost first: [`api`] (gRPC services and conventions),
+//! [`domain`] (the objects and their rules), [`store`] (durable state).
+
+pub mod api;
+pub mod clock;
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod server;
+pub mod store;
+
+/// Generated protobuf and gRPC code for `entitlements.v1`.
+pub mod pb {
+    tonic::include_proto!("entitlements.v1");
+
+    /// Encoded descriptors of every `entitlements.v1` file, for reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/entitlements_descriptor.bin"));
+}

@@ -1,0 +1,69 @@
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use entitlements::clock::SystemClock;
+use entitlements::config::{LogFormat, ServeArgs, Settings};
+use tracing_subscriber::EnvFilter;
+
+/// Entitlement management: catalogs, access packages, policies, requests,
+/// approvals and assignments, over gRPC.
+#[derive(Parser)]
+#[command(version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gRPC server.
+    Serve(ServeArgs),
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("installing a SIGTERM handler");
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => {
+            let settings = Settings::load(&args)?;
+            init_logging(settings.log_format);
+            let listener = tokio::net::TcpListener::bind(settings.listen).await?;
+            entitlements::server::run(
+                &settings,
+                Arc::new(SystemClock),
+                listener,
+                shutdown_signal(),
+                |address| println!("entitlements listening on {address}"),
+            )
+            .await
+        }
+    }
+}

@@ -1,0 +1,104 @@
+//! Assembles and runs the gRPC server: health (per service, tied to the
+//! store), reflection (v1 and v1alpha), and the entitlements services behind
+//! the caller-identity interceptor.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::server::NamedService;
+use tonic::transport::Server;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+
+use crate::api::access_packages::AccessPackagesApi;
+use crate::api::caller::Authenticator;
+use crate::api::catalogs::CatalogsApi;
+use crate::api::directory::DirectoryApi;
+use crate::api::App;
+use crate::clock::Clock;
+use crate::config::Settings;
+use crate::domain::catalog::ensure_general_catalog;
+use crate::domain::entity::Actor;
+use crate::pb;
+use crate::pb::access_packages_server::AccessPackagesServer;
+use crate::pb::catalogs_server::CatalogsServer;
+use crate::pb::directory_server::DirectoryServer;
+use crate::store::sled_store::SledStore;
+
+/// The principal recorded for changes the service makes on its own.
+pub const SYSTEM_ACTOR: &str = "system";
+
+/// Names of every entitlements service, as health checks know them.
+pub const SERVICE_NAMES: [&str; 3] = [
+    <DirectoryServer<DirectoryApi> as NamedService>::NAME,
+    <CatalogsServer<CatalogsApi> as NamedService>::NAME,
+    <AccessPackagesServer<AccessPackagesApi> as NamedService>::NAME,
+];
+
+async fn report(reporter: &HealthReporter, status: ServingStatus) {
+    reporter.set_service_status("", status).await;
+    for name in SERVICE_NAMES {
+        reporter.set_service_status(name, status).await;
+    }
+}
+
+/// Runs the server on `listener` until `shutdown` resolves, then drains
+/// in-flight calls and closes the store. `ready` is called with the bound
+/// address once every service is SERVING.
+pub async fn run(
+    settings: &Settings,
+    clock: Arc<dyn Clock>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    ready: impl FnOnce(SocketAddr),
+) -> anyhow::Result<()> {
+    let address = listener.local_addr()?;
+    let (reporter, health) = tonic_health::server::health_reporter();
+    report(&reporter, ServingStatus::NotServing).await;
+
+    let data_dir = settings.data_dir.clone();
+    let store = Arc::new(tokio::task::spawn_blocking(move || SledStore::open(&data_dir)).await??);
+    let system = Actor {
+        id: SYSTEM_ACTOR.into(),
+        now: clock.now(),
+    };
+    ensure_general_catalog(store.as_ref(), system).await?;
+    let app = App::new(store.clone(), clock);
+
+    let reflection_v1 = reflection_builder().build_v1()?;
+    let reflection_v1alpha = reflection_builder().build_v1alpha()?;
+    let auth = Authenticator::new(address.ip().is_loopback());
+
+    report(&reporter, ServingStatus::Serving).await;
+    tracing::info!(%address, data_dir = %settings.data_dir.display(), "serving");
+    ready(address);
+
+    let draining = reporter.clone();
+    Server::builder()
+        .add_service(health)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(DirectoryServer::with_interceptor(DirectoryApi::new(app.clone()), auth.clone()))
+        .add_service(CatalogsServer::with_interceptor(CatalogsApi::new(app.clone()), auth.clone()))
+        .add_service(AccessPackagesServer::with_interceptor(AccessPackagesApi::new(app), auth))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+            shutdown.await;
+            tracing::info!("shutting down: finishing in-flight calls");
+            report(&draining, ServingStatus::NotServing).await;
+        })
+        .await?;
+
+    tokio::task::spawn_blocking(move || store.close()).await??;
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+fn reflection_builder() -> tonic_reflection::server::Builder<'static> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
+}

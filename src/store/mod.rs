@@ -1,0 +1,100 @@
+//! Durable state. Everything the service knows lives in one ordered key-value
+//! space behind the [`Store`] trait; the sled implementation is
+//! [`sled_store::SledStore`]. All writes go through [`write`]: the closure runs
+//! on the store's single committer, so it sees every earlier write and no
+//! concurrent one, and its result is acknowledged only once durable.
+
+pub mod codec;
+pub mod keys;
+pub mod records;
+pub mod sled_store;
+
+use std::sync::{Arc, Mutex};
+
+/// A point in the store's history. Every committed write gets the next one.
+pub type Revision = u64;
+
+pub type KeyValue = (Vec<u8>, Vec<u8>);
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("storage engine: {0}")]
+    Engine(#[from] sled::Error),
+    #[error("storage i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("stored data is unreadable: {0}")]
+    Corrupt(String),
+    #[error("the store is closed")]
+    Closed,
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Reads of committed (or, inside a transaction, about-to-commit) state.
+pub trait ReadView {
+    fn get(&self, key: &[u8]) -> StoreResult<Option<Vec<u8>>>;
+    /// Keys under `prefix`, ascending, strictly after `start_after` if given.
+    fn scan<'a>(
+        &'a self,
+        prefix: &[u8],
+        start_after: Option<&[u8]>,
+    ) -> Box<dyn Iterator<Item = StoreResult<KeyValue>> + 'a>;
+}
+
+/// One state change, applied atomically.
+pub trait Txn: ReadView {
+    fn put(&mut self, key: Vec<u8>, value: Vec<u8>);
+    fn delete(&mut self, key: Vec<u8>);
+    /// The revision this transaction commits at.
+    fn revision(&self) -> Revision;
+}
+
+/// Runs on the committer; returns true to commit what it wrote, false to
+/// discard it.
+pub type WriteJob = Box<dyn FnOnce(&mut dyn Txn) -> bool + Send>;
+
+pub trait Store: ReadView + Send + Sync + 'static {
+    /// Queues a job; the receiver yields the revision once the job's writes
+    /// are durable (or the job declined to commit).
+    fn submit(&self, job: WriteJob) -> tokio::sync::oneshot::Receiver<StoreResult<Revision>>;
+    /// The newest durable revision.
+    fn revision(&self) -> Revision;
+    /// Waits for queued writes and makes everything durable.
+    fn flush(&self) -> StoreResult<()>;
+}
+
+/// The outcome of a committed write.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Committed<T> {
+    pub value: T,
+    pub revision: Revision,
+}
+
+/// Runs `change` as one atomic, durable transaction. An `Err` from the
+/// closure discards everything it wrote and is returned as is.
+pub async fn write<T, E, F>(store: &dyn Store, change: F) -> Result<Committed<T>, E>
+where
+    T: Send + 'static,
+    E: From<StoreError> + Send + 'static,
+    F: FnOnce(&mut dyn Txn) -> Result<T, E> + Send + 'static,
+{
+    let outcome: Arc<Mutex<Option<Result<T, E>>>> = Arc::new(Mutex::new(None));
+    let slot = Arc::clone(&outcome);
+    let job: WriteJob = Box::new(move |txn| {
+        let result = change(txn);
+        let commit = result.is_ok();
+        *slot.lock().expect("outcome slot poisoned") = Some(result);
+        commit
+    });
+    let durable = store.submit(job).await.unwrap_or(Err(StoreError::Closed));
+    let result = outcome
+        .lock()
+        .expect("outcome slot poisoned")
+        .take()
+        .unwrap_or(Err(E::from(StoreError::Closed)));
+    let value = result?;
+    Ok(Committed {
+        value,
+        revision: durable.map_err(E::from)?,
+    })
+}

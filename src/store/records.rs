@@ -1,0 +1,276 @@
+//! Typed records on top of the key space: every record kind declares its
+//! secondary index entries, uniqueness constraints and references to other
+//! records, and [`save`] / [`remove`] keep all of them in step with the
+//! record in the same transaction. References are what make "delete of
+//! something in use" a FAILED_PRECONDITION that names the users.
+
+use std::collections::BTreeSet;
+
+use super::{ReadView, StoreError, StoreResult, Txn, codec, keys};
+use crate::error::{Error, PreconditionViolation, Result};
+
+/// A secondary index entry: `target` is listed under (`name`, `value`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct IndexEntry {
+    pub name: &'static str,
+    pub value: String,
+    pub target: String,
+}
+
+impl IndexEntry {
+    pub fn new(name: &'static str, value: impl Into<String>, target: impl Into<String>) -> Self {
+        Self {
+            name,
+            value: value.into(),
+            target: target.into(),
+        }
+    }
+}
+
+/// A reference from a record to another record (by kind and id).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Reference {
+    pub kind: &'static str,
+    pub id: String,
+}
+
+impl Reference {
+    pub fn new(kind: &'static str, id: impl Into<String>) -> Self {
+        Self {
+            kind,
+            id: id.into(),
+        }
+    }
+}
+
+pub trait Record: prost::Message + Default + Clone + Send + 'static {
+    /// The record kind: table name and the noun used in error messages.
+    const KIND: &'static str;
+
+    fn id(&self) -> String;
+
+    fn indexes(&self) -> Vec<IndexEntry> {
+        Vec::new()
+    }
+
+    /// (constraint name, value) pairs no other record of the kind may share.
+    fn uniques(&self) -> Vec<(&'static str, String)> {
+        Vec::new()
+    }
+
+    /// Records this one depends on; they cannot be removed while it exists.
+    fn references(&self) -> Vec<Reference> {
+        Vec::new()
+    }
+}
+
+fn record_key(kind: &str, id: &str) -> Vec<u8> {
+    keys::key(&[keys::RECORD, kind, id])
+}
+
+fn index_key(kind: &str, entry: &IndexEntry) -> Vec<u8> {
+    keys::key(&[keys::INDEX, kind, entry.name, &entry.value, &entry.target])
+}
+
+fn unique_key(kind: &str, name: &str, value: &str) -> Vec<u8> {
+    keys::key(&[keys::UNIQUE, kind, name, value])
+}
+
+fn reference_key(target: &Reference, source_kind: &str, source_id: &str) -> Vec<u8> {
+    keys::key(&[
+        keys::REFERENCE,
+        target.kind,
+        &target.id,
+        source_kind,
+        source_id,
+    ])
+}
+
+pub fn load<R: Record>(view: &(impl ReadView + ?Sized), id: &str) -> StoreResult<Option<R>> {
+    view.get(&record_key(R::KIND, id))?
+        .map(|bytes| codec::decode(&bytes))
+        .transpose()
+}
+
+/// Loads a record or fails with NOT_FOUND.
+pub fn require<R: Record>(view: &(impl ReadView + ?Sized), id: &str) -> Result<R> {
+    load(view, id)?.ok_or_else(|| Error::not_found(R::KIND, id))
+}
+
+pub fn exists<R: Record>(view: &(impl ReadView + ?Sized), id: &str) -> StoreResult<bool> {
+    Ok(view.get(&record_key(R::KIND, id))?.is_some())
+}
+
+/// Writes `new` (replacing `old`, which must be what is stored), keeping its
+/// index entries, uniqueness claims and references in step.
+pub fn save<R: Record>(txn: &mut dyn Txn, old: Option<&R>, new: &R) -> Result<()> {
+    let id = new.id();
+    let id = id.as_str();
+    let old_uniques: BTreeSet<_> = old.map(|o| o.uniques()).unwrap_or_default().into_iter().collect();
+    let new_uniques: BTreeSet<_> = new.uniques().into_iter().collect();
+    for (name, value) in new_uniques.difference(&old_uniques) {
+        let key = unique_key(R::KIND, name, value);
+        if let Some(owner) = txn.get(&key)? {
+            let owner = String::from_utf8_lossy(&owner).into_owned();
+            if owner != id {
+                return Err(Error::AlreadyExists {
+                    kind: R::KIND,
+                    id: owner.clone(),
+                    message: format!("{} {owner:?} already has {name} {value:?}", R::KIND),
+                });
+            }
+        }
+        txn.put(key, id.as_bytes().to_vec());
+    }
+    for (name, value) in old_uniques.difference(&new_uniques) {
+        txn.delete(unique_key(R::KIND, name, value));
+    }
+
+    let old_indexes: BTreeSet<_> = old.map(|o| o.indexes()).unwrap_or_default().into_iter().collect();
+    let new_indexes: BTreeSet<_> = new.indexes().into_iter().collect();
+    for entry in old_indexes.difference(&new_indexes) {
+        txn.delete(index_key(R::KIND, entry));
+    }
+    for entry in new_indexes.difference(&old_indexes) {
+        txn.put(index_key(R::KIND, entry), Vec::new());
+    }
+
+    let old_refs: BTreeSet<_> = old.map(|o| o.references()).unwrap_or_default().into_iter().collect();
+    let new_refs: BTreeSet<_> = new.references().into_iter().collect();
+    for target in old_refs.difference(&new_refs) {
+        txn.delete(reference_key(target, R::KIND, id));
+    }
+    for target in new_refs.difference(&old_refs) {
+        txn.put(reference_key(target, R::KIND, id), Vec::new());
+    }
+
+    txn.put(record_key(R::KIND, id), codec::encode(new));
+    Ok(())
+}
+
+/// Deletes a record and everything [`save`] wrote for it. FAILED_PRECONDITION
+/// (naming up to ten referrers) while other records refer to it.
+pub fn remove<R: Record>(txn: &mut dyn Txn, record: &R) -> Result<()> {
+    let id = record.id();
+    let referrers = referrers(txn, R::KIND, &id, 10)?;
+    if !referrers.is_empty() {
+        let names: Vec<String> = referrers.iter().map(|r| format!("{} {:?}", r.kind_name, r.id)).collect();
+        return Err(Error::FailedPrecondition {
+            message: format!(
+                "{} {:?} is in use by {}",
+                R::KIND,
+                id,
+                names.join(", ")
+            ),
+            violations: referrers
+                .into_iter()
+                .map(|r| PreconditionViolation {
+                    kind: "IN_USE".into(),
+                    subject: format!("{}/{}", r.kind_name, r.id),
+                    description: format!("refers to {} {id:?}", R::KIND),
+                })
+                .collect(),
+        });
+    }
+    for (name, value) in record.uniques() {
+        txn.delete(unique_key(R::KIND, name, &value));
+    }
+    for entry in record.indexes() {
+        txn.delete(index_key(R::KIND, &entry));
+    }
+    for target in record.references() {
+        txn.delete(reference_key(&target, R::KIND, &id));
+    }
+    txn.delete(record_key(R::KIND, &id));
+    Ok(())
+}
+
+/// A record that refers to another.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Referrer {
+    pub kind_name: String,
+    pub id: String,
+}
+
+/// Up to `limit` records referring to (`kind`, `id`).
+pub fn referrers(view: &(impl ReadView + ?Sized), kind: &str, id: &str, limit: usize) -> StoreResult<Vec<Referrer>> {
+    let prefix = keys::prefix(&[keys::REFERENCE, kind, id]);
+    view.scan(&prefix, None)
+        .take(limit)
+        .map(|item| {
+            let (key, _) = item?;
+            let rest = &key[prefix.len()..];
+            let sep = rest
+                .iter()
+                .position(|b| *b == 0)
+                .ok_or_else(|| StoreError::Corrupt("malformed reference key".into()))?;
+            Ok(Referrer {
+                kind_name: String::from_utf8_lossy(&rest[..sep]).into_owned(),
+                id: String::from_utf8_lossy(&rest[sep + 1..]).into_owned(),
+            })
+        })
+        .collect()
+}
+
+/// Where a listing takes its ids from.
+#[derive(Debug, Clone)]
+pub enum Source<'a> {
+    /// Every record of the listed kind, by id.
+    All,
+    /// The targets of an index of records of `kind`, by target id.
+    Index {
+        kind: &'static str,
+        name: &'static str,
+        value: &'a str,
+    },
+}
+
+/// Ids from `source` in ascending order, strictly after `after`.
+pub fn ids<'v>(
+    view: &'v (impl ReadView + ?Sized),
+    listed_kind: &'static str,
+    source: &Source<'_>,
+    after: Option<&str>,
+) -> impl Iterator<Item = StoreResult<String>> + 'v {
+    let prefix = match source {
+        Source::All => keys::prefix(&[keys::RECORD, listed_kind]),
+        Source::Index { kind, name, value } => keys::prefix(&[keys::INDEX, kind, name, value]),
+    };
+    let start = after.map(|after| {
+        let mut key = prefix.clone();
+        key.extend_from_slice(after.as_bytes());
+        key
+    });
+    view.scan(&prefix, start.as_deref())
+        .map(|item| item.map(|(key, _)| keys::last_part(&key)))
+}
+
+/// The record a request id first produced, if that request was seen before.
+pub fn recall_request<R: Record>(
+    view: &(impl ReadView + ?Sized),
+    caller: &str,
+    method: &str,
+    request_id: &str,
+) -> StoreResult<Option<R>> {
+    if request_id.is_empty() {
+        return Ok(None);
+    }
+    view.get(&keys::key(&[keys::REQUEST_ID, caller, method, request_id]))?
+        .map(|bytes| codec::decode(&bytes))
+        .transpose()
+}
+
+pub fn remember_request<R: Record>(
+    txn: &mut dyn Txn,
+    caller: &str,
+    method: &str,
+    request_id: &str,
+    result: &R,
+) {
+    if !request_id.is_empty() {
+        txn.put(
+            keys::key(&[keys::REQUEST_ID, caller, method, request_id]),
+            codec::encode(result),
+        );
+    }
+}
