@@ -61,7 +61,11 @@ impl Settings {
     pub fn load(args: &ServeArgs) -> anyhow::Result<Self> {
         let mut figment = Figment::from(Serialized::defaults(Settings::default()));
         if let Some(file) = &args.config {
-            anyhow::ensure!(file.is_file(), "settings file {} does not exist", file.display());
+            anyhow::ensure!(
+                file.is_file(),
+                "settings file {} does not exist",
+                file.display()
+            );
             figment = figment.merge(Toml::file_exact(file));
         }
         let settings = figment

@@ -13,6 +13,8 @@ pub mod server;
 pub mod store;
 
 /// Generated protobuf and gRPC code for `entitlements.v1`.
+// Generated code keeps the proto comments as written; lints do not apply.
+#[allow(clippy::all)]
 pub mod pb {
     tonic::include_proto!("entitlements.v1");
 

@@ -13,11 +13,11 @@ use tonic::transport::Server;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
+use crate::api::App;
 use crate::api::access_packages::AccessPackagesApi;
 use crate::api::caller::Authenticator;
 use crate::api::catalogs::CatalogsApi;
 use crate::api::directory::DirectoryApi;
-use crate::api::App;
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::domain::catalog::ensure_general_catalog;
@@ -81,9 +81,18 @@ pub async fn run(
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(DirectoryServer::with_interceptor(DirectoryApi::new(app.clone()), auth.clone()))
-        .add_service(CatalogsServer::with_interceptor(CatalogsApi::new(app.clone()), auth.clone()))
-        .add_service(AccessPackagesServer::with_interceptor(AccessPackagesApi::new(app), auth))
+        .add_service(DirectoryServer::with_interceptor(
+            DirectoryApi::new(app.clone()),
+            auth.clone(),
+        ))
+        .add_service(CatalogsServer::with_interceptor(
+            CatalogsApi::new(app.clone()),
+            auth.clone(),
+        ))
+        .add_service(AccessPackagesServer::with_interceptor(
+            AccessPackagesApi::new(app),
+            auth,
+        ))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
             shutdown.await;
             tracing::info!("shutting down: finishing in-flight calls");

@@ -35,14 +35,19 @@ impl AccessPackages for AccessPackagesApi {
             request_id: r.request_id,
             method: "CreateAccessPackage",
         };
-        Ok(Response::new(crud::create(self.app.store(), actor, args).await?))
+        Ok(Response::new(
+            crud::create(self.app.store(), actor, args).await?,
+        ))
     }
 
     async fn get_access_package(
         &self,
         request: Request<GetAccessPackageRequest>,
     ) -> Result<Response<AccessPackage>, Status> {
-        Ok(Response::new(crud::get(self.app.store(), &request.get_ref().id)?))
+        Ok(Response::new(crud::get(
+            self.app.store(),
+            &request.get_ref().id,
+        )?))
     }
 
     async fn list_access_packages(
@@ -77,7 +82,8 @@ impl AccessPackages for AccessPackagesApi {
             Source::All
         };
         let keep = |p: &AccessPackage| {
-            (r.catalog_id.is_empty() || p.catalog_id == r.catalog_id) && !(r.exclude_hidden && p.hidden)
+            (r.catalog_id.is_empty() || p.catalog_id == r.catalog_id)
+                && !(r.exclude_hidden && p.hidden)
         };
         let listed = crud::list(self.app.store(), source, keep, page.size, page.after())?;
         let next_page_token = page.next_token(&listed, |p: &AccessPackage| p.id.clone());

@@ -47,7 +47,9 @@ impl Interceptor for Authenticator {
             .to_str()
             .ok()
             .filter(|id| is_valid_id(id))
-            .ok_or_else(|| Status::unauthenticated(format!("{DEV_USER_HEADER} is not a valid user id")))?
+            .ok_or_else(|| {
+                Status::unauthenticated(format!("{DEV_USER_HEADER} is not a valid user id"))
+            })?
             .to_string();
         request.extensions_mut().insert(Principal { id });
         Ok(request)

@@ -28,7 +28,10 @@ impl CatalogsApi {
 
 #[tonic::async_trait]
 impl Catalogs for CatalogsApi {
-    async fn create_catalog(&self, request: Request<CreateCatalogRequest>) -> Result<Response<Catalog>, Status> {
+    async fn create_catalog(
+        &self,
+        request: Request<CreateCatalogRequest>,
+    ) -> Result<Response<Catalog>, Status> {
         let actor = self.app.actor(&request)?;
         let r = request.into_inner();
         let args = CreateArgs {
@@ -37,17 +40,34 @@ impl Catalogs for CatalogsApi {
             request_id: r.request_id,
             method: "CreateCatalog",
         };
-        Ok(Response::new(crud::create(self.app.store(), actor, args).await?))
+        Ok(Response::new(
+            crud::create(self.app.store(), actor, args).await?,
+        ))
     }
 
-    async fn get_catalog(&self, request: Request<GetCatalogRequest>) -> Result<Response<Catalog>, Status> {
-        Ok(Response::new(crud::get(self.app.store(), &request.get_ref().id)?))
+    async fn get_catalog(
+        &self,
+        request: Request<GetCatalogRequest>,
+    ) -> Result<Response<Catalog>, Status> {
+        Ok(Response::new(crud::get(
+            self.app.store(),
+            &request.get_ref().id,
+        )?))
     }
 
-    async fn list_catalogs(&self, request: Request<ListCatalogsRequest>) -> Result<Response<ListCatalogsResponse>, Status> {
+    async fn list_catalogs(
+        &self,
+        request: Request<ListCatalogsRequest>,
+    ) -> Result<Response<ListCatalogsResponse>, Status> {
         let r = request.into_inner();
         let page = PageRequest::parse(r.page_size, &r.page_token, &[])?;
-        let listed = crud::list(self.app.store(), Source::All, |_: &Catalog| true, page.size, page.after())?;
+        let listed = crud::list(
+            self.app.store(),
+            Source::All,
+            |_: &Catalog| true,
+            page.size,
+            page.after(),
+        )?;
         let next_page_token = page.next_token(&listed, |c: &Catalog| c.id.clone());
         Ok(Response::new(ListCatalogsResponse {
             catalogs: listed.items,
@@ -55,20 +75,31 @@ impl Catalogs for CatalogsApi {
         }))
     }
 
-    async fn update_catalog(&self, request: Request<UpdateCatalogRequest>) -> Result<Response<Catalog>, Status> {
+    async fn update_catalog(
+        &self,
+        request: Request<UpdateCatalogRequest>,
+    ) -> Result<Response<Catalog>, Status> {
         let actor = self.app.actor(&request)?;
         let r = request.into_inner();
-        Ok(Response::new(crud::update(self.app.store(), actor, r.catalog, r.update_mask).await?))
+        Ok(Response::new(
+            crud::update(self.app.store(), actor, r.catalog, r.update_mask).await?,
+        ))
     }
 
-    async fn delete_catalog(&self, request: Request<DeleteCatalogRequest>) -> Result<Response<DeleteResponse>, Status> {
+    async fn delete_catalog(
+        &self,
+        request: Request<DeleteCatalogRequest>,
+    ) -> Result<Response<DeleteResponse>, Status> {
         self.app.actor(&request)?;
         let r = request.into_inner();
         let revision = crud::delete::<Catalog>(self.app.store(), r.id, r.etag).await?;
         Ok(Response::new(DeleteResponse { revision }))
     }
 
-    async fn create_resource(&self, request: Request<CreateResourceRequest>) -> Result<Response<Resource>, Status> {
+    async fn create_resource(
+        &self,
+        request: Request<CreateResourceRequest>,
+    ) -> Result<Response<Resource>, Status> {
         let actor = self.app.actor(&request)?;
         let r = request.into_inner();
         let args = CreateArgs {
@@ -77,14 +108,25 @@ impl Catalogs for CatalogsApi {
             request_id: r.request_id,
             method: "CreateResource",
         };
-        Ok(Response::new(crud::create(self.app.store(), actor, args).await?))
+        Ok(Response::new(
+            crud::create(self.app.store(), actor, args).await?,
+        ))
     }
 
-    async fn get_resource(&self, request: Request<GetResourceRequest>) -> Result<Response<Resource>, Status> {
-        Ok(Response::new(crud::get(self.app.store(), &request.get_ref().id)?))
+    async fn get_resource(
+        &self,
+        request: Request<GetResourceRequest>,
+    ) -> Result<Response<Resource>, Status> {
+        Ok(Response::new(crud::get(
+            self.app.store(),
+            &request.get_ref().id,
+        )?))
     }
 
-    async fn list_resources(&self, request: Request<ListResourcesRequest>) -> Result<Response<ListResourcesResponse>, Status> {
+    async fn list_resources(
+        &self,
+        request: Request<ListResourcesRequest>,
+    ) -> Result<Response<ListResourcesResponse>, Status> {
         let r = request.into_inner();
         if !r.catalog_id.is_empty() {
             crud::get::<Catalog>(self.app.store(), &r.catalog_id)?;
@@ -108,20 +150,31 @@ impl Catalogs for CatalogsApi {
         }))
     }
 
-    async fn update_resource(&self, request: Request<UpdateResourceRequest>) -> Result<Response<Resource>, Status> {
+    async fn update_resource(
+        &self,
+        request: Request<UpdateResourceRequest>,
+    ) -> Result<Response<Resource>, Status> {
         let actor = self.app.actor(&request)?;
         let r = request.into_inner();
-        Ok(Response::new(crud::update(self.app.store(), actor, r.resource, r.update_mask).await?))
+        Ok(Response::new(
+            crud::update(self.app.store(), actor, r.resource, r.update_mask).await?,
+        ))
     }
 
-    async fn delete_resource(&self, request: Request<DeleteResourceRequest>) -> Result<Response<DeleteResponse>, Status> {
+    async fn delete_resource(
+        &self,
+        request: Request<DeleteResourceRequest>,
+    ) -> Result<Response<DeleteResponse>, Status> {
         self.app.actor(&request)?;
         let r = request.into_inner();
         let revision = crud::delete::<Resource>(self.app.store(), r.id, r.etag).await?;
         Ok(Response::new(DeleteResponse { revision }))
     }
 
-    async fn grant_role(&self, request: Request<GrantRoleRequest>) -> Result<Response<RoleAssignment>, Status> {
+    async fn grant_role(
+        &self,
+        request: Request<GrantRoleRequest>,
+    ) -> Result<Response<RoleAssignment>, Status> {
         let actor = self.app.actor(&request)?;
         let assignment = request
             .into_inner()
@@ -133,11 +186,17 @@ impl Catalogs for CatalogsApi {
             &assignment.catalog_id,
             "role_assignment",
         )?;
-        let committed = write(self.app.store(), move |txn| catalog::grant_role(txn, assignment, &actor)).await?;
+        let committed = write(self.app.store(), move |txn| {
+            catalog::grant_role(txn, assignment, &actor)
+        })
+        .await?;
         Ok(Response::new(committed.value))
     }
 
-    async fn revoke_role(&self, request: Request<RevokeRoleRequest>) -> Result<Response<DeleteResponse>, Status> {
+    async fn revoke_role(
+        &self,
+        request: Request<RevokeRoleRequest>,
+    ) -> Result<Response<DeleteResponse>, Status> {
         self.app.actor(&request)?;
         let r = request.into_inner();
         let role = catalog::check_role_args(r.role, &r.principal_id, &r.catalog_id, "")?;
@@ -185,7 +244,8 @@ impl Catalogs for CatalogsApi {
             Source::All
         };
         let keep = |a: &RoleAssignment| {
-            (r.role == 0 || a.role == r.role) && (r.principal_id.is_empty() || a.principal_id == r.principal_id)
+            (r.role == 0 || a.role == r.role)
+                && (r.principal_id.is_empty() || a.principal_id == r.principal_id)
         };
         let listed = crud::list(self.app.store(), source, keep, page.size, page.after())?;
         let next_page_token = page.next_token(&listed, RoleAssignment::id);

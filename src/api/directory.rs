@@ -41,7 +41,10 @@ impl DirectoryApi {
 
 #[tonic::async_trait]
 impl Directory for DirectoryApi {
-    async fn create_user(&self, request: Request<CreateUserRequest>) -> Result<Response<User>, Status> {
+    async fn create_user(
+        &self,
+        request: Request<CreateUserRequest>,
+    ) -> Result<Response<User>, Status> {
         let actor = self.app.actor(&request)?;
         let r = request.into_inner();
         let args = CreateArgs {
@@ -50,17 +53,28 @@ impl Directory for DirectoryApi {
             request_id: r.request_id,
             method: "CreateUser",
         };
-        Ok(Response::new(crud::create(self.app.store(), actor, args).await?))
+        Ok(Response::new(
+            crud::create(self.app.store(), actor, args).await?,
+        ))
     }
 
     async fn get_user(&self, request: Request<GetUserRequest>) -> Result<Response<User>, Status> {
-        Ok(Response::new(crud::get(self.app.store(), &request.get_ref().id)?))
+        Ok(Response::new(crud::get(
+            self.app.store(),
+            &request.get_ref().id,
+        )?))
     }
 
-    async fn list_users(&self, request: Request<ListUsersRequest>) -> Result<Response<ListUsersResponse>, Status> {
+    async fn list_users(
+        &self,
+        request: Request<ListUsersRequest>,
+    ) -> Result<Response<ListUsersResponse>, Status> {
         let r = request.into_inner();
         self.require_filter::<Group>(&r.group_id, "group_id")?;
-        self.require_filter::<ConnectedOrganization>(&r.connected_organization_id, "connected_organization_id")?;
+        self.require_filter::<ConnectedOrganization>(
+            &r.connected_organization_id,
+            "connected_organization_id",
+        )?;
         let page = PageRequest::parse(
             r.page_size,
             &r.page_token,
@@ -92,7 +106,8 @@ impl Directory for DirectoryApi {
             (r.kind == 0 || u.kind == r.kind)
                 && (r.state == 0 || u.state == r.state)
                 && (u.state != deleted || r.show_deleted || r.state == deleted)
-                && (r.connected_organization_id.is_empty() || u.connected_organization_id == r.connected_organization_id)
+                && (r.connected_organization_id.is_empty()
+                    || u.connected_organization_id == r.connected_organization_id)
         };
         let listed = crud::list(self.app.store(), source, keep, page.size, page.after())?;
         let next_page_token = page.next_token(&listed, |u: &User| u.id.clone());
@@ -102,13 +117,21 @@ impl Directory for DirectoryApi {
         }))
     }
 
-    async fn update_user(&self, request: Request<UpdateUserRequest>) -> Result<Response<User>, Status> {
+    async fn update_user(
+        &self,
+        request: Request<UpdateUserRequest>,
+    ) -> Result<Response<User>, Status> {
         let actor = self.app.actor(&request)?;
         let r = request.into_inner();
-        Ok(Response::new(crud::update(self.app.store(), actor, r.user, r.update_mask).await?))
+        Ok(Response::new(
+            crud::update(self.app.store(), actor, r.user, r.update_mask).await?,
+        ))
     }
 
-    async fn delete_user(&self, request: Request<DeleteUserRequest>) -> Result<Response<User>, Status> {
+    async fn delete_user(
+        &self,
+        request: Request<DeleteUserRequest>,
+    ) -> Result<Response<User>, Status> {
         let actor = self.app.actor(&request)?;
         let r = request.into_inner();
         let mut check = Check::new("");
@@ -121,7 +144,10 @@ impl Directory for DirectoryApi {
         Ok(Response::new(committed.value))
     }
 
-    async fn create_group(&self, request: Request<CreateGroupRequest>) -> Result<Response<Group>, Status> {
+    async fn create_group(
+        &self,
+        request: Request<CreateGroupRequest>,
+    ) -> Result<Response<Group>, Status> {
         let actor = self.app.actor(&request)?;
         let r = request.into_inner();
         let args = CreateArgs {
@@ -130,14 +156,25 @@ impl Directory for DirectoryApi {
             request_id: r.request_id,
             method: "CreateGroup",
         };
-        Ok(Response::new(crud::create(self.app.store(), actor, args).await?))
+        Ok(Response::new(
+            crud::create(self.app.store(), actor, args).await?,
+        ))
     }
 
-    async fn get_group(&self, request: Request<GetGroupRequest>) -> Result<Response<Group>, Status> {
-        Ok(Response::new(crud::get(self.app.store(), &request.get_ref().id)?))
+    async fn get_group(
+        &self,
+        request: Request<GetGroupRequest>,
+    ) -> Result<Response<Group>, Status> {
+        Ok(Response::new(crud::get(
+            self.app.store(),
+            &request.get_ref().id,
+        )?))
     }
 
-    async fn list_groups(&self, request: Request<ListGroupsRequest>) -> Result<Response<ListGroupsResponse>, Status> {
+    async fn list_groups(
+        &self,
+        request: Request<ListGroupsRequest>,
+    ) -> Result<Response<ListGroupsResponse>, Status> {
         let r = request.into_inner();
         self.require_filter::<Group>(&r.parent_group_id, "parent_group_id")?;
         self.require_filter::<User>(&r.member_user_id, "member_user_id")?;
@@ -168,7 +205,13 @@ impl Directory for DirectoryApi {
             },
             None => Source::All,
         };
-        let listed = crud::list(self.app.store(), source, |_: &Group| true, page.size, page.after())?;
+        let listed = crud::list(
+            self.app.store(),
+            source,
+            |_: &Group| true,
+            page.size,
+            page.after(),
+        )?;
         let next_page_token = page.next_token(&listed, |g: &Group| g.id.clone());
         Ok(Response::new(ListGroupsResponse {
             groups: listed.items,
@@ -176,13 +219,21 @@ impl Directory for DirectoryApi {
         }))
     }
 
-    async fn update_group(&self, request: Request<UpdateGroupRequest>) -> Result<Response<Group>, Status> {
+    async fn update_group(
+        &self,
+        request: Request<UpdateGroupRequest>,
+    ) -> Result<Response<Group>, Status> {
         let actor = self.app.actor(&request)?;
         let r = request.into_inner();
-        Ok(Response::new(crud::update(self.app.store(), actor, r.group, r.update_mask).await?))
+        Ok(Response::new(
+            crud::update(self.app.store(), actor, r.group, r.update_mask).await?,
+        ))
     }
 
-    async fn delete_group(&self, request: Request<DeleteGroupRequest>) -> Result<Response<DeleteResponse>, Status> {
+    async fn delete_group(
+        &self,
+        request: Request<DeleteGroupRequest>,
+    ) -> Result<Response<DeleteResponse>, Status> {
         self.app.actor(&request)?;
         let r = request.into_inner();
         let revision = crud::delete::<Group>(self.app.store(), r.id, r.etag).await?;
@@ -241,14 +292,19 @@ impl Directory for DirectoryApi {
             request_id: r.request_id,
             method: "CreateConnectedOrganization",
         };
-        Ok(Response::new(crud::create(self.app.store(), actor, args).await?))
+        Ok(Response::new(
+            crud::create(self.app.store(), actor, args).await?,
+        ))
     }
 
     async fn get_connected_organization(
         &self,
         request: Request<GetConnectedOrganizationRequest>,
     ) -> Result<Response<ConnectedOrganization>, Status> {
-        Ok(Response::new(crud::get(self.app.store(), &request.get_ref().id)?))
+        Ok(Response::new(crud::get(
+            self.app.store(),
+            &request.get_ref().id,
+        )?))
     }
 
     async fn list_connected_organizations(
@@ -273,7 +329,13 @@ impl Directory for DirectoryApi {
         let actor = self.app.actor(&request)?;
         let r = request.into_inner();
         Ok(Response::new(
-            crud::update(self.app.store(), actor, r.connected_organization, r.update_mask).await?,
+            crud::update(
+                self.app.store(),
+                actor,
+                r.connected_organization,
+                r.update_mask,
+            )
+            .await?,
         ))
     }
 
@@ -283,7 +345,8 @@ impl Directory for DirectoryApi {
     ) -> Result<Response<DeleteResponse>, Status> {
         self.app.actor(&request)?;
         let r = request.into_inner();
-        let revision = crud::delete::<ConnectedOrganization>(self.app.store(), r.id, r.etag).await?;
+        let revision =
+            crud::delete::<ConnectedOrganization>(self.app.store(), r.id, r.etag).await?;
         Ok(Response::new(DeleteResponse { revision }))
     }
 }

@@ -34,7 +34,10 @@ impl PageRequest {
                 .decode(token)
                 .ok()
                 .and_then(|bytes| String::from_utf8(bytes).ok())
-                .and_then(|text| text.split_once('\n').map(|(f, a)| (f.to_string(), a.to_string())));
+                .and_then(|text| {
+                    text.split_once('\n')
+                        .map(|(f, a)| (f.to_string(), a.to_string()))
+                });
             match decoded {
                 Some((token_filters, after)) if token_filters == filters && !after.is_empty() => {
                     Some(after)
@@ -45,7 +48,12 @@ impl PageRequest {
                         "belongs to a listing with other filters",
                     ));
                 }
-                None => return Err(Error::invalid("page_token", "is not a token this service issued")),
+                None => {
+                    return Err(Error::invalid(
+                        "page_token",
+                        "is not a token this service issued",
+                    ));
+                }
             }
         };
         Ok(Self {
@@ -87,6 +95,9 @@ mod tests {
         assert!(PageRequest::parse(2, &token, &["g2"]).is_err());
         assert!(PageRequest::parse(2, "garbage!", &["g1"]).is_err());
         assert!(PageRequest::parse(-1, "", &[]).is_err());
-        assert_eq!(PageRequest::parse(5000, "", &[]).unwrap().size, MAX_PAGE_SIZE);
+        assert_eq!(
+            PageRequest::parse(5000, "", &[]).unwrap().size,
+            MAX_PAGE_SIZE
+        );
     }
 }

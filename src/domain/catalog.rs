@@ -92,13 +92,20 @@ impl Record for Resource {
     }
 
     fn indexes(&self) -> Vec<IndexEntry> {
-        vec![IndexEntry::new(RESOURCES_BY_CATALOG, &self.catalog_id, &self.id)]
+        vec![IndexEntry::new(
+            RESOURCES_BY_CATALOG,
+            &self.catalog_id,
+            &self.id,
+        )]
     }
 
     fn uniques(&self) -> Vec<(&'static str, String)> {
         vec![(
             "origin",
-            format!("{}\u{1f}{}\u{1f}{}", self.catalog_id, self.r#type, self.origin_id),
+            format!(
+                "{}\u{1f}{}\u{1f}{}",
+                self.catalog_id, self.r#type, self.origin_id
+            ),
         )]
     }
 
@@ -132,9 +139,17 @@ impl Entity for Resource {
         for (i, role) in self.roles.iter().enumerate() {
             check.id(&format!("roles[{i}].id"), &role.id);
             if !seen.insert(&role.id) {
-                check.fail(&format!("roles[{i}].id"), format!("{:?} is listed twice", role.id));
+                check.fail(
+                    &format!("roles[{i}].id"),
+                    format!("{:?} is listed twice", role.id),
+                );
             }
-            check.text(&format!("roles[{i}].display_name"), &role.display_name, MAX_NAME, false);
+            check.text(
+                &format!("roles[{i}].display_name"),
+                &role.display_name,
+                MAX_NAME,
+                false,
+            );
         }
     }
 
@@ -145,9 +160,17 @@ impl Entity for Resource {
             if self.roles.iter().any(|r| r.id == role.id) {
                 continue;
             }
-            let users = records::referrers(view, RESOURCE_ROLE_KIND, &resource_role_key(&self.id, &role.id), 10)?;
+            let users = records::referrers(
+                view,
+                RESOURCE_ROLE_KIND,
+                &resource_role_key(&self.id, &role.id),
+                10,
+            )?;
             if !users.is_empty() {
-                let names: Vec<_> = users.iter().map(|u| format!("{} {:?}", u.kind_name, u.id)).collect();
+                let names: Vec<_> = users
+                    .iter()
+                    .map(|u| format!("{} {:?}", u.kind_name, u.id))
+                    .collect();
                 return Err(Error::precondition(format!(
                     "role {:?} of resource {:?} is used by {}",
                     role.id,
@@ -170,11 +193,20 @@ pub fn is_tenant_role(role: AdminRole) -> bool {
 }
 
 fn scope_of(catalog_id: &str) -> &str {
-    if catalog_id.is_empty() { TENANT_SCOPE } else { catalog_id }
+    if catalog_id.is_empty() {
+        TENANT_SCOPE
+    } else {
+        catalog_id
+    }
 }
 
 pub fn role_assignment_id(role: AdminRole, principal_id: &str, catalog_id: &str) -> String {
-    format!("{}/{}/{}", scope_of(catalog_id), role.as_str_name(), principal_id)
+    format!(
+        "{}/{}/{}",
+        scope_of(catalog_id),
+        role.as_str_name(),
+        principal_id
+    )
 }
 
 impl Record for RoleAssignment {
@@ -194,7 +226,12 @@ impl Record for RoleAssignment {
 }
 
 /// Checks the (role, principal, catalog) triple of a grant or revoke.
-pub fn check_role_args(role: i32, principal_id: &str, catalog_id: &str, prefix: &str) -> Result<AdminRole> {
+pub fn check_role_args(
+    role: i32,
+    principal_id: &str,
+    catalog_id: &str,
+    prefix: &str,
+) -> Result<AdminRole> {
     let mut check = Check::new(prefix);
     let role = AdminRole::try_from(role).unwrap_or(AdminRole::Unspecified);
     check.id("principal_id", principal_id);
@@ -210,10 +247,17 @@ pub fn check_role_args(role: i32, principal_id: &str, catalog_id: &str, prefix: 
     Ok(role)
 }
 
-pub fn grant_role(txn: &mut dyn Txn, mut assignment: RoleAssignment, actor: &Actor) -> Result<RoleAssignment> {
+pub fn grant_role(
+    txn: &mut dyn Txn,
+    mut assignment: RoleAssignment,
+    actor: &Actor,
+) -> Result<RoleAssignment> {
     let user: User = records::require(txn, &assignment.principal_id)?;
     if user.state == UserState::Deleted as i32 {
-        return Err(Error::precondition(format!("user {:?} is deleted", user.id)));
+        return Err(Error::precondition(format!(
+            "user {:?} is deleted",
+            user.id
+        )));
     }
     if !assignment.catalog_id.is_empty() {
         records::require::<Catalog>(txn, &assignment.catalog_id)?;
@@ -235,7 +279,12 @@ pub fn grant_role(txn: &mut dyn Txn, mut assignment: RoleAssignment, actor: &Act
     Ok(assignment)
 }
 
-pub fn revoke_role(txn: &mut dyn Txn, role: AdminRole, principal_id: &str, catalog_id: &str) -> Result<()> {
+pub fn revoke_role(
+    txn: &mut dyn Txn,
+    role: AdminRole,
+    principal_id: &str,
+    catalog_id: &str,
+) -> Result<()> {
     let id = role_assignment_id(role, principal_id, catalog_id);
     let assignment: RoleAssignment = records::load(txn, &id)?.ok_or_else(|| Error::NotFound {
         kind: RoleAssignment::KIND,

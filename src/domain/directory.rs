@@ -35,7 +35,11 @@ impl Record for User {
     fn indexes(&self) -> Vec<IndexEntry> {
         let mut entries = Vec::new();
         if !self.connected_organization_id.is_empty() {
-            entries.push(IndexEntry::new(USERS_BY_ORGANIZATION, &self.connected_organization_id, &self.id));
+            entries.push(IndexEntry::new(
+                USERS_BY_ORGANIZATION,
+                &self.connected_organization_id,
+                &self.id,
+            ));
         }
         if !self.email.is_empty() {
             entries.push(IndexEntry::new(USERS_BY_EMAIL, &self.email, &self.id));
@@ -47,7 +51,10 @@ impl Record for User {
         if self.connected_organization_id.is_empty() {
             Vec::new()
         } else {
-            vec![Reference::new(ConnectedOrganization::KIND, &self.connected_organization_id)]
+            vec![Reference::new(
+                ConnectedOrganization::KIND,
+                &self.connected_organization_id,
+            )]
         }
     }
 }
@@ -93,16 +100,29 @@ impl Entity for User {
             Err(_) => check.fail("state", "is not a known user state"),
         }
         check.optional_id("manager_id", &self.manager_id);
-        check.require(self.manager_id != self.id || self.id.is_empty(), "manager_id", "must not be the user itself");
+        check.require(
+            self.manager_id != self.id || self.id.is_empty(),
+            "manager_id",
+            "must not be the user itself",
+        );
         check.optional_id("connected_organization_id", &self.connected_organization_id);
         check.id_list("sponsor_ids", &self.sponsor_ids, MAX_LIST);
         if self.attributes.len() > MAX_ATTRIBUTES {
-            check.fail("attributes", format!("must have at most {MAX_ATTRIBUTES} entries"));
+            check.fail(
+                "attributes",
+                format!("must have at most {MAX_ATTRIBUTES} entries"),
+            );
         }
         for (key, value) in &self.attributes {
             let field = format!("attributes[{key:?}]");
-            if key.is_empty() || key.len() > MAX_ATTRIBUTE_KEY || !key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-                check.fail(&field, format!("keys must be 1-{MAX_ATTRIBUTE_KEY} characters of [A-Za-z0-9_]"));
+            if key.is_empty()
+                || key.len() > MAX_ATTRIBUTE_KEY
+                || !key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            {
+                check.fail(
+                    &field,
+                    format!("keys must be 1-{MAX_ATTRIBUTE_KEY} characters of [A-Za-z0-9_]"),
+                );
             }
             check.text(&field, value, MAX_ATTRIBUTE_VALUE, false);
         }
@@ -110,7 +130,10 @@ impl Entity for User {
 
     fn check_against(&self, view: &dyn ReadView, old: Option<&Self>) -> Result<()> {
         if old.is_some_and(|o| o.state == UserState::Deleted as i32) {
-            return Err(Error::precondition(format!("user {:?} is deleted", self.id)));
+            return Err(Error::precondition(format!(
+                "user {:?} is deleted",
+                self.id
+            )));
         }
         if !self.manager_id.is_empty() {
             records::require::<User>(view, &self.manager_id)?;
@@ -136,7 +159,9 @@ pub fn delete_user(txn: &mut dyn Txn, id: &str, etag: &str, actor: &Actor) -> Re
     let old: User = records::require(txn, id)?;
     super::entity::check_etag(etag, &old.etag, User::KIND, id)?;
     if old.state == UserState::Deleted as i32 {
-        return Err(Error::precondition(format!("user {id:?} is already deleted")));
+        return Err(Error::precondition(format!(
+            "user {id:?} is already deleted"
+        )));
     }
     for group in targets(txn, GroupMembership::KIND, GROUPS_OF_USER, id)? {
         remove_membership(txn, &membership_id(&group, &Member::User(id.to_string())))?;
@@ -176,15 +201,26 @@ impl Entity for Group {
             remove_membership(txn, &membership_id(&self.id, &Member::Group(child)))?;
         }
         for parent in targets(txn, GroupMembership::KIND, GROUPS_OF_GROUP, &self.id)? {
-            remove_membership(txn, &membership_id(&parent, &Member::Group(self.id.clone())))?;
+            remove_membership(
+                txn,
+                &membership_id(&parent, &Member::Group(self.id.clone())),
+            )?;
         }
         Ok(())
     }
 }
 
 /// Every target listed under one index value.
-pub fn targets(view: &(impl ReadView + ?Sized), kind: &'static str, name: &'static str, value: &str) -> Result<Vec<String>> {
-    Ok(records::ids(view, "", &Source::Index { kind, name, value }, None).collect::<Result<_, _>>()?)
+pub fn targets(
+    view: &(impl ReadView + ?Sized),
+    kind: &'static str,
+    name: &'static str,
+    value: &str,
+) -> Result<Vec<String>> {
+    Ok(
+        records::ids(view, "", &Source::Index { kind, name, value }, None)
+            .collect::<Result<_, _>>()?,
+    )
 }
 
 /// A direct member of a group.
@@ -228,7 +264,8 @@ impl Record for GroupMembership {
     const KIND: &'static str = "membership";
 
     fn id(&self) -> String {
-        let member = Member::from_proto(self.member.as_ref()).unwrap_or(Member::User(String::new()));
+        let member =
+            Member::from_proto(self.member.as_ref()).unwrap_or(Member::User(String::new()));
         membership_id(&self.group_id, &member)
     }
 
@@ -276,7 +313,12 @@ pub fn check_membership_args(group_id: &str, member: Option<&Member>) -> Result<
     Ok(member.cloned().expect("checked above"))
 }
 
-pub fn add_member(txn: &mut dyn Txn, group_id: &str, member: Member, actor: &Actor) -> Result<GroupMembership> {
+pub fn add_member(
+    txn: &mut dyn Txn,
+    group_id: &str,
+    member: Member,
+    actor: &Actor,
+) -> Result<GroupMembership> {
     records::require::<Group>(txn, group_id)?;
     match &member {
         Member::User(id) => {
@@ -299,7 +341,11 @@ pub fn add_member(txn: &mut dyn Txn, group_id: &str, member: Member, actor: &Act
         return Err(Error::AlreadyExists {
             kind: GroupMembership::KIND,
             id,
-            message: format!("{} {:?} is already a member of group {group_id:?}", kind_of(&member), member.id()),
+            message: format!(
+                "{} {:?} is already a member of group {group_id:?}",
+                kind_of(&member),
+                member.id()
+            ),
         });
     }
     let mut membership = GroupMembership {
@@ -356,8 +402,12 @@ impl Record for ConnectedOrganization {
         self.identity_sources
             .iter()
             .filter_map(|s| match &s.source {
-                Some(identity_source::Source::TenantId(t)) => Some((ORGANIZATION_BY_TENANT, t.clone())),
-                Some(identity_source::Source::DomainName(d)) => Some((ORGANIZATION_BY_DOMAIN, d.clone())),
+                Some(identity_source::Source::TenantId(t)) => {
+                    Some((ORGANIZATION_BY_TENANT, t.clone()))
+                }
+                Some(identity_source::Source::DomainName(d)) => {
+                    Some((ORGANIZATION_BY_DOMAIN, d.clone()))
+                }
                 None => None,
             })
             .collect()
@@ -405,10 +455,15 @@ impl Entity for ConnectedOrganization {
         for (i, source) in self.identity_sources.iter().enumerate() {
             let field = format!("identity_sources[{i}]");
             match &source.source {
-                Some(identity_source::Source::TenantId(tenant)) => check.id(&format!("{field}.tenant_id"), tenant),
+                Some(identity_source::Source::TenantId(tenant)) => {
+                    check.id(&format!("{field}.tenant_id"), tenant)
+                }
                 Some(identity_source::Source::DomainName(domain)) => {
                     if !is_domain(domain) {
-                        check.fail(&format!("{field}.domain_name"), "must be a domain name such as fabrikam.example");
+                        check.fail(
+                            &format!("{field}.domain_name"),
+                            "must be a domain name such as fabrikam.example",
+                        );
                     }
                 }
                 None => check.fail(&field, "one of tenant_id or domain_name is required"),
@@ -416,14 +471,23 @@ impl Entity for ConnectedOrganization {
             if !seen.insert(&source.source) {
                 check.fail(&field, "is listed twice");
             }
-            check.text(&format!("{field}.display_name"), &source.display_name, MAX_NAME, false);
+            check.text(
+                &format!("{field}.display_name"),
+                &source.display_name,
+                MAX_NAME,
+                false,
+            );
         }
         check.id_list("internal_sponsor_ids", &self.internal_sponsor_ids, MAX_LIST);
         check.id_list("external_sponsor_ids", &self.external_sponsor_ids, MAX_LIST);
     }
 
     fn check_against(&self, view: &dyn ReadView, _old: Option<&Self>) -> Result<()> {
-        for sponsor in self.internal_sponsor_ids.iter().chain(&self.external_sponsor_ids) {
+        for sponsor in self
+            .internal_sponsor_ids
+            .iter()
+            .chain(&self.external_sponsor_ids)
+        {
             records::require::<User>(view, sponsor)?;
         }
         Ok(())
@@ -436,7 +500,9 @@ fn is_domain(value: &str) -> bool {
         && value.split('.').all(|label| {
             !label.is_empty()
                 && label.len() <= 63
-                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
                 && !label.starts_with('-')
                 && !label.ends_with('-')
         })

@@ -18,7 +18,10 @@ pub const PACKAGES_BY_RESOURCE: &str = "resource";
 
 impl AccessPackage {
     fn resource_ids(&self) -> BTreeSet<&str> {
-        self.resource_roles.iter().map(|r| r.resource_id.as_str()).collect()
+        self.resource_roles
+            .iter()
+            .map(|r| r.resource_id.as_str())
+            .collect()
     }
 }
 
@@ -30,7 +33,11 @@ impl Record for AccessPackage {
     }
 
     fn indexes(&self) -> Vec<IndexEntry> {
-        let mut entries = vec![IndexEntry::new(PACKAGES_BY_CATALOG, &self.catalog_id, &self.id)];
+        let mut entries = vec![IndexEntry::new(
+            PACKAGES_BY_CATALOG,
+            &self.catalog_id,
+            &self.id,
+        )];
         entries.extend(
             self.resource_ids()
                 .into_iter()
@@ -41,16 +48,27 @@ impl Record for AccessPackage {
 
     fn references(&self) -> Vec<Reference> {
         let mut refs = vec![Reference::new(Catalog::KIND, &self.catalog_id)];
-        refs.extend(self.resource_ids().into_iter().map(|r| Reference::new(Resource::KIND, r)));
+        refs.extend(
+            self.resource_ids()
+                .into_iter()
+                .map(|r| Reference::new(Resource::KIND, r)),
+        );
         refs.extend(self.resource_roles.iter().map(|r| {
-            Reference::new(RESOURCE_ROLE_KIND, resource_role_key(&r.resource_id, &r.role_id))
+            Reference::new(
+                RESOURCE_ROLE_KIND,
+                resource_role_key(&r.resource_id, &r.role_id),
+            )
         }));
         refs.extend(
             self.incompatible_package_ids
                 .iter()
                 .map(|p| Reference::new(AccessPackage::KIND, p)),
         );
-        refs.extend(self.incompatible_group_ids.iter().map(|g| Reference::new(Group::KIND, g)));
+        refs.extend(
+            self.incompatible_group_ids
+                .iter()
+                .map(|g| Reference::new(Group::KIND, g)),
+        );
         refs
     }
 }
@@ -72,19 +90,37 @@ impl Entity for AccessPackage {
         check.text("display_name", &self.display_name, MAX_NAME, true);
         check.text("description", &self.description, MAX_DESCRIPTION, false);
         if self.resource_roles.len() > MAX_LIST {
-            check.fail("resource_roles", format!("must have at most {MAX_LIST} entries"));
+            check.fail(
+                "resource_roles",
+                format!("must have at most {MAX_LIST} entries"),
+            );
         }
         let mut seen = HashSet::new();
         for (i, role) in self.resource_roles.iter().enumerate() {
-            check.id(&format!("resource_roles[{i}].resource_id"), &role.resource_id);
+            check.id(
+                &format!("resource_roles[{i}].resource_id"),
+                &role.resource_id,
+            );
             check.id(&format!("resource_roles[{i}].role_id"), &role.role_id);
             if !seen.insert((&role.resource_id, &role.role_id)) {
                 check.fail(&format!("resource_roles[{i}]"), "is listed twice");
             }
         }
-        check.id_list("incompatible_package_ids", &self.incompatible_package_ids, MAX_LIST);
-        check.id_list("incompatible_group_ids", &self.incompatible_group_ids, MAX_LIST);
-        if let Some(i) = self.incompatible_package_ids.iter().position(|p| *p == self.id) {
+        check.id_list(
+            "incompatible_package_ids",
+            &self.incompatible_package_ids,
+            MAX_LIST,
+        );
+        check.id_list(
+            "incompatible_group_ids",
+            &self.incompatible_group_ids,
+            MAX_LIST,
+        );
+        if let Some(i) = self
+            .incompatible_package_ids
+            .iter()
+            .position(|p| *p == self.id)
+        {
             check.fail(
                 &format!("incompatible_package_ids[{i}]"),
                 "a package cannot be incompatible with itself",

@@ -106,7 +106,11 @@ pub fn exists<R: Record>(view: &(impl ReadView + ?Sized), id: &str) -> StoreResu
 pub fn save<R: Record>(txn: &mut dyn Txn, old: Option<&R>, new: &R) -> Result<()> {
     let id = new.id();
     let id = id.as_str();
-    let old_uniques: BTreeSet<_> = old.map(|o| o.uniques()).unwrap_or_default().into_iter().collect();
+    let old_uniques: BTreeSet<_> = old
+        .map(|o| o.uniques())
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
     let new_uniques: BTreeSet<_> = new.uniques().into_iter().collect();
     for (name, value) in new_uniques.difference(&old_uniques) {
         let key = unique_key(R::KIND, name, value);
@@ -126,7 +130,11 @@ pub fn save<R: Record>(txn: &mut dyn Txn, old: Option<&R>, new: &R) -> Result<()
         txn.delete(unique_key(R::KIND, name, value));
     }
 
-    let old_indexes: BTreeSet<_> = old.map(|o| o.indexes()).unwrap_or_default().into_iter().collect();
+    let old_indexes: BTreeSet<_> = old
+        .map(|o| o.indexes())
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
     let new_indexes: BTreeSet<_> = new.indexes().into_iter().collect();
     for entry in old_indexes.difference(&new_indexes) {
         txn.delete(index_key(R::KIND, entry));
@@ -135,7 +143,11 @@ pub fn save<R: Record>(txn: &mut dyn Txn, old: Option<&R>, new: &R) -> Result<()
         txn.put(index_key(R::KIND, entry), Vec::new());
     }
 
-    let old_refs: BTreeSet<_> = old.map(|o| o.references()).unwrap_or_default().into_iter().collect();
+    let old_refs: BTreeSet<_> = old
+        .map(|o| o.references())
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
     let new_refs: BTreeSet<_> = new.references().into_iter().collect();
     for target in old_refs.difference(&new_refs) {
         txn.delete(reference_key(target, R::KIND, id));
@@ -154,14 +166,12 @@ pub fn remove<R: Record>(txn: &mut dyn Txn, record: &R) -> Result<()> {
     let id = record.id();
     let referrers = referrers(txn, R::KIND, &id, 10)?;
     if !referrers.is_empty() {
-        let names: Vec<String> = referrers.iter().map(|r| format!("{} {:?}", r.kind_name, r.id)).collect();
+        let names: Vec<String> = referrers
+            .iter()
+            .map(|r| format!("{} {:?}", r.kind_name, r.id))
+            .collect();
         return Err(Error::FailedPrecondition {
-            message: format!(
-                "{} {:?} is in use by {}",
-                R::KIND,
-                id,
-                names.join(", ")
-            ),
+            message: format!("{} {:?} is in use by {}", R::KIND, id, names.join(", ")),
             violations: referrers
                 .into_iter()
                 .map(|r| PreconditionViolation {
@@ -193,7 +203,12 @@ pub struct Referrer {
 }
 
 /// Up to `limit` records referring to (`kind`, `id`).
-pub fn referrers(view: &(impl ReadView + ?Sized), kind: &str, id: &str, limit: usize) -> StoreResult<Vec<Referrer>> {
+pub fn referrers(
+    view: &(impl ReadView + ?Sized),
+    kind: &str,
+    id: &str,
+    limit: usize,
+) -> StoreResult<Vec<Referrer>> {
     let prefix = keys::prefix(&[keys::REFERENCE, kind, id]);
     view.scan(&prefix, None)
         .take(limit)

@@ -22,9 +22,7 @@ use std::thread::JoinHandle;
 
 use tokio::sync::oneshot;
 
-use super::{
-    KeyValue, ReadView, Revision, Store, StoreError, StoreResult, Txn, WriteJob, keys,
-};
+use super::{KeyValue, ReadView, Revision, Store, StoreError, StoreResult, Txn, WriteJob, keys};
 
 /// The most jobs one durable sync covers.
 pub const MAX_BATCH: usize = 1024;
@@ -77,7 +75,12 @@ impl SledStore {
     /// Stops accepting writes, lets queued ones finish, and flushes.
     pub fn close(&self) -> StoreResult<()> {
         drop(self.queue.lock().expect("queue lock poisoned").take());
-        if let Some(handle) = self.committer.lock().expect("committer lock poisoned").take() {
+        if let Some(handle) = self
+            .committer
+            .lock()
+            .expect("committer lock poisoned")
+            .take()
+        {
             let _ = handle.join();
         }
         self.tree.flush()?;
@@ -354,10 +357,7 @@ mod tests {
         let second = write::<_, StoreError, _>(&store, |txn| {
             txn.put(b"a/2".to_vec(), b"y".to_vec());
             txn.delete(b"a/3".to_vec());
-            let seen: Vec<_> = txn
-                .scan(b"a/", None)
-                .map(|kv| kv.unwrap().0)
-                .collect();
+            let seen: Vec<_> = txn.scan(b"a/", None).map(|kv| kv.unwrap().0).collect();
             Ok(seen)
         })
         .await
