@@ -23,6 +23,12 @@ pub struct Settings {
     /// Directory of the embedded store.
     pub data_dir: PathBuf,
     pub log_format: LogFormat,
+    /// Directory with `schema.cedarschema` and `*.cedar` invariants; absent
+    /// means the ones shipped in `policies/` (built into the binary).
+    pub policies: Option<PathBuf>,
+    /// How often background work (expiry, scheduled starts) looks for due
+    /// items, in milliseconds.
+    pub scheduler_interval_ms: u64,
 }
 
 impl Default for Settings {
@@ -31,6 +37,8 @@ impl Default for Settings {
             listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
             data_dir: PathBuf::from("data"),
             log_format: LogFormat::Text,
+            policies: None,
+            scheduler_interval_ms: 1000,
         }
     }
 }
@@ -51,6 +59,10 @@ pub struct ServeArgs {
     #[arg(long, value_enum)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log_format: Option<LogFormat>,
+    /// Cedar schema and invariants directory [env: ENTITLEMENTS_POLICIES] [default: built in]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policies: Option<PathBuf>,
     /// TOML settings file
     #[arg(long, env = "ENTITLEMENTS_CONFIG")]
     #[serde(skip)]

@@ -47,6 +47,10 @@ pub enum Error {
     Unauthenticated(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A failure of the service itself (e.g. a Cedar request it could not
+    /// build); never the caller's fault.
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -72,6 +76,10 @@ impl Error {
             kind,
             id: id.into(),
         }
+    }
+
+    pub fn internal(error: impl std::fmt::Display) -> Self {
+        Self::Internal(error.to_string())
     }
 
     pub fn precondition(message: impl Into<String>) -> Self {

@@ -2,15 +2,19 @@
 //! who must approve it, how long it lasts, and who holds what right now.
 //!
 //! Layers, outermost first: [`api`] (gRPC services and conventions),
-//! [`domain`] (the objects and their rules), [`store`] (durable state).
+//! [`workflow`] (requests, assignments and their timing), [`policy`] (Cedar
+//! compilation and decisions), [`domain`] (the objects and their rules),
+//! [`store`] (durable state).
 
 pub mod api;
 pub mod clock;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod policy;
 pub mod server;
 pub mod store;
+pub mod workflow;
 
 /// Generated protobuf and gRPC code for `entitlements.v1`.
 // Generated code keeps the proto comments as written; lints do not apply.

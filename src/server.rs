@@ -14,7 +14,12 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
 use crate::api::App;
+use std::time::Duration;
+
 use crate::api::access_packages::AccessPackagesApi;
+use crate::api::assignments::AssignmentsApi;
+use crate::api::policies::AssignmentPoliciesApi;
+use crate::api::requests::AssignmentRequestsApi;
 use crate::api::caller::Authenticator;
 use crate::api::catalogs::CatalogsApi;
 use crate::api::directory::DirectoryApi;
@@ -24,19 +29,32 @@ use crate::domain::catalog::ensure_general_catalog;
 use crate::domain::entity::Actor;
 use crate::pb;
 use crate::pb::access_packages_server::AccessPackagesServer;
+use crate::pb::assignment_policies_server::AssignmentPoliciesServer;
+use crate::pb::assignment_requests_server::AssignmentRequestsServer;
+use crate::pb::assignments_server::AssignmentsServer;
+use crate::policy::PolicyEngine;
+use crate::workflow::scheduler::{self, SYSTEM_ACTOR};
 use crate::pb::catalogs_server::CatalogsServer;
 use crate::pb::directory_server::DirectoryServer;
 use crate::store::sled_store::SledStore;
 
-/// The principal recorded for changes the service makes on its own.
-pub const SYSTEM_ACTOR: &str = "system";
-
 /// Names of every entitlements service, as health checks know them.
-pub const SERVICE_NAMES: [&str; 3] = [
+pub const SERVICE_NAMES: [&str; 6] = [
     <DirectoryServer<DirectoryApi> as NamedService>::NAME,
     <CatalogsServer<CatalogsApi> as NamedService>::NAME,
     <AccessPackagesServer<AccessPackagesApi> as NamedService>::NAME,
+    <AssignmentPoliciesServer<AssignmentPoliciesApi> as NamedService>::NAME,
+    <AssignmentRequestsServer<AssignmentRequestsApi> as NamedService>::NAME,
+    <AssignmentsServer<AssignmentsApi> as NamedService>::NAME,
 ];
+
+/// Loads the operator's policies, or the built-in ones.
+pub fn load_policies(settings: &Settings) -> anyhow::Result<PolicyEngine> {
+    match &settings.policies {
+        Some(dir) => PolicyEngine::from_dir(dir),
+        None => PolicyEngine::builtin(),
+    }
+}
 
 async fn report(reporter: &HealthReporter, status: ServingStatus) {
     reporter.set_service_status("", status).await;
@@ -56,6 +74,7 @@ pub async fn run(
     ready: impl FnOnce(SocketAddr),
 ) -> anyhow::Result<()> {
     let address = listener.local_addr()?;
+    let policies = Arc::new(load_policies(settings)?);
     let (reporter, health) = tonic_health::server::health_reporter();
     report(&reporter, ServingStatus::NotServing).await;
 
@@ -66,7 +85,14 @@ pub async fn run(
         now: clock.now(),
     };
     ensure_general_catalog(store.as_ref(), system).await?;
-    let app = App::new(store.clone(), clock);
+    let app = App::new(store.clone(), clock.clone(), policies);
+    let (stop_background, background_stop) = tokio::sync::watch::channel(false);
+    let background = scheduler::spawn(
+        store.clone(),
+        clock,
+        Duration::from_millis(settings.scheduler_interval_ms.max(1)),
+        background_stop,
+    );
 
     let reflection_v1 = reflection_builder().build_v1()?;
     let reflection_v1alpha = reflection_builder().build_v1alpha()?;
@@ -100,6 +126,8 @@ pub async fn run(
         })
         .await?;
 
+    let _ = stop_background.send(true);
+    background.await?;
     tokio::task::spawn_blocking(move || store.close()).await??;
     tracing::info!("stopped cleanly");
     Ok(())

@@ -108,9 +108,9 @@ impl AccessPackages for AccessPackagesApi {
         &self,
         request: Request<DeleteAccessPackageRequest>,
     ) -> Result<Response<DeleteResponse>, Status> {
-        self.app.actor(&request)?;
+        let actor = self.app.actor(&request)?;
         let r = request.into_inner();
-        let revision = crud::delete::<AccessPackage>(self.app.store(), r.id, r.etag).await?;
+        let revision = crud::delete::<AccessPackage>(self.app.store(), actor, r.id, r.etag).await?;
         Ok(Response::new(DeleteResponse { revision }))
     }
 }

@@ -90,9 +90,9 @@ impl Catalogs for CatalogsApi {
         &self,
         request: Request<DeleteCatalogRequest>,
     ) -> Result<Response<DeleteResponse>, Status> {
-        self.app.actor(&request)?;
+        let actor = self.app.actor(&request)?;
         let r = request.into_inner();
-        let revision = crud::delete::<Catalog>(self.app.store(), r.id, r.etag).await?;
+        let revision = crud::delete::<Catalog>(self.app.store(), actor, r.id, r.etag).await?;
         Ok(Response::new(DeleteResponse { revision }))
     }
 
@@ -165,9 +165,9 @@ impl Catalogs for CatalogsApi {
         &self,
         request: Request<DeleteResourceRequest>,
     ) -> Result<Response<DeleteResponse>, Status> {
-        self.app.actor(&request)?;
+        let actor = self.app.actor(&request)?;
         let r = request.into_inner();
-        let revision = crud::delete::<Resource>(self.app.store(), r.id, r.etag).await?;
+        let revision = crud::delete::<Resource>(self.app.store(), actor, r.id, r.etag).await?;
         Ok(Response::new(DeleteResponse { revision }))
     }
 

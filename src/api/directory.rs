@@ -138,7 +138,7 @@ impl Directory for DirectoryApi {
         check.id("id", &r.id);
         check.finish()?;
         let committed = write(self.app.store(), move |txn| {
-            directory::delete_user(txn, &r.id, &r.etag, &actor)
+            crate::workflow::lifecycle::delete_user(txn, &r.id, &r.etag, &actor)
         })
         .await?;
         Ok(Response::new(committed.value))
@@ -234,9 +234,9 @@ impl Directory for DirectoryApi {
         &self,
         request: Request<DeleteGroupRequest>,
     ) -> Result<Response<DeleteResponse>, Status> {
-        self.app.actor(&request)?;
+        let actor = self.app.actor(&request)?;
         let r = request.into_inner();
-        let revision = crud::delete::<Group>(self.app.store(), r.id, r.etag).await?;
+        let revision = crud::delete::<Group>(self.app.store(), actor, r.id, r.etag).await?;
         Ok(Response::new(DeleteResponse { revision }))
     }
 
@@ -343,10 +343,10 @@ impl Directory for DirectoryApi {
         &self,
         request: Request<DeleteConnectedOrganizationRequest>,
     ) -> Result<Response<DeleteResponse>, Status> {
-        self.app.actor(&request)?;
+        let actor = self.app.actor(&request)?;
         let r = request.into_inner();
         let revision =
-            crud::delete::<ConnectedOrganization>(self.app.store(), r.id, r.etag).await?;
+            crud::delete::<ConnectedOrganization>(self.app.store(), actor, r.id, r.etag).await?;
         Ok(Response::new(DeleteResponse { revision }))
     }
 }

@@ -2,10 +2,13 @@
 //! (caller identity, error statuses, paging).
 
 pub mod access_packages;
+pub mod assignments;
 pub mod caller;
 pub mod catalogs;
 pub mod directory;
 pub mod paging;
+pub mod policies;
+pub mod requests;
 pub mod status;
 
 use std::sync::Arc;
@@ -14,18 +17,24 @@ use tonic::{Request, Status};
 
 use crate::clock::Clock;
 use crate::domain::entity::Actor;
+use crate::policy::PolicyEngine;
 use crate::store::Store;
 
-/// What every service needs: the store and the clock.
+/// What every service needs: the store, the clock and the policy engine.
 #[derive(Clone)]
 pub struct App {
     pub store: Arc<dyn Store>,
     pub clock: Arc<dyn Clock>,
+    pub policies: Arc<PolicyEngine>,
 }
 
 impl App {
-    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Self {
-        Self { store, clock }
+    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, policies: Arc<PolicyEngine>) -> Self {
+        Self {
+            store,
+            clock,
+            policies,
+        }
     }
 
     pub fn store(&self) -> &dyn Store {

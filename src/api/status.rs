@@ -55,6 +55,10 @@ impl From<Error> for Status {
                 tracing::error!(%error, "store failure");
                 Status::internal(message)
             }
+            Error::Internal(error) => {
+                tracing::error!(%error, "internal failure");
+                Status::internal(message)
+            }
         }
     }
 }

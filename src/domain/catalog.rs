@@ -44,7 +44,7 @@ impl Entity for Catalog {
 
     /// The built-in catalog stays; role assignments go with a catalog, while
     /// resources and packages in it block its removal (they refer to it).
-    fn before_remove(&self, txn: &mut dyn Txn) -> Result<()> {
+    fn before_remove(&self, txn: &mut dyn Txn, _actor: &Actor) -> Result<()> {
         if self.kind == CatalogKind::BuiltIn as i32 {
             return Err(Error::precondition(format!(
                 "catalog {:?} is built in and cannot be deleted",

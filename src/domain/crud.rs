@@ -23,6 +23,17 @@ pub struct CreateArgs<E> {
 }
 
 pub async fn create<E: Entity>(store: &dyn Store, actor: Actor, args: CreateArgs<E>) -> Result<E> {
+    create_checked(store, actor, args, |_| Ok(())).await
+}
+
+/// Like [`create`], with one more check of the finished record (id
+/// assigned) before it is stored.
+pub async fn create_checked<E: Entity>(
+    store: &dyn Store,
+    actor: Actor,
+    args: CreateArgs<E>,
+    extra_check: impl FnOnce(&E) -> Result<()> + Send + 'static,
+) -> Result<E> {
     let CreateArgs {
         entity,
         chosen_id,
@@ -57,6 +68,7 @@ pub async fn create<E: Entity>(store: &dyn Store, actor: Actor, args: CreateArgs
         }
         entity.set_id(id);
         entity.check_against(txn, None)?;
+        extra_check(&entity)?;
         stamp(&mut entity, None, &actor, txn.revision());
         records::save(txn, None, &entity)?;
         records::remember_request(txn, &actor.id, method, &request_id, &entity);
@@ -66,7 +78,7 @@ pub async fn create<E: Entity>(store: &dyn Store, actor: Actor, args: CreateArgs
     Ok(committed.value)
 }
 
-pub fn get<E: Entity>(view: &dyn ReadView, id: &str) -> Result<E> {
+pub fn get<E: Record>(view: &dyn ReadView, id: &str) -> Result<E> {
     let mut check = Check::new("");
     check.id("id", id);
     check.finish()?;
@@ -78,6 +90,18 @@ pub async fn update<E: Entity>(
     actor: Actor,
     patch: Option<E>,
     mask: Option<prost_types::FieldMask>,
+) -> Result<E> {
+    update_checked(store, actor, patch, mask, |_| Ok(())).await
+}
+
+/// Like [`update`], with one more check of the updated record before it is
+/// stored.
+pub async fn update_checked<E: Entity>(
+    store: &dyn Store,
+    actor: Actor,
+    patch: Option<E>,
+    mask: Option<prost_types::FieldMask>,
+    extra_check: impl FnOnce(&E) -> Result<()> + Send + 'static,
 ) -> Result<E> {
     let patch = patch.ok_or_else(|| Error::invalid(E::FIELD, "is required"))?;
     let mut check = Check::new(E::FIELD);
@@ -96,6 +120,7 @@ pub async fn update<E: Entity>(
         new.validate(&mut check);
         check.finish()?;
         new.check_against(txn, Some(&old))?;
+        extra_check(&new)?;
         stamp(&mut new, Some(&old), &actor, txn.revision());
         records::save(txn, Some(&old), &new)?;
         Ok::<_, Error>(new)
@@ -104,14 +129,14 @@ pub async fn update<E: Entity>(
     Ok(committed.value)
 }
 
-pub async fn delete<E: Entity>(store: &dyn Store, id: String, etag: String) -> Result<Revision> {
+pub async fn delete<E: Entity>(store: &dyn Store, actor: Actor, id: String, etag: String) -> Result<Revision> {
     let mut check = Check::new("");
     check.id("id", &id);
     check.finish()?;
     let committed = write(store, move |txn| {
         let old: E = records::require(txn, &id)?;
         check_etag(&etag, old.etag(), E::KIND, &id)?;
-        old.before_remove(txn)?;
+        old.before_remove(txn, &actor)?;
         records::remove(txn, &old)
     })
     .await?;

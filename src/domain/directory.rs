@@ -193,7 +193,7 @@ impl Entity for Group {
     }
 
     /// A group's memberships (as container and as member) go with it.
-    fn before_remove(&self, txn: &mut dyn Txn) -> Result<()> {
+    fn before_remove(&self, txn: &mut dyn Txn, _actor: &Actor) -> Result<()> {
         for user in targets(txn, GroupMembership::KIND, USERS_IN_GROUP, &self.id)? {
             remove_membership(txn, &membership_id(&self.id, &Member::User(user)))?;
         }

@@ -47,7 +47,7 @@ pub trait Entity: Record {
         Ok(())
     }
     /// Removes what belongs to the record alone, or refuses the removal.
-    fn before_remove(&self, _txn: &mut dyn Txn) -> Result<()> {
+    fn before_remove(&self, _txn: &mut dyn Txn, _actor: &Actor) -> Result<()> {
         Ok(())
     }
 }

@@ -1,10 +1,13 @@
 //! The administered objects and their rules, independent of transport.
 
+pub mod assignment;
+pub mod assignment_policy;
 pub mod catalog;
 pub mod crud;
 pub mod directory;
 pub mod entity;
 pub mod package;
+pub mod request;
 pub mod validate;
 
 /// Implements the bookkeeping accessors of [`entity::Entity`] for a message

@@ -260,6 +260,39 @@ pub fn ids<'v>(
         .map(|item| item.map(|(key, _)| keys::last_part(&key)))
 }
 
+/// The id of the record holding a uniqueness claim, if any.
+pub fn unique_owner<R: Record>(view: &(impl ReadView + ?Sized), name: &str, value: &str) -> StoreResult<Option<String>> {
+    Ok(view
+        .get(&unique_key(R::KIND, name, value))?
+        .map(|owner| String::from_utf8_lossy(&owner).into_owned()))
+}
+
+/// Targets of an index of records of `kind`, in ascending value order, for
+/// every value up to and including `last_value`: (value, target) pairs.
+pub fn index_up_to<'v>(
+    view: &'v (impl ReadView + ?Sized),
+    kind: &str,
+    name: &str,
+    last_value: &str,
+) -> impl Iterator<Item = StoreResult<(String, String)>> + 'v {
+    let prefix = keys::prefix(&[keys::INDEX, kind, name]);
+    let skip = prefix.len();
+    let last_value = last_value.to_string();
+    view.scan(&prefix, None)
+        .map(move |item| {
+            let (key, _) = item?;
+            let rest = String::from_utf8_lossy(&key[skip..]).into_owned();
+            let (value, target) = rest
+                .split_once('\0')
+                .ok_or_else(|| StoreError::Corrupt("malformed index key".into()))?;
+            Ok((value.to_string(), target.to_string()))
+        })
+        .take_while(move |item| match item {
+            Ok((value, _)) => *value <= last_value,
+            Err(_) => true,
+        })
+}
+
 /// The record a request id first produced, if that request was seen before.
 pub fn recall_request<R: Record>(
     view: &(impl ReadView + ?Sized),

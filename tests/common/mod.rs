@@ -3,6 +3,8 @@
 //! clients that call it as a given user.
 #![allow(dead_code)]
 
+pub mod world;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -11,6 +13,9 @@ use entitlements::api::caller::DEV_USER_HEADER;
 use entitlements::clock::ManualClock;
 use entitlements::config::Settings;
 use entitlements::pb::access_packages_client::AccessPackagesClient;
+use entitlements::pb::assignment_policies_client::AssignmentPoliciesClient;
+use entitlements::pb::assignment_requests_client::AssignmentRequestsClient;
+use entitlements::pb::assignments_client::AssignmentsClient;
 use entitlements::pb::catalogs_client::CatalogsClient;
 use entitlements::pb::directory_client::DirectoryClient;
 use tokio::sync::oneshot;
@@ -48,6 +53,7 @@ impl TestServer {
         let settings = Settings {
             listen: "127.0.0.1:0".parse().unwrap(),
             data_dir: data_dir.to_path_buf(),
+            scheduler_interval_ms: 5,
             ..Settings::default()
         };
         let listener = tokio::net::TcpListener::bind(settings.listen)
@@ -173,4 +179,21 @@ pub fn violated_fields(status: &Status) -> Vec<String> {
         .get_details_bad_request()
         .map(|b| b.field_violations.into_iter().map(|v| v.field).collect())
         .unwrap_or_default()
+}
+
+/// Polls `check` until it returns Some, for up to five seconds: background
+/// work runs every few milliseconds in tests.
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }

@@ -1,0 +1,77 @@
+//! The Assignments service.
+
+use tonic::{Request, Response, Status};
+
+use crate::domain::assignment::{ASSIGNMENTS_BY_PACKAGE, ASSIGNMENTS_BY_TARGET};
+use crate::domain::crud;
+use crate::domain::validate::Check;
+use crate::pb::assignments_server::Assignments;
+use crate::pb::*;
+use crate::store::records::{self, Record, Source};
+use crate::workflow::grants::user_grants;
+
+use super::App;
+use super::paging::PageRequest;
+use super::requests::single_filter;
+
+pub struct AssignmentsApi {
+    app: App,
+}
+
+impl AssignmentsApi {
+    pub fn new(app: App) -> Self {
+        Self { app }
+    }
+}
+
+#[tonic::async_trait]
+impl Assignments for AssignmentsApi {
+    async fn get_assignment(&self, request: Request<GetAssignmentRequest>) -> Result<Response<Assignment>, Status> {
+        Ok(Response::new(crud::get(self.app.store(), &request.get_ref().id)?))
+    }
+
+    async fn list_assignments(
+        &self,
+        request: Request<ListAssignmentsRequest>,
+    ) -> Result<Response<ListAssignmentsResponse>, Status> {
+        let r = request.into_inner();
+        let filter = single_filter(&[
+            ("target_id", ASSIGNMENTS_BY_TARGET, &r.target_id),
+            ("access_package_id", ASSIGNMENTS_BY_PACKAGE, &r.access_package_id),
+        ])?;
+        let page = PageRequest::parse(
+            r.page_size,
+            &r.page_token,
+            &[&r.target_id, &r.access_package_id, &r.state.to_string()],
+        )?;
+        let source = match filter {
+            Some((name, value)) => Source::Index {
+                kind: Assignment::KIND,
+                name,
+                value,
+            },
+            None => Source::All,
+        };
+        let keep = |a: &Assignment| r.state == 0 || a.state == r.state;
+        let listed = crud::list(self.app.store(), source, keep, page.size, page.after())?;
+        let next_page_token = page.next_token(&listed, |a: &Assignment| a.id.clone());
+        Ok(Response::new(ListAssignmentsResponse {
+            assignments: listed.items,
+            next_page_token,
+        }))
+    }
+
+    async fn list_user_grants(
+        &self,
+        request: Request<ListUserGrantsRequest>,
+    ) -> Result<Response<ListUserGrantsResponse>, Status> {
+        let user_id = &request.get_ref().user_id;
+        let mut check = Check::new("");
+        check.id("user_id", user_id);
+        check.finish()?;
+        records::require::<User>(self.app.store(), user_id)?;
+        Ok(Response::new(ListUserGrantsResponse {
+            grants: user_grants(self.app.store(), user_id)?,
+        }))
+    }
+}

@@ -1,0 +1,150 @@
+//! The AssignmentPolicies service.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+
+use crate::domain::assignment_policy::POLICIES_BY_PACKAGE;
+use crate::domain::crud::{self, CreateArgs};
+use crate::error::{Error, Result};
+use crate::pb::assignment_policies_server::AssignmentPolicies;
+use crate::pb::*;
+use crate::policy::PolicyEngine;
+use crate::policy::compile::{compile_policy, render};
+use crate::store::records::{Record, Source};
+
+use super::App;
+use super::paging::PageRequest;
+
+pub struct AssignmentPoliciesApi {
+    app: App,
+}
+
+impl AssignmentPoliciesApi {
+    pub fn new(app: App) -> Self {
+        Self { app }
+    }
+}
+
+/// Compiles a policy and validates the result; INVALID_ARGUMENT with the
+/// Cedar message when it does not validate.
+fn compiles(engine: Arc<PolicyEngine>) -> impl FnOnce(&AssignmentPolicy) -> Result<()> + Send + 'static {
+    move |policy| {
+        engine.check(&compile_policy(policy)).map_err(|message| {
+            let field = if policy.extra_condition.is_empty() {
+                "assignment_policy"
+            } else {
+                "assignment_policy.extra_condition"
+            };
+            Error::invalid(field, format!("does not compile to valid Cedar: {message}"))
+        })
+    }
+}
+
+/// The extra condition must be one Cedar expression, nothing more.
+fn check_condition(policy: Option<&AssignmentPolicy>) -> Result<()> {
+    let condition = policy.map(|p| p.extra_condition.trim()).unwrap_or_default();
+    if !condition.is_empty()
+        && let Err(e) = condition.parse::<cedar_policy::Expression>()
+    {
+        return Err(Error::invalid(
+            "assignment_policy.extra_condition",
+            format!("is not a Cedar expression: {e}"),
+        ));
+    }
+    Ok(())
+}
+
+#[tonic::async_trait]
+impl AssignmentPolicies for AssignmentPoliciesApi {
+    async fn create_assignment_policy(
+        &self,
+        request: Request<CreateAssignmentPolicyRequest>,
+    ) -> Result<Response<AssignmentPolicy>, Status> {
+        let actor = self.app.actor(&request)?;
+        let r = request.into_inner();
+        check_condition(r.assignment_policy.as_ref())?;
+        let args = CreateArgs {
+            entity: r.assignment_policy,
+            chosen_id: r.assignment_policy_id,
+            request_id: r.request_id,
+            method: "CreateAssignmentPolicy",
+        };
+        let policy = crud::create_checked(self.app.store(), actor, args, compiles(self.app.policies.clone())).await?;
+        Ok(Response::new(policy))
+    }
+
+    async fn get_assignment_policy(
+        &self,
+        request: Request<GetAssignmentPolicyRequest>,
+    ) -> Result<Response<AssignmentPolicy>, Status> {
+        Ok(Response::new(crud::get(self.app.store(), &request.get_ref().id)?))
+    }
+
+    async fn list_assignment_policies(
+        &self,
+        request: Request<ListAssignmentPoliciesRequest>,
+    ) -> Result<Response<ListAssignmentPoliciesResponse>, Status> {
+        let r = request.into_inner();
+        if !r.access_package_id.is_empty() {
+            crud::get::<AccessPackage>(self.app.store(), &r.access_package_id)?;
+        }
+        let page = PageRequest::parse(r.page_size, &r.page_token, &[&r.access_package_id])?;
+        let source = if r.access_package_id.is_empty() {
+            Source::All
+        } else {
+            Source::Index {
+                kind: AssignmentPolicy::KIND,
+                name: POLICIES_BY_PACKAGE,
+                value: &r.access_package_id,
+            }
+        };
+        let listed = crud::list(self.app.store(), source, |_: &AssignmentPolicy| true, page.size, page.after())?;
+        let next_page_token = page.next_token(&listed, |p: &AssignmentPolicy| p.id.clone());
+        Ok(Response::new(ListAssignmentPoliciesResponse {
+            assignment_policies: listed.items,
+            next_page_token,
+        }))
+    }
+
+    async fn update_assignment_policy(
+        &self,
+        request: Request<UpdateAssignmentPolicyRequest>,
+    ) -> Result<Response<AssignmentPolicy>, Status> {
+        let actor = self.app.actor(&request)?;
+        let r = request.into_inner();
+        check_condition(r.assignment_policy.as_ref())?;
+        let policy = crud::update_checked(
+            self.app.store(),
+            actor,
+            r.assignment_policy,
+            r.update_mask,
+            compiles(self.app.policies.clone()),
+        )
+        .await?;
+        Ok(Response::new(policy))
+    }
+
+    async fn delete_assignment_policy(
+        &self,
+        request: Request<DeleteAssignmentPolicyRequest>,
+    ) -> Result<Response<DeleteResponse>, Status> {
+        let actor = self.app.actor(&request)?;
+        let r = request.into_inner();
+        let revision = crud::delete::<AssignmentPolicy>(self.app.store(), actor, r.id, r.etag).await?;
+        Ok(Response::new(DeleteResponse { revision }))
+    }
+
+    async fn get_compiled_policy(
+        &self,
+        request: Request<GetCompiledPolicyRequest>,
+    ) -> Result<Response<CompiledPolicy>, Status> {
+        let policy: AssignmentPolicy = crud::get(self.app.store(), &request.get_ref().id)?;
+        let rules = compile_policy(&policy);
+        Ok(Response::new(CompiledPolicy {
+            assignment_policy_id: policy.id,
+            cedar: render(&rules),
+            policy_ids: rules.into_iter().map(|r| r.id).collect(),
+        }))
+    }
+}

@@ -1,0 +1,102 @@
+//! The AssignmentRequests service.
+
+use tonic::{Request, Response, Status};
+
+use crate::domain::crud;
+use crate::domain::request::{REQUESTS_BY_PACKAGE, REQUESTS_BY_REQUESTOR, REQUESTS_BY_TARGET};
+use crate::error::Error;
+use crate::pb::assignment_requests_server::AssignmentRequests;
+use crate::pb::*;
+use crate::store::records::{Record, Source};
+use crate::workflow::requests;
+
+use super::App;
+use super::paging::PageRequest;
+
+pub struct AssignmentRequestsApi {
+    app: App,
+}
+
+impl AssignmentRequestsApi {
+    pub fn new(app: App) -> Self {
+        Self { app }
+    }
+}
+
+/// The one index a listing filters by: (field, index, value).
+pub fn single_filter<'a>(filters: &[(&'static str, &'static str, &'a str)]) -> Result<Option<(&'static str, &'a str)>, Error> {
+    let set: Vec<_> = filters.iter().filter(|(_, _, v)| !v.is_empty()).collect();
+    if set.len() > 1 {
+        let names: Vec<_> = filters.iter().map(|(f, _, _)| *f).collect();
+        return Err(Error::invalid(set[1].0, format!("at most one of {} may be set", names.join(", "))));
+    }
+    Ok(set.first().map(|(_, index, value)| (*index, *value)))
+}
+
+#[tonic::async_trait]
+impl AssignmentRequests for AssignmentRequestsApi {
+    async fn create_assignment_request(
+        &self,
+        request: Request<CreateAssignmentRequestRequest>,
+    ) -> Result<Response<AssignmentRequest>, Status> {
+        let actor = self.app.actor(&request)?;
+        let r = request.into_inner();
+        let created = requests::create(
+            self.app.store(),
+            self.app.policies.clone(),
+            actor,
+            r.assignment_request,
+            r.request_id,
+        )
+        .await?;
+        Ok(Response::new(created))
+    }
+
+    async fn get_assignment_request(
+        &self,
+        request: Request<GetAssignmentRequestRequest>,
+    ) -> Result<Response<AssignmentRequest>, Status> {
+        Ok(Response::new(crud::get(self.app.store(), &request.get_ref().id)?))
+    }
+
+    async fn list_assignment_requests(
+        &self,
+        request: Request<ListAssignmentRequestsRequest>,
+    ) -> Result<Response<ListAssignmentRequestsResponse>, Status> {
+        let r = request.into_inner();
+        let filter = single_filter(&[
+            ("target_id", REQUESTS_BY_TARGET, &r.target_id),
+            ("requestor_id", REQUESTS_BY_REQUESTOR, &r.requestor_id),
+            ("access_package_id", REQUESTS_BY_PACKAGE, &r.access_package_id),
+        ])?;
+        let page = PageRequest::parse(
+            r.page_size,
+            &r.page_token,
+            &[&r.target_id, &r.requestor_id, &r.access_package_id, &r.state.to_string()],
+        )?;
+        let source = match filter {
+            Some((name, value)) => Source::Index {
+                kind: AssignmentRequest::KIND,
+                name,
+                value,
+            },
+            None => Source::All,
+        };
+        let keep = |q: &AssignmentRequest| r.state == 0 || q.state == r.state;
+        let listed = crud::list(self.app.store(), source, keep, page.size, page.after())?;
+        let next_page_token = page.next_token(&listed, |q: &AssignmentRequest| q.id.clone());
+        Ok(Response::new(ListAssignmentRequestsResponse {
+            assignment_requests: listed.items,
+            next_page_token,
+        }))
+    }
+
+    async fn cancel_assignment_request(
+        &self,
+        request: Request<CancelAssignmentRequestRequest>,
+    ) -> Result<Response<AssignmentRequest>, Status> {
+        let actor = self.app.actor(&request)?;
+        let id = request.into_inner().id;
+        Ok(Response::new(requests::cancel(self.app.store(), actor, id).await?))
+    }
+}

@@ -1,0 +1,177 @@
+//! Compiles assignment policies and package separation-of-duties lists to
+//! Cedar. Every compiled policy carries a stable id, `<policy-id>/...` or
+//! `<package-id>/...`, which decisions report. Ids are validated to a
+//! quote-free alphabet before they get here, so they embed safely.
+
+use crate::pb::{AccessPackage, AllowedTargetScope, AssignmentPolicy, ExpirationType};
+
+const NAMESPACE: &str = "Entitlements";
+
+/// One compiled Cedar policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    pub id: String,
+    pub text: String,
+}
+
+/// The actions of the schema, by name.
+pub mod actions {
+    pub const REQUEST_ACCESS: &str = "RequestAccess";
+    pub const EXTEND_ACCESS: &str = "ExtendAccess";
+    pub const REMOVE_ACCESS: &str = "RemoveAccess";
+    pub const ADMIN_ASSIGN: &str = "AdminAssign";
+}
+use actions::*;
+
+pub fn entity(kind: &str, id: &str) -> String {
+    format!("{NAMESPACE}::{kind}::\"{id}\"")
+}
+
+fn action_set(names: &[&str]) -> String {
+    let list: Vec<_> = names.iter().map(|n| entity("Action", n)).collect();
+    format!("[{}]", list.join(", "))
+}
+
+fn entity_set(kind: &str, ids: &[String]) -> String {
+    let list: Vec<_> = ids.iter().map(|id| entity(kind, id)).collect();
+    format!("[{}]", list.join(", "))
+}
+
+fn rule(effect: &str, id: String, actions: &[&str], resource: &str, conditions: &[String]) -> Rule {
+    let when = if conditions.is_empty() {
+        String::new()
+    } else {
+        format!("\nwhen {{ {} }}", conditions.join(" && "))
+    };
+    let text = format!(
+        "@id(\"{id}\")\n{effect} (\n  principal,\n  action in {},\n  {resource}\n){when};",
+        action_set(actions)
+    );
+    Rule { id, text }
+}
+
+/// The Cedar policies of one assignment policy.
+pub fn compile_policy(policy: &AssignmentPolicy) -> Vec<Rule> {
+    let id = &policy.id;
+    let resource = format!("resource == {}", entity("AssignmentPolicy", id));
+    let settings = policy.requestor_settings.clone().unwrap_or_default();
+    let targets = policy.specific_allowed_targets.clone().unwrap_or_default();
+    let mut rules = Vec::new();
+
+    // Eligibility: whoever is in scope may be assigned by an administrator
+    // and, as the requestor settings allow, request or extend themselves.
+    let mut eligible_actions = vec![ADMIN_ASSIGN];
+    if settings.enable_self_add {
+        eligible_actions.push(REQUEST_ACCESS);
+    }
+    if settings.enable_self_update {
+        eligible_actions.push(EXTEND_ACCESS);
+    }
+    let extra: Vec<String> = match policy.extra_condition.trim() {
+        "" => Vec::new(),
+        condition => vec![format!("({condition})")],
+    };
+    let mut eligible = |suffix: &str, condition: String| {
+        let mut conditions = vec![condition];
+        conditions.extend(extra.iter().cloned());
+        rules.push(rule(
+            "permit",
+            format!("{id}/eligible/{suffix}"),
+            &eligible_actions,
+            &resource,
+            &conditions,
+        ));
+    };
+    match policy.scope() {
+        AllowedTargetScope::Unspecified | AllowedTargetScope::NotSpecified => {}
+        AllowedTargetScope::SpecificDirectorySubjects => {
+            if !targets.user_ids.is_empty() {
+                eligible("users", format!("{}.contains(principal)", entity_set("User", &targets.user_ids)));
+            }
+            if !targets.group_ids.is_empty() {
+                eligible("groups", format!("principal in {}", entity_set("Group", &targets.group_ids)));
+            }
+        }
+        AllowedTargetScope::AllMemberUsers => {
+            eligible("all-member-users", "principal.kind == \"member\"".into());
+        }
+        AllowedTargetScope::AllDirectoryUsers => {
+            eligible("all-directory-users", "principal.inDirectory".into());
+        }
+        AllowedTargetScope::SpecificConnectedOrganizationUsers => {
+            eligible(
+                "organizations",
+                format!(
+                    "principal in {}",
+                    entity_set("ConnectedOrganization", &targets.connected_organization_ids)
+                ),
+            );
+        }
+        AllowedTargetScope::AllConfiguredConnectedOrganizationUsers => {
+            eligible(
+                "all-configured-organizations",
+                "principal has organization && principal.organization.configured".into(),
+            );
+        }
+        AllowedTargetScope::AllExternalUsers => {
+            eligible("all-external-users", "principal has organization".into());
+        }
+    }
+    if policy.scope() == AllowedTargetScope::NotSpecified {
+        rules.push(rule("permit", format!("{id}/admin-assign"), &[ADMIN_ASSIGN], &resource, &[]));
+    }
+    if settings.enable_self_remove {
+        rules.push(rule("permit", format!("{id}/self-remove"), &[REMOVE_ACCESS], &resource, &[]));
+    }
+
+    // Lifetime.
+    if !settings.allow_custom_schedule {
+        rules.push(rule(
+            "forbid",
+            format!("{id}/lifetime/no-custom-schedule"),
+            &[REQUEST_ACCESS, EXTEND_ACCESS],
+            &resource,
+            &["context.customSchedule".into()],
+        ));
+    }
+    if let Some(expiration) = &policy.expiration
+        && expiration.r#type() == ExpirationType::OnDate
+        && let Some(end) = expiration.end_time
+    {
+        rules.push(rule(
+            "forbid",
+            format!("{id}/lifetime/end-date"),
+            &[REQUEST_ACCESS, EXTEND_ACCESS, ADMIN_ASSIGN],
+            &resource,
+            &[format!("context.start >= {}", end.seconds)],
+        ));
+    }
+    rules
+}
+
+/// The separation-of-duties policies of a package: holding an incompatible
+/// package, or being in an incompatible group, forbids getting this one.
+pub fn compile_package(package: &AccessPackage) -> Vec<Rule> {
+    let resource = format!("resource in {}", entity("AccessPackage", &package.id));
+    let mut rules = Vec::new();
+    for (suffix, kind, ids) in [
+        ("packages", "AccessPackage", &package.incompatible_package_ids),
+        ("groups", "Group", &package.incompatible_group_ids),
+    ] {
+        if !ids.is_empty() {
+            rules.push(rule(
+                "forbid",
+                format!("{}/incompatible/{suffix}", package.id),
+                &[REQUEST_ACCESS, ADMIN_ASSIGN],
+                &resource,
+                &[format!("principal in {}", entity_set(kind, ids))],
+            ));
+        }
+    }
+    rules
+}
+
+/// The text of several rules, as one Cedar document.
+pub fn render(rules: &[Rule]) -> String {
+    rules.iter().map(|r| r.text.as_str()).collect::<Vec<_>>().join("\n\n")
+}

@@ -1,0 +1,173 @@
+//! Builds the Cedar entities one decision needs, and nothing more: the
+//! user with their groups (and those groups' ancestors), organization and
+//! held packages, and the policy with its package and catalog.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::str::FromStr;
+
+use cedar_policy::{Entities, Entity, EntityUid, RestrictedExpression};
+
+use crate::domain::assignment::ASSIGNMENTS_BY_TARGET;
+use crate::domain::assignment_policy::is_external_scope;
+use crate::domain::directory::{GROUPS_OF_GROUP, GROUPS_OF_USER, targets};
+use crate::error::Result;
+use crate::pb::{
+    AccessPackage, Assignment, AssignmentPolicy, Catalog, ConnectedOrganization,
+    ConnectedOrganizationState, GroupMembership, User, UserKind, UserState,
+};
+use crate::store::ReadView;
+use crate::store::records::{self, Record};
+
+use super::compile::entity;
+
+/// A user as decisions see them.
+#[derive(Debug, Clone, Default)]
+pub struct Subject {
+    pub user: User,
+    /// Whether the user is in the directory (external requestors are not).
+    pub in_directory: bool,
+    pub direct_groups: Vec<String>,
+    /// Every group the user is in through nesting, with its parents.
+    pub group_parents: HashMap<String, Vec<String>>,
+    pub organization: Option<ConnectedOrganization>,
+    /// Packages the user holds through active assignments.
+    pub held_packages: Vec<String>,
+}
+
+/// Loads what decisions need to know about a directory user.
+pub fn load_subject(view: &(impl ReadView + ?Sized), user: User) -> Result<Subject> {
+    let direct_groups = targets(view, GroupMembership::KIND, GROUPS_OF_USER, &user.id)?;
+    let mut group_parents = HashMap::new();
+    let mut queue: VecDeque<String> = direct_groups.iter().cloned().collect();
+    while let Some(group) = queue.pop_front() {
+        if group_parents.contains_key(&group) {
+            continue;
+        }
+        let parents = targets(view, GroupMembership::KIND, GROUPS_OF_GROUP, &group)?;
+        queue.extend(parents.iter().cloned());
+        group_parents.insert(group, parents);
+    }
+    let organization = match user.connected_organization_id.as_str() {
+        "" => None,
+        id => records::load::<ConnectedOrganization>(view, id)?,
+    };
+    let mut held_packages = Vec::new();
+    for id in targets(view, Assignment::KIND, ASSIGNMENTS_BY_TARGET, &user.id)? {
+        if let Some(assignment) = records::load::<Assignment>(view, &id)?
+            && assignment.is_active()
+        {
+            held_packages.push(assignment.access_package_id);
+        }
+    }
+    Ok(Subject {
+        user,
+        in_directory: true,
+        direct_groups,
+        group_parents,
+        organization,
+        held_packages,
+    })
+}
+
+/// What a change goes through: the policy, its package and catalog.
+pub struct Target<'a> {
+    pub policy: &'a AssignmentPolicy,
+    pub package: &'a AccessPackage,
+    pub catalog: &'a Catalog,
+}
+
+fn uid(kind: &str, id: &str) -> EntityUid {
+    EntityUid::from_str(&entity(kind, id)).expect("validated ids form valid entity uids")
+}
+
+fn build(uid: EntityUid, attrs: Vec<(&str, RestrictedExpression)>, parents: impl IntoIterator<Item = EntityUid>) -> Entity {
+    let attrs = attrs.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+    Entity::new(uid, attrs, parents.into_iter().collect::<HashSet<_>>()).expect("attribute names are distinct")
+}
+
+pub fn user_uid(id: &str) -> EntityUid {
+    uid("User", id)
+}
+
+pub fn policy_uid(id: &str) -> EntityUid {
+    uid("AssignmentPolicy", id)
+}
+
+fn user_state(user: &User) -> &'static str {
+    match user.state() {
+        UserState::Active | UserState::Unspecified => "active",
+        UserState::Blocked => "blocked",
+        UserState::Deleted => "deleted",
+    }
+}
+
+fn user_kind(user: &User) -> &'static str {
+    match user.kind() {
+        UserKind::Guest => "guest",
+        UserKind::Member | UserKind::Unspecified => "member",
+    }
+}
+
+/// The entities of one decision about `subject` and `target`.
+pub fn slice(subject: &Subject, target: &Target<'_>) -> anyhow::Result<Entities> {
+    let user = &subject.user;
+    let mut entities = Vec::new();
+
+    let mut parents: Vec<EntityUid> = subject.direct_groups.iter().map(|g| uid("Group", g)).collect();
+    parents.extend(subject.held_packages.iter().map(|p| uid("AccessPackage", p)));
+    let attributes = RestrictedExpression::new_record(
+        user.attributes
+            .iter()
+            .map(|(k, v)| (k.clone(), RestrictedExpression::new_string(v.clone()))),
+    )?;
+    let mut attrs = vec![
+        ("kind", RestrictedExpression::new_string(user_kind(user).into())),
+        ("state", RestrictedExpression::new_string(user_state(user).into())),
+        ("inDirectory", RestrictedExpression::new_bool(subject.in_directory)),
+        ("email", RestrictedExpression::new_string(user.email.clone())),
+        ("attributes", attributes),
+    ];
+    if let Some(organization) = &subject.organization {
+        let org = uid("ConnectedOrganization", &organization.id);
+        parents.push(org.clone());
+        attrs.push(("organization", RestrictedExpression::new_entity_uid(org.clone())));
+        let configured = organization.state() == ConnectedOrganizationState::Configured;
+        entities.push(build(org, vec![("configured", RestrictedExpression::new_bool(configured))], []));
+    }
+    entities.push(build(user_uid(&user.id), attrs, parents));
+    for (group, group_parents) in &subject.group_parents {
+        entities.push(build(uid("Group", group), vec![], group_parents.iter().map(|p| uid("Group", p))));
+    }
+
+    let catalog = uid("Catalog", &target.catalog.id);
+    let package = uid("AccessPackage", &target.package.id);
+    entities.push(build(
+        catalog.clone(),
+        vec![
+            ("enabled", RestrictedExpression::new_bool(target.catalog.enabled.unwrap_or(true))),
+            (
+                "externallyVisible",
+                RestrictedExpression::new_bool(target.catalog.externally_visible.unwrap_or(false)),
+            ),
+        ],
+        [],
+    ));
+    entities.push(build(
+        package.clone(),
+        vec![("catalog", RestrictedExpression::new_entity_uid(catalog.clone()))],
+        [catalog.clone()],
+    ));
+    entities.push(build(
+        policy_uid(&target.policy.id),
+        vec![
+            ("accessPackage", RestrictedExpression::new_entity_uid(package.clone())),
+            ("catalog", RestrictedExpression::new_entity_uid(catalog)),
+            (
+                "externalScope",
+                RestrictedExpression::new_bool(is_external_scope(target.policy.scope())),
+            ),
+        ],
+        [package],
+    ));
+    Ok(Entities::from_entities(entities, None)?)
+}

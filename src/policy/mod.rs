@@ -1,0 +1,225 @@
+//! Cedar decisions. The engine holds the schema and the operator's static
+//! policies (invariants), validates compiled assignment policies against
+//! them, and evaluates decisions against a policy set per access package:
+//! the invariants, the package's separation-of-duties rules and its
+//! assignment policies. Cedar evaluates every policy in a set, so a
+//! decision never sees other packages' policies.
+
+pub mod compile;
+pub mod entities;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context as _, anyhow, bail};
+use cedar_policy::{
+    Authorizer, Context, Decision as CedarDecision, Entities, EntityUid, Policy, PolicyId,
+    PolicySet, Request, RestrictedExpression, Schema, ValidationMode, Validator,
+};
+
+use crate::pb::{AccessPackage, AssignmentPolicy};
+use crate::store::records::Record;
+use compile::Rule;
+
+const BUILTIN_SCHEMA: &str = include_str!("../../policies/schema.cedarschema");
+const BUILTIN_POLICIES: &[(&str, &str)] = &[(
+    "invariants.cedar",
+    include_str!("../../policies/invariants.cedar"),
+)];
+
+/// The outcome of one decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub allowed: bool,
+    /// The policies that decided: the permits that allowed, or the forbids
+    /// that denied (empty when nothing permitted).
+    pub policy_ids: Vec<String>,
+    /// Policies skipped because they failed to evaluate (e.g. a condition
+    /// reading an attribute the user lacks).
+    pub errors: Vec<String>,
+}
+
+/// Values every access-change decision takes from outside the entities.
+#[derive(Debug, Clone, Copy)]
+pub struct ChangeContext {
+    pub now: i64,
+    pub start: i64,
+    pub custom_schedule: bool,
+}
+
+struct Shard {
+    /// Revisions of the package and its policies the set was built from.
+    built_from: Vec<(String, u64)>,
+    set: Arc<PolicySet>,
+}
+
+pub struct PolicyEngine {
+    schema: Schema,
+    validator: Validator,
+    invariants: Vec<Policy>,
+    shards: Mutex<HashMap<String, Shard>>,
+}
+
+impl PolicyEngine {
+    /// The schema and invariants shipped in `policies/`.
+    pub fn builtin() -> anyhow::Result<Self> {
+        Self::from_sources(BUILTIN_SCHEMA, BUILTIN_POLICIES.iter().map(|(n, t)| (n.to_string(), t.to_string())))
+    }
+
+    /// `schema.cedarschema` and every `*.cedar` file of an operator's
+    /// directory.
+    pub fn from_dir(dir: &Path) -> anyhow::Result<Self> {
+        let schema_path = dir.join("schema.cedarschema");
+        let schema = std::fs::read_to_string(&schema_path)
+            .with_context(|| format!("reading {}", schema_path.display()))?;
+        let mut files = Vec::new();
+        for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+            let path = entry?.path();
+            if path.extension().is_some_and(|e| e == "cedar") {
+                let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+                files.push((path.display().to_string(), text));
+            }
+        }
+        files.sort();
+        Self::from_sources(&schema, files)
+    }
+
+    pub fn from_sources(schema_text: &str, files: impl IntoIterator<Item = (String, String)>) -> anyhow::Result<Self> {
+        let (schema, _warnings) = Schema::from_cedarschema_str(schema_text)
+            .map_err(|e| anyhow!("schema.cedarschema: {}", cedar_message(&e)))?;
+        let mut invariants = Vec::new();
+        for (name, text) in files {
+            let parsed = PolicySet::from_str(&text).map_err(|e| anyhow!("{name}: {}", cedar_message(&e)))?;
+            if parsed.templates().next().is_some() {
+                bail!("{name}: templates are not supported");
+            }
+            for policy in parsed.policies() {
+                let id = policy
+                    .annotation("id")
+                    .ok_or_else(|| anyhow!("{name}: every policy needs an @id(\"...\") annotation"))?;
+                invariants.push(policy.new_id(PolicyId::new(id)));
+            }
+        }
+        let engine = Self {
+            validator: Validator::new(schema.clone()),
+            schema,
+            invariants,
+            shards: Mutex::new(HashMap::new()),
+        };
+        engine.policy_set(&[]).map_err(|e| anyhow!("{e}"))?;
+        Ok(engine)
+    }
+
+    /// Parses `rules` and validates them, with the invariants, against the
+    /// schema; the error is Cedar's message.
+    pub fn check(&self, rules: &[Rule]) -> Result<(), String> {
+        self.policy_set(rules).map(|_| ())
+    }
+
+    fn policy_set(&self, rules: &[Rule]) -> Result<PolicySet, String> {
+        let mut set = PolicySet::new();
+        for policy in &self.invariants {
+            set.add(policy.clone()).map_err(|e| e.to_string())?;
+        }
+        for rule in rules {
+            let policy = Policy::parse(Some(PolicyId::new(&rule.id)), &rule.text)
+                .map_err(|e| format!("{}: {}", rule.id, cedar_message(&e)))?;
+            set.add(policy).map_err(|e| e.to_string())?;
+        }
+        let result = self.validator.validate(&set, ValidationMode::Strict);
+        if !result.validation_passed() {
+            let messages: Vec<String> = result.validation_errors().map(|e| cedar_message(e)).collect();
+            return Err(messages.join("; "));
+        }
+        Ok(set)
+    }
+
+    /// The policy set for decisions on `package`, whose assignment policies
+    /// are `policies`; rebuilt only when one of them changed.
+    pub fn package_set(&self, package: &AccessPackage, policies: &[AssignmentPolicy]) -> anyhow::Result<Arc<PolicySet>> {
+        let revision = |info: &Option<crate::pb::RecordInfo>| info.as_ref().map_or(0, |i| i.revision);
+        let mut built_from = vec![(package.id(), revision(&package.info))];
+        built_from.extend(policies.iter().map(|p| (p.id(), revision(&p.info))));
+        let mut shards = self.shards.lock().expect("policy shards lock poisoned");
+        if let Some(shard) = shards.get(&package.id)
+            && shard.built_from == built_from
+        {
+            return Ok(shard.set.clone());
+        }
+        let mut rules = compile::compile_package(package);
+        for policy in policies {
+            rules.extend(compile::compile_policy(policy));
+        }
+        let set = Arc::new(self.policy_set(&rules).map_err(|e| anyhow!("package {}: {e}", package.id))?);
+        shards.insert(package.id.clone(), Shard { built_from, set: set.clone() });
+        Ok(set)
+    }
+
+    pub fn decide(
+        &self,
+        set: &PolicySet,
+        principal: EntityUid,
+        action: &str,
+        resource: EntityUid,
+        context: ChangeContext,
+        entities: &Entities,
+    ) -> anyhow::Result<Decision> {
+        let action = EntityUid::from_str(&compile::entity("Action", action))?;
+        let context = Context::from_pairs([
+            ("now".to_string(), RestrictedExpression::new_long(context.now)),
+            ("start".to_string(), RestrictedExpression::new_long(context.start)),
+            (
+                "customSchedule".to_string(),
+                RestrictedExpression::new_bool(context.custom_schedule),
+            ),
+        ])?;
+        let request = Request::new(principal, action, resource, context, Some(&self.schema))?;
+        let response = Authorizer::new().is_authorized(&request, set, entities);
+        let diagnostics = response.diagnostics();
+        Ok(Decision {
+            allowed: response.decision() == CedarDecision::Allow,
+            policy_ids: diagnostics.reason().map(ToString::to_string).collect(),
+            errors: diagnostics.errors().map(ToString::to_string).collect(),
+        })
+    }
+}
+
+/// A Cedar error with its causes, on one line.
+fn cedar_message(error: &dyn std::error::Error) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_policies_validate() {
+        PolicyEngine::builtin().expect("policies/ must validate");
+    }
+
+    #[test]
+    fn an_invalid_operator_policy_stops_loading_with_the_validator_message() {
+        let bad = "@id(\"x\")\npermit(principal, action, resource) when { principal.nope };";
+        let error = PolicyEngine::from_sources(BUILTIN_SCHEMA, [("bad.cedar".to_string(), bad.to_string())])
+            .err()
+            .expect("must fail")
+            .to_string();
+        assert!(error.contains("nope"), "{error}");
+        let unnamed = "permit(principal, action, resource);";
+        let error = PolicyEngine::from_sources(BUILTIN_SCHEMA, [("u.cedar".to_string(), unnamed.to_string())])
+            .err()
+            .expect("must fail")
+            .to_string();
+        assert!(error.contains("@id"), "{error}");
+    }
+}

@@ -1,0 +1,157 @@
+//! What happens to assignments: delivery of an add, extension, ending (by
+//! removal, expiry or the target leaving), and the timed work that starts
+//! scheduled requests and expires assignments. Each function runs inside
+//! one write transaction.
+
+use crate::domain::assignment::{ACTIVE_PAIR, ASSIGNMENTS_BY_TARGET};
+use crate::domain::crud::new_id;
+use crate::domain::directory::{self, targets};
+use crate::domain::entity::{Actor, record_info};
+use crate::domain::request::{OPEN_BY_TARGET, cancel_open, pair_key, save_request, transition};
+use crate::error::Result;
+use crate::pb::{
+    Assignment, AssignmentRequest, AssignmentState, EndReason, RequestState, RequestType, User,
+};
+use crate::store::Txn;
+use crate::store::records::{self, Record};
+
+use super::{epoch_seconds, timestamp};
+
+/// Delivers an add request: makes the assignment it asked for. If the target
+/// meanwhile got the package another way, delivery fails instead.
+pub fn deliver_add(txn: &mut dyn Txn, request: &mut AssignmentRequest, actor: &Actor) -> Result<()> {
+    transition(request, RequestState::Delivering, actor, "")?;
+    let pair = pair_key(&request.target_id, &request.access_package_id);
+    if let Some(existing) = records::unique_owner::<Assignment>(txn, ACTIVE_PAIR, &pair)? {
+        return transition(
+            request,
+            RequestState::DeliveryFailed,
+            actor,
+            &format!("the target already holds the package (assignment {existing})"),
+        );
+    }
+    let window = request.effective_schedule.clone().unwrap_or_default();
+    let assignment = Assignment {
+        id: new_id(),
+        target_id: request.target_id.clone(),
+        access_package_id: request.access_package_id.clone(),
+        assignment_policy_id: request.assignment_policy_id.clone(),
+        state: AssignmentState::Delivered as i32,
+        start_time: window.start_time,
+        end_time: window.end_time,
+        request_id: request.id.clone(),
+        ended_time: None,
+        end_reason: EndReason::Unspecified as i32,
+        info: Some(record_info(actor, txn.revision(), None)),
+    };
+    records::save(txn, None, &assignment)?;
+    request.assignment_id = assignment.id;
+    transition(request, RequestState::Delivered, actor, "")
+}
+
+/// Delivers an update request: the assignment (same id) gets the new end.
+pub fn deliver_update(txn: &mut dyn Txn, request: &mut AssignmentRequest, actor: &Actor) -> Result<()> {
+    transition(request, RequestState::Delivering, actor, "")?;
+    let old: Assignment = records::require(txn, &request.assignment_id)?;
+    let mut assignment = old.clone();
+    assignment.end_time = request.effective_schedule.as_ref().and_then(|s| s.end_time);
+    assignment.info = Some(record_info(actor, txn.revision(), old.info.as_ref()));
+    records::save(txn, Some(&old), &assignment)?;
+    transition(request, RequestState::Delivered, actor, "")
+}
+
+/// Delivers a remove request: the assignment ends for `reason`.
+pub fn deliver_remove(txn: &mut dyn Txn, request: &mut AssignmentRequest, reason: EndReason, actor: &Actor) -> Result<()> {
+    transition(request, RequestState::Delivering, actor, "")?;
+    let assignment: Assignment = records::require(txn, &request.assignment_id)?;
+    end_assignment(txn, &assignment, reason, actor)?;
+    transition(request, RequestState::Delivered, actor, "")
+}
+
+fn end_assignment(txn: &mut dyn Txn, old: &Assignment, reason: EndReason, actor: &Actor) -> Result<()> {
+    let mut assignment = old.clone();
+    assignment.set_state(AssignmentState::Expired);
+    assignment.set_end_reason(reason);
+    assignment.ended_time = Some(crate::clock::to_timestamp(actor.now));
+    assignment.info = Some(record_info(actor, txn.revision(), old.info.as_ref()));
+    records::save(txn, Some(old), &assignment)
+}
+
+/// A new request in SUBMITTED, by `actor`.
+pub fn submitted(r#type: RequestType, actor: &Actor) -> AssignmentRequest {
+    let mut request = AssignmentRequest {
+        id: new_id(),
+        requestor_id: actor.id.clone(),
+        ..Default::default()
+    };
+    request.set_type(r#type);
+    request.set_state(RequestState::Submitted);
+    request.history.push(crate::pb::StateChange {
+        state: RequestState::Submitted as i32,
+        time: Some(crate::clock::to_timestamp(actor.now)),
+        actor: actor.id.clone(),
+        reason: String::new(),
+    });
+    request
+}
+
+/// Ends an assignment through a SYSTEM_REMOVE request, so that history
+/// records it like any other removal.
+fn system_remove(txn: &mut dyn Txn, assignment: &Assignment, reason: EndReason, why: &str, actor: &Actor) -> Result<()> {
+    let mut request = submitted(RequestType::SystemRemove, actor);
+    request.target_id = assignment.target_id.clone();
+    request.access_package_id = assignment.access_package_id.clone();
+    request.assignment_policy_id = assignment.assignment_policy_id.clone();
+    request.assignment_id = assignment.id.clone();
+    request.justification = why.to_string();
+    deliver_remove(txn, &mut request, reason, actor)?;
+    save_request(txn, None, &mut request, actor)
+}
+
+/// Expires an assignment whose end has come. Returns false (and changes
+/// nothing) when it is no longer due, so it never fires twice.
+pub fn expire_if_due(txn: &mut dyn Txn, assignment_id: &str, actor: &Actor) -> Result<bool> {
+    let Some(assignment) = records::load::<Assignment>(txn, assignment_id)? else {
+        return Ok(false);
+    };
+    let due = assignment.end_time.is_some_and(|end| end.seconds <= epoch_seconds(actor.now));
+    if !assignment.is_active() || !due {
+        return Ok(false);
+    }
+    system_remove(txn, &assignment, EndReason::Expired, "expired", actor)?;
+    Ok(true)
+}
+
+/// Delivers a scheduled request whose start has come; false when it is no
+/// longer due.
+pub fn start_if_due(txn: &mut dyn Txn, request_id: &str, actor: &Actor) -> Result<bool> {
+    let Some(old) = records::load::<AssignmentRequest>(txn, request_id)? else {
+        return Ok(false);
+    };
+    let start = old.effective_schedule.as_ref().and_then(|s| s.start_time).map_or(0, |t| t.seconds);
+    if old.state() != RequestState::Scheduled || start > epoch_seconds(actor.now) {
+        return Ok(false);
+    }
+    let mut request = old.clone();
+    deliver_add(txn, &mut request, actor)?;
+    save_request(txn, Some(&old), &mut request, actor)?;
+    Ok(true)
+}
+
+/// Deletes a user: their assignments end, their open requests are
+/// canceled, and the user turns DELETED.
+pub fn delete_user(txn: &mut dyn Txn, id: &str, etag: &str, actor: &Actor) -> Result<User> {
+    records::require::<User>(txn, id)?;
+    for assignment_id in targets(txn, Assignment::KIND, ASSIGNMENTS_BY_TARGET, id)? {
+        let assignment: Assignment = records::require(txn, &assignment_id)?;
+        if assignment.is_active() {
+            system_remove(txn, &assignment, EndReason::TargetDeleted, "the target was deleted", actor)?;
+        }
+    }
+    cancel_open(txn, OPEN_BY_TARGET, id, actor, "canceled: the target was deleted")?;
+    directory::delete_user(txn, id, etag, actor)
+}
+
+pub fn now_timestamp(actor: &Actor) -> prost_types::Timestamp {
+    timestamp(epoch_seconds(actor.now))
+}

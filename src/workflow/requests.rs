@@ -1,0 +1,311 @@
+//! Creating and canceling requests. A request is checked (shape, state,
+//! eligibility through Cedar), then moved as far as it can go in the same
+//! transaction: straight to DELIVERED when nothing needs to wait.
+
+use std::sync::Arc;
+
+use crate::domain::assignment::ACTIVE_PAIR;
+use crate::domain::entity::Actor;
+use crate::domain::request::{OPEN_ADD, OPEN_CHANGE, pair_key, save_request, transition};
+use crate::domain::validate::{self, Check};
+use crate::error::{Error, Result};
+use crate::pb::{
+    Assignment, AssignmentPolicy, AssignmentRequest, EndReason, RequestState, RequestType, Schedule, User,
+};
+use crate::policy::compile::actions::{ADMIN_ASSIGN, EXTEND_ACCESS, REMOVE_ACCESS, REQUEST_ACCESS};
+use crate::policy::entities::load_subject;
+use crate::policy::{ChangeContext, PolicyEngine};
+use crate::store::records;
+use crate::store::{Store, Txn, write};
+
+use super::lifecycle::{deliver_add, deliver_remove, deliver_update, submitted};
+use super::{answers, eligibility, epoch_seconds, schedule, timestamp};
+
+const METHOD: &str = "CreateAssignmentRequest";
+pub const MAX_JUSTIFICATION: usize = 4096;
+
+fn check_shape(input: &AssignmentRequest) -> Result<RequestType> {
+    let mut check = Check::new("assignment_request");
+    let kind = RequestType::try_from(input.r#type).unwrap_or_default();
+    match kind {
+        RequestType::Unspecified => check.fail("type", "is required"),
+        RequestType::SystemAdd | RequestType::SystemRemove => {
+            check.fail("type", "SYSTEM requests are made by the service only")
+        }
+        RequestType::UserAdd | RequestType::AdminAdd => {
+            check.id("assignment_policy_id", &input.assignment_policy_id);
+            check.optional_id("access_package_id", &input.access_package_id);
+            check.require(input.assignment_id.is_empty(), "assignment_id", "is set by the service for add requests");
+        }
+        _ => {
+            check.id("assignment_id", &input.assignment_id);
+            check.require(
+                input.schedule.as_ref().is_none_or(|s| s.start_time.is_none()),
+                "schedule.start_time",
+                "only add requests take a start time",
+            );
+        }
+    }
+    if kind == RequestType::AdminAdd {
+        check.id("target_id", &input.target_id);
+    } else {
+        check.optional_id("target_id", &input.target_id);
+    }
+    if kind == RequestType::AdminUpdate {
+        check.require(
+            input.schedule.as_ref().is_some_and(|s| s.end_time.is_some()),
+            "schedule.end_time",
+            "is required for ADMIN_UPDATE",
+        );
+    }
+    check.text("justification", &input.justification, MAX_JUSTIFICATION, false);
+    check.finish()?;
+    Ok(kind)
+}
+
+/// Creates a request and processes it as far as it goes.
+pub async fn create(
+    store: &dyn Store,
+    engine: Arc<PolicyEngine>,
+    actor: Actor,
+    input: Option<AssignmentRequest>,
+    request_id: String,
+) -> Result<AssignmentRequest> {
+    validate::request_id(&request_id)?;
+    let input = input.ok_or_else(|| Error::invalid("assignment_request", "is required"))?;
+    let kind = check_shape(&input)?;
+    let committed = write(store, move |txn| {
+        if let Some(first) = records::recall_request::<AssignmentRequest>(txn, &actor.id, METHOD, &request_id)? {
+            return Ok(first);
+        }
+        let mut request = match kind {
+            RequestType::UserAdd | RequestType::AdminAdd => add(txn, &engine, &actor, kind, input)?,
+            RequestType::UserUpdate | RequestType::AdminUpdate => update(txn, &engine, &actor, kind, input)?,
+            _ => remove(txn, &engine, &actor, kind, input)?,
+        };
+        save_request(txn, None, &mut request, &actor)?;
+        records::remember_request(txn, &actor.id, METHOD, &request_id, &request);
+        Ok::<_, Error>(request)
+    })
+    .await?;
+    Ok(committed.value)
+}
+
+/// The target of a USER_* request is the caller.
+fn self_target(actor: &Actor, input: &AssignmentRequest, kind: RequestType) -> Result<String> {
+    if input.target_id.is_empty() || input.target_id == actor.id {
+        Ok(actor.id.clone())
+    } else {
+        Err(Error::PermissionDenied {
+            message: format!(
+                "{} requests are for the caller's own access; administrators use ADMIN requests",
+                kind.as_str_name()
+            ),
+            policy_ids: Vec::new(),
+        })
+    }
+}
+
+fn is_custom(schedule: Option<&Schedule>) -> bool {
+    schedule.is_some_and(|s| s.start_time.is_some() || s.end_time.is_some())
+}
+
+fn add(txn: &mut dyn Txn, engine: &PolicyEngine, actor: &Actor, kind: RequestType, input: AssignmentRequest) -> Result<AssignmentRequest> {
+    let by_user = kind == RequestType::UserAdd;
+    let target_id = if by_user { self_target(actor, &input, kind)? } else { input.target_id.clone() };
+    let target: User = records::require(txn, &target_id)?;
+    let policy: AssignmentPolicy = records::require(txn, &input.assignment_policy_id)?;
+    if !input.access_package_id.is_empty() && input.access_package_id != policy.access_package_id {
+        return Err(Error::invalid(
+            "assignment_request.access_package_id",
+            format!(
+                "policy {:?} leads to package {:?}, not {:?}",
+                policy.id, policy.access_package_id, input.access_package_id
+            ),
+        ));
+    }
+    let pair = pair_key(&target_id, &policy.access_package_id);
+    if let Some(existing) = records::unique_owner::<Assignment>(txn, ACTIVE_PAIR, &pair)? {
+        return Err(Error::precondition(format!(
+            "user {target_id:?} already holds package {:?} (assignment {existing}); extend it instead",
+            policy.access_package_id
+        )));
+    }
+    if let Some(open) = records::unique_owner::<AssignmentRequest>(txn, OPEN_ADD, &pair)? {
+        return Err(Error::precondition(format!(
+            "request {open} for user {target_id:?} and package {:?} is still open",
+            policy.access_package_id
+        )));
+    }
+    check_requestor_input(&policy, &input, by_user)?;
+
+    let now = epoch_seconds(actor.now);
+    let window = schedule::for_add(&policy, input.schedule.as_ref(), now);
+    let subject = load_subject(txn, target)?;
+    let context = ChangeContext {
+        now,
+        start: window.start,
+        custom_schedule: by_user && is_custom(input.schedule.as_ref()),
+    };
+    let action = if by_user { REQUEST_ACCESS } else { ADMIN_ASSIGN };
+    let decision = eligibility::decide(engine, txn, &subject, &policy, action, context)?;
+    eligibility::require_allowed(&decision, || {
+        format!(
+            "user {target_id:?} may not get package {:?} through policy {:?}",
+            policy.access_package_id, policy.id
+        )
+    })?;
+    let window = window.check()?;
+
+    let mut request = submitted(kind, actor);
+    request.target_id = target_id;
+    request.access_package_id = policy.access_package_id.clone();
+    request.assignment_policy_id = policy.id.clone();
+    request.justification = input.justification;
+    request.answers = input.answers;
+    request.schedule = input.schedule;
+    request.effective_schedule = Some(window.to_schedule());
+    let approval = policy.approval_settings.clone().unwrap_or_default();
+    if by_user && approval.approval_required_for_add && !approval.stages.is_empty() {
+        transition(&mut request, RequestState::PendingApproval, actor, "")?;
+    } else if window.start > now {
+        transition(&mut request, RequestState::Scheduled, actor, "")?;
+    } else {
+        deliver_add(txn, &mut request, actor)?;
+    }
+    Ok(request)
+}
+
+/// Justification and answers, as the policy asks of requestors.
+fn check_requestor_input(policy: &AssignmentPolicy, input: &AssignmentRequest, by_user: bool) -> Result<()> {
+    let settings = policy.requestor_settings.clone().unwrap_or_default();
+    if by_user && settings.justification_required && input.justification.trim().is_empty() {
+        return Err(Error::invalid(
+            "assignment_request.justification",
+            format!("policy {:?} requires a justification", policy.id),
+        ));
+    }
+    answers::check(policy, &input.answers, by_user)
+}
+
+/// The active assignment an update or remove request is about.
+fn changed_assignment(txn: &dyn Txn, actor: &Actor, kind: RequestType, input: &AssignmentRequest) -> Result<Assignment> {
+    let assignment: Assignment = records::require(txn, &input.assignment_id)?;
+    if matches!(kind, RequestType::UserUpdate | RequestType::UserRemove) {
+        let target = self_target(actor, input, kind)?;
+        if assignment.target_id != target {
+            return Err(Error::PermissionDenied {
+                message: format!("assignment {:?} belongs to another user", assignment.id),
+                policy_ids: Vec::new(),
+            });
+        }
+    } else if !input.target_id.is_empty() && input.target_id != assignment.target_id {
+        return Err(Error::invalid(
+            "assignment_request.target_id",
+            format!("assignment {:?} is held by {:?}", assignment.id, assignment.target_id),
+        ));
+    }
+    if !assignment.is_active() {
+        return Err(Error::precondition(format!(
+            "assignment {:?} is {}",
+            assignment.id,
+            assignment.state().as_str_name()
+        )));
+    }
+    if let Some(open) = records::unique_owner::<AssignmentRequest>(txn, OPEN_CHANGE, &assignment.id)? {
+        return Err(Error::precondition(format!(
+            "request {open} for assignment {:?} is still open",
+            assignment.id
+        )));
+    }
+    Ok(assignment)
+}
+
+fn request_for(kind: RequestType, actor: &Actor, assignment: &Assignment, input: AssignmentRequest) -> AssignmentRequest {
+    let mut request = submitted(kind, actor);
+    request.target_id = assignment.target_id.clone();
+    request.access_package_id = assignment.access_package_id.clone();
+    request.assignment_policy_id = assignment.assignment_policy_id.clone();
+    request.assignment_id = assignment.id.clone();
+    request.justification = input.justification;
+    request.answers = input.answers;
+    request.schedule = input.schedule;
+    request
+}
+
+fn update(txn: &mut dyn Txn, engine: &PolicyEngine, actor: &Actor, kind: RequestType, input: AssignmentRequest) -> Result<AssignmentRequest> {
+    let by_user = kind == RequestType::UserUpdate;
+    let assignment = changed_assignment(txn, actor, kind, &input)?;
+    let policy: AssignmentPolicy = records::require(txn, &assignment.assignment_policy_id)?;
+    check_requestor_input(&policy, &input, by_user)?;
+    let now = epoch_seconds(actor.now);
+    let asked_end = input.schedule.as_ref().and_then(|s| s.end_time).map(|t| t.seconds);
+    if by_user {
+        let target: User = records::require(txn, &assignment.target_id)?;
+        let subject = load_subject(txn, target)?;
+        let context = ChangeContext {
+            now,
+            start: now,
+            custom_schedule: asked_end.is_some(),
+        };
+        let decision = eligibility::decide(engine, txn, &subject, &policy, EXTEND_ACCESS, context)?;
+        eligibility::require_allowed(&decision, || {
+            format!("user {:?} may not extend assignment {:?}", assignment.target_id, assignment.id)
+        })?;
+    }
+    let end = schedule::for_update(&policy, asked_end, now);
+    schedule::Window { start: now, end }.check()?;
+
+    let mut request = request_for(kind, actor, &assignment, input);
+    request.effective_schedule = Some(Schedule {
+        start_time: assignment.start_time,
+        end_time: end.map(timestamp),
+    });
+    let approval = policy.approval_settings.clone().unwrap_or_default();
+    if by_user && approval.approval_required_for_update && !approval.stages.is_empty() {
+        transition(&mut request, RequestState::PendingApproval, actor, "")?;
+    } else {
+        deliver_update(txn, &mut request, actor)?;
+    }
+    Ok(request)
+}
+
+fn remove(txn: &mut dyn Txn, engine: &PolicyEngine, actor: &Actor, kind: RequestType, input: AssignmentRequest) -> Result<AssignmentRequest> {
+    let by_user = kind == RequestType::UserRemove;
+    let assignment = changed_assignment(txn, actor, kind, &input)?;
+    if by_user {
+        let policy: AssignmentPolicy = records::require(txn, &assignment.assignment_policy_id)?;
+        let target: User = records::require(txn, &assignment.target_id)?;
+        let subject = load_subject(txn, target)?;
+        let now = epoch_seconds(actor.now);
+        let context = ChangeContext {
+            now,
+            start: now,
+            custom_schedule: false,
+        };
+        let decision = eligibility::decide(engine, txn, &subject, &policy, REMOVE_ACCESS, context)?;
+        eligibility::require_allowed(&decision, || {
+            format!("policy {:?} does not let its users remove their own assignment", policy.id)
+        })?;
+    }
+    let reason = if by_user { EndReason::RemovedByUser } else { EndReason::RemovedByAdmin };
+    let mut request = request_for(kind, actor, &assignment, input);
+    deliver_remove(txn, &mut request, reason, actor)?;
+    Ok(request)
+}
+
+/// Cancels a request that is still waiting.
+pub async fn cancel(store: &dyn Store, actor: Actor, id: String) -> Result<AssignmentRequest> {
+    let mut check = Check::new("");
+    check.id("id", &id);
+    check.finish()?;
+    let committed = write(store, move |txn| {
+        let old: AssignmentRequest = records::require(txn, &id)?;
+        let mut request = old.clone();
+        transition(&mut request, RequestState::Canceled, &actor, "canceled")?;
+        save_request(txn, Some(&old), &mut request, &actor)?;
+        Ok::<_, Error>(request)
+    })
+    .await?;
+    Ok(committed.value)
+}

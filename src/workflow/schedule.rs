@@ -1,0 +1,110 @@
+//! When access starts and ends: what was asked, bounded by the policy.
+
+use crate::error::{Error, Result};
+use crate::pb::{AssignmentPolicy, ExpirationType, Schedule};
+
+use super::timestamp;
+
+/// A start and an optional end, in epoch seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    pub start: i64,
+    pub end: Option<i64>,
+}
+
+impl Window {
+    pub fn to_schedule(self) -> Schedule {
+        Schedule {
+            start_time: Some(timestamp(self.start)),
+            end_time: self.end.map(timestamp),
+        }
+    }
+
+    /// INVALID_ARGUMENT unless the window ends after it starts.
+    pub fn check(self) -> Result<Self> {
+        match self.end {
+            Some(end) if end <= self.start => Err(Error::invalid(
+                "assignment_request.schedule.end_time",
+                "must be after the start (and, for a policy with an end date, before that date)",
+            )),
+            _ => Ok(self),
+        }
+    }
+}
+
+/// The latest end the policy allows for access starting at `start`.
+pub fn policy_end(policy: &AssignmentPolicy, start: i64) -> Option<i64> {
+    let expiration = policy.expiration.clone().unwrap_or_default();
+    match expiration.r#type() {
+        ExpirationType::AfterDuration => expiration.duration.map(|d| start.saturating_add(d.seconds)),
+        ExpirationType::OnDate => expiration.end_time.map(|t| t.seconds),
+        ExpirationType::None | ExpirationType::Unspecified => None,
+    }
+}
+
+fn earliest(a: Option<i64>, b: Option<i64>) -> Option<i64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// The window for new access: it starts when asked (not before `now`) and
+/// ends at the earlier of the asked end and the policy's limit.
+pub fn for_add(policy: &AssignmentPolicy, asked: Option<&Schedule>, now: i64) -> Window {
+    let start = asked
+        .and_then(|s| s.start_time)
+        .map_or(now, |t| t.seconds)
+        .max(now);
+    let asked_end = asked.and_then(|s| s.end_time).map(|t| t.seconds);
+    Window {
+        start,
+        end: earliest(asked_end, policy_end(policy, start)),
+    }
+}
+
+/// The new end of an extended assignment: the policy's limit counts from
+/// the extension.
+pub fn for_update(policy: &AssignmentPolicy, asked_end: Option<i64>, now: i64) -> Option<i64> {
+    earliest(asked_end, policy_end(policy, now))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pb::Expiration;
+
+    fn after(seconds: i64) -> AssignmentPolicy {
+        AssignmentPolicy {
+            expiration: Some(Expiration {
+                r#type: ExpirationType::AfterDuration as i32,
+                duration: Some(prost_types::Duration { seconds, nanos: 0 }),
+                end_time: None,
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_effective_end_is_the_earlier_of_asked_and_allowed() {
+        let policy = after(100);
+        let asked = |end| Schedule {
+            start_time: None,
+            end_time: Some(timestamp(end)),
+        };
+        assert_eq!(for_add(&policy, None, 1000), Window { start: 1000, end: Some(1100) });
+        assert_eq!(for_add(&policy, Some(&asked(1050)), 1000).end, Some(1050));
+        assert_eq!(for_add(&policy, Some(&asked(5000)), 1000).end, Some(1100));
+        assert_eq!(for_update(&policy, None, 2000), Some(2100));
+        assert!(Window { start: 10, end: Some(10) }.check().is_err());
+    }
+
+    #[test]
+    fn a_start_in_the_past_means_now() {
+        let schedule = Schedule {
+            start_time: Some(timestamp(5)),
+            end_time: None,
+        };
+        assert_eq!(for_add(&after(10), Some(&schedule), 100).start, 100);
+    }
+}

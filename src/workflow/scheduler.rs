@@ -1,0 +1,78 @@
+//! Background work derived from stored state: scheduled requests start and
+//! assignments expire when their time comes. Due work is found through the
+//! time indexes, so it survives restarts, and each item is re-checked in its
+//! own transaction, so it never fires twice.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::clock::Clock;
+use crate::domain::assignment::ACTIVE_BY_END;
+use crate::domain::entity::Actor;
+use crate::domain::request::{SCHEDULED_BY_START, time_key};
+use crate::error::{Error, Result};
+use crate::pb::{Assignment, AssignmentRequest};
+use crate::store::records::{self, Record};
+use crate::store::{Store, write};
+
+use super::epoch_seconds;
+use super::lifecycle::{expire_if_due, start_if_due};
+
+/// The principal recorded for changes the service makes on its own.
+pub const SYSTEM_ACTOR: &str = "system";
+
+/// At most this many items per kind are handled per round.
+const ROUND_LIMIT: usize = 500;
+
+fn due(store: &dyn Store, kind: &str, index: &str, now: i64) -> Result<Vec<String>> {
+    records::index_up_to(store, kind, index, &time_key(now))
+        .take(ROUND_LIMIT)
+        .map(|item| item.map(|(_, id)| id).map_err(Error::from))
+        .collect()
+}
+
+/// Runs everything due at the clock's current time; returns how many items
+/// changed something.
+pub async fn run_due(store: &dyn Store, clock: &dyn Clock) -> Result<usize> {
+    let actor = Actor {
+        id: SYSTEM_ACTOR.into(),
+        now: clock.now(),
+    };
+    let now = epoch_seconds(actor.now);
+    let mut done = 0;
+    for id in due(store, AssignmentRequest::KIND, SCHEDULED_BY_START, now)? {
+        let actor = actor.clone();
+        if write(store, move |txn| start_if_due(txn, &id, &actor)).await?.value {
+            done += 1;
+        }
+    }
+    for id in due(store, Assignment::KIND, ACTIVE_BY_END, now)? {
+        let actor = actor.clone();
+        if write(store, move |txn| expire_if_due(txn, &id, &actor)).await?.value {
+            done += 1;
+        }
+    }
+    Ok(done)
+}
+
+/// Runs due work every `interval` until `stop` changes.
+pub fn spawn(
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    interval: Duration,
+    mut stop: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            if let Err(error) = run_due(store.as_ref(), clock.as_ref()).await {
+                tracing::error!(%error, "background work failed; retrying next round");
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                _ = stop.changed() => return,
+            }
+        }
+    })
+}

@@ -1,0 +1,295 @@
+//! Oracle test: for generated directories and assignment policies, the
+//! decision of the compiled Cedar policies equals a plain-Rust evaluation of
+//! the same rules (DESIGN §2: scopes, requestor settings, invariants,
+//! separation of duties, extra conditions).
+
+use std::collections::{HashMap, HashSet};
+
+use entitlements::pb::*;
+use entitlements::policy::compile::actions::{ADMIN_ASSIGN, REQUEST_ACCESS};
+use entitlements::policy::entities::{Subject, Target, policy_uid, slice, user_uid};
+use entitlements::policy::{ChangeContext, PolicyEngine};
+use proptest::prelude::*;
+
+const GROUPS: usize = 5;
+const ORGS: [(&str, bool); 2] = [("org-configured", true), ("org-proposed", false)];
+const PACKAGES: [&str; 3] = ["pkg", "other-a", "other-b"];
+const CONDITION: &str = r#"principal.attributes.department == "Sales""#;
+
+#[derive(Debug, Clone)]
+struct World {
+    /// parents[g]: groups that directly contain group g (always lower index,
+    /// so nesting has no cycles).
+    parents: Vec<Vec<usize>>,
+    user: GeneratedUser,
+    policy: GeneratedPolicy,
+    catalog_enabled: bool,
+    catalog_visible: bool,
+    incompatible_packages: Vec<usize>,
+    incompatible_groups: Vec<usize>,
+}
+
+#[derive(Debug, Clone)]
+struct GeneratedUser {
+    member: bool,
+    active: bool,
+    organization: Option<usize>,
+    groups: Vec<usize>,
+    sales: Option<bool>,
+    held: Vec<usize>,
+    listed_by_id: bool,
+}
+
+#[derive(Debug, Clone)]
+struct GeneratedPolicy {
+    scope: AllowedTargetScope,
+    groups: Vec<usize>,
+    organizations: Vec<usize>,
+    self_add: bool,
+    condition: bool,
+}
+
+fn subset(len: usize) -> impl Strategy<Value = Vec<usize>> {
+    proptest::collection::btree_set(0..len, 0..=len).prop_map(|s| s.into_iter().collect())
+}
+
+fn world() -> impl Strategy<Value = World> {
+    let parents = (0..GROUPS)
+        .map(|g| if g == 0 { Just(Vec::new()).boxed() } else { subset(g).boxed() })
+        .collect::<Vec<_>>();
+    let user = (
+        any::<bool>(),
+        prop::bool::weighted(0.85),
+        prop::option::of(0..ORGS.len()),
+        subset(GROUPS),
+        prop::option::of(any::<bool>()),
+        subset(PACKAGES.len()),
+        any::<bool>(),
+    )
+        .prop_map(|(member, active, organization, groups, sales, held, listed_by_id)| GeneratedUser {
+            member,
+            active,
+            organization,
+            groups,
+            sales,
+            held,
+            listed_by_id,
+        });
+    let scope = prop::sample::select(vec![
+        AllowedTargetScope::NotSpecified,
+        AllowedTargetScope::SpecificDirectorySubjects,
+        AllowedTargetScope::AllMemberUsers,
+        AllowedTargetScope::AllDirectoryUsers,
+        AllowedTargetScope::SpecificConnectedOrganizationUsers,
+        AllowedTargetScope::AllConfiguredConnectedOrganizationUsers,
+        AllowedTargetScope::AllExternalUsers,
+    ]);
+    let policy = (scope, subset(GROUPS), proptest::collection::btree_set(0..ORGS.len(), 1..=2), any::<bool>(), any::<bool>())
+        .prop_map(|(scope, groups, organizations, self_add, condition)| GeneratedPolicy {
+            scope,
+            groups,
+            organizations: organizations.into_iter().collect(),
+            self_add,
+            condition,
+        });
+    (
+        parents,
+        user,
+        policy,
+        prop::bool::weighted(0.8),
+        any::<bool>(),
+        proptest::collection::btree_set(1..PACKAGES.len(), 0..=2),
+        subset(GROUPS),
+    )
+        .prop_map(|(parents, user, policy, catalog_enabled, catalog_visible, incompatible_packages, incompatible_groups)| World {
+            parents,
+            user,
+            policy,
+            catalog_enabled,
+            catalog_visible,
+            incompatible_packages: incompatible_packages.into_iter().collect(),
+            incompatible_groups: incompatible_groups.into_iter().take(2).collect(),
+        })
+}
+
+fn group_id(g: usize) -> String {
+    format!("g{g}")
+}
+
+/// Every group the user is in, directly or through nesting.
+fn transitive_groups(world: &World) -> HashSet<usize> {
+    let mut seen = HashSet::new();
+    let mut stack = world.user.groups.clone();
+    while let Some(g) = stack.pop() {
+        if seen.insert(g) {
+            stack.extend(world.parents[g].iter().copied());
+        }
+    }
+    seen
+}
+
+struct Records {
+    subject: Subject,
+    policy: AssignmentPolicy,
+    package: AccessPackage,
+    catalog: Catalog,
+}
+
+fn records(world: &World) -> Records {
+    let u = &world.user;
+    let mut attributes = HashMap::new();
+    if let Some(sales) = u.sales {
+        attributes.insert("department".to_string(), if sales { "Sales" } else { "Legal" }.to_string());
+    }
+    let user = User {
+        id: "u1".into(),
+        display_name: "U".into(),
+        kind: if u.member { UserKind::Member } else { UserKind::Guest } as i32,
+        state: if u.active { UserState::Active } else { UserState::Blocked } as i32,
+        connected_organization_id: u.organization.map(|o| ORGS[o].0.to_string()).unwrap_or_default(),
+        attributes,
+        ..Default::default()
+    };
+    let organization = u.organization.map(|o| ConnectedOrganization {
+        id: ORGS[o].0.into(),
+        state: if ORGS[o].1 {
+            ConnectedOrganizationState::Configured
+        } else {
+            ConnectedOrganizationState::Proposed
+        } as i32,
+        ..Default::default()
+    });
+    let mut group_parents = HashMap::new();
+    for g in transitive_groups(world) {
+        group_parents.insert(group_id(g), world.parents[g].iter().map(|p| group_id(*p)).collect());
+    }
+    let subject = Subject {
+        user,
+        in_directory: true,
+        direct_groups: u.groups.iter().map(|g| group_id(*g)).collect(),
+        group_parents,
+        organization,
+        held_packages: u.held.iter().map(|p| PACKAGES[*p].to_string()).collect(),
+    };
+    let p = &world.policy;
+    let mut targets = SubjectSet::default();
+    match p.scope {
+        AllowedTargetScope::SpecificDirectorySubjects => {
+            targets.group_ids = p.groups.iter().map(|g| group_id(*g)).collect();
+            if u.listed_by_id || targets.group_ids.is_empty() {
+                targets.user_ids = vec![if u.listed_by_id { "u1" } else { "someone-else" }.into()];
+            }
+        }
+        AllowedTargetScope::SpecificConnectedOrganizationUsers => {
+            targets.connected_organization_ids = p.organizations.iter().map(|o| ORGS[*o].0.to_string()).collect();
+        }
+        _ => {}
+    }
+    let not_specified = p.scope == AllowedTargetScope::NotSpecified;
+    let policy = AssignmentPolicy {
+        id: "pol".into(),
+        access_package_id: "pkg".into(),
+        allowed_target_scope: p.scope as i32,
+        specific_allowed_targets: Some(targets),
+        requestor_settings: Some(RequestorSettings {
+            enable_self_add: p.self_add && !not_specified,
+            ..Default::default()
+        }),
+        expiration: Some(Expiration {
+            r#type: ExpirationType::None as i32,
+            ..Default::default()
+        }),
+        extra_condition: if p.condition { CONDITION.into() } else { String::new() },
+        ..Default::default()
+    };
+    let package = AccessPackage {
+        id: "pkg".into(),
+        catalog_id: "cat".into(),
+        incompatible_package_ids: world.incompatible_packages.iter().map(|p| PACKAGES[*p].to_string()).collect(),
+        incompatible_group_ids: world.incompatible_groups.iter().map(|g| group_id(*g)).collect(),
+        ..Default::default()
+    };
+    let catalog = Catalog {
+        id: "cat".into(),
+        enabled: Some(world.catalog_enabled),
+        externally_visible: Some(world.catalog_visible),
+        ..Default::default()
+    };
+    Records {
+        subject,
+        policy,
+        package,
+        catalog,
+    }
+}
+
+/// The rules of DESIGN §2, evaluated directly.
+fn reference(world: &World, action: &str) -> bool {
+    let u = &world.user;
+    let p = &world.policy;
+    let groups = transitive_groups(world);
+    let request = action == REQUEST_ACCESS;
+    let external_scope = matches!(
+        p.scope,
+        AllowedTargetScope::SpecificConnectedOrganizationUsers
+            | AllowedTargetScope::AllConfiguredConnectedOrganizationUsers
+            | AllowedTargetScope::AllExternalUsers
+    );
+    // Forbids.
+    if !u.active {
+        return false;
+    }
+    if request && (!world.catalog_enabled || (external_scope && !world.catalog_visible)) {
+        return false;
+    }
+    let holds_incompatible = world.incompatible_packages.iter().any(|p| u.held.contains(p));
+    let in_incompatible_group = world.incompatible_groups.iter().any(|g| groups.contains(g));
+    if holds_incompatible || in_incompatible_group {
+        return false;
+    }
+    // Permits.
+    if p.scope == AllowedTargetScope::NotSpecified {
+        return !request;
+    }
+    if request && !p.self_add {
+        return false;
+    }
+    let in_scope = match p.scope {
+        AllowedTargetScope::SpecificDirectorySubjects => u.listed_by_id || p.groups.iter().any(|g| groups.contains(g)),
+        AllowedTargetScope::AllMemberUsers => u.member,
+        AllowedTargetScope::AllDirectoryUsers => true,
+        AllowedTargetScope::SpecificConnectedOrganizationUsers => u.organization.is_some_and(|o| p.organizations.contains(&o)),
+        AllowedTargetScope::AllConfiguredConnectedOrganizationUsers => u.organization.is_some_and(|o| ORGS[o].1),
+        AllowedTargetScope::AllExternalUsers => u.organization.is_some(),
+        _ => false,
+    };
+    let condition_holds = !p.condition || u.sales == Some(true);
+    in_scope && condition_holds
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(600))]
+
+    #[test]
+    fn compiled_cedar_agrees_with_the_reference(world in world()) {
+        let engine = PolicyEngine::builtin().unwrap();
+        let r = records(&world);
+        let set = engine.package_set(&r.package, std::slice::from_ref(&r.policy)).unwrap();
+        let target = Target { policy: &r.policy, package: &r.package, catalog: &r.catalog };
+        let entities = slice(&r.subject, &target).unwrap();
+        let context = ChangeContext { now: 1_000, start: 1_000, custom_schedule: false };
+        for action in [REQUEST_ACCESS, ADMIN_ASSIGN] {
+            let decision = engine
+                .decide(&set, user_uid("u1"), action, policy_uid("pol"), context, &entities)
+                .unwrap();
+            prop_assert_eq!(
+                decision.allowed,
+                reference(&world, action),
+                "{} decided by {:?}, errors {:?}",
+                action,
+                decision.policy_ids,
+                decision.errors
+            );
+        }
+    }
+}
