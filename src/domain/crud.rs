@@ -34,6 +34,9 @@ pub async fn create<E: Entity>(store: &dyn Store, actor: Actor, args: CreateArgs
     let mut check = Check::new("");
     check.optional_id(&format!("{}_id", E::FIELD), &chosen_id);
     check.finish()?;
+    // Shape checks that compare against the id (e.g. "not the object
+    // itself") see the id the object will have; an assigned id is new.
+    entity.set_id(chosen_id.clone());
     entity.normalize(None);
     let mut check = Check::new(E::FIELD);
     entity.validate(&mut check);
