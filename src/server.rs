@@ -18,11 +18,11 @@ use std::time::Duration;
 
 use crate::api::access_packages::AccessPackagesApi;
 use crate::api::assignments::AssignmentsApi;
-use crate::api::policies::AssignmentPoliciesApi;
-use crate::api::requests::AssignmentRequestsApi;
 use crate::api::caller::Authenticator;
 use crate::api::catalogs::CatalogsApi;
 use crate::api::directory::DirectoryApi;
+use crate::api::policies::AssignmentPoliciesApi;
+use crate::api::requests::AssignmentRequestsApi;
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::domain::catalog::ensure_general_catalog;
@@ -32,11 +32,11 @@ use crate::pb::access_packages_server::AccessPackagesServer;
 use crate::pb::assignment_policies_server::AssignmentPoliciesServer;
 use crate::pb::assignment_requests_server::AssignmentRequestsServer;
 use crate::pb::assignments_server::AssignmentsServer;
-use crate::policy::PolicyEngine;
-use crate::workflow::scheduler::{self, SYSTEM_ACTOR};
 use crate::pb::catalogs_server::CatalogsServer;
 use crate::pb::directory_server::DirectoryServer;
+use crate::policy::PolicyEngine;
 use crate::store::sled_store::SledStore;
+use crate::workflow::scheduler::{self, SYSTEM_ACTOR};
 
 /// Names of every entitlements service, as health checks know them.
 pub const SERVICE_NAMES: [&str; 6] = [

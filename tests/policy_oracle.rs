@@ -55,7 +55,13 @@ fn subset(len: usize) -> impl Strategy<Value = Vec<usize>> {
 
 fn world() -> impl Strategy<Value = World> {
     let parents = (0..GROUPS)
-        .map(|g| if g == 0 { Just(Vec::new()).boxed() } else { subset(g).boxed() })
+        .map(|g| {
+            if g == 0 {
+                Just(Vec::new()).boxed()
+            } else {
+                subset(g).boxed()
+            }
+        })
         .collect::<Vec<_>>();
     let user = (
         any::<bool>(),
@@ -66,15 +72,17 @@ fn world() -> impl Strategy<Value = World> {
         subset(PACKAGES.len()),
         any::<bool>(),
     )
-        .prop_map(|(member, active, organization, groups, sales, held, listed_by_id)| GeneratedUser {
-            member,
-            active,
-            organization,
-            groups,
-            sales,
-            held,
-            listed_by_id,
-        });
+        .prop_map(
+            |(member, active, organization, groups, sales, held, listed_by_id)| GeneratedUser {
+                member,
+                active,
+                organization,
+                groups,
+                sales,
+                held,
+                listed_by_id,
+            },
+        );
     let scope = prop::sample::select(vec![
         AllowedTargetScope::NotSpecified,
         AllowedTargetScope::SpecificDirectorySubjects,
@@ -84,14 +92,22 @@ fn world() -> impl Strategy<Value = World> {
         AllowedTargetScope::AllConfiguredConnectedOrganizationUsers,
         AllowedTargetScope::AllExternalUsers,
     ]);
-    let policy = (scope, subset(GROUPS), proptest::collection::btree_set(0..ORGS.len(), 1..=2), any::<bool>(), any::<bool>())
-        .prop_map(|(scope, groups, organizations, self_add, condition)| GeneratedPolicy {
-            scope,
-            groups,
-            organizations: organizations.into_iter().collect(),
-            self_add,
-            condition,
-        });
+    let policy = (
+        scope,
+        subset(GROUPS),
+        proptest::collection::btree_set(0..ORGS.len(), 1..=2),
+        any::<bool>(),
+        any::<bool>(),
+    )
+        .prop_map(
+            |(scope, groups, organizations, self_add, condition)| GeneratedPolicy {
+                scope,
+                groups,
+                organizations: organizations.into_iter().collect(),
+                self_add,
+                condition,
+            },
+        );
     (
         parents,
         user,
@@ -101,15 +117,25 @@ fn world() -> impl Strategy<Value = World> {
         proptest::collection::btree_set(1..PACKAGES.len(), 0..=2),
         subset(GROUPS),
     )
-        .prop_map(|(parents, user, policy, catalog_enabled, catalog_visible, incompatible_packages, incompatible_groups)| World {
-            parents,
-            user,
-            policy,
-            catalog_enabled,
-            catalog_visible,
-            incompatible_packages: incompatible_packages.into_iter().collect(),
-            incompatible_groups: incompatible_groups.into_iter().take(2).collect(),
-        })
+        .prop_map(
+            |(
+                parents,
+                user,
+                policy,
+                catalog_enabled,
+                catalog_visible,
+                incompatible_packages,
+                incompatible_groups,
+            )| World {
+                parents,
+                user,
+                policy,
+                catalog_enabled,
+                catalog_visible,
+                incompatible_packages: incompatible_packages.into_iter().collect(),
+                incompatible_groups: incompatible_groups.into_iter().take(2).collect(),
+            },
+        )
 }
 
 fn group_id(g: usize) -> String {
@@ -139,14 +165,28 @@ fn records(world: &World) -> Records {
     let u = &world.user;
     let mut attributes = HashMap::new();
     if let Some(sales) = u.sales {
-        attributes.insert("department".to_string(), if sales { "Sales" } else { "Legal" }.to_string());
+        attributes.insert(
+            "department".to_string(),
+            if sales { "Sales" } else { "Legal" }.to_string(),
+        );
     }
     let user = User {
         id: "u1".into(),
         display_name: "U".into(),
-        kind: if u.member { UserKind::Member } else { UserKind::Guest } as i32,
-        state: if u.active { UserState::Active } else { UserState::Blocked } as i32,
-        connected_organization_id: u.organization.map(|o| ORGS[o].0.to_string()).unwrap_or_default(),
+        kind: if u.member {
+            UserKind::Member
+        } else {
+            UserKind::Guest
+        } as i32,
+        state: if u.active {
+            UserState::Active
+        } else {
+            UserState::Blocked
+        } as i32,
+        connected_organization_id: u
+            .organization
+            .map(|o| ORGS[o].0.to_string())
+            .unwrap_or_default(),
         attributes,
         ..Default::default()
     };
@@ -161,7 +201,10 @@ fn records(world: &World) -> Records {
     });
     let mut group_parents = HashMap::new();
     for g in transitive_groups(world) {
-        group_parents.insert(group_id(g), world.parents[g].iter().map(|p| group_id(*p)).collect());
+        group_parents.insert(
+            group_id(g),
+            world.parents[g].iter().map(|p| group_id(*p)).collect(),
+        );
     }
     let subject = Subject {
         user,
@@ -181,7 +224,11 @@ fn records(world: &World) -> Records {
             }
         }
         AllowedTargetScope::SpecificConnectedOrganizationUsers => {
-            targets.connected_organization_ids = p.organizations.iter().map(|o| ORGS[*o].0.to_string()).collect();
+            targets.connected_organization_ids = p
+                .organizations
+                .iter()
+                .map(|o| ORGS[*o].0.to_string())
+                .collect();
         }
         _ => {}
     }
@@ -199,14 +246,26 @@ fn records(world: &World) -> Records {
             r#type: ExpirationType::None as i32,
             ..Default::default()
         }),
-        extra_condition: if p.condition { CONDITION.into() } else { String::new() },
+        extra_condition: if p.condition {
+            CONDITION.into()
+        } else {
+            String::new()
+        },
         ..Default::default()
     };
     let package = AccessPackage {
         id: "pkg".into(),
         catalog_id: "cat".into(),
-        incompatible_package_ids: world.incompatible_packages.iter().map(|p| PACKAGES[*p].to_string()).collect(),
-        incompatible_group_ids: world.incompatible_groups.iter().map(|g| group_id(*g)).collect(),
+        incompatible_package_ids: world
+            .incompatible_packages
+            .iter()
+            .map(|p| PACKAGES[*p].to_string())
+            .collect(),
+        incompatible_group_ids: world
+            .incompatible_groups
+            .iter()
+            .map(|g| group_id(*g))
+            .collect(),
         ..Default::default()
     };
     let catalog = Catalog {
@@ -242,7 +301,10 @@ fn reference(world: &World, action: &str) -> bool {
     if request && (!world.catalog_enabled || (external_scope && !world.catalog_visible)) {
         return false;
     }
-    let holds_incompatible = world.incompatible_packages.iter().any(|p| u.held.contains(p));
+    let holds_incompatible = world
+        .incompatible_packages
+        .iter()
+        .any(|p| u.held.contains(p));
     let in_incompatible_group = world.incompatible_groups.iter().any(|g| groups.contains(g));
     if holds_incompatible || in_incompatible_group {
         return false;
@@ -255,11 +317,17 @@ fn reference(world: &World, action: &str) -> bool {
         return false;
     }
     let in_scope = match p.scope {
-        AllowedTargetScope::SpecificDirectorySubjects => u.listed_by_id || p.groups.iter().any(|g| groups.contains(g)),
+        AllowedTargetScope::SpecificDirectorySubjects => {
+            u.listed_by_id || p.groups.iter().any(|g| groups.contains(g))
+        }
         AllowedTargetScope::AllMemberUsers => u.member,
         AllowedTargetScope::AllDirectoryUsers => true,
-        AllowedTargetScope::SpecificConnectedOrganizationUsers => u.organization.is_some_and(|o| p.organizations.contains(&o)),
-        AllowedTargetScope::AllConfiguredConnectedOrganizationUsers => u.organization.is_some_and(|o| ORGS[o].1),
+        AllowedTargetScope::SpecificConnectedOrganizationUsers => {
+            u.organization.is_some_and(|o| p.organizations.contains(&o))
+        }
+        AllowedTargetScope::AllConfiguredConnectedOrganizationUsers => {
+            u.organization.is_some_and(|o| ORGS[o].1)
+        }
         AllowedTargetScope::AllExternalUsers => u.organization.is_some(),
         _ => false,
     };

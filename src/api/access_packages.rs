@@ -4,9 +4,10 @@ use tonic::{Request, Response, Status};
 
 use crate::domain::crud::{self, CreateArgs};
 use crate::domain::package::{PACKAGES_BY_CATALOG, PACKAGES_BY_RESOURCE};
+use crate::domain::validate::Check;
 use crate::pb::access_packages_server::AccessPackages;
 use crate::pb::*;
-use crate::store::records::{Record, Source};
+use crate::store::records::{self, Record, Source};
 
 use super::App;
 use super::paging::PageRequest;
@@ -55,11 +56,15 @@ impl AccessPackages for AccessPackagesApi {
         request: Request<ListAccessPackagesRequest>,
     ) -> Result<Response<ListAccessPackagesResponse>, Status> {
         let r = request.into_inner();
+        let mut check = Check::new("");
+        check.optional_id("catalog_id", &r.catalog_id);
+        check.optional_id("resource_id", &r.resource_id);
+        check.finish()?;
         if !r.catalog_id.is_empty() {
-            crud::get::<Catalog>(self.app.store(), &r.catalog_id)?;
+            records::require::<Catalog>(self.app.store(), &r.catalog_id)?;
         }
         if !r.resource_id.is_empty() {
-            crud::get::<Resource>(self.app.store(), &r.resource_id)?;
+            records::require::<Resource>(self.app.store(), &r.resource_id)?;
         }
         let page = PageRequest::parse(
             r.page_size,

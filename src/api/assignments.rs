@@ -26,8 +26,14 @@ impl AssignmentsApi {
 
 #[tonic::async_trait]
 impl Assignments for AssignmentsApi {
-    async fn get_assignment(&self, request: Request<GetAssignmentRequest>) -> Result<Response<Assignment>, Status> {
-        Ok(Response::new(crud::get(self.app.store(), &request.get_ref().id)?))
+    async fn get_assignment(
+        &self,
+        request: Request<GetAssignmentRequest>,
+    ) -> Result<Response<Assignment>, Status> {
+        Ok(Response::new(crud::get(
+            self.app.store(),
+            &request.get_ref().id,
+        )?))
     }
 
     async fn list_assignments(
@@ -37,7 +43,11 @@ impl Assignments for AssignmentsApi {
         let r = request.into_inner();
         let filter = single_filter(&[
             ("target_id", ASSIGNMENTS_BY_TARGET, &r.target_id),
-            ("access_package_id", ASSIGNMENTS_BY_PACKAGE, &r.access_package_id),
+            (
+                "access_package_id",
+                ASSIGNMENTS_BY_PACKAGE,
+                &r.access_package_id,
+            ),
         ])?;
         let page = PageRequest::parse(
             r.page_size,

@@ -128,8 +128,11 @@ impl Catalogs for CatalogsApi {
         request: Request<ListResourcesRequest>,
     ) -> Result<Response<ListResourcesResponse>, Status> {
         let r = request.into_inner();
+        let mut check = Check::new("");
+        check.optional_id("catalog_id", &r.catalog_id);
+        check.finish()?;
         if !r.catalog_id.is_empty() {
-            crud::get::<Catalog>(self.app.store(), &r.catalog_id)?;
+            records::require::<Catalog>(self.app.store(), &r.catalog_id)?;
         }
         let page = PageRequest::parse(r.page_size, &r.page_token, &[&r.catalog_id, &r.r#type])?;
         let source = if r.catalog_id.is_empty() {

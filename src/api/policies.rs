@@ -28,7 +28,9 @@ impl AssignmentPoliciesApi {
 
 /// Compiles a policy and validates the result; INVALID_ARGUMENT with the
 /// Cedar message when it does not validate.
-fn compiles(engine: Arc<PolicyEngine>) -> impl FnOnce(&AssignmentPolicy) -> Result<()> + Send + 'static {
+fn compiles(
+    engine: Arc<PolicyEngine>,
+) -> impl FnOnce(&AssignmentPolicy) -> Result<()> + Send + 'static {
     move |policy| {
         engine.check(&compile_policy(policy)).map_err(|message| {
             let field = if policy.extra_condition.is_empty() {
@@ -70,7 +72,13 @@ impl AssignmentPolicies for AssignmentPoliciesApi {
             request_id: r.request_id,
             method: "CreateAssignmentPolicy",
         };
-        let policy = crud::create_checked(self.app.store(), actor, args, compiles(self.app.policies.clone())).await?;
+        let policy = crud::create_checked(
+            self.app.store(),
+            actor,
+            args,
+            compiles(self.app.policies.clone()),
+        )
+        .await?;
         Ok(Response::new(policy))
     }
 
@@ -78,7 +86,10 @@ impl AssignmentPolicies for AssignmentPoliciesApi {
         &self,
         request: Request<GetAssignmentPolicyRequest>,
     ) -> Result<Response<AssignmentPolicy>, Status> {
-        Ok(Response::new(crud::get(self.app.store(), &request.get_ref().id)?))
+        Ok(Response::new(crud::get(
+            self.app.store(),
+            &request.get_ref().id,
+        )?))
     }
 
     async fn list_assignment_policies(
@@ -99,7 +110,13 @@ impl AssignmentPolicies for AssignmentPoliciesApi {
                 value: &r.access_package_id,
             }
         };
-        let listed = crud::list(self.app.store(), source, |_: &AssignmentPolicy| true, page.size, page.after())?;
+        let listed = crud::list(
+            self.app.store(),
+            source,
+            |_: &AssignmentPolicy| true,
+            page.size,
+            page.after(),
+        )?;
         let next_page_token = page.next_token(&listed, |p: &AssignmentPolicy| p.id.clone());
         Ok(Response::new(ListAssignmentPoliciesResponse {
             assignment_policies: listed.items,
@@ -131,7 +148,8 @@ impl AssignmentPolicies for AssignmentPoliciesApi {
     ) -> Result<Response<DeleteResponse>, Status> {
         let actor = self.app.actor(&request)?;
         let r = request.into_inner();
-        let revision = crud::delete::<AssignmentPolicy>(self.app.store(), actor, r.id, r.etag).await?;
+        let revision =
+            crud::delete::<AssignmentPolicy>(self.app.store(), actor, r.id, r.etag).await?;
         Ok(Response::new(DeleteResponse { revision }))
     }
 

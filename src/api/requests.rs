@@ -24,11 +24,16 @@ impl AssignmentRequestsApi {
 }
 
 /// The one index a listing filters by: (field, index, value).
-pub fn single_filter<'a>(filters: &[(&'static str, &'static str, &'a str)]) -> Result<Option<(&'static str, &'a str)>, Error> {
+pub fn single_filter<'a>(
+    filters: &[(&'static str, &'static str, &'a str)],
+) -> Result<Option<(&'static str, &'a str)>, Error> {
     let set: Vec<_> = filters.iter().filter(|(_, _, v)| !v.is_empty()).collect();
     if set.len() > 1 {
         let names: Vec<_> = filters.iter().map(|(f, _, _)| *f).collect();
-        return Err(Error::invalid(set[1].0, format!("at most one of {} may be set", names.join(", "))));
+        return Err(Error::invalid(
+            set[1].0,
+            format!("at most one of {} may be set", names.join(", ")),
+        ));
     }
     Ok(set.first().map(|(_, index, value)| (*index, *value)))
 }
@@ -56,7 +61,10 @@ impl AssignmentRequests for AssignmentRequestsApi {
         &self,
         request: Request<GetAssignmentRequestRequest>,
     ) -> Result<Response<AssignmentRequest>, Status> {
-        Ok(Response::new(crud::get(self.app.store(), &request.get_ref().id)?))
+        Ok(Response::new(crud::get(
+            self.app.store(),
+            &request.get_ref().id,
+        )?))
     }
 
     async fn list_assignment_requests(
@@ -67,12 +75,21 @@ impl AssignmentRequests for AssignmentRequestsApi {
         let filter = single_filter(&[
             ("target_id", REQUESTS_BY_TARGET, &r.target_id),
             ("requestor_id", REQUESTS_BY_REQUESTOR, &r.requestor_id),
-            ("access_package_id", REQUESTS_BY_PACKAGE, &r.access_package_id),
+            (
+                "access_package_id",
+                REQUESTS_BY_PACKAGE,
+                &r.access_package_id,
+            ),
         ])?;
         let page = PageRequest::parse(
             r.page_size,
             &r.page_token,
-            &[&r.target_id, &r.requestor_id, &r.access_package_id, &r.state.to_string()],
+            &[
+                &r.target_id,
+                &r.requestor_id,
+                &r.access_package_id,
+                &r.state.to_string(),
+            ],
         )?;
         let source = match filter {
             Some((name, value)) => Source::Index {
@@ -97,6 +114,8 @@ impl AssignmentRequests for AssignmentRequestsApi {
     ) -> Result<Response<AssignmentRequest>, Status> {
         let actor = self.app.actor(&request)?;
         let id = request.into_inner().id;
-        Ok(Response::new(requests::cancel(self.app.store(), actor, id).await?))
+        Ok(Response::new(
+            requests::cancel(self.app.store(), actor, id).await?,
+        ))
     }
 }

@@ -35,14 +35,21 @@ impl Record for Assignment {
         if self.is_active()
             && let Some(end) = self.end_time
         {
-            entries.push(IndexEntry::new(ACTIVE_BY_END, time_key(end.seconds), &self.id));
+            entries.push(IndexEntry::new(
+                ACTIVE_BY_END,
+                time_key(end.seconds),
+                &self.id,
+            ));
         }
         entries
     }
 
     fn uniques(&self) -> Vec<(&'static str, String)> {
         if self.is_active() {
-            vec![(ACTIVE_PAIR, pair_key(&self.target_id, &self.access_package_id))]
+            vec![(
+                ACTIVE_PAIR,
+                pair_key(&self.target_id, &self.access_package_id),
+            )]
         } else {
             Vec::new()
         }

@@ -37,7 +37,11 @@ impl Record for crate::pb::AssignmentPolicy {
     }
 
     fn indexes(&self) -> Vec<IndexEntry> {
-        vec![IndexEntry::new(POLICIES_BY_PACKAGE, &self.access_package_id, &self.id)]
+        vec![IndexEntry::new(
+            POLICIES_BY_PACKAGE,
+            &self.access_package_id,
+            &self.id,
+        )]
     }
 
     fn references(&self) -> Vec<Reference> {
@@ -96,7 +100,10 @@ impl Entity for crate::pb::AssignmentPolicy {
         self.validate_expiration(check);
         self.validate_approval(check);
         if self.extra_condition.chars().count() > MAX_CONDITION {
-            check.fail("extra_condition", format!("must be at most {MAX_CONDITION} characters"));
+            check.fail(
+                "extra_condition",
+                format!("must be at most {MAX_CONDITION} characters"),
+            );
         }
     }
 
@@ -113,7 +120,11 @@ impl Entity for crate::pb::AssignmentPolicy {
             records::require::<ConnectedOrganization>(view, organization)?;
         }
         for stage in self.approval_settings.iter().flat_map(|a| &a.stages) {
-            for approver in stage.primary_approvers.iter().chain(&stage.fallback_approvers) {
+            for approver in stage
+                .primary_approvers
+                .iter()
+                .chain(&stage.fallback_approvers)
+            {
                 match &approver.approver {
                     Some(approver::Approver::UserId(user)) => {
                         records::require::<User>(view, user)?;
@@ -130,7 +141,13 @@ impl Entity for crate::pb::AssignmentPolicy {
 
     /// Pending requests through the policy are canceled with it.
     fn before_remove(&self, txn: &mut dyn Txn, actor: &Actor) -> Result<()> {
-        cancel_open(txn, OPEN_BY_POLICY, &self.id, actor, "canceled: the assignment policy was deleted")
+        cancel_open(
+            txn,
+            OPEN_BY_POLICY,
+            &self.id,
+            actor,
+            "canceled: the assignment policy was deleted",
+        )
     }
 }
 
@@ -142,8 +159,16 @@ impl crate::pb::AssignmentPolicy {
     fn validate_scope(&self, check: &mut Check) {
         let scope = AllowedTargetScope::try_from(self.allowed_target_scope);
         let targets = self.specific_allowed_targets.clone().unwrap_or_default();
-        check.id_list("specific_allowed_targets.user_ids", &targets.user_ids, MAX_LIST);
-        check.id_list("specific_allowed_targets.group_ids", &targets.group_ids, MAX_LIST);
+        check.id_list(
+            "specific_allowed_targets.user_ids",
+            &targets.user_ids,
+            MAX_LIST,
+        );
+        check.id_list(
+            "specific_allowed_targets.group_ids",
+            &targets.group_ids,
+            MAX_LIST,
+        );
         check.id_list(
             "specific_allowed_targets.connected_organization_ids",
             &targets.connected_organization_ids,
@@ -200,18 +225,27 @@ impl crate::pb::AssignmentPolicy {
 
     fn validate_questions(&self, check: &mut Check) {
         if self.questions.len() > MAX_QUESTIONS {
-            check.fail("questions", format!("must have at most {MAX_QUESTIONS} entries"));
+            check.fail(
+                "questions",
+                format!("must have at most {MAX_QUESTIONS} entries"),
+            );
         }
         let mut ids = HashSet::new();
         for (i, q) in self.questions.iter().enumerate() {
             let field = format!("questions[{i}]");
             check.id(&format!("{field}.id"), &q.id);
             if !ids.insert(&q.id) {
-                check.fail(&format!("{field}.id"), format!("{:?} is listed twice", q.id));
+                check.fail(
+                    &format!("{field}.id"),
+                    format!("{:?} is listed twice", q.id),
+                );
             }
             check.text(&format!("{field}.text"), &q.text, MAX_QUESTION_TEXT, true);
             match &q.kind {
-                None => check.fail(&format!("{field}.kind"), "one of text_input or choice is required"),
+                None => check.fail(
+                    &format!("{field}.kind"),
+                    "one of text_input or choice is required",
+                ),
                 Some(question::Kind::TextInput(text)) => {
                     if !(0..=MAX_ANSWER as i32).contains(&text.max_length) {
                         check.fail(
@@ -223,11 +257,19 @@ impl crate::pb::AssignmentPolicy {
                 Some(question::Kind::Choice(choice)) => {
                     let len = choice.choices.len();
                     if len == 0 || len > MAX_CHOICES {
-                        check.fail(&format!("{field}.choice.choices"), format!("must have 1-{MAX_CHOICES} entries"));
+                        check.fail(
+                            &format!("{field}.choice.choices"),
+                            format!("must have 1-{MAX_CHOICES} entries"),
+                        );
                     }
                     let mut seen = HashSet::new();
                     for (j, value) in choice.choices.iter().enumerate() {
-                        check.text(&format!("{field}.choice.choices[{j}]"), value, MAX_NAME, true);
+                        check.text(
+                            &format!("{field}.choice.choices[{j}]"),
+                            value,
+                            MAX_NAME,
+                            true,
+                        );
                         if !seen.insert(value) {
                             check.fail(&format!("{field}.choice.choices[{j}]"), "is listed twice");
                         }
@@ -251,7 +293,11 @@ impl crate::pb::AssignmentPolicy {
                 );
             }
             Ok(ExpirationType::AfterDuration) => {
-                check.require(expiration.end_time.is_none(), "expiration.end_time", "must be empty for AFTER_DURATION");
+                check.require(
+                    expiration.end_time.is_none(),
+                    "expiration.end_time",
+                    "must be empty for AFTER_DURATION",
+                );
                 match &expiration.duration {
                     Some(d) if d.nanos == 0 && (1..=MAX_DURATION_SECONDS).contains(&d.seconds) => {}
                     _ => check.fail(
@@ -261,8 +307,16 @@ impl crate::pb::AssignmentPolicy {
                 }
             }
             Ok(ExpirationType::OnDate) => {
-                check.require(expiration.duration.is_none(), "expiration.duration", "must be empty for ON_DATE");
-                check.require(expiration.end_time.is_some(), "expiration.end_time", "is required for ON_DATE");
+                check.require(
+                    expiration.duration.is_none(),
+                    "expiration.duration",
+                    "must be empty for ON_DATE",
+                );
+                check.require(
+                    expiration.end_time.is_some(),
+                    "expiration.end_time",
+                    "is required for ON_DATE",
+                );
             }
             _ => check.fail("expiration.type", "is required"),
         }
@@ -274,10 +328,16 @@ impl crate::pb::AssignmentPolicy {
         };
         let required = approval.approval_required_for_add || approval.approval_required_for_update;
         if required && (approval.stages.is_empty() || approval.stages.len() > MAX_STAGES) {
-            check.fail("approval_settings.stages", format!("must have 1-{MAX_STAGES} stages when approval is required"));
+            check.fail(
+                "approval_settings.stages",
+                format!("must have 1-{MAX_STAGES} stages when approval is required"),
+            );
         }
         if !required && !approval.stages.is_empty() {
-            check.fail("approval_settings.stages", "must be empty when no approval is required");
+            check.fail(
+                "approval_settings.stages",
+                "must be empty when no approval is required",
+            );
         }
         for (i, stage) in approval.stages.iter().enumerate() {
             validate_stage(check, &format!("approval_settings.stages[{i}]"), stage);
@@ -287,10 +347,16 @@ impl crate::pb::AssignmentPolicy {
 
 fn validate_stage(check: &mut Check, field: &str, stage: &ApprovalStage) {
     if stage.primary_approvers.is_empty() || stage.primary_approvers.len() > MAX_APPROVERS {
-        check.fail(&format!("{field}.primary_approvers"), format!("must have 1-{MAX_APPROVERS} entries"));
+        check.fail(
+            &format!("{field}.primary_approvers"),
+            format!("must have 1-{MAX_APPROVERS} entries"),
+        );
     }
     if stage.fallback_approvers.len() > MAX_APPROVERS {
-        check.fail(&format!("{field}.fallback_approvers"), format!("must have at most {MAX_APPROVERS} entries"));
+        check.fail(
+            &format!("{field}.fallback_approvers"),
+            format!("must have at most {MAX_APPROVERS} entries"),
+        );
     }
     for (list, approvers) in [
         ("primary_approvers", &stage.primary_approvers),
@@ -321,9 +387,14 @@ fn validate_approver(check: &mut Check, field: &str, approver: &Approver) {
         Some(approver::Approver::UserId(id)) => check.id(&format!("{field}.user_id"), id),
         Some(approver::Approver::GroupId(id)) => check.id(&format!("{field}.group_id"), id),
         Some(approver::Approver::ManagerLevel(level)) => {
-            check.require((1..=2).contains(level), &format!("{field}.manager_level"), "must be 1 or 2");
+            check.require(
+                (1..=2).contains(level),
+                &format!("{field}.manager_level"),
+                "must be 1 or 2",
+            );
         }
-        Some(approver::Approver::InternalSponsors(on)) | Some(approver::Approver::ExternalSponsors(on)) => {
+        Some(approver::Approver::InternalSponsors(on))
+        | Some(approver::Approver::ExternalSponsors(on)) => {
             check.require(*on, field, "sponsor approvers must be set to true");
         }
     }

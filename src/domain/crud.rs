@@ -45,6 +45,9 @@ pub async fn create_checked<E: Entity>(
     let mut check = Check::new("");
     check.optional_id(&format!("{}_id", E::FIELD), &chosen_id);
     check.finish()?;
+    // Shape checks that compare against the id (e.g. "not the object
+    // itself") see the id the object will have; an assigned id is new.
+    entity.set_id(chosen_id.clone());
     entity.normalize(None);
     let mut check = Check::new(E::FIELD);
     entity.validate(&mut check);
@@ -129,7 +132,12 @@ pub async fn update_checked<E: Entity>(
     Ok(committed.value)
 }
 
-pub async fn delete<E: Entity>(store: &dyn Store, actor: Actor, id: String, etag: String) -> Result<Revision> {
+pub async fn delete<E: Entity>(
+    store: &dyn Store,
+    actor: Actor,
+    id: String,
+    etag: String,
+) -> Result<Revision> {
     let mut check = Check::new("");
     check.id("id", &id);
     check.finish()?;

@@ -74,6 +74,11 @@ impl Entity for User {
     );
 
     fn normalize(&mut self, old: Option<&Self>) {
+        if old.is_none() {
+            // Output only: what a client sends on create is ignored.
+            self.governed = false;
+            self.delete_time = None;
+        }
         self.email = self.email.trim().to_lowercase();
         if self.kind == UserKind::Unspecified as i32 {
             self.kind = old.map_or(UserKind::Member as i32, |o| o.kind);
@@ -95,7 +100,11 @@ impl Entity for User {
             "is not a known user kind",
         );
         match UserState::try_from(self.state) {
-            Ok(UserState::Deleted) => check.fail("state", "cannot be set; use DeleteUser"),
+            // A stored deleted user (it has a delete_time) is refused by
+            // check_against with FAILED_PRECONDITION instead.
+            Ok(UserState::Deleted) if self.delete_time.is_none() => {
+                check.fail("state", "cannot be set; use DeleteUser")
+            }
             Ok(_) => {}
             Err(_) => check.fail("state", "is not a known user state"),
         }

@@ -41,7 +41,10 @@ impl AssignmentRequest {
     }
 
     pub fn is_add(&self) -> bool {
-        matches!(self.r#type(), RequestType::UserAdd | RequestType::AdminAdd | RequestType::SystemAdd)
+        matches!(
+            self.r#type(),
+            RequestType::UserAdd | RequestType::AdminAdd | RequestType::SystemAdd
+        )
     }
 }
 
@@ -60,8 +63,16 @@ impl Record for AssignmentRequest {
         ];
         if self.is_open() {
             entries.push(IndexEntry::new(OPEN_BY_TARGET, &self.target_id, &self.id));
-            entries.push(IndexEntry::new(OPEN_BY_POLICY, &self.assignment_policy_id, &self.id));
-            entries.push(IndexEntry::new(OPEN_BY_PACKAGE, &self.access_package_id, &self.id));
+            entries.push(IndexEntry::new(
+                OPEN_BY_POLICY,
+                &self.assignment_policy_id,
+                &self.id,
+            ));
+            entries.push(IndexEntry::new(
+                OPEN_BY_PACKAGE,
+                &self.access_package_id,
+                &self.id,
+            ));
         }
         if self.state() == RequestState::Scheduled {
             let start = self
@@ -69,7 +80,11 @@ impl Record for AssignmentRequest {
                 .as_ref()
                 .and_then(|s| s.start_time)
                 .map_or(0, |t| t.seconds);
-            entries.push(IndexEntry::new(SCHEDULED_BY_START, time_key(start), &self.id));
+            entries.push(IndexEntry::new(
+                SCHEDULED_BY_START,
+                time_key(start),
+                &self.id,
+            ));
         }
         entries
     }
@@ -95,8 +110,10 @@ pub fn can_transition(from: RequestState, to: RequestState) -> bool {
     use RequestState::*;
     matches!(
         (from, to),
-        (Submitted, PendingApproval | Scheduled | Delivering | Denied | Canceled)
-            | (PendingApproval, Scheduled | Delivering | Denied | Canceled)
+        (
+            Submitted,
+            PendingApproval | Scheduled | Delivering | Denied | Canceled
+        ) | (PendingApproval, Scheduled | Delivering | Denied | Canceled)
             | (Scheduled, Delivering | Canceled)
             | (Delivering, Delivered | DeliveryFailed | PartiallyDelivered)
     )
@@ -114,7 +131,12 @@ pub fn is_final(state: RequestState) -> bool {
 
 /// Moves a request to `to`, recording who, when and why; FAILED_PRECONDITION
 /// for an illegal transition.
-pub fn transition(request: &mut AssignmentRequest, to: RequestState, actor: &Actor, reason: &str) -> Result<()> {
+pub fn transition(
+    request: &mut AssignmentRequest,
+    to: RequestState,
+    actor: &Actor,
+    reason: &str,
+) -> Result<()> {
     let from = request.state();
     if !can_transition(from, to) {
         return Err(Error::precondition(format!(
@@ -139,13 +161,28 @@ pub fn transition(request: &mut AssignmentRequest, to: RequestState, actor: &Act
 }
 
 /// Stores a changed request with fresh bookkeeping.
-pub fn save_request(txn: &mut dyn Txn, old: Option<&AssignmentRequest>, request: &mut AssignmentRequest, actor: &Actor) -> Result<()> {
-    request.info = Some(record_info(actor, txn.revision(), old.and_then(|o| o.info.as_ref())));
+pub fn save_request(
+    txn: &mut dyn Txn,
+    old: Option<&AssignmentRequest>,
+    request: &mut AssignmentRequest,
+    actor: &Actor,
+) -> Result<()> {
+    request.info = Some(record_info(
+        actor,
+        txn.revision(),
+        old.and_then(|o| o.info.as_ref()),
+    ));
     records::save(txn, old, request)
 }
 
 /// Cancels every open request listed under (`index`, `value`).
-pub fn cancel_open(txn: &mut dyn Txn, index: &'static str, value: &str, actor: &Actor, reason: &str) -> Result<()> {
+pub fn cancel_open(
+    txn: &mut dyn Txn,
+    index: &'static str,
+    value: &str,
+    actor: &Actor,
+    reason: &str,
+) -> Result<()> {
     for id in targets(txn, AssignmentRequest::KIND, index, value)? {
         let old: AssignmentRequest = records::require(txn, &id)?;
         let mut request = old.clone();
@@ -181,7 +218,10 @@ mod tests {
             }
         }
         for to in ALL.iter().skip(1) {
-            assert!(ALL.iter().any(|from| can_transition(*from, *to)), "{to:?} unreachable");
+            assert!(
+                ALL.iter().any(|from| can_transition(*from, *to)),
+                "{to:?} unreachable"
+            );
         }
     }
 
@@ -193,7 +233,11 @@ mod tests {
             .collect();
         assert_eq!(
             cancelable,
-            vec![RequestState::Submitted, RequestState::PendingApproval, RequestState::Scheduled]
+            vec![
+                RequestState::Submitted,
+                RequestState::PendingApproval,
+                RequestState::Scheduled
+            ]
         );
     }
 }

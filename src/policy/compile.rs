@@ -86,10 +86,19 @@ pub fn compile_policy(policy: &AssignmentPolicy) -> Vec<Rule> {
         AllowedTargetScope::Unspecified | AllowedTargetScope::NotSpecified => {}
         AllowedTargetScope::SpecificDirectorySubjects => {
             if !targets.user_ids.is_empty() {
-                eligible("users", format!("{}.contains(principal)", entity_set("User", &targets.user_ids)));
+                eligible(
+                    "users",
+                    format!(
+                        "{}.contains(principal)",
+                        entity_set("User", &targets.user_ids)
+                    ),
+                );
             }
             if !targets.group_ids.is_empty() {
-                eligible("groups", format!("principal in {}", entity_set("Group", &targets.group_ids)));
+                eligible(
+                    "groups",
+                    format!("principal in {}", entity_set("Group", &targets.group_ids)),
+                );
             }
         }
         AllowedTargetScope::AllMemberUsers => {
@@ -118,10 +127,22 @@ pub fn compile_policy(policy: &AssignmentPolicy) -> Vec<Rule> {
         }
     }
     if policy.scope() == AllowedTargetScope::NotSpecified {
-        rules.push(rule("permit", format!("{id}/admin-assign"), &[ADMIN_ASSIGN], &resource, &[]));
+        rules.push(rule(
+            "permit",
+            format!("{id}/admin-assign"),
+            &[ADMIN_ASSIGN],
+            &resource,
+            &[],
+        ));
     }
     if settings.enable_self_remove {
-        rules.push(rule("permit", format!("{id}/self-remove"), &[REMOVE_ACCESS], &resource, &[]));
+        rules.push(rule(
+            "permit",
+            format!("{id}/self-remove"),
+            &[REMOVE_ACCESS],
+            &resource,
+            &[],
+        ));
     }
 
     // Lifetime.
@@ -155,7 +176,11 @@ pub fn compile_package(package: &AccessPackage) -> Vec<Rule> {
     let resource = format!("resource in {}", entity("AccessPackage", &package.id));
     let mut rules = Vec::new();
     for (suffix, kind, ids) in [
-        ("packages", "AccessPackage", &package.incompatible_package_ids),
+        (
+            "packages",
+            "AccessPackage",
+            &package.incompatible_package_ids,
+        ),
         ("groups", "Group", &package.incompatible_group_ids),
     ] {
         if !ids.is_empty() {
@@ -173,5 +198,9 @@ pub fn compile_package(package: &AccessPackage) -> Vec<Rule> {
 
 /// The text of several rules, as one Cedar document.
 pub fn render(rules: &[Rule]) -> String {
-    rules.iter().map(|r| r.text.as_str()).collect::<Vec<_>>().join("\n\n")
+    rules
+        .iter()
+        .map(|r| r.text.as_str())
+        .collect::<Vec<_>>()
+        .join("\n\n")
 }

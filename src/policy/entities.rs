@@ -80,9 +80,14 @@ fn uid(kind: &str, id: &str) -> EntityUid {
     EntityUid::from_str(&entity(kind, id)).expect("validated ids form valid entity uids")
 }
 
-fn build(uid: EntityUid, attrs: Vec<(&str, RestrictedExpression)>, parents: impl IntoIterator<Item = EntityUid>) -> Entity {
+fn build(
+    uid: EntityUid,
+    attrs: Vec<(&str, RestrictedExpression)>,
+    parents: impl IntoIterator<Item = EntityUid>,
+) -> Entity {
     let attrs = attrs.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
-    Entity::new(uid, attrs, parents.into_iter().collect::<HashSet<_>>()).expect("attribute names are distinct")
+    Entity::new(uid, attrs, parents.into_iter().collect::<HashSet<_>>())
+        .expect("attribute names are distinct")
 }
 
 pub fn user_uid(id: &str) -> EntityUid {
@@ -113,30 +118,62 @@ pub fn slice(subject: &Subject, target: &Target<'_>) -> anyhow::Result<Entities>
     let user = &subject.user;
     let mut entities = Vec::new();
 
-    let mut parents: Vec<EntityUid> = subject.direct_groups.iter().map(|g| uid("Group", g)).collect();
-    parents.extend(subject.held_packages.iter().map(|p| uid("AccessPackage", p)));
+    let mut parents: Vec<EntityUid> = subject
+        .direct_groups
+        .iter()
+        .map(|g| uid("Group", g))
+        .collect();
+    parents.extend(
+        subject
+            .held_packages
+            .iter()
+            .map(|p| uid("AccessPackage", p)),
+    );
     let attributes = RestrictedExpression::new_record(
         user.attributes
             .iter()
             .map(|(k, v)| (k.clone(), RestrictedExpression::new_string(v.clone()))),
     )?;
     let mut attrs = vec![
-        ("kind", RestrictedExpression::new_string(user_kind(user).into())),
-        ("state", RestrictedExpression::new_string(user_state(user).into())),
-        ("inDirectory", RestrictedExpression::new_bool(subject.in_directory)),
-        ("email", RestrictedExpression::new_string(user.email.clone())),
+        (
+            "kind",
+            RestrictedExpression::new_string(user_kind(user).into()),
+        ),
+        (
+            "state",
+            RestrictedExpression::new_string(user_state(user).into()),
+        ),
+        (
+            "inDirectory",
+            RestrictedExpression::new_bool(subject.in_directory),
+        ),
+        (
+            "email",
+            RestrictedExpression::new_string(user.email.clone()),
+        ),
         ("attributes", attributes),
     ];
     if let Some(organization) = &subject.organization {
         let org = uid("ConnectedOrganization", &organization.id);
         parents.push(org.clone());
-        attrs.push(("organization", RestrictedExpression::new_entity_uid(org.clone())));
+        attrs.push((
+            "organization",
+            RestrictedExpression::new_entity_uid(org.clone()),
+        ));
         let configured = organization.state() == ConnectedOrganizationState::Configured;
-        entities.push(build(org, vec![("configured", RestrictedExpression::new_bool(configured))], []));
+        entities.push(build(
+            org,
+            vec![("configured", RestrictedExpression::new_bool(configured))],
+            [],
+        ));
     }
     entities.push(build(user_uid(&user.id), attrs, parents));
     for (group, group_parents) in &subject.group_parents {
-        entities.push(build(uid("Group", group), vec![], group_parents.iter().map(|p| uid("Group", p))));
+        entities.push(build(
+            uid("Group", group),
+            vec![],
+            group_parents.iter().map(|p| uid("Group", p)),
+        ));
     }
 
     let catalog = uid("Catalog", &target.catalog.id);
@@ -144,7 +181,10 @@ pub fn slice(subject: &Subject, target: &Target<'_>) -> anyhow::Result<Entities>
     entities.push(build(
         catalog.clone(),
         vec![
-            ("enabled", RestrictedExpression::new_bool(target.catalog.enabled.unwrap_or(true))),
+            (
+                "enabled",
+                RestrictedExpression::new_bool(target.catalog.enabled.unwrap_or(true)),
+            ),
             (
                 "externallyVisible",
                 RestrictedExpression::new_bool(target.catalog.externally_visible.unwrap_or(false)),
@@ -154,13 +194,19 @@ pub fn slice(subject: &Subject, target: &Target<'_>) -> anyhow::Result<Entities>
     ));
     entities.push(build(
         package.clone(),
-        vec![("catalog", RestrictedExpression::new_entity_uid(catalog.clone()))],
+        vec![(
+            "catalog",
+            RestrictedExpression::new_entity_uid(catalog.clone()),
+        )],
         [catalog.clone()],
     ));
     entities.push(build(
         policy_uid(&target.policy.id),
         vec![
-            ("accessPackage", RestrictedExpression::new_entity_uid(package.clone())),
+            (
+                "accessPackage",
+                RestrictedExpression::new_entity_uid(package.clone()),
+            ),
             ("catalog", RestrictedExpression::new_entity_uid(catalog)),
             (
                 "externalScope",

@@ -65,7 +65,12 @@ pub struct PolicyEngine {
 impl PolicyEngine {
     /// The schema and invariants shipped in `policies/`.
     pub fn builtin() -> anyhow::Result<Self> {
-        Self::from_sources(BUILTIN_SCHEMA, BUILTIN_POLICIES.iter().map(|(n, t)| (n.to_string(), t.to_string())))
+        Self::from_sources(
+            BUILTIN_SCHEMA,
+            BUILTIN_POLICIES
+                .iter()
+                .map(|(n, t)| (n.to_string(), t.to_string())),
+        )
     }
 
     /// `schema.cedarschema` and every `*.cedar` file of an operator's
@@ -78,7 +83,8 @@ impl PolicyEngine {
         for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
             let path = entry?.path();
             if path.extension().is_some_and(|e| e == "cedar") {
-                let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+                let text = std::fs::read_to_string(&path)
+                    .with_context(|| format!("reading {}", path.display()))?;
                 files.push((path.display().to_string(), text));
             }
         }
@@ -86,19 +92,23 @@ impl PolicyEngine {
         Self::from_sources(&schema, files)
     }
 
-    pub fn from_sources(schema_text: &str, files: impl IntoIterator<Item = (String, String)>) -> anyhow::Result<Self> {
+    pub fn from_sources(
+        schema_text: &str,
+        files: impl IntoIterator<Item = (String, String)>,
+    ) -> anyhow::Result<Self> {
         let (schema, _warnings) = Schema::from_cedarschema_str(schema_text)
             .map_err(|e| anyhow!("schema.cedarschema: {}", cedar_message(&e)))?;
         let mut invariants = Vec::new();
         for (name, text) in files {
-            let parsed = PolicySet::from_str(&text).map_err(|e| anyhow!("{name}: {}", cedar_message(&e)))?;
+            let parsed =
+                PolicySet::from_str(&text).map_err(|e| anyhow!("{name}: {}", cedar_message(&e)))?;
             if parsed.templates().next().is_some() {
                 bail!("{name}: templates are not supported");
             }
             for policy in parsed.policies() {
-                let id = policy
-                    .annotation("id")
-                    .ok_or_else(|| anyhow!("{name}: every policy needs an @id(\"...\") annotation"))?;
+                let id = policy.annotation("id").ok_or_else(|| {
+                    anyhow!("{name}: every policy needs an @id(\"...\") annotation")
+                })?;
                 invariants.push(policy.new_id(PolicyId::new(id)));
             }
         }
@@ -130,7 +140,10 @@ impl PolicyEngine {
         }
         let result = self.validator.validate(&set, ValidationMode::Strict);
         if !result.validation_passed() {
-            let messages: Vec<String> = result.validation_errors().map(|e| cedar_message(e)).collect();
+            let messages: Vec<String> = result
+                .validation_errors()
+                .map(|e| cedar_message(e))
+                .collect();
             return Err(messages.join("; "));
         }
         Ok(set)
@@ -138,8 +151,13 @@ impl PolicyEngine {
 
     /// The policy set for decisions on `package`, whose assignment policies
     /// are `policies`; rebuilt only when one of them changed.
-    pub fn package_set(&self, package: &AccessPackage, policies: &[AssignmentPolicy]) -> anyhow::Result<Arc<PolicySet>> {
-        let revision = |info: &Option<crate::pb::RecordInfo>| info.as_ref().map_or(0, |i| i.revision);
+    pub fn package_set(
+        &self,
+        package: &AccessPackage,
+        policies: &[AssignmentPolicy],
+    ) -> anyhow::Result<Arc<PolicySet>> {
+        let revision =
+            |info: &Option<crate::pb::RecordInfo>| info.as_ref().map_or(0, |i| i.revision);
         let mut built_from = vec![(package.id(), revision(&package.info))];
         built_from.extend(policies.iter().map(|p| (p.id(), revision(&p.info))));
         let mut shards = self.shards.lock().expect("policy shards lock poisoned");
@@ -152,8 +170,17 @@ impl PolicyEngine {
         for policy in policies {
             rules.extend(compile::compile_policy(policy));
         }
-        let set = Arc::new(self.policy_set(&rules).map_err(|e| anyhow!("package {}: {e}", package.id))?);
-        shards.insert(package.id.clone(), Shard { built_from, set: set.clone() });
+        let set = Arc::new(
+            self.policy_set(&rules)
+                .map_err(|e| anyhow!("package {}: {e}", package.id))?,
+        );
+        shards.insert(
+            package.id.clone(),
+            Shard {
+                built_from,
+                set: set.clone(),
+            },
+        );
         Ok(set)
     }
 
@@ -168,8 +195,14 @@ impl PolicyEngine {
     ) -> anyhow::Result<Decision> {
         let action = EntityUid::from_str(&compile::entity("Action", action))?;
         let context = Context::from_pairs([
-            ("now".to_string(), RestrictedExpression::new_long(context.now)),
-            ("start".to_string(), RestrictedExpression::new_long(context.start)),
+            (
+                "now".to_string(),
+                RestrictedExpression::new_long(context.now),
+            ),
+            (
+                "start".to_string(),
+                RestrictedExpression::new_long(context.start),
+            ),
             (
                 "customSchedule".to_string(),
                 RestrictedExpression::new_bool(context.custom_schedule),
@@ -210,16 +243,22 @@ mod tests {
     #[test]
     fn an_invalid_operator_policy_stops_loading_with_the_validator_message() {
         let bad = "@id(\"x\")\npermit(principal, action, resource) when { principal.nope };";
-        let error = PolicyEngine::from_sources(BUILTIN_SCHEMA, [("bad.cedar".to_string(), bad.to_string())])
-            .err()
-            .expect("must fail")
-            .to_string();
+        let error = PolicyEngine::from_sources(
+            BUILTIN_SCHEMA,
+            [("bad.cedar".to_string(), bad.to_string())],
+        )
+        .err()
+        .expect("must fail")
+        .to_string();
         assert!(error.contains("nope"), "{error}");
         let unnamed = "permit(principal, action, resource);";
-        let error = PolicyEngine::from_sources(BUILTIN_SCHEMA, [("u.cedar".to_string(), unnamed.to_string())])
-            .err()
-            .expect("must fail")
-            .to_string();
+        let error = PolicyEngine::from_sources(
+            BUILTIN_SCHEMA,
+            [("u.cedar".to_string(), unnamed.to_string())],
+        )
+        .err()
+        .expect("must fail")
+        .to_string();
         assert!(error.contains("@id"), "{error}");
     }
 }

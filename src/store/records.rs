@@ -261,7 +261,11 @@ pub fn ids<'v>(
 }
 
 /// The id of the record holding a uniqueness claim, if any.
-pub fn unique_owner<R: Record>(view: &(impl ReadView + ?Sized), name: &str, value: &str) -> StoreResult<Option<String>> {
+pub fn unique_owner<R: Record>(
+    view: &(impl ReadView + ?Sized),
+    name: &str,
+    value: &str,
+) -> StoreResult<Option<String>> {
     Ok(view
         .get(&unique_key(R::KIND, name, value))?
         .map(|owner| String::from_utf8_lossy(&owner).into_owned()))

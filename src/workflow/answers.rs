@@ -15,7 +15,10 @@ pub fn check(policy: &AssignmentPolicy, answers: &[Answer], require_all: bool) -
     for (i, answer) in answers.iter().enumerate() {
         let field = format!("answers[{i}]");
         let Some(question) = policy.questions.iter().find(|q| q.id == answer.question_id) else {
-            check.fail(&format!("{field}.question_id"), format!("the policy has no question {:?}", answer.question_id));
+            check.fail(
+                &format!("{field}.question_id"),
+                format!("the policy has no question {:?}", answer.question_id),
+            );
             continue;
         };
         if !answered.insert(&answer.question_id) {
@@ -28,9 +31,16 @@ pub fn check(policy: &AssignmentPolicy, answers: &[Answer], require_all: bool) -
         }
         match &question.kind {
             Some(question::Kind::TextInput(text)) => {
-                let max = if text.max_length > 0 { text.max_length as usize } else { MAX_ANSWER };
+                let max = if text.max_length > 0 {
+                    text.max_length as usize
+                } else {
+                    MAX_ANSWER
+                };
                 if values.len() != 1 {
-                    check.fail(&format!("{field}.values"), "a text question takes one value");
+                    check.fail(
+                        &format!("{field}.values"),
+                        "a text question takes one value",
+                    );
                 } else {
                     check.text(&format!("{field}.values[0]"), &values[0], max, true);
                 }
@@ -54,7 +64,10 @@ pub fn check(policy: &AssignmentPolicy, answers: &[Answer], require_all: bool) -
     if require_all {
         for question in policy.questions.iter().filter(|q| q.required) {
             if !answered.contains(&question.id) {
-                check.fail("answers", format!("question {:?} requires an answer", question.id));
+                check.fail(
+                    "answers",
+                    format!("question {:?} requires an answer", question.id),
+                );
             }
         }
     }

@@ -22,10 +22,17 @@ pub fn decide(
     let package: AccessPackage = records::require(view, &policy.access_package_id)?;
     let catalog: Catalog = records::require(view, &package.catalog_id)?;
     let mut policies = Vec::new();
-    for id in targets(view, AssignmentPolicy::KIND, POLICIES_BY_PACKAGE, &package.id)? {
+    for id in targets(
+        view,
+        AssignmentPolicy::KIND,
+        POLICIES_BY_PACKAGE,
+        &package.id,
+    )? {
         policies.extend(records::load::<AssignmentPolicy>(view, &id)?);
     }
-    let set = engine.package_set(&package, &policies).map_err(Error::internal)?;
+    let set = engine
+        .package_set(&package, &policies)
+        .map_err(Error::internal)?;
     let target = Target {
         policy,
         package: &package,
@@ -33,7 +40,14 @@ pub fn decide(
     };
     let entities = slice(subject, &target).map_err(Error::internal)?;
     engine
-        .decide(&set, user_uid(&subject.user.id), action, policy_uid(&policy.id), context, &entities)
+        .decide(
+            &set,
+            user_uid(&subject.user.id),
+            action,
+            policy_uid(&policy.id),
+            context,
+            &entities,
+        )
         .map_err(Error::internal)
 }
 

@@ -21,7 +21,8 @@ pub fn user_grants(view: &(impl ReadView + ?Sized), user_id: &str) -> Result<Vec
         if !assignment.is_active() {
             continue;
         }
-        let Some(package) = records::load::<AccessPackage>(view, &assignment.access_package_id)? else {
+        let Some(package) = records::load::<AccessPackage>(view, &assignment.access_package_id)?
+        else {
             continue;
         };
         for role in package.resource_roles {

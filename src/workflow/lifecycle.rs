@@ -19,7 +19,11 @@ use super::{epoch_seconds, timestamp};
 
 /// Delivers an add request: makes the assignment it asked for. If the target
 /// meanwhile got the package another way, delivery fails instead.
-pub fn deliver_add(txn: &mut dyn Txn, request: &mut AssignmentRequest, actor: &Actor) -> Result<()> {
+pub fn deliver_add(
+    txn: &mut dyn Txn,
+    request: &mut AssignmentRequest,
+    actor: &Actor,
+) -> Result<()> {
     transition(request, RequestState::Delivering, actor, "")?;
     let pair = pair_key(&request.target_id, &request.access_package_id);
     if let Some(existing) = records::unique_owner::<Assignment>(txn, ACTIVE_PAIR, &pair)? {
@@ -50,7 +54,11 @@ pub fn deliver_add(txn: &mut dyn Txn, request: &mut AssignmentRequest, actor: &A
 }
 
 /// Delivers an update request: the assignment (same id) gets the new end.
-pub fn deliver_update(txn: &mut dyn Txn, request: &mut AssignmentRequest, actor: &Actor) -> Result<()> {
+pub fn deliver_update(
+    txn: &mut dyn Txn,
+    request: &mut AssignmentRequest,
+    actor: &Actor,
+) -> Result<()> {
     transition(request, RequestState::Delivering, actor, "")?;
     let old: Assignment = records::require(txn, &request.assignment_id)?;
     let mut assignment = old.clone();
@@ -61,14 +69,24 @@ pub fn deliver_update(txn: &mut dyn Txn, request: &mut AssignmentRequest, actor:
 }
 
 /// Delivers a remove request: the assignment ends for `reason`.
-pub fn deliver_remove(txn: &mut dyn Txn, request: &mut AssignmentRequest, reason: EndReason, actor: &Actor) -> Result<()> {
+pub fn deliver_remove(
+    txn: &mut dyn Txn,
+    request: &mut AssignmentRequest,
+    reason: EndReason,
+    actor: &Actor,
+) -> Result<()> {
     transition(request, RequestState::Delivering, actor, "")?;
     let assignment: Assignment = records::require(txn, &request.assignment_id)?;
     end_assignment(txn, &assignment, reason, actor)?;
     transition(request, RequestState::Delivered, actor, "")
 }
 
-fn end_assignment(txn: &mut dyn Txn, old: &Assignment, reason: EndReason, actor: &Actor) -> Result<()> {
+fn end_assignment(
+    txn: &mut dyn Txn,
+    old: &Assignment,
+    reason: EndReason,
+    actor: &Actor,
+) -> Result<()> {
     let mut assignment = old.clone();
     assignment.set_state(AssignmentState::Expired);
     assignment.set_end_reason(reason);
@@ -97,7 +115,13 @@ pub fn submitted(r#type: RequestType, actor: &Actor) -> AssignmentRequest {
 
 /// Ends an assignment through a SYSTEM_REMOVE request, so that history
 /// records it like any other removal.
-fn system_remove(txn: &mut dyn Txn, assignment: &Assignment, reason: EndReason, why: &str, actor: &Actor) -> Result<()> {
+fn system_remove(
+    txn: &mut dyn Txn,
+    assignment: &Assignment,
+    reason: EndReason,
+    why: &str,
+    actor: &Actor,
+) -> Result<()> {
     let mut request = submitted(RequestType::SystemRemove, actor);
     request.target_id = assignment.target_id.clone();
     request.access_package_id = assignment.access_package_id.clone();
@@ -114,7 +138,9 @@ pub fn expire_if_due(txn: &mut dyn Txn, assignment_id: &str, actor: &Actor) -> R
     let Some(assignment) = records::load::<Assignment>(txn, assignment_id)? else {
         return Ok(false);
     };
-    let due = assignment.end_time.is_some_and(|end| end.seconds <= epoch_seconds(actor.now));
+    let due = assignment
+        .end_time
+        .is_some_and(|end| end.seconds <= epoch_seconds(actor.now));
     if !assignment.is_active() || !due {
         return Ok(false);
     }
@@ -128,7 +154,11 @@ pub fn start_if_due(txn: &mut dyn Txn, request_id: &str, actor: &Actor) -> Resul
     let Some(old) = records::load::<AssignmentRequest>(txn, request_id)? else {
         return Ok(false);
     };
-    let start = old.effective_schedule.as_ref().and_then(|s| s.start_time).map_or(0, |t| t.seconds);
+    let start = old
+        .effective_schedule
+        .as_ref()
+        .and_then(|s| s.start_time)
+        .map_or(0, |t| t.seconds);
     if old.state() != RequestState::Scheduled || start > epoch_seconds(actor.now) {
         return Ok(false);
     }
@@ -145,10 +175,22 @@ pub fn delete_user(txn: &mut dyn Txn, id: &str, etag: &str, actor: &Actor) -> Re
     for assignment_id in targets(txn, Assignment::KIND, ASSIGNMENTS_BY_TARGET, id)? {
         let assignment: Assignment = records::require(txn, &assignment_id)?;
         if assignment.is_active() {
-            system_remove(txn, &assignment, EndReason::TargetDeleted, "the target was deleted", actor)?;
+            system_remove(
+                txn,
+                &assignment,
+                EndReason::TargetDeleted,
+                "the target was deleted",
+                actor,
+            )?;
         }
     }
-    cancel_open(txn, OPEN_BY_TARGET, id, actor, "canceled: the target was deleted")?;
+    cancel_open(
+        txn,
+        OPEN_BY_TARGET,
+        id,
+        actor,
+        "canceled: the target was deleted",
+    )?;
     directory::delete_user(txn, id, etag, actor)
 }
 

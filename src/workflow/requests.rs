@@ -10,7 +10,8 @@ use crate::domain::request::{OPEN_ADD, OPEN_CHANGE, pair_key, save_request, tran
 use crate::domain::validate::{self, Check};
 use crate::error::{Error, Result};
 use crate::pb::{
-    Assignment, AssignmentPolicy, AssignmentRequest, EndReason, RequestState, RequestType, Schedule, User,
+    Assignment, AssignmentPolicy, AssignmentRequest, EndReason, RequestState, RequestType,
+    Schedule, User,
 };
 use crate::policy::compile::actions::{ADMIN_ASSIGN, EXTEND_ACCESS, REMOVE_ACCESS, REQUEST_ACCESS};
 use crate::policy::entities::load_subject;
@@ -35,12 +36,19 @@ fn check_shape(input: &AssignmentRequest) -> Result<RequestType> {
         RequestType::UserAdd | RequestType::AdminAdd => {
             check.id("assignment_policy_id", &input.assignment_policy_id);
             check.optional_id("access_package_id", &input.access_package_id);
-            check.require(input.assignment_id.is_empty(), "assignment_id", "is set by the service for add requests");
+            check.require(
+                input.assignment_id.is_empty(),
+                "assignment_id",
+                "is set by the service for add requests",
+            );
         }
         _ => {
             check.id("assignment_id", &input.assignment_id);
             check.require(
-                input.schedule.as_ref().is_none_or(|s| s.start_time.is_none()),
+                input
+                    .schedule
+                    .as_ref()
+                    .is_none_or(|s| s.start_time.is_none()),
                 "schedule.start_time",
                 "only add requests take a start time",
             );
@@ -53,12 +61,20 @@ fn check_shape(input: &AssignmentRequest) -> Result<RequestType> {
     }
     if kind == RequestType::AdminUpdate {
         check.require(
-            input.schedule.as_ref().is_some_and(|s| s.end_time.is_some()),
+            input
+                .schedule
+                .as_ref()
+                .is_some_and(|s| s.end_time.is_some()),
             "schedule.end_time",
             "is required for ADMIN_UPDATE",
         );
     }
-    check.text("justification", &input.justification, MAX_JUSTIFICATION, false);
+    check.text(
+        "justification",
+        &input.justification,
+        MAX_JUSTIFICATION,
+        false,
+    );
     check.finish()?;
     Ok(kind)
 }
@@ -75,12 +91,16 @@ pub async fn create(
     let input = input.ok_or_else(|| Error::invalid("assignment_request", "is required"))?;
     let kind = check_shape(&input)?;
     let committed = write(store, move |txn| {
-        if let Some(first) = records::recall_request::<AssignmentRequest>(txn, &actor.id, METHOD, &request_id)? {
+        if let Some(first) =
+            records::recall_request::<AssignmentRequest>(txn, &actor.id, METHOD, &request_id)?
+        {
             return Ok(first);
         }
         let mut request = match kind {
             RequestType::UserAdd | RequestType::AdminAdd => add(txn, &engine, &actor, kind, input)?,
-            RequestType::UserUpdate | RequestType::AdminUpdate => update(txn, &engine, &actor, kind, input)?,
+            RequestType::UserUpdate | RequestType::AdminUpdate => {
+                update(txn, &engine, &actor, kind, input)?
+            }
             _ => remove(txn, &engine, &actor, kind, input)?,
         };
         save_request(txn, None, &mut request, &actor)?;
@@ -110,9 +130,19 @@ fn is_custom(schedule: Option<&Schedule>) -> bool {
     schedule.is_some_and(|s| s.start_time.is_some() || s.end_time.is_some())
 }
 
-fn add(txn: &mut dyn Txn, engine: &PolicyEngine, actor: &Actor, kind: RequestType, input: AssignmentRequest) -> Result<AssignmentRequest> {
+fn add(
+    txn: &mut dyn Txn,
+    engine: &PolicyEngine,
+    actor: &Actor,
+    kind: RequestType,
+    input: AssignmentRequest,
+) -> Result<AssignmentRequest> {
     let by_user = kind == RequestType::UserAdd;
-    let target_id = if by_user { self_target(actor, &input, kind)? } else { input.target_id.clone() };
+    let target_id = if by_user {
+        self_target(actor, &input, kind)?
+    } else {
+        input.target_id.clone()
+    };
     let target: User = records::require(txn, &target_id)?;
     let policy: AssignmentPolicy = records::require(txn, &input.assignment_policy_id)?;
     if !input.access_package_id.is_empty() && input.access_package_id != policy.access_package_id {
@@ -147,7 +177,11 @@ fn add(txn: &mut dyn Txn, engine: &PolicyEngine, actor: &Actor, kind: RequestTyp
         start: window.start,
         custom_schedule: by_user && is_custom(input.schedule.as_ref()),
     };
-    let action = if by_user { REQUEST_ACCESS } else { ADMIN_ASSIGN };
+    let action = if by_user {
+        REQUEST_ACCESS
+    } else {
+        ADMIN_ASSIGN
+    };
     let decision = eligibility::decide(engine, txn, &subject, &policy, action, context)?;
     eligibility::require_allowed(&decision, || {
         format!(
@@ -177,7 +211,11 @@ fn add(txn: &mut dyn Txn, engine: &PolicyEngine, actor: &Actor, kind: RequestTyp
 }
 
 /// Justification and answers, as the policy asks of requestors.
-fn check_requestor_input(policy: &AssignmentPolicy, input: &AssignmentRequest, by_user: bool) -> Result<()> {
+fn check_requestor_input(
+    policy: &AssignmentPolicy,
+    input: &AssignmentRequest,
+    by_user: bool,
+) -> Result<()> {
     let settings = policy.requestor_settings.clone().unwrap_or_default();
     if by_user && settings.justification_required && input.justification.trim().is_empty() {
         return Err(Error::invalid(
@@ -189,7 +227,12 @@ fn check_requestor_input(policy: &AssignmentPolicy, input: &AssignmentRequest, b
 }
 
 /// The active assignment an update or remove request is about.
-fn changed_assignment(txn: &dyn Txn, actor: &Actor, kind: RequestType, input: &AssignmentRequest) -> Result<Assignment> {
+fn changed_assignment(
+    txn: &dyn Txn,
+    actor: &Actor,
+    kind: RequestType,
+    input: &AssignmentRequest,
+) -> Result<Assignment> {
     let assignment: Assignment = records::require(txn, &input.assignment_id)?;
     if matches!(kind, RequestType::UserUpdate | RequestType::UserRemove) {
         let target = self_target(actor, input, kind)?;
@@ -202,7 +245,10 @@ fn changed_assignment(txn: &dyn Txn, actor: &Actor, kind: RequestType, input: &A
     } else if !input.target_id.is_empty() && input.target_id != assignment.target_id {
         return Err(Error::invalid(
             "assignment_request.target_id",
-            format!("assignment {:?} is held by {:?}", assignment.id, assignment.target_id),
+            format!(
+                "assignment {:?} is held by {:?}",
+                assignment.id, assignment.target_id
+            ),
         ));
     }
     if !assignment.is_active() {
@@ -212,7 +258,9 @@ fn changed_assignment(txn: &dyn Txn, actor: &Actor, kind: RequestType, input: &A
             assignment.state().as_str_name()
         )));
     }
-    if let Some(open) = records::unique_owner::<AssignmentRequest>(txn, OPEN_CHANGE, &assignment.id)? {
+    if let Some(open) =
+        records::unique_owner::<AssignmentRequest>(txn, OPEN_CHANGE, &assignment.id)?
+    {
         return Err(Error::precondition(format!(
             "request {open} for assignment {:?} is still open",
             assignment.id
@@ -221,7 +269,12 @@ fn changed_assignment(txn: &dyn Txn, actor: &Actor, kind: RequestType, input: &A
     Ok(assignment)
 }
 
-fn request_for(kind: RequestType, actor: &Actor, assignment: &Assignment, input: AssignmentRequest) -> AssignmentRequest {
+fn request_for(
+    kind: RequestType,
+    actor: &Actor,
+    assignment: &Assignment,
+    input: AssignmentRequest,
+) -> AssignmentRequest {
     let mut request = submitted(kind, actor);
     request.target_id = assignment.target_id.clone();
     request.access_package_id = assignment.access_package_id.clone();
@@ -233,13 +286,23 @@ fn request_for(kind: RequestType, actor: &Actor, assignment: &Assignment, input:
     request
 }
 
-fn update(txn: &mut dyn Txn, engine: &PolicyEngine, actor: &Actor, kind: RequestType, input: AssignmentRequest) -> Result<AssignmentRequest> {
+fn update(
+    txn: &mut dyn Txn,
+    engine: &PolicyEngine,
+    actor: &Actor,
+    kind: RequestType,
+    input: AssignmentRequest,
+) -> Result<AssignmentRequest> {
     let by_user = kind == RequestType::UserUpdate;
     let assignment = changed_assignment(txn, actor, kind, &input)?;
     let policy: AssignmentPolicy = records::require(txn, &assignment.assignment_policy_id)?;
     check_requestor_input(&policy, &input, by_user)?;
     let now = epoch_seconds(actor.now);
-    let asked_end = input.schedule.as_ref().and_then(|s| s.end_time).map(|t| t.seconds);
+    let asked_end = input
+        .schedule
+        .as_ref()
+        .and_then(|s| s.end_time)
+        .map(|t| t.seconds);
     if by_user {
         let target: User = records::require(txn, &assignment.target_id)?;
         let subject = load_subject(txn, target)?;
@@ -250,7 +313,10 @@ fn update(txn: &mut dyn Txn, engine: &PolicyEngine, actor: &Actor, kind: Request
         };
         let decision = eligibility::decide(engine, txn, &subject, &policy, EXTEND_ACCESS, context)?;
         eligibility::require_allowed(&decision, || {
-            format!("user {:?} may not extend assignment {:?}", assignment.target_id, assignment.id)
+            format!(
+                "user {:?} may not extend assignment {:?}",
+                assignment.target_id, assignment.id
+            )
         })?;
     }
     let end = schedule::for_update(&policy, asked_end, now);
@@ -270,7 +336,13 @@ fn update(txn: &mut dyn Txn, engine: &PolicyEngine, actor: &Actor, kind: Request
     Ok(request)
 }
 
-fn remove(txn: &mut dyn Txn, engine: &PolicyEngine, actor: &Actor, kind: RequestType, input: AssignmentRequest) -> Result<AssignmentRequest> {
+fn remove(
+    txn: &mut dyn Txn,
+    engine: &PolicyEngine,
+    actor: &Actor,
+    kind: RequestType,
+    input: AssignmentRequest,
+) -> Result<AssignmentRequest> {
     let by_user = kind == RequestType::UserRemove;
     let assignment = changed_assignment(txn, actor, kind, &input)?;
     if by_user {
@@ -285,10 +357,17 @@ fn remove(txn: &mut dyn Txn, engine: &PolicyEngine, actor: &Actor, kind: Request
         };
         let decision = eligibility::decide(engine, txn, &subject, &policy, REMOVE_ACCESS, context)?;
         eligibility::require_allowed(&decision, || {
-            format!("policy {:?} does not let its users remove their own assignment", policy.id)
+            format!(
+                "policy {:?} does not let its users remove their own assignment",
+                policy.id
+            )
         })?;
     }
-    let reason = if by_user { EndReason::RemovedByUser } else { EndReason::RemovedByAdmin };
+    let reason = if by_user {
+        EndReason::RemovedByUser
+    } else {
+        EndReason::RemovedByAdmin
+    };
     let mut request = request_for(kind, actor, &assignment, input);
     deliver_remove(txn, &mut request, reason, actor)?;
     Ok(request)

@@ -36,7 +36,9 @@ impl Window {
 pub fn policy_end(policy: &AssignmentPolicy, start: i64) -> Option<i64> {
     let expiration = policy.expiration.clone().unwrap_or_default();
     match expiration.r#type() {
-        ExpirationType::AfterDuration => expiration.duration.map(|d| start.saturating_add(d.seconds)),
+        ExpirationType::AfterDuration => {
+            expiration.duration.map(|d| start.saturating_add(d.seconds))
+        }
         ExpirationType::OnDate => expiration.end_time.map(|t| t.seconds),
         ExpirationType::None | ExpirationType::Unspecified => None,
     }
@@ -92,11 +94,24 @@ mod tests {
             start_time: None,
             end_time: Some(timestamp(end)),
         };
-        assert_eq!(for_add(&policy, None, 1000), Window { start: 1000, end: Some(1100) });
+        assert_eq!(
+            for_add(&policy, None, 1000),
+            Window {
+                start: 1000,
+                end: Some(1100)
+            }
+        );
         assert_eq!(for_add(&policy, Some(&asked(1050)), 1000).end, Some(1050));
         assert_eq!(for_add(&policy, Some(&asked(5000)), 1000).end, Some(1100));
         assert_eq!(for_update(&policy, None, 2000), Some(2100));
-        assert!(Window { start: 10, end: Some(10) }.check().is_err());
+        assert!(
+            Window {
+                start: 10,
+                end: Some(10)
+            }
+            .check()
+            .is_err()
+        );
     }
 
     #[test]

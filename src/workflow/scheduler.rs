@@ -44,13 +44,19 @@ pub async fn run_due(store: &dyn Store, clock: &dyn Clock) -> Result<usize> {
     let mut done = 0;
     for id in due(store, AssignmentRequest::KIND, SCHEDULED_BY_START, now)? {
         let actor = actor.clone();
-        if write(store, move |txn| start_if_due(txn, &id, &actor)).await?.value {
+        if write(store, move |txn| start_if_due(txn, &id, &actor))
+            .await?
+            .value
+        {
             done += 1;
         }
     }
     for id in due(store, Assignment::KIND, ACTIVE_BY_END, now)? {
         let actor = actor.clone();
-        if write(store, move |txn| expire_if_due(txn, &id, &actor)).await?.value {
+        if write(store, move |txn| expire_if_due(txn, &id, &actor))
+            .await?
+            .value
+        {
             done += 1;
         }
     }

@@ -136,6 +136,27 @@ impl TestServer {
     ) -> AccessPackagesClient<InterceptedService<Channel, AsUser>> {
         AccessPackagesClient::with_interceptor(self.channel(), AsUser::new(user))
     }
+
+    pub fn policies(
+        &self,
+        user: &str,
+    ) -> AssignmentPoliciesClient<InterceptedService<Channel, AsUser>> {
+        AssignmentPoliciesClient::with_interceptor(self.channel(), AsUser::new(user))
+    }
+
+    pub fn requests(
+        &self,
+        user: &str,
+    ) -> AssignmentRequestsClient<InterceptedService<Channel, AsUser>> {
+        AssignmentRequestsClient::with_interceptor(self.channel(), AsUser::new(user))
+    }
+
+    pub fn assignments(
+        &self,
+        user: &str,
+    ) -> AssignmentsClient<InterceptedService<Channel, AsUser>> {
+        AssignmentsClient::with_interceptor(self.channel(), AsUser::new(user))
+    }
 }
 
 /// Adds the development identity header to every call.
@@ -193,7 +214,343 @@ where
         if let Some(value) = check().await {
             return value;
         }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+}
+
+// ---------------------------------------------------------------------------
+// Shared helpers for the API tests: client aliases, object builders, creators
+// for fixtures, error-detail readers, paging, and a "nothing was written"
+// check.
+
+use entitlements::pb::{
+    AccessPackage, AddGroupMemberRequest, Catalog, ConnectedOrganization,
+    CreateAccessPackageRequest, CreateCatalogRequest, CreateConnectedOrganizationRequest,
+    CreateGroupRequest, CreateResourceRequest, CreateUserRequest, DeleteGroupRequest, Group,
+    GroupMembership, IdentitySource, Resource, ResourceRole, ResourceRoleRef, User,
+    add_group_member_request, identity_source,
+};
+
+pub type Directory = DirectoryClient<InterceptedService<Channel, AsUser>>;
+pub type Catalogs = CatalogsClient<InterceptedService<Channel, AsUser>>;
+pub type Packages = AccessPackagesClient<InterceptedService<Channel, AsUser>>;
+
+/// The caller the fixtures are created as.
+pub const ADMIN: &str = "admin";
+
+/// An update mask with `paths`.
+pub fn mask(paths: &[&str]) -> Option<prost_types::FieldMask> {
+    Some(prost_types::FieldMask {
+        paths: paths.iter().map(|p| p.to_string()).collect(),
+    })
+}
+
+pub fn user(display_name: &str) -> User {
+    User {
+        display_name: display_name.into(),
+        ..Default::default()
+    }
+}
+
+pub fn group(display_name: &str) -> Group {
+    Group {
+        display_name: display_name.into(),
+        ..Default::default()
+    }
+}
+
+/// A connected organization identified by one email domain.
+pub fn organization(display_name: &str, domain: &str) -> ConnectedOrganization {
+    ConnectedOrganization {
+        display_name: display_name.into(),
+        identity_sources: vec![domain_source(domain)],
+        ..Default::default()
+    }
+}
+
+pub fn domain_source(domain: &str) -> IdentitySource {
+    IdentitySource {
+        source: Some(identity_source::Source::DomainName(domain.into())),
+        display_name: String::new(),
+    }
+}
+
+pub fn tenant_source(tenant: &str) -> IdentitySource {
+    IdentitySource {
+        source: Some(identity_source::Source::TenantId(tenant.into())),
+        display_name: String::new(),
+    }
+}
+
+pub fn catalog(display_name: &str) -> Catalog {
+    Catalog {
+        display_name: display_name.into(),
+        ..Default::default()
+    }
+}
+
+/// A group-type resource in `catalog_id` offering `roles`.
+pub fn resource(catalog_id: &str, origin_id: &str, roles: &[&str]) -> Resource {
+    Resource {
+        catalog_id: catalog_id.into(),
+        r#type: "group".into(),
+        origin_id: origin_id.into(),
+        display_name: format!("Resource {origin_id}"),
+        roles: roles
+            .iter()
+            .map(|r| ResourceRole {
+                id: r.to_string(),
+                display_name: r.to_string(),
+            })
+            .collect(),
+        ..Default::default()
+    }
+}
+
+/// A package in `catalog_id` granting `(resource_id, role_id)` pairs.
+pub fn package(catalog_id: &str, display_name: &str, roles: &[(&str, &str)]) -> AccessPackage {
+    AccessPackage {
+        catalog_id: catalog_id.into(),
+        display_name: display_name.into(),
+        resource_roles: roles
+            .iter()
+            .map(|(res, role)| role_ref(res, role))
+            .collect(),
+        ..Default::default()
+    }
+}
+
+pub fn role_ref(resource_id: &str, role_id: &str) -> ResourceRoleRef {
+    ResourceRoleRef {
+        resource_id: resource_id.into(),
+        role_id: role_id.into(),
+    }
+}
+
+/// Fixtures, created as [`ADMIN`] with a chosen id; each panics on failure.
+impl TestServer {
+    pub async fn create_user(&self, id: &str, user: User) -> User {
+        self.directory(ADMIN)
+            .create_user(CreateUserRequest {
+                user: Some(user),
+                user_id: id.into(),
+                request_id: String::new(),
+            })
+            .await
+            .unwrap_or_else(|s| panic!("create user {id}: {s:?}"))
+            .into_inner()
+    }
+
+    pub async fn create_group(&self, id: &str) -> Group {
+        self.directory(ADMIN)
+            .create_group(CreateGroupRequest {
+                group: Some(group(&format!("Group {id}"))),
+                group_id: id.into(),
+                request_id: String::new(),
+            })
+            .await
+            .unwrap_or_else(|s| panic!("create group {id}: {s:?}"))
+            .into_inner()
+    }
+
+    pub async fn create_organization(
+        &self,
+        id: &str,
+        organization: ConnectedOrganization,
+    ) -> ConnectedOrganization {
+        self.directory(ADMIN)
+            .create_connected_organization(CreateConnectedOrganizationRequest {
+                connected_organization: Some(organization),
+                connected_organization_id: id.into(),
+                request_id: String::new(),
+            })
+            .await
+            .unwrap_or_else(|s| panic!("create connected organization {id}: {s:?}"))
+            .into_inner()
+    }
+
+    /// Adds a user (`Member::UserId`) or a group (`Member::MemberGroupId`).
+    pub async fn add_member(
+        &self,
+        group_id: &str,
+        member: add_group_member_request::Member,
+    ) -> GroupMembership {
+        self.directory(ADMIN)
+            .add_group_member(AddGroupMemberRequest {
+                group_id: group_id.into(),
+                member: Some(member.clone()),
+            })
+            .await
+            .unwrap_or_else(|s| panic!("add {member:?} to {group_id}: {s:?}"))
+            .into_inner()
+    }
+
+    pub async fn create_catalog(&self, id: &str) -> Catalog {
+        self.create_catalog_from(id, catalog(&format!("Catalog {id}")))
+            .await
+    }
+
+    pub async fn create_catalog_from(&self, id: &str, catalog: Catalog) -> Catalog {
+        self.catalogs(ADMIN)
+            .create_catalog(CreateCatalogRequest {
+                catalog: Some(catalog),
+                catalog_id: id.into(),
+                request_id: String::new(),
+            })
+            .await
+            .unwrap_or_else(|s| panic!("create catalog {id}: {s:?}"))
+            .into_inner()
+    }
+
+    pub async fn create_resource(&self, id: &str, resource: Resource) -> Resource {
+        self.catalogs(ADMIN)
+            .create_resource(CreateResourceRequest {
+                resource: Some(resource),
+                resource_id: id.into(),
+                request_id: String::new(),
+            })
+            .await
+            .unwrap_or_else(|s| panic!("create resource {id}: {s:?}"))
+            .into_inner()
+    }
+
+    pub async fn create_package(&self, id: &str, package: AccessPackage) -> AccessPackage {
+        self.packages(ADMIN)
+            .create_access_package(CreateAccessPackageRequest {
+                access_package: Some(package),
+                access_package_id: id.into(),
+                request_id: String::new(),
+            })
+            .await
+            .unwrap_or_else(|s| panic!("create access package {id}: {s:?}"))
+            .into_inner()
+    }
+
+    /// Writes and removes a scratch group; returns the revision of the
+    /// removal, a mark for [`TestServer::assert_no_writes_since`].
+    pub async fn write_mark(&self) -> u64 {
+        let mut directory = self.directory("probe");
+        let probe = self.create_group("~probe").await;
+        directory
+            .delete_group(DeleteGroupRequest {
+                id: probe.id,
+                etag: String::new(),
+            })
+            .await
+            .expect("delete the probe group")
+            .into_inner()
+            .revision
+    }
+
+    /// Asserts that the store committed nothing since `mark` (the revision
+    /// of the next write is the one after it); returns a fresh mark.
+    #[track_caller]
+    pub fn assert_no_writes_since(&self, mark: u64) -> impl std::future::Future<Output = u64> + '_ {
+        let caller = std::panic::Location::caller();
+        async move {
+            let probe = self.create_group("~probe").await;
+            let next = probe.info.expect("record info").revision;
+            assert_eq!(
+                next,
+                mark + 1,
+                "something was written since revision {mark} (checked at {caller})"
+            );
+            self.directory("probe")
+                .delete_group(DeleteGroupRequest {
+                    id: probe.id,
+                    etag: String::new(),
+                })
+                .await
+                .expect("delete the probe group")
+                .into_inner()
+                .revision
+        }
+    }
+}
+
+/// Asserts a call failed with INVALID_ARGUMENT whose BadRequest names exactly
+/// `fields`, in order.
+#[track_caller]
+pub fn expect_invalid<T: std::fmt::Debug>(
+    result: Result<tonic::Response<T>, Status>,
+    fields: &[&str],
+) -> Status {
+    let status = expect_code(result, Code::InvalidArgument);
+    assert_eq!(violated_fields(&status), fields, "violations of {status:?}");
+    status
+}
+
+/// The (type, subject) pairs of a status's google.rpc.PreconditionFailure.
+pub fn precondition_violations(status: &Status) -> Vec<(String, String)> {
+    use tonic_types::StatusExt;
+    status
+        .get_details_precondition_failure()
+        .map(|p| {
+            p.violations
+                .into_iter()
+                .map(|v| (v.r#type, v.subject))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The (resource_type, resource_name) of a status's google.rpc.ResourceInfo.
+pub fn resource_info(status: &Status) -> Option<(String, String)> {
+    use tonic_types::StatusExt;
+    status
+        .get_details_resource_info()
+        .map(|r| (r.resource_type, r.resource_name))
+}
+
+/// Asserts NOT_FOUND for the object (`kind`, `id`), per its ResourceInfo.
+#[track_caller]
+pub fn expect_not_found<T: std::fmt::Debug>(
+    result: Result<tonic::Response<T>, Status>,
+    kind: &str,
+    id: &str,
+) -> Status {
+    let status = expect_code(result, Code::NotFound);
+    assert_eq!(
+        resource_info(&status),
+        Some((kind.to_string(), id.to_string())),
+        "resource info of {status:?}"
+    );
+    status
+}
+
+/// Fetches every page of a listing: `fetch` gets a page token and returns the
+/// page's items and next token. Returns the pages.
+pub async fn pages<T, F, Fut>(mut fetch: F) -> Vec<Vec<T>>
+where
+    F: FnMut(String) -> Fut,
+    Fut: std::future::Future<Output = Result<(Vec<T>, String), Status>>,
+{
+    let mut pages = Vec::new();
+    let mut token = String::new();
+    loop {
+        let (items, next) = fetch(token).await.expect("list a page");
+        pages.push(items);
+        if next.is_empty() {
+            return pages;
+        }
+        assert!(pages.len() < 100, "paging does not end");
+        token = next;
+    }
+}
+
+/// Asserts `pages` have `sizes` and together list `expected` in order.
+#[track_caller]
+pub fn assert_pages(pages: &[Vec<String>], sizes: &[usize], expected: &[&str]) {
+    let actual: Vec<usize> = pages.iter().map(Vec::len).collect();
+    assert_eq!(actual, sizes, "page sizes of {pages:?}");
+    assert_eq!(pages.concat(), expected, "items across pages");
+}
+
+/// `n` characters of `c`.
+pub fn chars(c: char, n: usize) -> String {
+    std::iter::repeat_n(c, n).collect()
 }

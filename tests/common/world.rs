@@ -4,16 +4,20 @@
 use entitlements::pb::*;
 use tonic::Status;
 
-use super::TestServer;
-
-pub const ADMIN: &str = "admin";
+use super::{ADMIN, TestServer};
 
 pub fn days(n: i64) -> prost_types::Duration {
-    prost_types::Duration { seconds: n * 86_400, nanos: 0 }
+    prost_types::Duration {
+        seconds: n * 86_400,
+        nanos: 0,
+    }
 }
 
 pub fn seconds(n: i64) -> prost_types::Duration {
-    prost_types::Duration { seconds: n, nanos: 0 }
+    prost_types::Duration {
+        seconds: n,
+        nanos: 0,
+    }
 }
 
 pub fn after(duration: prost_types::Duration) -> Expiration {
@@ -42,7 +46,12 @@ pub fn self_service() -> RequestorSettings {
 }
 
 /// A policy of `scope` into `package`, self-service, lasting `expiration`.
-pub fn policy(id: &str, package: &str, scope: AllowedTargetScope, expiration: Expiration) -> AssignmentPolicy {
+pub fn policy(
+    id: &str,
+    package: &str,
+    scope: AllowedTargetScope,
+    expiration: Expiration,
+) -> AssignmentPolicy {
     AssignmentPolicy {
         id: id.into(),
         access_package_id: package.into(),
@@ -56,154 +65,85 @@ pub fn policy(id: &str, package: &str, scope: AllowedTargetScope, expiration: Ex
 
 impl TestServer {
     pub async fn add_user(&self, id: &str, kind: UserKind, organization: &str) -> User {
-        self.directory(ADMIN)
-            .create_user(CreateUserRequest {
-                user: Some(User {
-                    display_name: id.to_uppercase(),
-                    email: format!("{id}@example.com"),
-                    kind: kind as i32,
-                    connected_organization_id: organization.into(),
-                    ..Default::default()
-                }),
-                user_id: id.into(),
-                request_id: String::new(),
-            })
-            .await
-            .expect("create user")
-            .into_inner()
+        let user = User {
+            email: format!("{id}@example.com"),
+            kind: kind as i32,
+            connected_organization_id: organization.into(),
+            ..super::user(&id.to_uppercase())
+        };
+        self.create_user(id, user).await
     }
 
-    pub async fn add_member(&self, id: &str) -> User {
+    pub async fn add_member_user(&self, id: &str) -> User {
         self.add_user(id, UserKind::Member, "").await
     }
 
+    /// A group with `users` as direct members.
     pub async fn add_group(&self, id: &str, users: &[&str]) -> Group {
-        let mut directory = self.directory(ADMIN);
-        let group = directory
-            .create_group(CreateGroupRequest {
-                group: Some(Group {
-                    display_name: id.to_uppercase(),
-                    ..Default::default()
-                }),
-                group_id: id.into(),
-                request_id: String::new(),
-            })
-            .await
-            .expect("create group")
-            .into_inner();
+        let group = self.create_group(id).await;
         for user in users {
-            directory
-                .add_group_member(AddGroupMemberRequest {
-                    group_id: id.into(),
-                    member: Some(add_group_member_request::Member::UserId(user.to_string())),
-                })
-                .await
-                .expect("add member");
+            self.add_member(
+                id,
+                add_group_member_request::Member::UserId(user.to_string()),
+            )
+            .await;
         }
         group
     }
 
     pub async fn nest_group(&self, parent: &str, child: &str) {
-        self.directory(ADMIN)
-            .add_group_member(AddGroupMemberRequest {
-                group_id: parent.into(),
-                member: Some(add_group_member_request::Member::MemberGroupId(child.into())),
-            })
-            .await
-            .expect("nest group");
+        self.add_member(
+            parent,
+            add_group_member_request::Member::MemberGroupId(child.into()),
+        )
+        .await;
     }
 
-    pub async fn add_organization(&self, id: &str, domain: &str, state: ConnectedOrganizationState) {
-        self.directory(ADMIN)
-            .create_connected_organization(CreateConnectedOrganizationRequest {
-                connected_organization: Some(ConnectedOrganization {
-                    display_name: id.to_uppercase(),
-                    identity_sources: vec![IdentitySource {
-                        source: Some(identity_source::Source::DomainName(domain.into())),
-                        display_name: String::new(),
-                    }],
-                    state: state as i32,
-                    ..Default::default()
-                }),
-                connected_organization_id: id.into(),
-                request_id: String::new(),
-            })
-            .await
-            .expect("create connected organization");
+    pub async fn add_organization(
+        &self,
+        id: &str,
+        domain: &str,
+        state: ConnectedOrganizationState,
+    ) {
+        let organization = ConnectedOrganization {
+            state: state as i32,
+            ..super::organization(&id.to_uppercase(), domain)
+        };
+        self.create_organization(id, organization).await;
     }
 
     pub async fn add_catalog(&self, id: &str, externally_visible: bool) {
-        self.catalogs(ADMIN)
-            .create_catalog(CreateCatalogRequest {
-                catalog: Some(Catalog {
-                    display_name: id.to_uppercase(),
-                    externally_visible: Some(externally_visible),
-                    ..Default::default()
-                }),
-                catalog_id: id.into(),
-                request_id: String::new(),
-            })
-            .await
-            .expect("create catalog");
+        let catalog = Catalog {
+            externally_visible: Some(externally_visible),
+            ..super::catalog(&id.to_uppercase())
+        };
+        self.create_catalog_from(id, catalog).await;
     }
 
     /// A resource of `kind` with one role, "member".
     pub async fn add_resource(&self, id: &str, catalog: &str, kind: &str) {
-        self.catalogs(ADMIN)
-            .create_resource(CreateResourceRequest {
-                resource: Some(Resource {
-                    catalog_id: catalog.into(),
-                    r#type: kind.into(),
-                    origin_id: format!("origin-{id}"),
-                    display_name: id.to_uppercase(),
-                    roles: vec![ResourceRole {
-                        id: "member".into(),
-                        display_name: "Member".into(),
-                    }],
-                    ..Default::default()
-                }),
-                resource_id: id.into(),
-                request_id: String::new(),
-            })
-            .await
-            .expect("create resource");
+        let resource = Resource {
+            r#type: kind.into(),
+            ..super::resource(catalog, &format!("origin-{id}"), &["member"])
+        };
+        self.create_resource(id, resource).await;
     }
 
     /// A package granting the "member" role of each resource.
     pub async fn add_package(&self, id: &str, catalog: &str, resources: &[&str]) -> AccessPackage {
-        self.save_package(AccessPackage {
-            id: id.into(),
-            catalog_id: catalog.into(),
-            display_name: id.to_uppercase(),
-            resource_roles: resources
-                .iter()
-                .map(|r| ResourceRoleRef {
-                    resource_id: r.to_string(),
-                    role_id: "member".into(),
-                })
-                .collect(),
-            ..Default::default()
-        })
-        .await
-    }
-
-    pub async fn save_package(&self, package: AccessPackage) -> AccessPackage {
-        self.packages(ADMIN)
-            .create_access_package(CreateAccessPackageRequest {
-                access_package_id: package.id.clone(),
-                access_package: Some(package),
-                request_id: String::new(),
-            })
+        let roles: Vec<_> = resources.iter().map(|r| (*r, "member")).collect();
+        self.create_package(id, super::package(catalog, &id.to_uppercase(), &roles))
             .await
-            .expect("create package")
-            .into_inner()
     }
 
     pub async fn add_policy(&self, policy: AssignmentPolicy) -> AssignmentPolicy {
         self.try_add_policy(policy).await.expect("create policy")
     }
 
-    pub async fn try_add_policy(&self, policy: AssignmentPolicy) -> Result<AssignmentPolicy, Status> {
+    pub async fn try_add_policy(
+        &self,
+        policy: AssignmentPolicy,
+    ) -> Result<AssignmentPolicy, Status> {
         self.policies(ADMIN)
             .create_assignment_policy(CreateAssignmentPolicyRequest {
                 assignment_policy_id: policy.id.clone(),
@@ -215,7 +155,11 @@ impl TestServer {
     }
 
     /// Sends a request as `caller`.
-    pub async fn request(&self, caller: &str, request: AssignmentRequest) -> Result<AssignmentRequest, Status> {
+    pub async fn request(
+        &self,
+        caller: &str,
+        request: AssignmentRequest,
+    ) -> Result<AssignmentRequest, Status> {
         self.requests(caller)
             .create_assignment_request(CreateAssignmentRequestRequest {
                 assignment_request: Some(request),
@@ -249,7 +193,9 @@ impl TestServer {
     /// The (resource, role) pairs a user holds.
     pub async fn grants(&self, user: &str) -> Vec<(String, String)> {
         self.assignments(ADMIN)
-            .list_user_grants(ListUserGrantsRequest { user_id: user.into() })
+            .list_user_grants(ListUserGrantsRequest {
+                user_id: user.into(),
+            })
             .await
             .expect("list grants")
             .into_inner()
