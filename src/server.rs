@@ -116,7 +116,19 @@ pub async fn run(
             auth.clone(),
         ))
         .add_service(AccessPackagesServer::with_interceptor(
-            AccessPackagesApi::new(app),
+            AccessPackagesApi::new(app.clone()),
+            auth.clone(),
+        ))
+        .add_service(AssignmentPoliciesServer::with_interceptor(
+            AssignmentPoliciesApi::new(app.clone()),
+            auth.clone(),
+        ))
+        .add_service(AssignmentRequestsServer::with_interceptor(
+            AssignmentRequestsApi::new(app.clone()),
+            auth.clone(),
+        ))
+        .add_service(AssignmentsServer::with_interceptor(
+            AssignmentsApi::new(app),
             auth,
         ))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {

@@ -212,7 +212,7 @@ impl crate::pb::AssignmentPolicy {
                 );
             }
         }
-        let settings = self.requestor_settings.clone().unwrap_or_default();
+        let settings = self.requestor_settings.unwrap_or_default();
         if scope == Ok(AllowedTargetScope::NotSpecified)
             && (settings.enable_self_add || settings.enable_self_update)
         {

@@ -40,6 +40,12 @@ impl Entity for Catalog {
     fn validate(&self, check: &mut Check) {
         check.text("display_name", &self.display_name, MAX_NAME, true);
         check.text("description", &self.description, MAX_DESCRIPTION, false);
+        if self.id == TENANT_SCOPE {
+            check.fail(
+                "id",
+                format!("{TENANT_SCOPE:?} is reserved for tenant-wide roles"),
+            );
+        }
     }
 
     /// The built-in catalog stays; role assignments go with a catalog, while

@@ -47,8 +47,9 @@ impl Record for User {
         entries
     }
 
+    /// A deleted user no longer holds its organization in use.
     fn references(&self) -> Vec<Reference> {
-        if self.connected_organization_id.is_empty() {
+        if self.connected_organization_id.is_empty() || self.state == UserState::Deleted as i32 {
             Vec::new()
         } else {
             vec![Reference::new(

@@ -54,7 +54,7 @@ fn rule(effect: &str, id: String, actions: &[&str], resource: &str, conditions: 
 pub fn compile_policy(policy: &AssignmentPolicy) -> Vec<Rule> {
     let id = &policy.id;
     let resource = format!("resource == {}", entity("AssignmentPolicy", id));
-    let settings = policy.requestor_settings.clone().unwrap_or_default();
+    let settings = policy.requestor_settings.unwrap_or_default();
     let targets = policy.specific_allowed_targets.clone().unwrap_or_default();
     let mut rules = Vec::new();
 

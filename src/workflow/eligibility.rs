@@ -4,8 +4,8 @@
 use crate::domain::assignment_policy::POLICIES_BY_PACKAGE;
 use crate::domain::directory::targets;
 use crate::error::{Error, Result};
-use crate::pb::{AccessPackage, AssignmentPolicy, Catalog};
-use crate::policy::entities::{Subject, Target, policy_uid, slice, user_uid};
+use crate::pb::{AccessPackage, AssignmentPolicy, Catalog, User};
+use crate::policy::entities::{Subject, Target, load_subject, policy_uid, slice, user_uid};
 use crate::policy::{ChangeContext, Decision, PolicyEngine};
 use crate::store::ReadView;
 use crate::store::records::{self, Record};
@@ -49,6 +49,23 @@ pub fn decide(
             &entities,
         )
         .map_err(Error::internal)
+}
+
+/// PERMISSION_DENIED unless user `user_id` may do `action` through
+/// `policy`; `what` describes the change for the error message.
+pub fn require(
+    engine: &PolicyEngine,
+    view: &(impl ReadView + ?Sized),
+    user_id: &str,
+    policy: &AssignmentPolicy,
+    action: &str,
+    context: ChangeContext,
+    what: impl FnOnce() -> String,
+) -> Result<()> {
+    let user: User = records::require(view, user_id)?;
+    let subject = load_subject(view, user)?;
+    let decision = decide(engine, view, &subject, policy, action, context)?;
+    require_allowed(&decision, what)
 }
 
 /// PERMISSION_DENIED (with the deciding policy ids) unless allowed.

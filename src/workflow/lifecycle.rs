@@ -34,7 +34,7 @@ pub fn deliver_add(
             &format!("the target already holds the package (assignment {existing})"),
         );
     }
-    let window = request.effective_schedule.clone().unwrap_or_default();
+    let window = request.effective_schedule.unwrap_or_default();
     let assignment = Assignment {
         id: new_id(),
         target_id: request.target_id.clone(),

@@ -14,7 +14,6 @@ use crate::pb::{
     Schedule, User,
 };
 use crate::policy::compile::actions::{ADMIN_ASSIGN, EXTEND_ACCESS, REMOVE_ACCESS, REQUEST_ACCESS};
-use crate::policy::entities::load_subject;
 use crate::policy::{ChangeContext, PolicyEngine};
 use crate::store::records;
 use crate::store::{Store, Txn, write};
@@ -143,7 +142,7 @@ fn add(
     } else {
         input.target_id.clone()
     };
-    let target: User = records::require(txn, &target_id)?;
+    records::require::<User>(txn, &target_id)?;
     let policy: AssignmentPolicy = records::require(txn, &input.assignment_policy_id)?;
     if !input.access_package_id.is_empty() && input.access_package_id != policy.access_package_id {
         return Err(Error::invalid(
@@ -171,7 +170,6 @@ fn add(
 
     let now = epoch_seconds(actor.now);
     let window = schedule::for_add(&policy, input.schedule.as_ref(), now);
-    let subject = load_subject(txn, target)?;
     let context = ChangeContext {
         now,
         start: window.start,
@@ -182,8 +180,7 @@ fn add(
     } else {
         ADMIN_ASSIGN
     };
-    let decision = eligibility::decide(engine, txn, &subject, &policy, action, context)?;
-    eligibility::require_allowed(&decision, || {
+    eligibility::require(engine, txn, &target_id, &policy, action, context, || {
         format!(
             "user {target_id:?} may not get package {:?} through policy {:?}",
             policy.access_package_id, policy.id
@@ -216,7 +213,7 @@ fn check_requestor_input(
     input: &AssignmentRequest,
     by_user: bool,
 ) -> Result<()> {
-    let settings = policy.requestor_settings.clone().unwrap_or_default();
+    let settings = policy.requestor_settings.unwrap_or_default();
     if by_user && settings.justification_required && input.justification.trim().is_empty() {
         return Err(Error::invalid(
             "assignment_request.justification",
@@ -304,20 +301,25 @@ fn update(
         .and_then(|s| s.end_time)
         .map(|t| t.seconds);
     if by_user {
-        let target: User = records::require(txn, &assignment.target_id)?;
-        let subject = load_subject(txn, target)?;
         let context = ChangeContext {
             now,
             start: now,
             custom_schedule: asked_end.is_some(),
         };
-        let decision = eligibility::decide(engine, txn, &subject, &policy, EXTEND_ACCESS, context)?;
-        eligibility::require_allowed(&decision, || {
-            format!(
-                "user {:?} may not extend assignment {:?}",
-                assignment.target_id, assignment.id
-            )
-        })?;
+        eligibility::require(
+            engine,
+            txn,
+            &assignment.target_id,
+            &policy,
+            EXTEND_ACCESS,
+            context,
+            || {
+                format!(
+                    "user {:?} may not extend assignment {:?}",
+                    assignment.target_id, assignment.id
+                )
+            },
+        )?;
     }
     let end = schedule::for_update(&policy, asked_end, now);
     schedule::Window { start: now, end }.check()?;
@@ -347,21 +349,26 @@ fn remove(
     let assignment = changed_assignment(txn, actor, kind, &input)?;
     if by_user {
         let policy: AssignmentPolicy = records::require(txn, &assignment.assignment_policy_id)?;
-        let target: User = records::require(txn, &assignment.target_id)?;
-        let subject = load_subject(txn, target)?;
         let now = epoch_seconds(actor.now);
         let context = ChangeContext {
             now,
             start: now,
             custom_schedule: false,
         };
-        let decision = eligibility::decide(engine, txn, &subject, &policy, REMOVE_ACCESS, context)?;
-        eligibility::require_allowed(&decision, || {
-            format!(
-                "policy {:?} does not let its users remove their own assignment",
-                policy.id
-            )
-        })?;
+        eligibility::require(
+            engine,
+            txn,
+            &assignment.target_id,
+            &policy,
+            REMOVE_ACCESS,
+            context,
+            || {
+                format!(
+                    "policy {:?} does not let its users remove their own assignment",
+                    policy.id
+                )
+            },
+        )?;
     }
     let reason = if by_user {
         EndReason::RemovedByUser

@@ -34,7 +34,7 @@ impl Window {
 
 /// The latest end the policy allows for access starting at `start`.
 pub fn policy_end(policy: &AssignmentPolicy, start: i64) -> Option<i64> {
-    let expiration = policy.expiration.clone().unwrap_or_default();
+    let expiration = policy.expiration.unwrap_or_default();
     match expiration.r#type() {
         ExpirationType::AfterDuration => {
             expiration.duration.map(|d| start.saturating_add(d.seconds))

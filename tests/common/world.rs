@@ -205,3 +205,86 @@ impl TestServer {
             .collect()
     }
 }
+
+/// Reading back requests, assignments and grants, and canceling requests.
+impl TestServer {
+    /// Every request a ListAssignmentRequests call with `filter` lists,
+    /// across pages.
+    pub async fn list_requests(&self, filter: ListAssignmentRequestsRequest) -> Vec<AssignmentRequest> {
+        let client = self.requests(ADMIN);
+        let pages = super::pages(|page_token| {
+            let request = ListAssignmentRequestsRequest {
+                page_token,
+                ..filter.clone()
+            };
+            let mut client = client.clone();
+            async move {
+                let page = client.list_assignment_requests(request).await?.into_inner();
+                Ok((page.assignment_requests, page.next_page_token))
+            }
+        })
+        .await;
+        pages.concat()
+    }
+
+    /// The requests for `package`, oldest first.
+    pub async fn package_requests(&self, package: &str) -> Vec<AssignmentRequest> {
+        self.list_requests(ListAssignmentRequestsRequest {
+            access_package_id: package.into(),
+            ..Default::default()
+        })
+        .await
+    }
+
+    /// The requests for `user`, oldest first.
+    pub async fn user_requests(&self, user: &str) -> Vec<AssignmentRequest> {
+        self.list_requests(ListAssignmentRequestsRequest {
+            target_id: user.into(),
+            ..Default::default()
+        })
+        .await
+    }
+
+    pub async fn get_request(&self, id: &str) -> AssignmentRequest {
+        self.requests(ADMIN)
+            .get_assignment_request(GetAssignmentRequestRequest { id: id.into() })
+            .await
+            .expect("get assignment request")
+            .into_inner()
+    }
+
+    pub async fn cancel_request(&self, caller: &str, id: &str) -> Result<AssignmentRequest, Status> {
+        self.requests(caller)
+            .cancel_assignment_request(CancelAssignmentRequestRequest { id: id.into() })
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    /// The assignments of `user` (one page is enough for tests).
+    pub async fn user_assignments(&self, user: &str) -> Vec<Assignment> {
+        let response = self
+            .assignments(ADMIN)
+            .list_assignments(ListAssignmentsRequest {
+                target_id: user.into(),
+                page_size: 100,
+                ..Default::default()
+            })
+            .await
+            .expect("list assignments")
+            .into_inner();
+        assert_eq!(response.next_page_token, "", "more than one page");
+        response.assignments
+    }
+
+    /// The grants of `user`, with the assignments that give them.
+    pub async fn user_grants(&self, user: &str) -> Vec<Grant> {
+        self.assignments(ADMIN)
+            .list_user_grants(ListUserGrantsRequest {
+                user_id: user.into(),
+            })
+            .await
+            .expect("list grants")
+            .into_inner()
+            .grants
+    }
+}
