@@ -23,10 +23,12 @@ use crate::api::catalogs::CatalogsApi;
 use crate::api::directory::DirectoryApi;
 use crate::api::policies::AssignmentPoliciesApi;
 use crate::api::requests::AssignmentRequestsApi;
+use crate::api::settings::SettingsApi;
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::domain::catalog::ensure_general_catalog;
 use crate::domain::entity::Actor;
+use crate::domain::settings::ensure_settings;
 use crate::pb;
 use crate::pb::access_packages_server::AccessPackagesServer;
 use crate::pb::assignment_policies_server::AssignmentPoliciesServer;
@@ -34,18 +36,20 @@ use crate::pb::assignment_requests_server::AssignmentRequestsServer;
 use crate::pb::assignments_server::AssignmentsServer;
 use crate::pb::catalogs_server::CatalogsServer;
 use crate::pb::directory_server::DirectoryServer;
+use crate::pb::settings_server::SettingsServer;
 use crate::policy::PolicyEngine;
 use crate::store::sled_store::SledStore;
 use crate::workflow::scheduler::{self, SYSTEM_ACTOR};
 
 /// Names of every entitlements service, as health checks know them.
-pub const SERVICE_NAMES: [&str; 6] = [
+pub const SERVICE_NAMES: [&str; 7] = [
     <DirectoryServer<DirectoryApi> as NamedService>::NAME,
     <CatalogsServer<CatalogsApi> as NamedService>::NAME,
     <AccessPackagesServer<AccessPackagesApi> as NamedService>::NAME,
     <AssignmentPoliciesServer<AssignmentPoliciesApi> as NamedService>::NAME,
     <AssignmentRequestsServer<AssignmentRequestsApi> as NamedService>::NAME,
     <AssignmentsServer<AssignmentsApi> as NamedService>::NAME,
+    <SettingsServer<SettingsApi> as NamedService>::NAME,
 ];
 
 /// Loads the operator's policies, or the built-in ones.
@@ -84,7 +88,8 @@ pub async fn run(
         id: SYSTEM_ACTOR.into(),
         now: clock.now(),
     };
-    ensure_general_catalog(store.as_ref(), system).await?;
+    ensure_general_catalog(store.as_ref(), system.clone()).await?;
+    ensure_settings(store.as_ref(), system).await?;
     let app = App::new(store.clone(), clock.clone(), policies);
     let (stop_background, background_stop) = tokio::sync::watch::channel(false);
     let background = scheduler::spawn(
@@ -128,7 +133,11 @@ pub async fn run(
             auth.clone(),
         ))
         .add_service(AssignmentsServer::with_interceptor(
-            AssignmentsApi::new(app),
+            AssignmentsApi::new(app.clone()),
+            auth.clone(),
+        ))
+        .add_service(SettingsServer::with_interceptor(
+            SettingsApi::new(app),
             auth,
         ))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {

@@ -16,13 +16,14 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
 
-const SERVICES: [&str; 6] = [
+const SERVICES: [&str; 7] = [
     "entitlements.v1.Directory",
     "entitlements.v1.Catalogs",
     "entitlements.v1.AccessPackages",
     "entitlements.v1.AssignmentPolicies",
     "entitlements.v1.AssignmentRequests",
     "entitlements.v1.Assignments",
+    "entitlements.v1.Settings",
 ];
 
 fn check(service: &str) -> HealthCheckRequest {

@@ -9,6 +9,7 @@ pub mod directory;
 pub mod paging;
 pub mod policies;
 pub mod requests;
+pub mod settings;
 pub mod status;
 
 use std::sync::Arc;

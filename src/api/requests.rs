@@ -8,7 +8,7 @@ use crate::error::Error;
 use crate::pb::assignment_requests_server::AssignmentRequests;
 use crate::pb::*;
 use crate::store::records::{Record, Source};
-use crate::workflow::requests;
+use crate::workflow::{approval, requests};
 
 use super::App;
 use super::paging::PageRequest;
@@ -20,6 +20,24 @@ pub struct AssignmentRequestsApi {
 impl AssignmentRequestsApi {
     pub fn new(app: App) -> Self {
         Self { app }
+    }
+
+    async fn decide(
+        &self,
+        request: Request<DecideAssignmentRequestRequest>,
+        approve: bool,
+    ) -> Result<Response<AssignmentRequest>, Status> {
+        let actor = self.app.actor(&request)?;
+        let r = request.into_inner();
+        let input = approval::DecisionInput {
+            id: r.id,
+            stage: r.stage,
+            approve,
+            justification: r.justification,
+        };
+        let decided =
+            approval::decide(self.app.store(), self.app.policies.clone(), actor, input).await?;
+        Ok(Response::new(decided))
     }
 }
 
@@ -103,6 +121,44 @@ impl AssignmentRequests for AssignmentRequestsApi {
         let listed = crud::list(self.app.store(), source, keep, page.size, page.after())?;
         let next_page_token = page.next_token(&listed, |q: &AssignmentRequest| q.id.clone());
         Ok(Response::new(ListAssignmentRequestsResponse {
+            assignment_requests: listed.items,
+            next_page_token,
+        }))
+    }
+
+    async fn approve_assignment_request(
+        &self,
+        request: Request<DecideAssignmentRequestRequest>,
+    ) -> Result<Response<AssignmentRequest>, Status> {
+        self.decide(request, true).await
+    }
+
+    async fn deny_assignment_request(
+        &self,
+        request: Request<DecideAssignmentRequestRequest>,
+    ) -> Result<Response<AssignmentRequest>, Status> {
+        self.decide(request, false).await
+    }
+
+    async fn list_pending_approvals(
+        &self,
+        request: Request<ListPendingApprovalsRequest>,
+    ) -> Result<Response<ListPendingApprovalsResponse>, Status> {
+        let actor = self.app.actor(&request)?;
+        let r = request.into_inner();
+        let page = PageRequest::parse(r.page_size, &r.page_token, &[&actor.id])?;
+        let pending = approval::pending_for(self.app.store(), &actor.id)?;
+        let after = page.after().unwrap_or_default().to_string();
+        let mut rest = pending
+            .into_iter()
+            .filter(|q| q.id.as_str() > after.as_str());
+        let items: Vec<_> = rest.by_ref().take(page.size).collect();
+        let listed = crud::Listed {
+            more: rest.next().is_some(),
+            items,
+        };
+        let next_page_token = page.next_token(&listed, |q: &AssignmentRequest| q.id.clone());
+        Ok(Response::new(ListPendingApprovalsResponse {
             assignment_requests: listed.items,
             next_page_token,
         }))

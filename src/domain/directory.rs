@@ -11,6 +11,7 @@ use crate::store::records::{self, IndexEntry, Record, Reference, Source};
 use crate::store::{ReadView, Txn};
 
 use super::entity::{Actor, Entity, record_info, stamp};
+use super::request::time_key;
 use super::validate::{
     Check, MAX_ATTRIBUTE_KEY, MAX_ATTRIBUTE_VALUE, MAX_ATTRIBUTES, MAX_DESCRIPTION, MAX_EMAIL,
     MAX_IDENTITY_SOURCES, MAX_LIST, MAX_NAME,
@@ -20,6 +21,8 @@ use super::{mutable_fields, tracked_fields};
 // Index names, shared by writers and listings.
 pub const USERS_BY_ORGANIZATION: &str = "organization";
 pub const USERS_BY_EMAIL: &str = "email";
+/// Blocked governed guests by when they are to be deleted.
+pub const USERS_BY_DELETE_TIME: &str = "delete_due";
 pub const USERS_IN_GROUP: &str = "users";
 pub const GROUPS_IN_GROUP: &str = "groups";
 pub const GROUPS_OF_USER: &str = "of_user";
@@ -43,6 +46,15 @@ impl Record for User {
         }
         if !self.email.is_empty() {
             entries.push(IndexEntry::new(USERS_BY_EMAIL, &self.email, &self.id));
+        }
+        if let Some(time) = self.scheduled_delete_time
+            && self.state == UserState::Blocked as i32
+        {
+            entries.push(IndexEntry::new(
+                USERS_BY_DELETE_TIME,
+                time_key(time.seconds),
+                &self.id,
+            ));
         }
         entries
     }
@@ -79,6 +91,7 @@ impl Entity for User {
             // Output only: what a client sends on create is ignored.
             self.governed = false;
             self.delete_time = None;
+            self.scheduled_delete_time = None;
         }
         self.email = self.email.trim().to_lowercase();
         if self.kind == UserKind::Unspecified as i32 {
@@ -86,6 +99,10 @@ impl Entity for User {
         }
         if self.state == UserState::Unspecified as i32 {
             self.state = old.map_or(UserState::Active as i32, |o| o.state);
+        }
+        // Unblocking a guest calls off their scheduled deletion.
+        if self.state == UserState::Active as i32 {
+            self.scheduled_delete_time = None;
         }
     }
 
@@ -179,6 +196,7 @@ pub fn delete_user(txn: &mut dyn Txn, id: &str, etag: &str, actor: &Actor) -> Re
     let mut user = old.clone();
     user.state = UserState::Deleted as i32;
     user.delete_time = Some(crate::clock::to_timestamp(actor.now));
+    user.scheduled_delete_time = None;
     stamp(&mut user, Some(&old), actor, txn.revision());
     records::save(txn, Some(&old), &user)?;
     Ok(user)

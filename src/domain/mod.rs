@@ -8,6 +8,7 @@ pub mod directory;
 pub mod entity;
 pub mod package;
 pub mod request;
+pub mod settings;
 pub mod validate;
 
 /// Implements the bookkeeping accessors of [`entity::Entity`] for a message

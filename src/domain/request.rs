@@ -3,7 +3,9 @@
 //! away (so no request is left pending against a deleted user or policy).
 
 use crate::error::{Error, Result};
-use crate::pb::{AssignmentRequest, RequestState, RequestType, StateChange};
+use crate::pb::{
+    ApprovalStageStatus, AssignmentRequest, RequestState, RequestType, StageState, StateChange,
+};
 use crate::store::Txn;
 use crate::store::records::{self, IndexEntry, Record, Reference};
 
@@ -18,6 +20,11 @@ pub const OPEN_BY_POLICY: &str = "open_policy";
 pub const OPEN_BY_PACKAGE: &str = "open_package";
 /// Scheduled requests by start time (see [`time_key`]).
 pub const SCHEDULED_BY_START: &str = "starts";
+/// Requests waiting for approval, by approver user and by approver group.
+pub const PENDING_FOR_USER: &str = "approver_user";
+pub const PENDING_FOR_GROUP: &str = "approver_group";
+/// Requests waiting for approval, by when their current stage times out.
+pub const STAGE_DUE: &str = "stage_due";
 /// At most one open add request per (target, package).
 pub const OPEN_ADD: &str = "open_add";
 /// At most one open update or remove request per assignment.
@@ -73,6 +80,18 @@ impl Record for AssignmentRequest {
                 &self.access_package_id,
                 &self.id,
             ));
+        }
+        if self.state() == RequestState::PendingApproval
+            && let Some(stage) = current_stage(self)
+        {
+            for user in &stage.approver_user_ids {
+                entries.push(IndexEntry::new(PENDING_FOR_USER, user, &self.id));
+            }
+            for group in &stage.approver_group_ids {
+                entries.push(IndexEntry::new(PENDING_FOR_GROUP, group, &self.id));
+            }
+            let due = stage.due_time.map_or(0, |t| t.seconds);
+            entries.push(IndexEntry::new(STAGE_DUE, time_key(due), &self.id));
         }
         if self.state() == RequestState::Scheduled {
             let start = self
@@ -147,6 +166,9 @@ pub fn transition(
         )));
     }
     request.set_state(to);
+    if to == RequestState::Canceled {
+        close_current_stage(request, StageState::Canceled);
+    }
     let time = crate::clock::to_timestamp(actor.now);
     request.history.push(StateChange {
         state: to as i32,
@@ -158,6 +180,23 @@ pub fn transition(
         request.complete_time = Some(time);
     }
     Ok(())
+}
+
+/// The approval stage waiting for decisions, if any.
+pub fn current_stage(request: &AssignmentRequest) -> Option<&ApprovalStageStatus> {
+    request
+        .approval_stages
+        .last()
+        .filter(|s| s.state() == StageState::Pending)
+}
+
+/// Ends the waiting approval stage, if any, in `state`.
+pub fn close_current_stage(request: &mut AssignmentRequest, state: StageState) {
+    if let Some(stage) = request.approval_stages.last_mut()
+        && stage.state() == StageState::Pending
+    {
+        stage.set_state(state);
+    }
 }
 
 /// Stores a changed request with fresh bookkeeping.

@@ -3,7 +3,9 @@
 //! `<package-id>/...`, which decisions report. Ids are validated to a
 //! quote-free alphabet before they get here, so they embed safely.
 
-use crate::pb::{AccessPackage, AllowedTargetScope, AssignmentPolicy, ExpirationType};
+use crate::pb::{
+    AccessPackage, AllowedTargetScope, Approver, AssignmentPolicy, ExpirationType, approver,
+};
 
 const NAMESPACE: &str = "Entitlements";
 
@@ -20,6 +22,7 @@ pub mod actions {
     pub const EXTEND_ACCESS: &str = "ExtendAccess";
     pub const REMOVE_ACCESS: &str = "RemoveAccess";
     pub const ADMIN_ASSIGN: &str = "AdminAssign";
+    pub const APPROVE: &str = "Approve";
 }
 use actions::*;
 
@@ -145,6 +148,43 @@ pub fn compile_policy(policy: &AssignmentPolicy) -> Vec<Rule> {
         ));
     }
 
+    // Approval: who may decide each stage. The role sets (managers,
+    // sponsors) are resolved when the stage starts and reach Cedar as
+    // attributes of the request.
+    let request_in_policy = format!("resource in {}", entity("AssignmentPolicy", id));
+    for (index, stage) in policy
+        .approval_settings
+        .iter()
+        .flat_map(|a| &a.stages)
+        .enumerate()
+    {
+        let n = index + 1;
+        for (list, approvers, fallback) in [
+            ("primary", &stage.primary_approvers, false),
+            ("fallback", &stage.fallback_approvers, true),
+        ] {
+            let Some(who) = approver_condition(approvers) else {
+                continue;
+            };
+            let gate = if fallback {
+                "resource.fallback"
+            } else {
+                "!resource.fallback"
+            };
+            rules.push(rule(
+                "permit",
+                format!("{id}/approve/stage-{n}/{list}"),
+                &[APPROVE],
+                &request_in_policy,
+                &[
+                    format!("resource.stage == {n}"),
+                    gate.to_string(),
+                    format!("({who})"),
+                ],
+            ));
+        }
+    }
+
     // Lifetime.
     if !settings.allow_custom_schedule {
         rules.push(rule(
@@ -168,6 +208,45 @@ pub fn compile_policy(policy: &AssignmentPolicy) -> Vec<Rule> {
         ));
     }
     rules
+}
+
+/// "The principal is one of `approvers`", or None for an empty list.
+fn approver_condition(approvers: &[Approver]) -> Option<String> {
+    let mut users = Vec::new();
+    let mut groups = Vec::new();
+    let mut roles = Vec::new();
+    for approver in approvers {
+        match &approver.approver {
+            Some(approver::Approver::UserId(user)) => users.push(user.clone()),
+            Some(approver::Approver::GroupId(group)) => groups.push(group.clone()),
+            Some(approver::Approver::ManagerLevel(2)) => roles.push("resource.secondManager"),
+            Some(approver::Approver::ManagerLevel(_)) => roles.push("resource.manager"),
+            Some(approver::Approver::InternalSponsors(_)) => {
+                roles.push("resource.internalSponsors")
+            }
+            Some(approver::Approver::ExternalSponsors(_)) => {
+                roles.push("resource.externalSponsors")
+            }
+            None => {}
+        }
+    }
+    let mut conditions = Vec::new();
+    if !users.is_empty() {
+        conditions.push(format!(
+            "{}.contains(principal)",
+            entity_set("User", &users)
+        ));
+    }
+    if !groups.is_empty() {
+        conditions.push(format!("principal in {}", entity_set("Group", &groups)));
+    }
+    roles.dedup();
+    conditions.extend(
+        roles
+            .into_iter()
+            .map(|set| format!("{set}.contains(principal)")),
+    );
+    (!conditions.is_empty()).then(|| conditions.join(" || "))
 }
 
 /// The separation-of-duties policies of a package: holding an incompatible

@@ -12,8 +12,8 @@ use crate::domain::assignment_policy::is_external_scope;
 use crate::domain::directory::{GROUPS_OF_GROUP, GROUPS_OF_USER, targets};
 use crate::error::Result;
 use crate::pb::{
-    AccessPackage, Assignment, AssignmentPolicy, Catalog, ConnectedOrganization,
-    ConnectedOrganizationState, GroupMembership, User, UserKind, UserState,
+    AccessPackage, ApprovalStageStatus, Assignment, AssignmentPolicy, AssignmentRequest, Catalog,
+    ConnectedOrganization, ConnectedOrganizationState, GroupMembership, User, UserKind, UserState,
 };
 use crate::store::ReadView;
 use crate::store::records::{self, Record};
@@ -113,11 +113,62 @@ fn user_kind(user: &User) -> &'static str {
     }
 }
 
-/// The entities of one decision about `subject` and `target`.
+/// The entities of one access-change decision about `subject` and `target`.
 pub fn slice(subject: &Subject, target: &Target<'_>) -> anyhow::Result<Entities> {
-    let user = &subject.user;
     let mut entities = Vec::new();
+    push_subject(&mut entities, subject)?;
+    push_target(&mut entities, target);
+    Ok(Entities::from_entities(entities, None)?)
+}
 
+/// An approval stage as Cedar sees it.
+pub struct Stage<'a> {
+    pub request: &'a AssignmentRequest,
+    pub status: &'a ApprovalStageStatus,
+}
+
+pub fn request_uid(id: &str) -> EntityUid {
+    uid("AssignmentRequest", id)
+}
+
+/// The entities of an approval decision by `approver` on `stage`.
+pub fn approval_slice(
+    approver: &Subject,
+    stage: &Stage<'_>,
+    target: &Target<'_>,
+) -> anyhow::Result<Entities> {
+    let mut entities = Vec::new();
+    push_subject(&mut entities, approver)?;
+    push_target(&mut entities, target);
+    let users = |ids: &[String]| {
+        RestrictedExpression::new_set(
+            ids.iter()
+                .map(|id| RestrictedExpression::new_entity_uid(user_uid(id))),
+        )
+    };
+    let status = stage.status;
+    entities.push(build(
+        request_uid(&stage.request.id),
+        vec![
+            (
+                "target",
+                RestrictedExpression::new_entity_uid(user_uid(&stage.request.target_id)),
+            ),
+            ("stage", RestrictedExpression::new_long(status.stage.into())),
+            ("fallback", RestrictedExpression::new_bool(status.fallback)),
+            ("manager", users(&status.manager_ids)),
+            ("secondManager", users(&status.second_manager_ids)),
+            ("internalSponsors", users(&status.internal_sponsor_ids)),
+            ("externalSponsors", users(&status.external_sponsor_ids)),
+        ],
+        [policy_uid(&target.policy.id)],
+    ));
+    Ok(Entities::from_entities(entities, None)?)
+}
+
+/// The user, their organization and their groups (with ancestors).
+fn push_subject(entities: &mut Vec<Entity>, subject: &Subject) -> anyhow::Result<()> {
+    let user = &subject.user;
     let mut parents: Vec<EntityUid> = subject
         .direct_groups
         .iter()
@@ -175,7 +226,11 @@ pub fn slice(subject: &Subject, target: &Target<'_>) -> anyhow::Result<Entities>
             group_parents.iter().map(|p| uid("Group", p)),
         ));
     }
+    Ok(())
+}
 
+/// The policy with its package and catalog.
+fn push_target(entities: &mut Vec<Entity>, target: &Target<'_>) {
     let catalog = uid("Catalog", &target.catalog.id);
     let package = uid("AccessPackage", &target.package.id);
     entities.push(build(
@@ -215,5 +270,4 @@ pub fn slice(subject: &Subject, target: &Target<'_>) -> anyhow::Result<Entities>
         ],
         [package],
     ));
-    Ok(Entities::from_entities(entities, None)?)
 }

@@ -49,6 +49,38 @@ pub struct ChangeContext {
     pub custom_schedule: bool,
 }
 
+/// The context of a decision, by kind of action.
+#[derive(Debug, Clone, Copy)]
+pub enum Facts {
+    /// RequestAccess, ExtendAccess, RemoveAccess, AdminAssign.
+    Change(ChangeContext),
+    /// Approve.
+    Approval { now: i64 },
+}
+
+impl From<ChangeContext> for Facts {
+    fn from(context: ChangeContext) -> Self {
+        Self::Change(context)
+    }
+}
+
+impl Facts {
+    fn context(self) -> Result<Context, cedar_policy::ContextCreationError> {
+        let pairs = match self {
+            Facts::Change(c) => vec![
+                ("now", RestrictedExpression::new_long(c.now)),
+                ("start", RestrictedExpression::new_long(c.start)),
+                (
+                    "customSchedule",
+                    RestrictedExpression::new_bool(c.custom_schedule),
+                ),
+            ],
+            Facts::Approval { now } => vec![("now", RestrictedExpression::new_long(now))],
+        };
+        Context::from_pairs(pairs.into_iter().map(|(k, v)| (k.to_string(), v)))
+    }
+}
+
 struct Shard {
     /// Revisions of the package and its policies the set was built from.
     built_from: Vec<(String, u64)>,
@@ -190,24 +222,11 @@ impl PolicyEngine {
         principal: EntityUid,
         action: &str,
         resource: EntityUid,
-        context: ChangeContext,
+        facts: impl Into<Facts>,
         entities: &Entities,
     ) -> anyhow::Result<Decision> {
         let action = EntityUid::from_str(&compile::entity("Action", action))?;
-        let context = Context::from_pairs([
-            (
-                "now".to_string(),
-                RestrictedExpression::new_long(context.now),
-            ),
-            (
-                "start".to_string(),
-                RestrictedExpression::new_long(context.start),
-            ),
-            (
-                "customSchedule".to_string(),
-                RestrictedExpression::new_bool(context.custom_schedule),
-            ),
-        ])?;
+        let context = facts.into().context()?;
         let request = Request::new(principal, action, resource, context, Some(&self.schema))?;
         let response = Authorizer::new().is_authorized(&request, set, entities);
         let diagnostics = response.diagnostics();

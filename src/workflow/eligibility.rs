@@ -1,6 +1,10 @@
 //! Asks Cedar whether a change to a user's access may happen through a
 //! policy.
 
+use std::sync::Arc;
+
+use cedar_policy::PolicySet;
+
 use crate::domain::assignment_policy::POLICIES_BY_PACKAGE;
 use crate::domain::directory::targets;
 use crate::error::{Error, Result};
@@ -19,29 +23,11 @@ pub fn decide(
     action: &str,
     context: ChangeContext,
 ) -> Result<Decision> {
-    let package: AccessPackage = records::require(view, &policy.access_package_id)?;
-    let catalog: Catalog = records::require(view, &package.catalog_id)?;
-    let mut policies = Vec::new();
-    for id in targets(
-        view,
-        AssignmentPolicy::KIND,
-        POLICIES_BY_PACKAGE,
-        &package.id,
-    )? {
-        policies.extend(records::load::<AssignmentPolicy>(view, &id)?);
-    }
-    let set = engine
-        .package_set(&package, &policies)
-        .map_err(Error::internal)?;
-    let target = Target {
-        policy,
-        package: &package,
-        catalog: &catalog,
-    };
-    let entities = slice(subject, &target).map_err(Error::internal)?;
+    let scope = PolicyScope::load(engine, view, policy)?;
+    let entities = slice(subject, &scope.target(policy)).map_err(Error::internal)?;
     engine
         .decide(
-            &set,
+            &scope.set,
             user_uid(&subject.user.id),
             action,
             policy_uid(&policy.id),
@@ -51,20 +37,68 @@ pub fn decide(
         .map_err(Error::internal)
 }
 
-/// PERMISSION_DENIED unless user `user_id` may do `action` through
-/// `policy`; `what` describes the change for the error message.
+/// What every decision through a policy needs: its package, catalog, and
+/// the package's policy set.
+pub struct PolicyScope {
+    pub package: AccessPackage,
+    pub catalog: Catalog,
+    pub set: Arc<PolicySet>,
+}
+
+impl PolicyScope {
+    pub fn load(
+        engine: &PolicyEngine,
+        view: &(impl ReadView + ?Sized),
+        policy: &AssignmentPolicy,
+    ) -> Result<Self> {
+        let package: AccessPackage = records::require(view, &policy.access_package_id)?;
+        let catalog: Catalog = records::require(view, &package.catalog_id)?;
+        let mut policies = Vec::new();
+        for id in targets(
+            view,
+            AssignmentPolicy::KIND,
+            POLICIES_BY_PACKAGE,
+            &package.id,
+        )? {
+            policies.extend(records::load::<AssignmentPolicy>(view, &id)?);
+        }
+        let set = engine
+            .package_set(&package, &policies)
+            .map_err(Error::internal)?;
+        Ok(Self {
+            package,
+            catalog,
+            set,
+        })
+    }
+
+    pub fn target<'a>(&'a self, policy: &'a AssignmentPolicy) -> Target<'a> {
+        Target {
+            policy,
+            package: &self.package,
+            catalog: &self.catalog,
+        }
+    }
+}
+
+/// A directory user as decisions see them.
+pub fn subject_of(view: &(impl ReadView + ?Sized), user_id: &str) -> Result<Subject> {
+    let user: User = records::require(view, user_id)?;
+    load_subject(view, user)
+}
+
+/// PERMISSION_DENIED unless `subject` may do `action` through `policy`;
+/// `what` describes the change for the error message.
 pub fn require(
     engine: &PolicyEngine,
     view: &(impl ReadView + ?Sized),
-    user_id: &str,
+    subject: &Subject,
     policy: &AssignmentPolicy,
     action: &str,
     context: ChangeContext,
     what: impl FnOnce() -> String,
 ) -> Result<()> {
-    let user: User = records::require(view, user_id)?;
-    let subject = load_subject(view, user)?;
-    let decision = decide(engine, view, &subject, policy, action, context)?;
+    let decision = decide(engine, view, subject, policy, action, context)?;
     require_allowed(&decision, what)
 }
 

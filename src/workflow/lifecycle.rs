@@ -6,11 +6,14 @@
 use crate::domain::assignment::{ACTIVE_PAIR, ASSIGNMENTS_BY_TARGET};
 use crate::domain::crud::new_id;
 use crate::domain::directory::{self, targets};
+use crate::domain::entity::stamp;
 use crate::domain::entity::{Actor, record_info};
 use crate::domain::request::{OPEN_BY_TARGET, cancel_open, pair_key, save_request, transition};
+use crate::domain::settings;
 use crate::error::Result;
 use crate::pb::{
-    Assignment, AssignmentRequest, AssignmentState, EndReason, RequestState, RequestType, User,
+    Assignment, AssignmentRequest, AssignmentState, EndReason, ExternalUserLifecycle, RequestState,
+    RequestType, User, UserKind, UserState,
 };
 use crate::store::Txn;
 use crate::store::records::{self, Record};
@@ -34,6 +37,7 @@ pub fn deliver_add(
             &format!("the target already holds the package (assignment {existing})"),
         );
     }
+    create_governed_guest(txn, request, actor)?;
     let window = request.effective_schedule.unwrap_or_default();
     let assignment = Assignment {
         id: new_id(),
@@ -51,6 +55,50 @@ pub fn deliver_add(
     records::save(txn, None, &assignment)?;
     request.assignment_id = assignment.id;
     transition(request, RequestState::Delivered, actor, "")
+}
+
+/// An add request goes SCHEDULED for a future start, or is delivered now.
+pub fn schedule_or_deliver(
+    txn: &mut dyn Txn,
+    request: &mut AssignmentRequest,
+    now: i64,
+    actor: &Actor,
+) -> Result<()> {
+    let start = request
+        .effective_schedule
+        .and_then(|s| s.start_time)
+        .map_or(now, |t| t.seconds);
+    if start > now {
+        transition(request, RequestState::Scheduled, actor, "")
+    } else {
+        deliver_add(txn, request, actor)
+    }
+}
+
+/// An approved external requestor joins the directory as a governed guest.
+fn create_governed_guest(
+    txn: &mut dyn Txn,
+    request: &AssignmentRequest,
+    actor: &Actor,
+) -> Result<()> {
+    let Some(external) = &request.external_requestor else {
+        return Ok(());
+    };
+    if records::exists::<User>(txn, &request.target_id)? {
+        return Ok(());
+    }
+    let mut guest = User {
+        id: request.target_id.clone(),
+        display_name: external.display_name.clone(),
+        email: external.email.clone(),
+        kind: UserKind::Guest as i32,
+        state: UserState::Active as i32,
+        connected_organization_id: external.connected_organization_id.clone(),
+        governed: true,
+        ..Default::default()
+    };
+    stamp(&mut guest, None, actor, txn.revision());
+    records::save(txn, None, &guest)
 }
 
 /// Delivers an update request: the assignment (same id) gets the new end.
@@ -92,7 +140,68 @@ fn end_assignment(
     assignment.set_end_reason(reason);
     assignment.ended_time = Some(crate::clock::to_timestamp(actor.now));
     assignment.info = Some(record_info(actor, txn.revision(), old.info.as_ref()));
-    records::save(txn, Some(old), &assignment)
+    records::save(txn, Some(old), &assignment)?;
+    apply_guest_lifecycle(txn, &assignment.target_id, actor)
+}
+
+fn holds_any_assignment(txn: &dyn Txn, user_id: &str) -> Result<bool> {
+    for id in targets(txn, Assignment::KIND, ASSIGNMENTS_BY_TARGET, user_id)? {
+        if records::load::<Assignment>(txn, &id)?.is_some_and(|a| a.is_active()) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// A governed guest who lost their last assignment is blocked, and under
+/// BLOCK_SIGN_IN_AND_DELETE scheduled for deletion. Other users are never
+/// touched.
+fn apply_guest_lifecycle(txn: &mut dyn Txn, user_id: &str, actor: &Actor) -> Result<()> {
+    let Some(old) = records::load::<User>(txn, user_id)? else {
+        return Ok(());
+    };
+    let governed_guest =
+        old.governed && old.kind() == UserKind::Guest && old.state() == UserState::Active;
+    if !governed_guest || holds_any_assignment(txn, user_id)? {
+        return Ok(());
+    }
+    let settings = settings::current(txn)?;
+    let mut user = old.clone();
+    match settings.external_user_lifecycle() {
+        ExternalUserLifecycle::None | ExternalUserLifecycle::Unspecified => return Ok(()),
+        ExternalUserLifecycle::BlockSignIn => user.set_state(UserState::Blocked),
+        ExternalUserLifecycle::BlockSignInAndDelete => {
+            user.set_state(UserState::Blocked);
+            let after = settings.delete_after.map_or(0, |d| d.seconds);
+            user.scheduled_delete_time =
+                Some(timestamp(epoch_seconds(actor.now).saturating_add(after)));
+        }
+    }
+    stamp(&mut user, Some(&old), actor, txn.revision());
+    records::save(txn, Some(&old), &user)
+}
+
+/// Deletes a governed guest whose deletion is due, unless they are no
+/// longer blocked or hold an assignment again; false when nothing was due.
+pub fn delete_guest_if_due(txn: &mut dyn Txn, user_id: &str, actor: &Actor) -> Result<bool> {
+    let Some(old) = records::load::<User>(txn, user_id)? else {
+        return Ok(false);
+    };
+    let due = old
+        .scheduled_delete_time
+        .is_some_and(|t| t.seconds <= epoch_seconds(actor.now));
+    if !due || old.state() != UserState::Blocked {
+        return Ok(false);
+    }
+    if holds_any_assignment(txn, user_id)? {
+        let mut user = old.clone();
+        user.scheduled_delete_time = None;
+        stamp(&mut user, Some(&old), actor, txn.revision());
+        records::save(txn, Some(&old), &user)?;
+        return Ok(true);
+    }
+    delete_user(txn, user_id, "", actor)?;
+    Ok(true)
 }
 
 /// A new request in SUBMITTED, by `actor`.

@@ -3,7 +3,9 @@
 //! that runs them on time.
 
 pub mod answers;
+pub mod approval;
 pub mod eligibility;
+pub mod external;
 pub mod grants;
 pub mod lifecycle;
 pub mod requests;

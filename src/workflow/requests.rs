@@ -15,11 +15,12 @@ use crate::pb::{
 };
 use crate::policy::compile::actions::{ADMIN_ASSIGN, EXTEND_ACCESS, REMOVE_ACCESS, REQUEST_ACCESS};
 use crate::policy::{ChangeContext, PolicyEngine};
-use crate::store::records;
+use crate::store::records::{self, Record};
 use crate::store::{Store, Txn, write};
 
-use super::lifecycle::{deliver_add, deliver_remove, deliver_update, submitted};
-use super::{answers, eligibility, epoch_seconds, schedule, timestamp};
+use super::lifecycle::{deliver_remove, deliver_update, schedule_or_deliver, submitted};
+use super::{answers, approval, eligibility, epoch_seconds, external, schedule, timestamp};
+use crate::policy::entities::load_subject;
 
 const METHOD: &str = "CreateAssignmentRequest";
 pub const MAX_JUSTIFICATION: usize = 4096;
@@ -142,8 +143,16 @@ fn add(
     } else {
         input.target_id.clone()
     };
-    records::require::<User>(txn, &target_id)?;
     let policy: AssignmentPolicy = records::require(txn, &input.assignment_policy_id)?;
+    let (subject, external_requestor) = match records::load::<User>(txn, &target_id)? {
+        Some(user) => (load_subject(txn, user)?, None),
+        None => match &input.external_requestor {
+            Some(external) if by_user => {
+                external::requestor(txn, &target_id, external, &policy, actor)?
+            }
+            _ => return Err(Error::not_found(User::KIND, &target_id)),
+        },
+    };
     if !input.access_package_id.is_empty() && input.access_package_id != policy.access_package_id {
         return Err(Error::invalid(
             "assignment_request.access_package_id",
@@ -180,7 +189,7 @@ fn add(
     } else {
         ADMIN_ASSIGN
     };
-    eligibility::require(engine, txn, &target_id, &policy, action, context, || {
+    eligibility::require(engine, txn, &subject, &policy, action, context, || {
         format!(
             "user {target_id:?} may not get package {:?} through policy {:?}",
             policy.access_package_id, policy.id
@@ -196,13 +205,12 @@ fn add(
     request.answers = input.answers;
     request.schedule = input.schedule;
     request.effective_schedule = Some(window.to_schedule());
+    request.external_requestor = external_requestor;
     let approval = policy.approval_settings.clone().unwrap_or_default();
     if by_user && approval.approval_required_for_add && !approval.stages.is_empty() {
-        transition(&mut request, RequestState::PendingApproval, actor, "")?;
-    } else if window.start > now {
-        transition(&mut request, RequestState::Scheduled, actor, "")?;
+        approval::begin(txn, &mut request, &policy, actor)?;
     } else {
-        deliver_add(txn, &mut request, actor)?;
+        schedule_or_deliver(txn, &mut request, now, actor)?;
     }
     Ok(request)
 }
@@ -309,7 +317,7 @@ fn update(
         eligibility::require(
             engine,
             txn,
-            &assignment.target_id,
+            &eligibility::subject_of(txn, &assignment.target_id)?,
             &policy,
             EXTEND_ACCESS,
             context,
@@ -331,7 +339,7 @@ fn update(
     });
     let approval = policy.approval_settings.clone().unwrap_or_default();
     if by_user && approval.approval_required_for_update && !approval.stages.is_empty() {
-        transition(&mut request, RequestState::PendingApproval, actor, "")?;
+        approval::begin(txn, &mut request, &policy, actor)?;
     } else {
         deliver_update(txn, &mut request, actor)?;
     }
@@ -358,7 +366,7 @@ fn remove(
         eligibility::require(
             engine,
             txn,
-            &assignment.target_id,
+            &eligibility::subject_of(txn, &assignment.target_id)?,
             &policy,
             REMOVE_ACCESS,
             context,
@@ -380,7 +388,8 @@ fn remove(
     Ok(request)
 }
 
-/// Cancels a request that is still waiting.
+/// Cancels a request that is still waiting; a waiting approval stage is
+/// marked canceled too.
 pub async fn cancel(store: &dyn Store, actor: Actor, id: String) -> Result<AssignmentRequest> {
     let mut check = Check::new("");
     check.id("id", &id);

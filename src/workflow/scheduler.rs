@@ -1,5 +1,6 @@
-//! Background work derived from stored state: scheduled requests start and
-//! assignments expire when their time comes. Due work is found through the
+//! Background work derived from stored state: scheduled requests start,
+//! assignments expire, approval stages time out and blocked guests are
+//! deleted when their time comes. Due work is found through the
 //! time indexes, so it survives restarts, and each item is re-checked in its
 //! own transaction, so it never fires twice.
 
@@ -10,15 +11,17 @@ use tokio::sync::watch;
 
 use crate::clock::Clock;
 use crate::domain::assignment::ACTIVE_BY_END;
+use crate::domain::directory::USERS_BY_DELETE_TIME;
 use crate::domain::entity::Actor;
-use crate::domain::request::{SCHEDULED_BY_START, time_key};
+use crate::domain::request::{SCHEDULED_BY_START, STAGE_DUE, time_key};
 use crate::error::{Error, Result};
-use crate::pb::{Assignment, AssignmentRequest};
+use crate::pb::{Assignment, AssignmentRequest, User};
 use crate::store::records::{self, Record};
-use crate::store::{Store, write};
+use crate::store::{Store, Txn, write};
 
+use super::approval::timeout_if_due;
 use super::epoch_seconds;
-use super::lifecycle::{expire_if_due, start_if_due};
+use super::lifecycle::{delete_guest_if_due, expire_if_due, start_if_due};
 
 /// The principal recorded for changes the service makes on its own.
 pub const SYSTEM_ACTOR: &str = "system";
@@ -33,6 +36,17 @@ fn due(store: &dyn Store, kind: &str, index: &str, now: i64) -> Result<Vec<Strin
         .collect()
 }
 
+/// Does one item of due work; false when it turned out not to be due.
+type Work = fn(&mut dyn Txn, &str, &Actor) -> Result<bool>;
+
+/// Each kind of timed work: the records, their time index, the work.
+const DUE_WORK: [(&str, &str, Work); 4] = [
+    (AssignmentRequest::KIND, SCHEDULED_BY_START, start_if_due),
+    (Assignment::KIND, ACTIVE_BY_END, expire_if_due),
+    (AssignmentRequest::KIND, STAGE_DUE, timeout_if_due),
+    (User::KIND, USERS_BY_DELETE_TIME, delete_guest_if_due),
+];
+
 /// Runs everything due at the clock's current time; returns how many items
 /// changed something.
 pub async fn run_due(store: &dyn Store, clock: &dyn Clock) -> Result<usize> {
@@ -42,22 +56,12 @@ pub async fn run_due(store: &dyn Store, clock: &dyn Clock) -> Result<usize> {
     };
     let now = epoch_seconds(actor.now);
     let mut done = 0;
-    for id in due(store, AssignmentRequest::KIND, SCHEDULED_BY_START, now)? {
-        let actor = actor.clone();
-        if write(store, move |txn| start_if_due(txn, &id, &actor))
-            .await?
-            .value
-        {
-            done += 1;
-        }
-    }
-    for id in due(store, Assignment::KIND, ACTIVE_BY_END, now)? {
-        let actor = actor.clone();
-        if write(store, move |txn| expire_if_due(txn, &id, &actor))
-            .await?
-            .value
-        {
-            done += 1;
+    for (kind, index, work) in DUE_WORK {
+        for id in due(store, kind, index, now)? {
+            let actor = actor.clone();
+            if write(store, move |txn| work(txn, &id, &actor)).await?.value {
+                done += 1;
+            }
         }
     }
     Ok(done)

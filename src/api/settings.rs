@@ -1,0 +1,41 @@
+//! The Settings service.
+
+use tonic::{Request, Response, Status};
+
+use crate::domain::crud;
+use crate::domain::settings::SETTINGS_ID;
+use crate::pb::settings_server::Settings;
+use crate::pb::*;
+
+use super::App;
+
+pub struct SettingsApi {
+    app: App,
+}
+
+impl SettingsApi {
+    pub fn new(app: App) -> Self {
+        Self { app }
+    }
+}
+
+#[tonic::async_trait]
+impl Settings for SettingsApi {
+    async fn get_settings(
+        &self,
+        _request: Request<GetSettingsRequest>,
+    ) -> Result<Response<TenantSettings>, Status> {
+        Ok(Response::new(crud::get(self.app.store(), SETTINGS_ID)?))
+    }
+
+    async fn update_settings(
+        &self,
+        request: Request<UpdateSettingsRequest>,
+    ) -> Result<Response<TenantSettings>, Status> {
+        let actor = self.app.actor(&request)?;
+        let r = request.into_inner();
+        Ok(Response::new(
+            crud::update(self.app.store(), actor, r.settings, r.update_mask).await?,
+        ))
+    }
+}

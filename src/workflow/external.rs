@@ -1,0 +1,113 @@
+//! External requestors: people not in the directory, matched to a connected
+//! organization by tenant id or email domain. Under an ALL_EXTERNAL_USERS
+//! policy an unknown domain creates a PROPOSED organization (once per
+//! domain: the domain is unique across organizations).
+
+use crate::domain::crud::new_id;
+use crate::domain::directory::{ORGANIZATION_BY_DOMAIN, ORGANIZATION_BY_TENANT, email_domain};
+use crate::domain::entity::{Actor, stamp};
+use crate::domain::validate::{Check, MAX_NAME};
+use crate::error::Result;
+use crate::pb::{
+    AllowedTargetScope, AssignmentPolicy, ConnectedOrganization, ConnectedOrganizationState,
+    ExternalRequestor, IdentitySource, User, UserKind, UserState, identity_source,
+};
+use crate::policy::entities::Subject;
+use crate::store::Txn;
+use crate::store::records;
+
+/// The subject an external requestor is decided as, and the requestor with
+/// the organization they were matched to.
+pub fn requestor(
+    txn: &mut dyn Txn,
+    id: &str,
+    external: &ExternalRequestor,
+    policy: &AssignmentPolicy,
+    actor: &Actor,
+) -> Result<(Subject, Option<ExternalRequestor>)> {
+    let mut check = Check::new("assignment_request.external_requestor");
+    let email = external.email.trim().to_lowercase();
+    let domain = email_domain(&email).map(str::to_string);
+    check.require(domain.is_some(), "email", "must look like name@domain");
+    check.optional_id("tenant_id", &external.tenant_id);
+    check.text("display_name", &external.display_name, MAX_NAME, false);
+    check.finish()?;
+    let domain = domain.expect("checked above");
+
+    let organization = match_organization(txn, &external.tenant_id, &domain)?;
+    let organization = match organization {
+        Some(org) => Some(org),
+        None if policy.scope() == AllowedTargetScope::AllExternalUsers => {
+            Some(propose(txn, &domain, actor)?)
+        }
+        None => None,
+    };
+    let user = User {
+        id: id.to_string(),
+        display_name: if external.display_name.is_empty() {
+            email.clone()
+        } else {
+            external.display_name.clone()
+        },
+        email: email.clone(),
+        kind: UserKind::Guest as i32,
+        state: UserState::Active as i32,
+        connected_organization_id: organization
+            .as_ref()
+            .map(|o| o.id.clone())
+            .unwrap_or_default(),
+        ..Default::default()
+    };
+    let matched = ExternalRequestor {
+        email,
+        tenant_id: external.tenant_id.clone(),
+        display_name: user.display_name.clone(),
+        connected_organization_id: user.connected_organization_id.clone(),
+    };
+    let subject = Subject {
+        user,
+        in_directory: false,
+        organization,
+        ..Default::default()
+    };
+    Ok((subject, Some(matched)))
+}
+
+fn match_organization(
+    txn: &dyn Txn,
+    tenant: &str,
+    domain: &str,
+) -> Result<Option<ConnectedOrganization>> {
+    let mut owner = None;
+    if !tenant.is_empty() {
+        owner =
+            records::unique_owner::<ConnectedOrganization>(txn, ORGANIZATION_BY_TENANT, tenant)?;
+    }
+    if owner.is_none() {
+        owner =
+            records::unique_owner::<ConnectedOrganization>(txn, ORGANIZATION_BY_DOMAIN, domain)?;
+    }
+    match owner {
+        Some(id) => Ok(records::load(txn, &id)?),
+        None => Ok(None),
+    }
+}
+
+/// Creates the PROPOSED organization for an unknown domain.
+fn propose(txn: &mut dyn Txn, domain: &str, actor: &Actor) -> Result<ConnectedOrganization> {
+    let mut organization = ConnectedOrganization {
+        id: new_id(),
+        display_name: domain.to_string(),
+        description: "Proposed for an external requestor of an unknown domain.".into(),
+        identity_sources: vec![IdentitySource {
+            source: Some(identity_source::Source::DomainName(domain.to_string())),
+            display_name: domain.to_string(),
+        }],
+        state: ConnectedOrganizationState::Proposed as i32,
+        ..Default::default()
+    };
+    stamp(&mut organization, None, actor, txn.revision());
+    records::save(txn, None, &organization)?;
+    tracing::info!(domain, id = %organization.id, "proposed a connected organization");
+    Ok(organization)
+}
