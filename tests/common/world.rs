@@ -210,7 +210,10 @@ impl TestServer {
 impl TestServer {
     /// Every request a ListAssignmentRequests call with `filter` lists,
     /// across pages.
-    pub async fn list_requests(&self, filter: ListAssignmentRequestsRequest) -> Vec<AssignmentRequest> {
+    pub async fn list_requests(
+        &self,
+        filter: ListAssignmentRequestsRequest,
+    ) -> Vec<AssignmentRequest> {
         let client = self.requests(ADMIN);
         let pages = super::pages(|page_token| {
             let request = ListAssignmentRequestsRequest {
@@ -253,7 +256,11 @@ impl TestServer {
             .into_inner()
     }
 
-    pub async fn cancel_request(&self, caller: &str, id: &str) -> Result<AssignmentRequest, Status> {
+    pub async fn cancel_request(
+        &self,
+        caller: &str,
+        id: &str,
+    ) -> Result<AssignmentRequest, Status> {
         self.requests(caller)
             .cancel_assignment_request(CancelAssignmentRequestRequest { id: id.into() })
             .await
