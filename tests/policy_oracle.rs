@@ -336,7 +336,7 @@ fn reference(world: &World, action: &str) -> bool {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(600))]
+    #![proptest_config(ProptestConfig::with_cases(300))]
 
     #[test]
     fn compiled_cedar_agrees_with_the_reference(world in world()) {

@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::pb::assignment_policies_server::AssignmentPolicies;
 use crate::pb::*;
 use crate::policy::PolicyEngine;
-use crate::policy::compile::{compile_policy, render};
+use crate::policy::compile::{Rule, compile_policy, entity, render};
 use crate::store::records::{Record, Source};
 
 use super::App;
@@ -32,7 +32,9 @@ fn compiles(
     engine: Arc<PolicyEngine>,
 ) -> impl FnOnce(&AssignmentPolicy) -> Result<()> + Send + 'static {
     move |policy| {
-        engine.check(&compile_policy(policy)).map_err(|message| {
+        let mut rules = compile_policy(policy);
+        rules.extend(condition_rule(policy));
+        engine.check(&rules).map_err(|message| {
             let field = if policy.extra_condition.is_empty() {
                 "assignment_policy"
             } else {
@@ -41,6 +43,21 @@ fn compiles(
             Error::invalid(field, format!("does not compile to valid Cedar: {message}"))
         })
     }
+}
+
+/// The extra condition on its own, for validation only: a scope with no
+/// eligibility rule (NOT_SPECIFIED) would otherwise leave it unchecked.
+fn condition_rule(policy: &AssignmentPolicy) -> Option<Rule> {
+    if policy.extra_condition.is_empty() {
+        return None;
+    }
+    let id = format!("{}/extra-condition", policy.id);
+    let text = format!(
+        "@id(\"{id}\")\npermit (principal, action, resource == {})\nwhen {{ ({}) }};",
+        entity("AssignmentPolicy", &policy.id),
+        policy.extra_condition
+    );
+    Some(Rule { id, text })
 }
 
 /// The extra condition must be one Cedar expression, nothing more.
