@@ -295,3 +295,66 @@ impl TestServer {
             .grants
     }
 }
+
+/// Approval settings with `stages`, required for adds (and extensions when
+/// `for_update`).
+pub fn approval(stages: Vec<ApprovalStage>, for_update: bool) -> ApprovalSettings {
+    ApprovalSettings {
+        approval_required_for_add: true,
+        approval_required_for_update: for_update,
+        stages,
+    }
+}
+
+/// A stage decided by `primary` (one approval needed, default timeout).
+pub fn stage(primary: Vec<approver::Approver>) -> ApprovalStage {
+    ApprovalStage {
+        primary_approvers: primary.into_iter().map(|a| Approver { approver: Some(a) }).collect(),
+        ..Default::default()
+    }
+}
+
+pub fn user_approver(id: &str) -> approver::Approver {
+    approver::Approver::UserId(id.into())
+}
+
+pub fn group_approver(id: &str) -> approver::Approver {
+    approver::Approver::GroupId(id.into())
+}
+
+impl TestServer {
+    /// `caller` approves (or denies) `stage` of request `id`.
+    pub async fn decide(
+        &self,
+        caller: &str,
+        id: &str,
+        stage: i32,
+        approve: bool,
+    ) -> Result<AssignmentRequest, Status> {
+        let request = DecideAssignmentRequestRequest {
+            id: id.into(),
+            stage,
+            justification: format!("decided by {caller}"),
+        };
+        let mut client = self.requests(caller);
+        let response = if approve {
+            client.approve_assignment_request(request).await
+        } else {
+            client.deny_assignment_request(request).await
+        };
+        response.map(|r| r.into_inner())
+    }
+
+    /// Ids of the requests `caller` has to decide.
+    pub async fn pending_approvals(&self, caller: &str) -> Vec<String> {
+        self.requests(caller)
+            .list_pending_approvals(ListPendingApprovalsRequest::default())
+            .await
+            .expect("list pending approvals")
+            .into_inner()
+            .assignment_requests
+            .into_iter()
+            .map(|r| r.id)
+            .collect()
+    }
+}
