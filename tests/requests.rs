@@ -15,7 +15,6 @@ use common::*;
 use entitlements::clock::Clock;
 use entitlements::pb::*;
 use tonic::{Code, Status};
-use tonic_types::StatusExt;
 
 const DAY: i64 = 86_400;
 const HOUR: i64 = 3_600;
@@ -99,29 +98,6 @@ fn failed<T: Debug>(result: Result<T, Status>, code: Code) -> Status {
             status
         }
     }
-}
-
-/// Asserts a call was PERMISSION_DENIED with google.rpc.ErrorInfo reason
-/// POLICY_DENIED; returns its "policy_ids", sorted.
-#[track_caller]
-fn denied<T: Debug>(result: Result<T, Status>) -> Vec<String> {
-    let status = failed(result, Code::PermissionDenied);
-    let info = status
-        .get_details_error_info()
-        .unwrap_or_else(|| panic!("no ErrorInfo in {status:?}"));
-    assert_eq!(info.reason, "POLICY_DENIED", "{status:?}");
-    assert_eq!(info.domain, "entitlements", "{status:?}");
-    let ids = info
-        .metadata
-        .get("policy_ids")
-        .unwrap_or_else(|| panic!("no policy_ids in {status:?}"));
-    let mut ids: Vec<String> = ids
-        .split(',')
-        .filter(|id| !id.is_empty())
-        .map(String::from)
-        .collect();
-    ids.sort();
-    ids
 }
 
 /// Asserts INVALID_ARGUMENT naming exactly `fields`.

@@ -193,6 +193,42 @@ pub fn expect_code<T: std::fmt::Debug>(
     }
 }
 
+/// Asserts a call was PERMISSION_DENIED with google.rpc.ErrorInfo reason
+/// POLICY_DENIED; returns its "policy_ids", sorted.
+#[track_caller]
+pub fn denied<T: std::fmt::Debug>(result: Result<T, Status>) -> Vec<String> {
+    use tonic_types::StatusExt;
+    let status = match result {
+        Ok(value) => panic!("expected PERMISSION_DENIED, got OK: {value:?}"),
+        Err(status) => status,
+    };
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    let info = status
+        .get_details_error_info()
+        .unwrap_or_else(|| panic!("no ErrorInfo in {status:?}"));
+    assert_eq!(info.reason, "POLICY_DENIED", "{status:?}");
+    assert_eq!(info.domain, "entitlements", "{status:?}");
+    let ids = info
+        .metadata
+        .get("policy_ids")
+        .unwrap_or_else(|| panic!("no policy_ids in {status:?}"));
+    let mut ids: Vec<String> = ids
+        .split(',')
+        .filter(|id| !id.is_empty())
+        .map(String::from)
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// [`epoch`] in seconds.
+pub fn epoch_seconds() -> i64 {
+    epoch()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
 /// The field paths of a status's google.rpc.BadRequest violations.
 pub fn violated_fields(status: &Status) -> Vec<String> {
     use tonic_types::StatusExt;

@@ -309,7 +309,10 @@ pub fn approval(stages: Vec<ApprovalStage>, for_update: bool) -> ApprovalSetting
 /// A stage decided by `primary` (one approval needed, default timeout).
 pub fn stage(primary: Vec<approver::Approver>) -> ApprovalStage {
     ApprovalStage {
-        primary_approvers: primary.into_iter().map(|a| Approver { approver: Some(a) }).collect(),
+        primary_approvers: primary
+            .into_iter()
+            .map(|a| Approver { approver: Some(a) })
+            .collect(),
         ..Default::default()
     }
 }
@@ -343,6 +346,16 @@ impl TestServer {
             client.deny_assignment_request(request).await
         };
         response.map(|r| r.into_inner())
+    }
+
+    /// The server clock, in epoch seconds.
+    pub fn clock_seconds(&self) -> i64 {
+        use entitlements::clock::Clock;
+        self.clock
+            .now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64
     }
 
     /// Ids of the requests `caller` has to decide.
