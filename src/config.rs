@@ -1,6 +1,7 @@
 //! Settings for `entitlements serve`. Later sources override earlier ones:
 //! built-in defaults, the TOML file given by `--config` (or
-//! `ENTITLEMENTS_CONFIG`), `ENTITLEMENTS_*` environment variables, flags.
+//! `ENTITLEMENTS_CONFIG`), `ENTITLEMENTS_*` environment variables (nested
+//! keys with `__`, e.g. `ENTITLEMENTS_AUTH__JWT_ISSUER`), flags.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -29,6 +30,51 @@ pub struct Settings {
     /// How often background work (expiry, scheduled starts) looks for due
     /// items, in milliseconds.
     pub scheduler_interval_ms: u64,
+    /// Trust the development header naming the caller. Loopback only.
+    pub dev_auth: bool,
+    pub auth: AuthSettings,
+    /// Serve TLS (and with `client_ca_file`, require client certificates).
+    pub tls: Option<TlsSettings>,
+}
+
+/// How callers prove who they are: bearer JWTs verified with one of the
+/// keys below, and who is special.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AuthSettings {
+    /// HS256 shared secret (the file's bytes, surrounding whitespace
+    /// trimmed).
+    pub jwt_hs256_secret_file: Option<PathBuf>,
+    /// RS256 or ES256 public key, PEM.
+    pub jwt_public_key_file: Option<PathBuf>,
+    /// A JWKS document (RS256 / ES256 / HS256 keys, chosen by `kid`).
+    pub jwt_jwks_file: Option<PathBuf>,
+    /// Required `iss` claim.
+    pub jwt_issuer: Option<String>,
+    /// Required `aud` claim.
+    pub jwt_audience: Option<String>,
+    /// Subjects that are service principals rather than people, with the
+    /// roles they hold (e.g. "decision-reader").
+    pub service_principals: Vec<ServicePrincipal>,
+    /// Subjects that are global administrators from the start.
+    pub global_admins: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ServicePrincipal {
+    pub id: String,
+    #[serde(default)]
+    pub roles: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TlsSettings {
+    /// Server certificate chain, PEM.
+    pub cert_file: PathBuf,
+    /// Server private key, PEM.
+    pub key_file: PathBuf,
+    /// CA that client certificates must chain to (mutual TLS).
+    pub client_ca_file: Option<PathBuf>,
 }
 
 impl Default for Settings {
@@ -39,6 +85,9 @@ impl Default for Settings {
             log_format: LogFormat::Text,
             policies: None,
             scheduler_interval_ms: 1000,
+            dev_auth: false,
+            auth: AuthSettings::default(),
+            tls: None,
         }
     }
 }
@@ -63,6 +112,10 @@ pub struct ServeArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub policies: Option<PathBuf>,
+    /// Trust the x-entitlements-user header (development only; loopback only) [env: ENTITLEMENTS_DEV_AUTH]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub dev_auth: bool,
     /// TOML settings file
     #[arg(long, env = "ENTITLEMENTS_CONFIG")]
     #[serde(skip)]
@@ -81,7 +134,7 @@ impl Settings {
             figment = figment.merge(Toml::file_exact(file));
         }
         let settings = figment
-            .merge(Env::prefixed("ENTITLEMENTS_").ignore(&["config"]))
+            .merge(Env::prefixed("ENTITLEMENTS_").ignore(&["config"]).split("__"))
             .merge(Serialized::defaults(args))
             .extract()?;
         Ok(settings)

@@ -18,14 +18,18 @@ use std::time::Duration;
 
 use crate::api::access_packages::AccessPackagesApi;
 use crate::api::assignments::AssignmentsApi;
-use crate::api::caller::Authenticator;
+use anyhow::Context as _;
+use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+
+use crate::api::caller::{Authenticator, DEV_USER_HEADER};
+use crate::api::jwt::JwtVerifier;
 use crate::api::catalogs::CatalogsApi;
 use crate::api::directory::DirectoryApi;
 use crate::api::policies::AssignmentPoliciesApi;
 use crate::api::requests::AssignmentRequestsApi;
 use crate::api::settings::SettingsApi;
 use crate::clock::Clock;
-use crate::config::Settings;
+use crate::config::{Settings, TlsSettings};
 use crate::domain::catalog::ensure_general_catalog;
 use crate::domain::entity::Actor;
 use crate::domain::settings::ensure_settings;
@@ -51,6 +55,37 @@ pub const SERVICE_NAMES: [&str; 7] = [
     <AssignmentsServer<AssignmentsApi> as NamedService>::NAME,
     <SettingsServer<SettingsApi> as NamedService>::NAME,
 ];
+
+/// Checks who can call before anything is served: bearer JWTs when keys
+/// are configured; the development header only with --dev-auth, and only on
+/// loopback. A server nobody could call refuses to start.
+pub fn authenticator(settings: &Settings, address: SocketAddr) -> anyhow::Result<Authenticator> {
+    let jwt = JwtVerifier::from_settings(&settings.auth)?;
+    if settings.dev_auth {
+        anyhow::ensure!(
+            address.ip().is_loopback(),
+            "--dev-auth trusts a plain header and works only on a loopback address, not {address}"
+        );
+        tracing::warn!("development authentication: the {DEV_USER_HEADER} header names the caller, unchecked");
+    }
+    anyhow::ensure!(
+        settings.dev_auth || jwt.is_some(),
+        "no way to authenticate callers: configure auth.jwt_hs256_secret_file, auth.jwt_public_key_file \
+         or auth.jwt_jwks_file, or run with --dev-auth on loopback for development"
+    );
+    Ok(Authenticator::new(&settings.auth, jwt, settings.dev_auth))
+}
+
+fn tls_config(tls: &TlsSettings) -> anyhow::Result<ServerTlsConfig> {
+    let read = |path: &std::path::Path| {
+        std::fs::read(path).with_context(|| format!("reading {}", path.display()))
+    };
+    let mut config = ServerTlsConfig::new().identity(Identity::from_pem(read(&tls.cert_file)?, read(&tls.key_file)?));
+    if let Some(ca) = &tls.client_ca_file {
+        config = config.client_ca_root(Certificate::from_pem(read(ca)?));
+    }
+    Ok(config)
+}
 
 /// Loads the operator's policies, or the built-in ones.
 pub fn load_policies(settings: &Settings) -> anyhow::Result<PolicyEngine> {
@@ -101,14 +136,18 @@ pub async fn run(
 
     let reflection_v1 = reflection_builder().build_v1()?;
     let reflection_v1alpha = reflection_builder().build_v1alpha()?;
-    let auth = Authenticator::new(address.ip().is_loopback());
+    let auth = authenticator(settings, address)?;
 
     report(&reporter, ServingStatus::Serving).await;
     tracing::info!(%address, data_dir = %settings.data_dir.display(), "serving");
     ready(address);
 
     let draining = reporter.clone();
-    Server::builder()
+    let mut server = Server::builder();
+    if let Some(tls) = &settings.tls {
+        server = server.tls_config(tls_config(tls)?)?;
+    }
+    server
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

@@ -10,6 +10,7 @@ use crate::pb::*;
 use crate::store::records::{self, Record, Source};
 
 use super::App;
+use crate::policy::admin::Scope;
 use super::paging::PageRequest;
 
 pub struct AccessPackagesApi {
@@ -28,7 +29,13 @@ impl AccessPackages for AccessPackagesApi {
         &self,
         request: Request<CreateAccessPackageRequest>,
     ) -> Result<Response<AccessPackage>, Status> {
-        let actor = self.app.actor(&request)?;
+        let catalog = request
+            .get_ref()
+            .access_package
+            .as_ref()
+            .map(|p| p.catalog_id.clone())
+            .unwrap_or_default();
+        let actor = self.app.authorized(&request, "CreateAccessPackage", Scope::Catalog(&catalog))?.actor;
         let r = request.into_inner();
         let args = CreateArgs {
             entity: r.access_package,
@@ -45,16 +52,19 @@ impl AccessPackages for AccessPackagesApi {
         &self,
         request: Request<GetAccessPackageRequest>,
     ) -> Result<Response<AccessPackage>, Status> {
-        Ok(Response::new(crud::get(
-            self.app.store(),
-            &request.get_ref().id,
-        )?))
+        let caller = self.app.caller(&request)?;
+        let package = self.app.authorize_record(&caller, "GetAccessPackage", &request.get_ref().id, |p: &AccessPackage| {
+            Ok(p.catalog_id.clone())
+        })?;
+        Ok(Response::new(package))
     }
 
     async fn list_access_packages(
         &self,
         request: Request<ListAccessPackagesRequest>,
     ) -> Result<Response<ListAccessPackagesResponse>, Status> {
+        let caller = self.app.caller(&request)?;
+        let visible = self.app.catalog_filter(&caller, "ListAccessPackages");
         let r = request.into_inner();
         let mut check = Check::new("");
         check.optional_id("catalog_id", &r.catalog_id);
@@ -89,6 +99,7 @@ impl AccessPackages for AccessPackagesApi {
         let keep = |p: &AccessPackage| {
             (r.catalog_id.is_empty() || p.catalog_id == r.catalog_id)
                 && !(r.exclude_hidden && p.hidden)
+                && visible.sees(&p.catalog_id)
         };
         let listed = crud::list(self.app.store(), source, keep, page.size, page.after())?;
         let next_page_token = page.next_token(&listed, |p: &AccessPackage| p.id.clone());
@@ -102,10 +113,12 @@ impl AccessPackages for AccessPackagesApi {
         &self,
         request: Request<UpdateAccessPackageRequest>,
     ) -> Result<Response<AccessPackage>, Status> {
-        let actor = self.app.actor(&request)?;
+        let caller = self.app.caller(&request)?;
+        let id = request.get_ref().access_package.as_ref().map(|p| p.id.clone()).unwrap_or_default();
+        self.app.authorize_record(&caller, "UpdateAccessPackage", &id, |p: &AccessPackage| Ok(p.catalog_id.clone()))?;
         let r = request.into_inner();
         Ok(Response::new(
-            crud::update(self.app.store(), actor, r.access_package, r.update_mask).await?,
+            crud::update(self.app.store(), caller.actor, r.access_package, r.update_mask).await?,
         ))
     }
 
@@ -113,9 +126,12 @@ impl AccessPackages for AccessPackagesApi {
         &self,
         request: Request<DeleteAccessPackageRequest>,
     ) -> Result<Response<DeleteResponse>, Status> {
-        let actor = self.app.actor(&request)?;
+        let caller = self.app.caller(&request)?;
+        self.app.authorize_record(&caller, "DeleteAccessPackage", &request.get_ref().id, |p: &AccessPackage| {
+            Ok(p.catalog_id.clone())
+        })?;
         let r = request.into_inner();
-        let revision = crud::delete::<AccessPackage>(self.app.store(), actor, r.id, r.etag).await?;
+        let revision = crud::delete::<AccessPackage>(self.app.store(), caller.actor, r.id, r.etag).await?;
         Ok(Response::new(DeleteResponse { revision }))
     }
 }

@@ -11,6 +11,8 @@ use crate::store::records::{self, Record, Source};
 use crate::workflow::grants::user_grants;
 
 use super::App;
+use super::authz::RecordFilter;
+use crate::policy::admin::Scope;
 use super::paging::PageRequest;
 use super::requests::single_filter;
 
@@ -30,16 +32,24 @@ impl Assignments for AssignmentsApi {
         &self,
         request: Request<GetAssignmentRequest>,
     ) -> Result<Response<Assignment>, Status> {
-        Ok(Response::new(crud::get(
-            self.app.store(),
-            &request.get_ref().id,
-        )?))
+        let caller = self.app.caller(&request)?;
+        let found: Assignment = crud::get(self.app.store(), &request.get_ref().id)?;
+        let catalog = self.app.package_catalog(&found.access_package_id)?;
+        let scope = Scope::Record {
+            catalog: &catalog,
+            target: &found.target_id,
+            requestor: &found.target_id,
+        };
+        self.app.authorize(&caller, "GetAssignment", scope)?;
+        Ok(Response::new(found))
     }
 
     async fn list_assignments(
         &self,
         request: Request<ListAssignmentsRequest>,
     ) -> Result<Response<ListAssignmentsResponse>, Status> {
+        let caller = self.app.caller(&request)?;
+        let visible = RecordFilter::new(&self.app, &caller, "ListAssignments");
         let r = request.into_inner();
         let filter = single_filter(&[
             ("target_id", ASSIGNMENTS_BY_TARGET, &r.target_id),
@@ -62,7 +72,10 @@ impl Assignments for AssignmentsApi {
             },
             None => Source::All,
         };
-        let keep = |a: &Assignment| r.state == 0 || a.state == r.state;
+        let keep = |a: &Assignment| {
+            (r.state == 0 || a.state == r.state)
+                && visible.sees(&a.access_package_id, &a.target_id, &a.target_id)
+        };
         let listed = crud::list(self.app.store(), source, keep, page.size, page.after())?;
         let next_page_token = page.next_token(&listed, |a: &Assignment| a.id.clone());
         Ok(Response::new(ListAssignmentsResponse {
@@ -79,6 +92,7 @@ impl Assignments for AssignmentsApi {
         let mut check = Check::new("");
         check.id("user_id", user_id);
         check.finish()?;
+        self.app.authorized(&request, "ListUserGrants", Scope::User(user_id))?;
         records::require::<User>(self.app.store(), user_id)?;
         Ok(Response::new(ListUserGrantsResponse {
             grants: user_grants(self.app.store(), user_id)?,

@@ -1,13 +1,21 @@
 //! Who is calling. An interceptor turns request metadata into a
-//! [`Principal`] that every handler reads from the request extensions.
-//!
-//! For now the only credential is a development header naming the user,
-//! accepted only when the server listens on a loopback address.
+//! [`Principal`] that every handler reads from the request extensions:
+//! a bearer JWT (see [`super::jwt`]), or, only when the server runs with
+//! `--dev-auth` on a loopback address, the development header naming the
+//! user. Health and reflection are served without this interceptor.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tonic::metadata::MetadataMap;
 use tonic::service::Interceptor;
 use tonic::{Request, Status};
 
+use crate::config::AuthSettings;
 use crate::domain::validate::is_valid_id;
+use crate::policy::admin::GLOBAL_ADMIN;
+
+use super::jwt::JwtVerifier;
 
 /// Metadata key naming the calling user in development mode.
 pub const DEV_USER_HEADER: &str = "x-entitlements-user";
@@ -15,43 +23,94 @@ pub const DEV_USER_HEADER: &str = "x-entitlements-user";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
     pub id: String,
+    /// Whether the caller is a declared service principal.
+    pub service: bool,
+    /// Roles granted by configuration (bootstrap global admins, service
+    /// principal roles), on top of those stored as role assignments.
+    pub configured_roles: Vec<String>,
 }
 
-#[derive(Debug, Clone)]
+/// Who is special, from configuration.
+#[derive(Debug, Default)]
+struct Identities {
+    services: HashMap<String, Vec<String>>,
+    global_admins: Vec<String>,
+}
+
+impl Identities {
+    fn principal(&self, id: String) -> Principal {
+        let mut configured_roles = self.services.get(&id).cloned().unwrap_or_default();
+        if self.global_admins.contains(&id) {
+            configured_roles.push(GLOBAL_ADMIN.to_string());
+        }
+        Principal {
+            service: self.services.contains_key(&id),
+            id,
+            configured_roles,
+        }
+    }
+}
+
+#[derive(Clone)]
 pub struct Authenticator {
-    accept_dev_header: bool,
+    jwt: Option<Arc<JwtVerifier>>,
+    dev_header: bool,
+    identities: Arc<Identities>,
 }
 
 impl Authenticator {
-    /// `loopback_only_listener`: whether the server listens on loopback only;
-    /// the development header is honoured only then.
-    pub fn new(loopback_only_listener: bool) -> Self {
+    pub fn new(auth: &AuthSettings, jwt: Option<JwtVerifier>, dev_header: bool) -> Self {
+        let identities = Identities {
+            services: auth
+                .service_principals
+                .iter()
+                .map(|s| (s.id.clone(), s.roles.clone()))
+                .collect(),
+            global_admins: auth.global_admins.clone(),
+        };
         Self {
-            accept_dev_header: loopback_only_listener,
+            jwt: jwt.map(Arc::new),
+            dev_header,
+            identities: Arc::new(identities),
         }
+    }
+
+    fn subject(&self, metadata: &MetadataMap) -> Result<String, Status> {
+        if let Some(value) = metadata.get("authorization") {
+            let value = value
+                .to_str()
+                .map_err(|_| Status::unauthenticated("the authorization header is not text"))?;
+            let token = value
+                .strip_prefix("Bearer ")
+                .ok_or_else(|| Status::unauthenticated("authorization must be \"Bearer <JWT>\""))?;
+            let verifier = self
+                .jwt
+                .as_ref()
+                .ok_or_else(|| Status::unauthenticated("bearer tokens are not configured on this server"))?;
+            return verifier
+                .verify(token.trim())
+                .map_err(|why| Status::unauthenticated(format!("invalid token: {why}")));
+        }
+        if self.dev_header
+            && let Some(value) = metadata.get(DEV_USER_HEADER)
+        {
+            return value
+                .to_str()
+                .map(str::to_string)
+                .map_err(|_| Status::unauthenticated(format!("{DEV_USER_HEADER} is not text")));
+        }
+        Err(Status::unauthenticated("missing credentials: send \"authorization: Bearer <JWT>\""))
     }
 }
 
 impl Interceptor for Authenticator {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        if !self.accept_dev_header {
-            return Err(Status::unauthenticated(
-                "no credentials are accepted: the development header works only on a loopback listener",
-            ));
+        let id = self.subject(request.metadata())?;
+        if !is_valid_id(&id) {
+            return Err(Status::unauthenticated("the caller's id is not a valid user id"));
         }
-        let value = request
-            .metadata()
-            .get(DEV_USER_HEADER)
-            .ok_or_else(|| Status::unauthenticated(format!("missing {DEV_USER_HEADER} header")))?;
-        let id = value
-            .to_str()
-            .ok()
-            .filter(|id| is_valid_id(id))
-            .ok_or_else(|| {
-                Status::unauthenticated(format!("{DEV_USER_HEADER} is not a valid user id"))
-            })?
-            .to_string();
-        request.extensions_mut().insert(Principal { id });
+        let principal = self.identities.principal(id);
+        request.extensions_mut().insert(principal);
         Ok(request)
     }
 }

@@ -14,7 +14,17 @@ use crate::store::records::{self, Record, Source};
 use crate::store::write;
 
 use super::App;
+use crate::policy::admin::Scope;
 use super::paging::PageRequest;
+
+/// Catalog roles are granted on their catalog, tenant roles on the tenant.
+fn role_scope(catalog_id: &str) -> Scope<'_> {
+    if catalog_id.is_empty() {
+        Scope::Tenant
+    } else {
+        Scope::Catalog(catalog_id)
+    }
+}
 
 pub struct CatalogsApi {
     app: App,
@@ -32,7 +42,7 @@ impl Catalogs for CatalogsApi {
         &self,
         request: Request<CreateCatalogRequest>,
     ) -> Result<Response<Catalog>, Status> {
-        let actor = self.app.actor(&request)?;
+        let actor = self.app.authorized(&request, "CreateCatalog", Scope::Tenant)?.actor;
         let r = request.into_inner();
         let args = CreateArgs {
             entity: r.catalog,
@@ -40,15 +50,26 @@ impl Catalogs for CatalogsApi {
             request_id: r.request_id,
             method: "CreateCatalog",
         };
-        Ok(Response::new(
-            crud::create(self.app.store(), actor, args).await?,
-        ))
+        // Whoever creates a catalog owns it.
+        let owner = actor.clone();
+        let created = crud::create_checked(self.app.store(), actor, args, move |txn, catalog: &Catalog| {
+            let ownership = RoleAssignment {
+                role: AdminRole::CatalogOwner as i32,
+                principal_id: owner.id.clone(),
+                catalog_id: catalog.id.clone(),
+                info: None,
+            };
+            catalog::grant_role(txn, ownership, &owner).map(|_| ())
+        })
+        .await?;
+        Ok(Response::new(created))
     }
 
     async fn get_catalog(
         &self,
         request: Request<GetCatalogRequest>,
     ) -> Result<Response<Catalog>, Status> {
+        self.app.authorized(&request, "GetCatalog", Scope::Catalog(&request.get_ref().id))?;
         Ok(Response::new(crud::get(
             self.app.store(),
             &request.get_ref().id,
@@ -59,12 +80,14 @@ impl Catalogs for CatalogsApi {
         &self,
         request: Request<ListCatalogsRequest>,
     ) -> Result<Response<ListCatalogsResponse>, Status> {
+        let caller = self.app.caller(&request)?;
+        let visible = self.app.catalog_filter(&caller, "ListCatalogs");
         let r = request.into_inner();
         let page = PageRequest::parse(r.page_size, &r.page_token, &[])?;
         let listed = crud::list(
             self.app.store(),
             Source::All,
-            |_: &Catalog| true,
+            |c: &Catalog| visible.sees(&c.id),
             page.size,
             page.after(),
         )?;
@@ -79,7 +102,8 @@ impl Catalogs for CatalogsApi {
         &self,
         request: Request<UpdateCatalogRequest>,
     ) -> Result<Response<Catalog>, Status> {
-        let actor = self.app.actor(&request)?;
+        let id = request.get_ref().catalog.as_ref().map(|c| c.id.clone()).unwrap_or_default();
+        let actor = self.app.authorized(&request, "UpdateCatalog", Scope::Catalog(&id))?.actor;
         let r = request.into_inner();
         Ok(Response::new(
             crud::update(self.app.store(), actor, r.catalog, r.update_mask).await?,
@@ -90,7 +114,10 @@ impl Catalogs for CatalogsApi {
         &self,
         request: Request<DeleteCatalogRequest>,
     ) -> Result<Response<DeleteResponse>, Status> {
-        let actor = self.app.actor(&request)?;
+        let actor = self
+            .app
+            .authorized(&request, "DeleteCatalog", Scope::Catalog(&request.get_ref().id))?
+            .actor;
         let r = request.into_inner();
         let revision = crud::delete::<Catalog>(self.app.store(), actor, r.id, r.etag).await?;
         Ok(Response::new(DeleteResponse { revision }))
@@ -100,7 +127,8 @@ impl Catalogs for CatalogsApi {
         &self,
         request: Request<CreateResourceRequest>,
     ) -> Result<Response<Resource>, Status> {
-        let actor = self.app.actor(&request)?;
+        let catalog = request.get_ref().resource.as_ref().map(|c| c.catalog_id.clone()).unwrap_or_default();
+        let actor = self.app.authorized(&request, "CreateResource", Scope::Catalog(&catalog))?.actor;
         let r = request.into_inner();
         let args = CreateArgs {
             entity: r.resource,
@@ -117,16 +145,19 @@ impl Catalogs for CatalogsApi {
         &self,
         request: Request<GetResourceRequest>,
     ) -> Result<Response<Resource>, Status> {
-        Ok(Response::new(crud::get(
-            self.app.store(),
-            &request.get_ref().id,
-        )?))
+        let caller = self.app.caller(&request)?;
+        let resource = self.app.authorize_record(&caller, "GetResource", &request.get_ref().id, |r: &Resource| {
+            Ok(r.catalog_id.clone())
+        })?;
+        Ok(Response::new(resource))
     }
 
     async fn list_resources(
         &self,
         request: Request<ListResourcesRequest>,
     ) -> Result<Response<ListResourcesResponse>, Status> {
+        let caller = self.app.caller(&request)?;
+        let visible = self.app.catalog_filter(&caller, "ListResources");
         let r = request.into_inner();
         let mut check = Check::new("");
         check.optional_id("catalog_id", &r.catalog_id);
@@ -144,7 +175,7 @@ impl Catalogs for CatalogsApi {
                 value: &r.catalog_id,
             }
         };
-        let keep = |res: &Resource| r.r#type.is_empty() || res.r#type == r.r#type;
+        let keep = |res: &Resource| (r.r#type.is_empty() || res.r#type == r.r#type) && visible.sees(&res.catalog_id);
         let listed = crud::list(self.app.store(), source, keep, page.size, page.after())?;
         let next_page_token = page.next_token(&listed, |res: &Resource| res.id.clone());
         Ok(Response::new(ListResourcesResponse {
@@ -157,10 +188,12 @@ impl Catalogs for CatalogsApi {
         &self,
         request: Request<UpdateResourceRequest>,
     ) -> Result<Response<Resource>, Status> {
-        let actor = self.app.actor(&request)?;
+        let caller = self.app.caller(&request)?;
+        let id = request.get_ref().resource.as_ref().map(|c| c.id.clone()).unwrap_or_default();
+        self.app.authorize_record(&caller, "UpdateResource", &id, |r: &Resource| Ok(r.catalog_id.clone()))?;
         let r = request.into_inner();
         Ok(Response::new(
-            crud::update(self.app.store(), actor, r.resource, r.update_mask).await?,
+            crud::update(self.app.store(), caller.actor, r.resource, r.update_mask).await?,
         ))
     }
 
@@ -168,9 +201,12 @@ impl Catalogs for CatalogsApi {
         &self,
         request: Request<DeleteResourceRequest>,
     ) -> Result<Response<DeleteResponse>, Status> {
-        let actor = self.app.actor(&request)?;
+        let caller = self.app.caller(&request)?;
+        self.app.authorize_record(&caller, "DeleteResource", &request.get_ref().id, |r: &Resource| {
+            Ok(r.catalog_id.clone())
+        })?;
         let r = request.into_inner();
-        let revision = crud::delete::<Resource>(self.app.store(), actor, r.id, r.etag).await?;
+        let revision = crud::delete::<Resource>(self.app.store(), caller.actor, r.id, r.etag).await?;
         Ok(Response::new(DeleteResponse { revision }))
     }
 
@@ -178,7 +214,7 @@ impl Catalogs for CatalogsApi {
         &self,
         request: Request<GrantRoleRequest>,
     ) -> Result<Response<RoleAssignment>, Status> {
-        let actor = self.app.actor(&request)?;
+        let caller = self.app.caller(&request)?;
         let assignment = request
             .into_inner()
             .role_assignment
@@ -189,6 +225,8 @@ impl Catalogs for CatalogsApi {
             &assignment.catalog_id,
             "role_assignment",
         )?;
+        self.app.authorize(&caller, "GrantRole", role_scope(&assignment.catalog_id))?;
+        let actor = caller.actor;
         let committed = write(self.app.store(), move |txn| {
             catalog::grant_role(txn, assignment, &actor)
         })
@@ -200,9 +238,10 @@ impl Catalogs for CatalogsApi {
         &self,
         request: Request<RevokeRoleRequest>,
     ) -> Result<Response<DeleteResponse>, Status> {
-        self.app.actor(&request)?;
+        let caller = self.app.caller(&request)?;
         let r = request.into_inner();
         let role = catalog::check_role_args(r.role, &r.principal_id, &r.catalog_id, "")?;
+        self.app.authorize(&caller, "RevokeRole", role_scope(&r.catalog_id))?;
         let committed = write(self.app.store(), move |txn| {
             catalog::revoke_role(txn, role, &r.principal_id, &r.catalog_id)
         })
@@ -216,6 +255,9 @@ impl Catalogs for CatalogsApi {
         &self,
         request: Request<ListRoleAssignmentsRequest>,
     ) -> Result<Response<ListRoleAssignmentsResponse>, Status> {
+        let caller = self.app.caller(&request)?;
+        let visible = self.app.catalog_filter(&caller, "ListRoleAssignments");
+        let tenant_visible = self.app.permits(&caller, "ListRoleAssignments", Scope::Tenant, None)?;
         let r = request.into_inner();
         let mut check = Check::new("");
         if r.catalog_id != TENANT_SCOPE {
@@ -247,7 +289,8 @@ impl Catalogs for CatalogsApi {
             Source::All
         };
         let keep = |a: &RoleAssignment| {
-            (r.role == 0 || a.role == r.role)
+            let sees = if a.catalog_id.is_empty() { tenant_visible } else { visible.sees(&a.catalog_id) };
+            sees && (r.role == 0 || a.role == r.role)
                 && (r.principal_id.is_empty() || a.principal_id == r.principal_id)
         };
         let listed = crud::list(self.app.store(), source, keep, page.size, page.after())?;

@@ -15,6 +15,7 @@ use crate::store::records::{self, Record, Source};
 use crate::store::write;
 
 use super::App;
+use crate::policy::admin::Scope;
 use super::paging::PageRequest;
 
 pub struct DirectoryApi {
@@ -45,7 +46,7 @@ impl Directory for DirectoryApi {
         &self,
         request: Request<CreateUserRequest>,
     ) -> Result<Response<User>, Status> {
-        let actor = self.app.actor(&request)?;
+        let actor = self.app.authorized(&request, "CreateUser", Scope::Tenant)?.actor;
         let r = request.into_inner();
         let args = CreateArgs {
             entity: r.user,
@@ -59,6 +60,7 @@ impl Directory for DirectoryApi {
     }
 
     async fn get_user(&self, request: Request<GetUserRequest>) -> Result<Response<User>, Status> {
+        self.app.authorized(&request, "GetUser", Scope::Tenant)?;
         Ok(Response::new(crud::get(
             self.app.store(),
             &request.get_ref().id,
@@ -69,6 +71,7 @@ impl Directory for DirectoryApi {
         &self,
         request: Request<ListUsersRequest>,
     ) -> Result<Response<ListUsersResponse>, Status> {
+        self.app.authorized(&request, "ListUsers", Scope::Tenant)?;
         let r = request.into_inner();
         self.require_filter::<Group>(&r.group_id, "group_id")?;
         self.require_filter::<ConnectedOrganization>(
@@ -121,7 +124,7 @@ impl Directory for DirectoryApi {
         &self,
         request: Request<UpdateUserRequest>,
     ) -> Result<Response<User>, Status> {
-        let actor = self.app.actor(&request)?;
+        let actor = self.app.authorized(&request, "UpdateUser", Scope::Tenant)?.actor;
         let r = request.into_inner();
         Ok(Response::new(
             crud::update(self.app.store(), actor, r.user, r.update_mask).await?,
@@ -132,7 +135,7 @@ impl Directory for DirectoryApi {
         &self,
         request: Request<DeleteUserRequest>,
     ) -> Result<Response<User>, Status> {
-        let actor = self.app.actor(&request)?;
+        let actor = self.app.authorized(&request, "DeleteUser", Scope::Tenant)?.actor;
         let r = request.into_inner();
         let mut check = Check::new("");
         check.id("id", &r.id);
@@ -148,7 +151,7 @@ impl Directory for DirectoryApi {
         &self,
         request: Request<CreateGroupRequest>,
     ) -> Result<Response<Group>, Status> {
-        let actor = self.app.actor(&request)?;
+        let actor = self.app.authorized(&request, "CreateGroup", Scope::Tenant)?.actor;
         let r = request.into_inner();
         let args = CreateArgs {
             entity: r.group,
@@ -165,6 +168,7 @@ impl Directory for DirectoryApi {
         &self,
         request: Request<GetGroupRequest>,
     ) -> Result<Response<Group>, Status> {
+        self.app.authorized(&request, "GetGroup", Scope::Tenant)?;
         Ok(Response::new(crud::get(
             self.app.store(),
             &request.get_ref().id,
@@ -175,6 +179,7 @@ impl Directory for DirectoryApi {
         &self,
         request: Request<ListGroupsRequest>,
     ) -> Result<Response<ListGroupsResponse>, Status> {
+        self.app.authorized(&request, "ListGroups", Scope::Tenant)?;
         let r = request.into_inner();
         self.require_filter::<Group>(&r.parent_group_id, "parent_group_id")?;
         self.require_filter::<User>(&r.member_user_id, "member_user_id")?;
@@ -223,7 +228,7 @@ impl Directory for DirectoryApi {
         &self,
         request: Request<UpdateGroupRequest>,
     ) -> Result<Response<Group>, Status> {
-        let actor = self.app.actor(&request)?;
+        let actor = self.app.authorized(&request, "UpdateGroup", Scope::Tenant)?.actor;
         let r = request.into_inner();
         Ok(Response::new(
             crud::update(self.app.store(), actor, r.group, r.update_mask).await?,
@@ -234,7 +239,7 @@ impl Directory for DirectoryApi {
         &self,
         request: Request<DeleteGroupRequest>,
     ) -> Result<Response<DeleteResponse>, Status> {
-        let actor = self.app.actor(&request)?;
+        let actor = self.app.authorized(&request, "DeleteGroup", Scope::Tenant)?.actor;
         let r = request.into_inner();
         let revision = crud::delete::<Group>(self.app.store(), actor, r.id, r.etag).await?;
         Ok(Response::new(DeleteResponse { revision }))
@@ -244,7 +249,7 @@ impl Directory for DirectoryApi {
         &self,
         request: Request<AddGroupMemberRequest>,
     ) -> Result<Response<GroupMembership>, Status> {
-        let actor = self.app.actor(&request)?;
+        let actor = self.app.authorized(&request, "AddGroupMember", Scope::Tenant)?.actor;
         let r = request.into_inner();
         let member = match r.member {
             Some(add_group_member_request::Member::UserId(id)) => Some(Member::User(id)),
@@ -263,7 +268,7 @@ impl Directory for DirectoryApi {
         &self,
         request: Request<RemoveGroupMemberRequest>,
     ) -> Result<Response<DeleteResponse>, Status> {
-        self.app.actor(&request)?;
+        self.app.authorized(&request, "RemoveGroupMember", Scope::Tenant)?;
         let r = request.into_inner();
         let member = match r.member {
             Some(remove_group_member_request::Member::UserId(id)) => Some(Member::User(id)),
@@ -284,7 +289,7 @@ impl Directory for DirectoryApi {
         &self,
         request: Request<CreateConnectedOrganizationRequest>,
     ) -> Result<Response<ConnectedOrganization>, Status> {
-        let actor = self.app.actor(&request)?;
+        let actor = self.app.authorized(&request, "CreateConnectedOrganization", Scope::Tenant)?.actor;
         let r = request.into_inner();
         let args = CreateArgs {
             entity: r.connected_organization,
@@ -301,6 +306,7 @@ impl Directory for DirectoryApi {
         &self,
         request: Request<GetConnectedOrganizationRequest>,
     ) -> Result<Response<ConnectedOrganization>, Status> {
+        self.app.authorized(&request, "GetConnectedOrganization", Scope::Tenant)?;
         Ok(Response::new(crud::get(
             self.app.store(),
             &request.get_ref().id,
@@ -311,6 +317,7 @@ impl Directory for DirectoryApi {
         &self,
         request: Request<ListConnectedOrganizationsRequest>,
     ) -> Result<Response<ListConnectedOrganizationsResponse>, Status> {
+        self.app.authorized(&request, "ListConnectedOrganizations", Scope::Tenant)?;
         let r = request.into_inner();
         let page = PageRequest::parse(r.page_size, &r.page_token, &[&r.state.to_string()])?;
         let keep = |o: &ConnectedOrganization| r.state == 0 || o.state == r.state;
@@ -326,7 +333,7 @@ impl Directory for DirectoryApi {
         &self,
         request: Request<UpdateConnectedOrganizationRequest>,
     ) -> Result<Response<ConnectedOrganization>, Status> {
-        let actor = self.app.actor(&request)?;
+        let actor = self.app.authorized(&request, "UpdateConnectedOrganization", Scope::Tenant)?.actor;
         let r = request.into_inner();
         Ok(Response::new(
             crud::update(
@@ -343,7 +350,7 @@ impl Directory for DirectoryApi {
         &self,
         request: Request<DeleteConnectedOrganizationRequest>,
     ) -> Result<Response<DeleteResponse>, Status> {
-        let actor = self.app.actor(&request)?;
+        let actor = self.app.authorized(&request, "DeleteConnectedOrganization", Scope::Tenant)?.actor;
         let r = request.into_inner();
         let revision =
             crud::delete::<ConnectedOrganization>(self.app.store(), actor, r.id, r.etag).await?;

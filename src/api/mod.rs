@@ -3,9 +3,11 @@
 
 pub mod access_packages;
 pub mod assignments;
+pub mod authz;
 pub mod caller;
 pub mod catalogs;
 pub mod directory;
+pub mod jwt;
 pub mod paging;
 pub mod policies;
 pub mod requests;
@@ -14,10 +16,8 @@ pub mod status;
 
 use std::sync::Arc;
 
-use tonic::{Request, Status};
 
 use crate::clock::Clock;
-use crate::domain::entity::Actor;
 use crate::policy::PolicyEngine;
 use crate::store::Store;
 
@@ -40,14 +40,5 @@ impl App {
 
     pub fn store(&self) -> &dyn Store {
         self.store.as_ref()
-    }
-
-    /// The authenticated caller of `request`, stamped with the current time.
-    pub fn actor<T>(&self, request: &Request<T>) -> Result<Actor, Status> {
-        let principal = caller::principal(request)?;
-        Ok(Actor {
-            id: principal.id.clone(),
-            now: self.clock.now(),
-        })
     }
 }

@@ -14,6 +14,8 @@ use crate::policy::compile::{Rule, compile_policy, entity, render};
 use crate::store::records::{Record, Source};
 
 use super::App;
+use super::authz::{Caller, PackageCatalogs};
+use crate::policy::admin::Scope;
 use super::paging::PageRequest;
 
 pub struct AssignmentPoliciesApi {
@@ -23,6 +25,12 @@ pub struct AssignmentPoliciesApi {
 impl AssignmentPoliciesApi {
     pub fn new(app: App) -> Self {
         Self { app }
+    }
+
+    /// Loads a policy and authorizes `action` in its package's catalog.
+    fn authorize_policy(&self, caller: &Caller, action: &str, id: &str) -> Result<AssignmentPolicy> {
+        self.app
+            .authorize_record(caller, action, id, |p: &AssignmentPolicy| self.app.package_catalog(&p.access_package_id))
     }
 }
 
@@ -80,7 +88,18 @@ impl AssignmentPolicies for AssignmentPoliciesApi {
         &self,
         request: Request<CreateAssignmentPolicyRequest>,
     ) -> Result<Response<AssignmentPolicy>, Status> {
-        let actor = self.app.actor(&request)?;
+        let caller = self.app.caller(&request)?;
+        let package = request
+            .get_ref()
+            .assignment_policy
+            .as_ref()
+            .map(|p| p.access_package_id.clone())
+            .unwrap_or_default();
+        if !package.is_empty() {
+            let catalog = self.app.package_catalog(&package)?;
+            self.app.authorize(&caller, "CreateAssignmentPolicy", Scope::Catalog(&catalog))?;
+        }
+        let actor = caller.actor;
         let r = request.into_inner();
         check_condition(r.assignment_policy.as_ref())?;
         let args = CreateArgs {
@@ -89,13 +108,8 @@ impl AssignmentPolicies for AssignmentPoliciesApi {
             request_id: r.request_id,
             method: "CreateAssignmentPolicy",
         };
-        let policy = crud::create_checked(
-            self.app.store(),
-            actor,
-            args,
-            compiles(self.app.policies.clone()),
-        )
-        .await?;
+        let check = compiles(self.app.policies.clone());
+        let policy = crud::create_checked(self.app.store(), actor, args, move |_, p| check(p)).await?;
         Ok(Response::new(policy))
     }
 
@@ -103,16 +117,17 @@ impl AssignmentPolicies for AssignmentPoliciesApi {
         &self,
         request: Request<GetAssignmentPolicyRequest>,
     ) -> Result<Response<AssignmentPolicy>, Status> {
-        Ok(Response::new(crud::get(
-            self.app.store(),
-            &request.get_ref().id,
-        )?))
+        let caller = self.app.caller(&request)?;
+        Ok(Response::new(self.authorize_policy(&caller, "GetAssignmentPolicy", &request.get_ref().id)?))
     }
 
     async fn list_assignment_policies(
         &self,
         request: Request<ListAssignmentPoliciesRequest>,
     ) -> Result<Response<ListAssignmentPoliciesResponse>, Status> {
+        let caller = self.app.caller(&request)?;
+        let visible = self.app.catalog_filter(&caller, "ListAssignmentPolicies");
+        let catalogs = PackageCatalogs::new(&self.app);
         let r = request.into_inner();
         if !r.access_package_id.is_empty() {
             crud::get::<AccessPackage>(self.app.store(), &r.access_package_id)?;
@@ -130,7 +145,7 @@ impl AssignmentPolicies for AssignmentPoliciesApi {
         let listed = crud::list(
             self.app.store(),
             source,
-            |_: &AssignmentPolicy| true,
+            |p: &AssignmentPolicy| catalogs.of(&p.access_package_id).is_some_and(|c| visible.sees(&c)),
             page.size,
             page.after(),
         )?;
@@ -145,7 +160,10 @@ impl AssignmentPolicies for AssignmentPoliciesApi {
         &self,
         request: Request<UpdateAssignmentPolicyRequest>,
     ) -> Result<Response<AssignmentPolicy>, Status> {
-        let actor = self.app.actor(&request)?;
+        let caller = self.app.caller(&request)?;
+        let id = request.get_ref().assignment_policy.as_ref().map(|p| p.id.clone()).unwrap_or_default();
+        self.authorize_policy(&caller, "UpdateAssignmentPolicy", &id)?;
+        let actor = caller.actor;
         let r = request.into_inner();
         check_condition(r.assignment_policy.as_ref())?;
         let policy = crud::update_checked(
@@ -163,10 +181,11 @@ impl AssignmentPolicies for AssignmentPoliciesApi {
         &self,
         request: Request<DeleteAssignmentPolicyRequest>,
     ) -> Result<Response<DeleteResponse>, Status> {
-        let actor = self.app.actor(&request)?;
+        let caller = self.app.caller(&request)?;
+        self.authorize_policy(&caller, "DeleteAssignmentPolicy", &request.get_ref().id)?;
         let r = request.into_inner();
         let revision =
-            crud::delete::<AssignmentPolicy>(self.app.store(), actor, r.id, r.etag).await?;
+            crud::delete::<AssignmentPolicy>(self.app.store(), caller.actor, r.id, r.etag).await?;
         Ok(Response::new(DeleteResponse { revision }))
     }
 
@@ -174,7 +193,8 @@ impl AssignmentPolicies for AssignmentPoliciesApi {
         &self,
         request: Request<GetCompiledPolicyRequest>,
     ) -> Result<Response<CompiledPolicy>, Status> {
-        let policy: AssignmentPolicy = crud::get(self.app.store(), &request.get_ref().id)?;
+        let caller = self.app.caller(&request)?;
+        let policy = self.authorize_policy(&caller, "GetCompiledPolicy", &request.get_ref().id)?;
         let rules = compile_policy(&policy);
         Ok(Response::new(CompiledPolicy {
             assignment_policy_id: policy.id,

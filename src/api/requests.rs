@@ -11,6 +11,9 @@ use crate::store::records::{Record, Source};
 use crate::workflow::{approval, requests};
 
 use super::App;
+use super::authz::{Caller, RecordFilter};
+use crate::policy::admin::Scope;
+use crate::store::records;
 use super::paging::PageRequest;
 
 pub struct AssignmentRequestsApi {
@@ -27,7 +30,7 @@ impl AssignmentRequestsApi {
         request: Request<DecideAssignmentRequestRequest>,
         approve: bool,
     ) -> Result<Response<AssignmentRequest>, Status> {
-        let actor = self.app.actor(&request)?;
+        let actor = self.app.caller(&request)?.actor;
         let r = request.into_inner();
         let input = approval::DecisionInput {
             id: r.id,
@@ -38,6 +41,51 @@ impl AssignmentRequestsApi {
         let decided =
             approval::decide(self.app.store(), self.app.policies.clone(), actor, input).await?;
         Ok(Response::new(decided))
+    }
+
+    /// Authorizes `action` on a stored request.
+    fn authorize_on(&self, caller: &Caller, action: &str, request: &AssignmentRequest) -> Result<(), Error> {
+        let catalog = self.app.package_catalog(&request.access_package_id)?;
+        let scope = Scope::Record {
+            catalog: &catalog,
+            target: &request.target_id,
+            requestor: &request.requestor_id,
+        };
+        self.app.authorize(caller, action, scope)
+    }
+
+    /// Who may ask for a change: anyone for their own access (USER_*),
+    /// assignment managers and up for others' (ADMIN_*). Requests naming
+    /// nothing that exists are left to the workflow's own checks.
+    fn authorize_create(&self, caller: &Caller, input: &AssignmentRequest) -> Result<(), Error> {
+        let on_behalf = matches!(
+            input.r#type(),
+            RequestType::AdminAdd | RequestType::AdminUpdate | RequestType::AdminRemove
+        );
+        let store = self.app.store();
+        let (package, target) = if input.is_add() {
+            let Some(policy) = records::load::<AssignmentPolicy>(store, &input.assignment_policy_id)? else {
+                return Ok(());
+            };
+            let target = if on_behalf || !input.target_id.is_empty() {
+                input.target_id.clone()
+            } else {
+                caller.actor.id.clone()
+            };
+            (policy.access_package_id, target)
+        } else {
+            let Some(assignment) = records::load::<Assignment>(store, &input.assignment_id)? else {
+                return Ok(());
+            };
+            (assignment.access_package_id, assignment.target_id)
+        };
+        let catalog = self.app.package_catalog(&package)?;
+        let scope = Scope::Record {
+            catalog: &catalog,
+            target: &target,
+            requestor: &caller.actor.id,
+        };
+        self.app.authorize_with(caller, "CreateAssignmentRequest", scope, Some(on_behalf))
     }
 }
 
@@ -62,7 +110,11 @@ impl AssignmentRequests for AssignmentRequestsApi {
         &self,
         request: Request<CreateAssignmentRequestRequest>,
     ) -> Result<Response<AssignmentRequest>, Status> {
-        let actor = self.app.actor(&request)?;
+        let caller = self.app.caller(&request)?;
+        if let Some(input) = &request.get_ref().assignment_request {
+            self.authorize_create(&caller, input)?;
+        }
+        let actor = caller.actor;
         let r = request.into_inner();
         let created = requests::create(
             self.app.store(),
@@ -79,16 +131,18 @@ impl AssignmentRequests for AssignmentRequestsApi {
         &self,
         request: Request<GetAssignmentRequestRequest>,
     ) -> Result<Response<AssignmentRequest>, Status> {
-        Ok(Response::new(crud::get(
-            self.app.store(),
-            &request.get_ref().id,
-        )?))
+        let caller = self.app.caller(&request)?;
+        let found: AssignmentRequest = crud::get(self.app.store(), &request.get_ref().id)?;
+        self.authorize_on(&caller, "GetAssignmentRequest", &found)?;
+        Ok(Response::new(found))
     }
 
     async fn list_assignment_requests(
         &self,
         request: Request<ListAssignmentRequestsRequest>,
     ) -> Result<Response<ListAssignmentRequestsResponse>, Status> {
+        let caller = self.app.caller(&request)?;
+        let visible = RecordFilter::new(&self.app, &caller, "ListAssignmentRequests");
         let r = request.into_inner();
         let filter = single_filter(&[
             ("target_id", REQUESTS_BY_TARGET, &r.target_id),
@@ -117,7 +171,10 @@ impl AssignmentRequests for AssignmentRequestsApi {
             },
             None => Source::All,
         };
-        let keep = |q: &AssignmentRequest| r.state == 0 || q.state == r.state;
+        let keep = |q: &AssignmentRequest| {
+            (r.state == 0 || q.state == r.state)
+                && visible.sees(&q.access_package_id, &q.target_id, &q.requestor_id)
+        };
         let listed = crud::list(self.app.store(), source, keep, page.size, page.after())?;
         let next_page_token = page.next_token(&listed, |q: &AssignmentRequest| q.id.clone());
         Ok(Response::new(ListAssignmentRequestsResponse {
@@ -144,7 +201,10 @@ impl AssignmentRequests for AssignmentRequestsApi {
         &self,
         request: Request<ListPendingApprovalsRequest>,
     ) -> Result<Response<ListPendingApprovalsResponse>, Status> {
-        let actor = self.app.actor(&request)?;
+        let actor = self
+            .app
+            .authorized(&request, "ListPendingApprovals", Scope::Tenant)?
+            .actor;
         let r = request.into_inner();
         let page = PageRequest::parse(r.page_size, &r.page_token, &[&actor.id])?;
         let pending = approval::pending_for(self.app.store(), &actor.id)?;
@@ -168,10 +228,11 @@ impl AssignmentRequests for AssignmentRequestsApi {
         &self,
         request: Request<CancelAssignmentRequestRequest>,
     ) -> Result<Response<AssignmentRequest>, Status> {
-        let actor = self.app.actor(&request)?;
-        let id = request.into_inner().id;
+        let caller = self.app.caller(&request)?;
+        let found: AssignmentRequest = crud::get(self.app.store(), &request.get_ref().id)?;
+        self.authorize_on(&caller, "CancelAssignmentRequest", &found)?;
         Ok(Response::new(
-            requests::cancel(self.app.store(), actor, id).await?,
+            requests::cancel(self.app.store(), caller.actor, found.id).await?,
         ))
     }
 }

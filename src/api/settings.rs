@@ -8,6 +8,7 @@ use crate::pb::settings_server::Settings;
 use crate::pb::*;
 
 use super::App;
+use crate::policy::admin::Scope;
 
 pub struct SettingsApi {
     app: App,
@@ -23,8 +24,9 @@ impl SettingsApi {
 impl Settings for SettingsApi {
     async fn get_settings(
         &self,
-        _request: Request<GetSettingsRequest>,
+        request: Request<GetSettingsRequest>,
     ) -> Result<Response<TenantSettings>, Status> {
+        self.app.authorized(&request, "GetSettings", Scope::Tenant)?;
         Ok(Response::new(crud::get(self.app.store(), SETTINGS_ID)?))
     }
 
@@ -32,7 +34,7 @@ impl Settings for SettingsApi {
         &self,
         request: Request<UpdateSettingsRequest>,
     ) -> Result<Response<TenantSettings>, Status> {
-        let actor = self.app.actor(&request)?;
+        let actor = self.app.authorized(&request, "UpdateSettings", Scope::Tenant)?.actor;
         let r = request.into_inner();
         Ok(Response::new(
             crud::update(self.app.store(), actor, r.settings, r.update_mask).await?,

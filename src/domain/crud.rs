@@ -4,7 +4,7 @@
 
 use crate::error::{Error, Result};
 use crate::store::records::{self, Record, Source};
-use crate::store::{ReadView, Revision, Store, write};
+use crate::store::{ReadView, Revision, Store, Txn, write};
 
 use super::entity::{Actor, Entity, check_etag, fields_to_update, stamp};
 use super::validate::{self, Check};
@@ -23,16 +23,17 @@ pub struct CreateArgs<E> {
 }
 
 pub async fn create<E: Entity>(store: &dyn Store, actor: Actor, args: CreateArgs<E>) -> Result<E> {
-    create_checked(store, actor, args, |_| Ok(())).await
+    create_checked(store, actor, args, |_, _| Ok(())).await
 }
 
-/// Like [`create`], with one more check of the finished record (id
-/// assigned) before it is stored.
+/// Like [`create`], with one more step in the same transaction once the
+/// record (id assigned) is stored: a last check, or writes that belong
+/// with it.
 pub async fn create_checked<E: Entity>(
     store: &dyn Store,
     actor: Actor,
     args: CreateArgs<E>,
-    extra_check: impl FnOnce(&E) -> Result<()> + Send + 'static,
+    finish: impl FnOnce(&mut dyn Txn, &E) -> Result<()> + Send + 'static,
 ) -> Result<E> {
     let CreateArgs {
         entity,
@@ -71,9 +72,9 @@ pub async fn create_checked<E: Entity>(
         }
         entity.set_id(id);
         entity.check_against(txn, None)?;
-        extra_check(&entity)?;
         stamp(&mut entity, None, &actor, txn.revision());
         records::save(txn, None, &entity)?;
+        finish(txn, &entity)?;
         records::remember_request(txn, &actor.id, method, &request_id, &entity);
         Ok(entity)
     })

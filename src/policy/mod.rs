@@ -5,6 +5,7 @@
 //! assignment policies. Cedar evaluates every policy in a set, so a
 //! decision never sees other packages' policies.
 
+pub mod admin;
 pub mod compile;
 pub mod entities;
 
@@ -24,10 +25,17 @@ use crate::store::records::Record;
 use compile::Rule;
 
 const BUILTIN_SCHEMA: &str = include_str!("../../policies/schema.cedarschema");
-const BUILTIN_POLICIES: &[(&str, &str)] = &[(
-    "invariants.cedar",
-    include_str!("../../policies/invariants.cedar"),
-)];
+const BUILTIN_POLICIES: &[(&str, &str)] = &[
+    (
+        "invariants.cedar",
+        include_str!("../../policies/invariants.cedar"),
+    ),
+    ("admin.cedar", include_str!("../../policies/admin.cedar")),
+];
+
+/// Files whose name starts with this hold administration policies; the
+/// others hold invariants of access changes.
+const ADMIN_FILE_PREFIX: &str = "admin";
 
 /// The outcome of one decision.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,6 +64,9 @@ pub enum Facts {
     Change(ChangeContext),
     /// Approve.
     Approval { now: i64 },
+    /// An administrative action; `on_behalf` only for
+    /// CreateAssignmentRequest.
+    Admin { on_behalf: Option<bool> },
 }
 
 impl From<ChangeContext> for Facts {
@@ -76,6 +87,10 @@ impl Facts {
                 ),
             ],
             Facts::Approval { now } => vec![("now", RestrictedExpression::new_long(now))],
+            Facts::Admin { on_behalf } => on_behalf
+                .map(|b| ("onBehalf", RestrictedExpression::new_bool(b)))
+                .into_iter()
+                .collect(),
         };
         Context::from_pairs(pairs.into_iter().map(|(k, v)| (k.to_string(), v)))
     }
@@ -91,6 +106,7 @@ pub struct PolicyEngine {
     schema: Schema,
     validator: Validator,
     invariants: Vec<Policy>,
+    admin: PolicySet,
     shards: Mutex<HashMap<String, Shard>>,
 }
 
@@ -131,7 +147,11 @@ impl PolicyEngine {
         let (schema, _warnings) = Schema::from_cedarschema_str(schema_text)
             .map_err(|e| anyhow!("schema.cedarschema: {}", cedar_message(&e)))?;
         let mut invariants = Vec::new();
+        let mut admin = Vec::new();
         for (name, text) in files {
+            let is_admin = Path::new(&name)
+                .file_name()
+                .is_some_and(|f| f.to_string_lossy().starts_with(ADMIN_FILE_PREFIX));
             let parsed =
                 PolicySet::from_str(&text).map_err(|e| anyhow!("{name}: {}", cedar_message(&e)))?;
             if parsed.templates().next().is_some() {
@@ -141,13 +161,22 @@ impl PolicyEngine {
                 let id = policy.annotation("id").ok_or_else(|| {
                     anyhow!("{name}: every policy needs an @id(\"...\") annotation")
                 })?;
-                invariants.push(policy.new_id(PolicyId::new(id)));
+                let policy = policy.new_id(PolicyId::new(id));
+                if is_admin {
+                    admin.push(policy);
+                } else {
+                    invariants.push(policy);
+                }
             }
         }
+        let validator = Validator::new(schema.clone());
+        let admin = PolicySet::from_policies(admin).map_err(|e| anyhow!("{e}"))?;
+        validate(&validator, &admin).map_err(|e| anyhow!("administration policies: {e}"))?;
         let engine = Self {
-            validator: Validator::new(schema.clone()),
+            validator,
             schema,
             invariants,
+            admin,
             shards: Mutex::new(HashMap::new()),
         };
         engine.policy_set(&[]).map_err(|e| anyhow!("{e}"))?;
@@ -170,14 +199,7 @@ impl PolicyEngine {
                 .map_err(|e| format!("{}: {}", rule.id, cedar_message(&e)))?;
             set.add(policy).map_err(|e| e.to_string())?;
         }
-        let result = self.validator.validate(&set, ValidationMode::Strict);
-        if !result.validation_passed() {
-            let messages: Vec<String> = result
-                .validation_errors()
-                .map(|e| cedar_message(e))
-                .collect();
-            return Err(messages.join("; "));
-        }
+        validate(&self.validator, &set)?;
         Ok(set)
     }
 
@@ -216,6 +238,11 @@ impl PolicyEngine {
         Ok(set)
     }
 
+    /// The administration policy set.
+    pub fn admin_set(&self) -> &PolicySet {
+        &self.admin
+    }
+
     pub fn decide(
         &self,
         set: &PolicySet,
@@ -236,6 +263,16 @@ impl PolicyEngine {
             errors: diagnostics.errors().map(ToString::to_string).collect(),
         })
     }
+}
+
+/// Strict validation against the schema; the error lists every problem.
+fn validate(validator: &Validator, set: &PolicySet) -> Result<(), String> {
+    let result = validator.validate(set, ValidationMode::Strict);
+    if result.validation_passed() {
+        return Ok(());
+    }
+    let messages: Vec<String> = result.validation_errors().map(|e| cedar_message(e)).collect();
+    Err(messages.join("; "))
 }
 
 /// A Cedar error with its causes, on one line.

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use entitlements::api::caller::DEV_USER_HEADER;
 use entitlements::clock::ManualClock;
-use entitlements::config::Settings;
+use entitlements::config::{AuthSettings, Settings};
 use entitlements::pb::access_packages_client::AccessPackagesClient;
 use entitlements::pb::assignment_policies_client::AssignmentPoliciesClient;
 use entitlements::pb::assignment_requests_client::AssignmentRequestsClient;
@@ -54,6 +54,11 @@ impl TestServer {
             listen: "127.0.0.1:0".parse().unwrap(),
             data_dir: data_dir.to_path_buf(),
             scheduler_interval_ms: 5,
+            dev_auth: true,
+            auth: AuthSettings {
+                global_admins: vec![ADMIN.to_string()],
+                ..AuthSettings::default()
+            },
             ..Settings::default()
         };
         let listener = tokio::net::TcpListener::bind(settings.listen)

@@ -1,0 +1,201 @@
+//! Authorization of every RPC by the administration policies
+//! (`policies/admin*.cedar`). Handlers name the action (the RPC) and what it
+//! acts on; Lists keep only what the caller may see.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use tonic::{Request, Status};
+
+use crate::domain::crud;
+use crate::domain::entity::Actor;
+use crate::pb::AccessPackage;
+use crate::store::records::{self, Record};
+use crate::error::{Error, Result};
+use crate::policy::Facts;
+use crate::policy::admin::{self, Scope};
+
+use super::App;
+use super::caller::{self, Principal};
+
+/// An authenticated caller with the roles they hold.
+pub struct Caller {
+    pub actor: Actor,
+    pub principal: Principal,
+    roles: Vec<String>,
+}
+
+impl App {
+    /// The caller of `request`, with their configured and stored roles.
+    pub fn caller<T>(&self, request: &Request<T>) -> std::result::Result<Caller, Status> {
+        let principal = caller::principal(request)?.clone();
+        let mut roles = principal.configured_roles.clone();
+        roles.extend(admin::stored_roles(self.store(), &principal.id).map_err(Status::from)?);
+        Ok(Caller {
+            actor: Actor {
+                id: principal.id.clone(),
+                now: self.clock.now(),
+            },
+            principal,
+            roles,
+        })
+    }
+
+    /// The caller of `request`, if they may do `action` on `scope`.
+    pub fn authorized<T>(&self, request: &Request<T>, action: &str, scope: Scope<'_>) -> std::result::Result<Caller, Status> {
+        let caller = self.caller(request)?;
+        self.authorize(&caller, action, scope)?;
+        Ok(caller)
+    }
+
+    /// Whether `caller` may do `action` on `scope`.
+    pub fn permits(&self, caller: &Caller, action: &str, scope: Scope<'_>, on_behalf: Option<bool>) -> Result<bool> {
+        Ok(self.decide(caller, action, scope, on_behalf)?.allowed)
+    }
+
+    fn decide(&self, caller: &Caller, action: &str, scope: Scope<'_>, on_behalf: Option<bool>) -> Result<crate::policy::Decision> {
+        let (principal, resource, entities) =
+            admin::slice(&caller.principal.id, &caller.roles, scope).map_err(Error::internal)?;
+        self.policies
+            .decide(
+                self.policies.admin_set(),
+                principal,
+                action,
+                resource,
+                Facts::Admin { on_behalf },
+                &entities,
+            )
+            .map_err(Error::internal)
+    }
+
+    /// PERMISSION_DENIED (with the deciding policy ids) unless `caller` may
+    /// do `action` on `scope`.
+    pub fn authorize(&self, caller: &Caller, action: &str, scope: Scope<'_>) -> Result<()> {
+        self.authorize_with(caller, action, scope, None)
+    }
+
+    pub fn authorize_with(&self, caller: &Caller, action: &str, scope: Scope<'_>, on_behalf: Option<bool>) -> Result<()> {
+        let decision = self.decide(caller, action, scope, on_behalf)?;
+        if decision.allowed {
+            return Ok(());
+        }
+        Err(Error::PermissionDenied {
+            message: format!("{:?} may not call {action} here", caller.principal.id),
+            policy_ids: decision.policy_ids,
+        })
+    }
+
+    /// Loads record `id` (INVALID_ARGUMENT for a malformed id, NOT_FOUND when
+    /// missing) and authorizes `action` in the catalog `catalog_of` names.
+    pub fn authorize_record<R: Record>(
+        &self,
+        caller: &Caller,
+        action: &str,
+        id: &str,
+        catalog_of: impl FnOnce(&R) -> Result<String>,
+    ) -> Result<R> {
+        let record: R = crud::get(self.store(), id)?;
+        let catalog = catalog_of(&record)?;
+        self.authorize(caller, action, Scope::Catalog(&catalog))?;
+        Ok(record)
+    }
+
+    /// The catalog of an access package.
+    pub fn package_catalog(&self, package_id: &str) -> Result<String> {
+        Ok(records::require::<AccessPackage>(self.store(), package_id)?.catalog_id)
+    }
+
+    /// A filter for Lists of catalog content: whether the caller may do
+    /// `action` in a catalog, decided once per catalog.
+    pub fn catalog_filter<'a>(&'a self, caller: &'a Caller, action: &'a str) -> CatalogFilter<'a> {
+        CatalogFilter {
+            app: self,
+            caller,
+            action,
+            seen: RefCell::new(HashMap::new()),
+        }
+    }
+}
+
+pub struct CatalogFilter<'a> {
+    app: &'a App,
+    caller: &'a Caller,
+    action: &'a str,
+    seen: RefCell<HashMap<String, bool>>,
+}
+
+impl CatalogFilter<'_> {
+    /// Whether the caller sees content of `catalog` (a failed decision
+    /// counts as not).
+    pub fn sees(&self, catalog: &str) -> bool {
+        if let Some(known) = self.seen.borrow().get(catalog) {
+            return *known;
+        }
+        let allowed = self
+            .app
+            .permits(self.caller, self.action, Scope::Catalog(catalog), None)
+            .unwrap_or(false);
+        self.seen.borrow_mut().insert(catalog.to_string(), allowed);
+        allowed
+    }
+}
+
+/// Package to catalog, looked up once per package (for Lists of records
+/// that name a package).
+pub struct PackageCatalogs<'a> {
+    app: &'a App,
+    seen: RefCell<HashMap<String, Option<String>>>,
+}
+
+impl<'a> PackageCatalogs<'a> {
+    pub fn new(app: &'a App) -> Self {
+        Self {
+            app,
+            seen: RefCell::new(HashMap::new()),
+        }
+    }
+
+    /// The catalog of `package`, None when the package is gone.
+    pub fn of(&self, package: &str) -> Option<String> {
+        if let Some(known) = self.seen.borrow().get(package) {
+            return known.clone();
+        }
+        let catalog = self.app.package_catalog(package).ok();
+        self.seen.borrow_mut().insert(package.to_string(), catalog.clone());
+        catalog
+    }
+}
+
+/// A filter for Lists of requests and assignments: whether the caller may
+/// do `action` on each record, by the record's catalog and people.
+pub struct RecordFilter<'a> {
+    app: &'a App,
+    caller: &'a Caller,
+    action: &'a str,
+    catalogs: PackageCatalogs<'a>,
+}
+
+impl<'a> RecordFilter<'a> {
+    pub fn new(app: &'a App, caller: &'a Caller, action: &'a str) -> Self {
+        Self {
+            app,
+            caller,
+            action,
+            catalogs: PackageCatalogs::new(app),
+        }
+    }
+
+    pub fn sees(&self, package: &str, target: &str, requestor: &str) -> bool {
+        let Some(catalog) = self.catalogs.of(package) else {
+            return false;
+        };
+        let scope = Scope::Record {
+            catalog: &catalog,
+            target,
+            requestor,
+        };
+        self.app
+            .permits(self.caller, self.action, scope, None)
+            .unwrap_or(false)
+    }
+}

@@ -1,0 +1,119 @@
+//! Entities for administration decisions: the caller with the roles they
+//! hold, and the thing they act on (the tenant, a catalog, a request or
+//! assignment, or a user).
+
+use std::collections::HashSet;
+use std::str::FromStr;
+
+use cedar_policy::{Entities, Entity, EntityUid, RestrictedExpression};
+
+use crate::domain::catalog::{ROLES_BY_PRINCIPAL, TENANT_SCOPE};
+use crate::domain::directory::targets;
+use crate::error::Result;
+use crate::pb::{AdminRole, RoleAssignment};
+use crate::store::ReadView;
+use crate::store::records::{self, Record};
+
+use super::compile::entity;
+use super::entities::user_uid;
+
+pub const GLOBAL_ADMIN: &str = "global-admin";
+pub const CATALOG_CREATOR: &str = "catalog-creator";
+pub const DECISION_READER: &str = "decision-reader";
+
+/// What an administrative action acts on.
+#[derive(Debug, Clone, Copy)]
+pub enum Scope<'a> {
+    Tenant,
+    Catalog(&'a str),
+    /// A request or assignment in a catalog.
+    Record {
+        catalog: &'a str,
+        target: &'a str,
+        requestor: &'a str,
+    },
+    User(&'a str),
+}
+
+fn uid(kind: &str, id: &str) -> EntityUid {
+    EntityUid::from_str(&entity(kind, id)).expect("validated ids form valid entity uids")
+}
+
+/// The role a catalog role assignment stands for, as a Cedar role name.
+fn catalog_role_name(catalog: &str, role: AdminRole) -> Option<String> {
+    let suffix = match role {
+        AdminRole::CatalogOwner => "owner",
+        AdminRole::CatalogReader => "reader",
+        AdminRole::AccessPackageManager => "package-manager",
+        AdminRole::AccessPackageAssignmentManager => "assignment-manager",
+        _ => return None,
+    };
+    Some(format!("catalog/{catalog}/{suffix}"))
+}
+
+/// The roles `principal` holds through role assignments.
+pub fn stored_roles(view: &(impl ReadView + ?Sized), principal: &str) -> Result<Vec<String>> {
+    let mut roles = Vec::new();
+    for id in targets(view, RoleAssignment::KIND, ROLES_BY_PRINCIPAL, principal)? {
+        let Some(assignment) = records::load::<RoleAssignment>(view, &id)? else {
+            continue;
+        };
+        let role = assignment.role();
+        let name = match role {
+            AdminRole::GlobalAdmin => Some(GLOBAL_ADMIN.to_string()),
+            AdminRole::CatalogCreator => Some(CATALOG_CREATOR.to_string()),
+            _ if assignment.catalog_id != TENANT_SCOPE => catalog_role_name(&assignment.catalog_id, role),
+            _ => None,
+        };
+        roles.extend(name);
+    }
+    Ok(roles)
+}
+
+fn catalog_entity(id: &str) -> Entity {
+    let role = |suffix: &str| RestrictedExpression::new_entity_uid(uid("Role", &format!("catalog/{id}/{suffix}")));
+    let attrs = [
+        ("owners", role("owner")),
+        ("readers", role("reader")),
+        ("packageManagers", role("package-manager")),
+        ("assignmentManagers", role("assignment-manager")),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    Entity::new(uid("Catalog", id), attrs, HashSet::new()).expect("distinct attribute names")
+}
+
+/// The principal uid, the resource uid and the entities of one decision.
+pub fn slice(principal: &str, roles: &[String], scope: Scope<'_>) -> anyhow::Result<(EntityUid, EntityUid, Entities)> {
+    let principal_uid = user_uid(principal);
+    let parents: HashSet<EntityUid> = roles.iter().map(|r| uid("Role", r)).collect();
+    let mut entities = vec![Entity::new_no_attrs(principal_uid.clone(), parents)];
+    let resource = match scope {
+        Scope::Tenant => uid("Tenant", "tenant"),
+        Scope::Catalog(id) => {
+            entities.push(catalog_entity(id));
+            uid("Catalog", id)
+        }
+        Scope::Record {
+            catalog,
+            target,
+            requestor,
+        } => {
+            entities.push(catalog_entity(catalog));
+            let record = uid("AccessRecord", "record");
+            let attrs = [
+                ("catalog", RestrictedExpression::new_entity_uid(uid("Catalog", catalog))),
+                ("target", RestrictedExpression::new_entity_uid(user_uid(target))),
+                ("requestor", RestrictedExpression::new_entity_uid(user_uid(requestor))),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+            entities.push(Entity::new(record.clone(), attrs, HashSet::new())?);
+            record
+        }
+        Scope::User(id) => user_uid(id),
+    };
+    Ok((principal_uid, resource, Entities::from_entities(entities, None)?))
+}
