@@ -65,7 +65,7 @@ impl From<ChangeContext> for Facts {
 }
 
 impl Facts {
-    fn context(self) -> Result<Context, cedar_policy::ContextCreationError> {
+    fn context(self) -> anyhow::Result<Context> {
         let pairs = match self {
             Facts::Change(c) => vec![
                 ("now", RestrictedExpression::new_long(c.now)),
@@ -77,7 +77,9 @@ impl Facts {
             ],
             Facts::Approval { now } => vec![("now", RestrictedExpression::new_long(now))],
         };
-        Context::from_pairs(pairs.into_iter().map(|(k, v)| (k.to_string(), v)))
+        Ok(Context::from_pairs(
+            pairs.into_iter().map(|(k, v)| (k.to_string(), v)),
+        )?)
     }
 }
 
