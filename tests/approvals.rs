@@ -84,6 +84,12 @@ async fn approval_policy(server: &TestServer, id: &str, stages: Vec<ApprovalStag
         .await;
 }
 
+/// Asserts that `caller`'s approval of `stage` is refused with `code`.
+async fn refused(server: &TestServer, caller: &str, id: &str, stage: i32, code: Code) {
+    let result = server.decide(caller, id, stage, true).await;
+    expect_code(result.map(tonic::Response::new), code);
+}
+
 async fn get(server: &TestServer, id: &str) -> AssignmentRequest {
     server.get_request(id).await
 }
@@ -158,24 +164,12 @@ async fn three_stages_run_in_order() {
     let id = server.request_add("alice", "pol").await.unwrap().id;
 
     // Only the current stage can be decided, and only by its approvers.
-    expect_code(
-        server
-            .decide("bob", &id, 2, true)
-            .await
-            .map(tonic::Response::new),
-        Code::FailedPrecondition,
-    );
+    refused(&server, "bob", &id, 2, Code::FailedPrecondition).await;
     assert!(server.pending_approvals("bob").await.is_empty());
     let after_first = server.decide("ann", &id, 1, true).await.unwrap();
     assert_eq!(after_first.state(), RequestState::PendingApproval);
     assert_eq!(after_first.approval_stages.len(), 2);
-    expect_code(
-        server
-            .decide("ann", &id, 1, true)
-            .await
-            .map(tonic::Response::new),
-        Code::FailedPrecondition,
-    );
+    refused(&server, "ann", &id, 1, Code::FailedPrecondition).await;
     assert_eq!(server.pending_approvals("bob").await, vec![id.clone()]);
 
     server.decide("bob", &id, 2, true).await.unwrap();
@@ -195,13 +189,7 @@ async fn three_stages_run_in_order() {
         ]
     );
     // Decisions on a finished request are refused, never silently accepted.
-    expect_code(
-        server
-            .decide("mary", &id, 3, true)
-            .await
-            .map(tonic::Response::new),
-        Code::FailedPrecondition,
-    );
+    refused(&server, "mary", &id, 3, Code::FailedPrecondition).await;
 }
 
 #[tokio::test]
@@ -224,13 +212,7 @@ async fn a_deny_in_stage_two_ends_the_request() {
     assert_eq!(denied.approval_stages[1].state(), StageState::Denied);
     assert!(denied.assignment_id.is_empty());
     assert!(server.grants("alice").await.is_empty());
-    expect_code(
-        server
-            .decide("bob", &id, 2, true)
-            .await
-            .map(tonic::Response::new),
-        Code::FailedPrecondition,
-    );
+    refused(&server, "bob", &id, 2, Code::FailedPrecondition).await;
     // A denied request no longer blocks asking again.
     assert_eq!(
         server.request_add("alice", "pol").await.unwrap().state(),
@@ -262,13 +244,7 @@ async fn fallback_approvers_decide_when_the_primaries_resolve_to_nobody() {
     let id = server.request_add("alice", "pol").await.unwrap().id;
     assert!(!get(&server, &id).await.approval_stages[0].fallback);
     assert!(server.pending_approvals("zed").await.is_empty());
-    expect_code(
-        server
-            .decide("zed", &id, 1, true)
-            .await
-            .map(tonic::Response::new),
-        Code::PermissionDenied,
-    );
+    refused(&server, "zed", &id, 1, Code::PermissionDenied).await;
     server.decide("mary", &id, 1, true).await.unwrap();
 }
 
@@ -340,13 +316,7 @@ async fn a_stage_times_out_with_the_manual_clock() {
             .starts_with("TIMED_OUT")
     );
     assert_eq!(denied.history.last().unwrap().actor, "system");
-    expect_code(
-        server
-            .decide("ann", &id, 1, true)
-            .await
-            .map(tonic::Response::new),
-        Code::FailedPrecondition,
-    );
+    refused(&server, "ann", &id, 1, Code::FailedPrecondition).await;
     assert!(server.pending_approvals("ann").await.is_empty());
 }
 
@@ -379,24 +349,12 @@ async fn a_quorum_of_two_needs_two_distinct_approvals() {
 
     let one = server.decide("ann", &id, 1, true).await.unwrap();
     assert_eq!(one.state(), RequestState::PendingApproval);
-    expect_code(
-        server
-            .decide("ann", &id, 1, true)
-            .await
-            .map(tonic::Response::new),
-        Code::FailedPrecondition,
-    );
+    refused(&server, "ann", &id, 1, Code::FailedPrecondition).await;
     assert!(server.pending_approvals("ann").await.is_empty());
     let two = server.decide("bob", &id, 1, true).await.unwrap();
     assert_eq!(two.state(), RequestState::Delivered);
     assert_eq!(two.approval_stages[0].decisions.len(), 2);
-    expect_code(
-        server
-            .decide("zed", &id, 1, true)
-            .await
-            .map(tonic::Response::new),
-        Code::FailedPrecondition,
-    );
+    refused(&server, "zed", &id, 1, Code::FailedPrecondition).await;
 }
 
 #[tokio::test]

@@ -522,7 +522,8 @@ impl Entity for ConnectedOrganization {
     }
 }
 
-fn is_domain(value: &str) -> bool {
+/// Whether `value` is a domain name such as fabrikam.example.
+pub fn is_domain(value: &str) -> bool {
     value.len() <= 253
         && value.contains('.')
         && value.split('.').all(|label| {

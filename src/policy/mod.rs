@@ -76,7 +76,7 @@ impl From<ChangeContext> for Facts {
 }
 
 impl Facts {
-    fn context(self) -> Result<Context, cedar_policy::ContextCreationError> {
+    fn context(self) -> anyhow::Result<Context> {
         let pairs = match self {
             Facts::Change(c) => vec![
                 ("now", RestrictedExpression::new_long(c.now)),
@@ -92,7 +92,9 @@ impl Facts {
                 .into_iter()
                 .collect(),
         };
-        Context::from_pairs(pairs.into_iter().map(|(k, v)| (k.to_string(), v)))
+        Ok(Context::from_pairs(
+            pairs.into_iter().map(|(k, v)| (k.to_string(), v)),
+        )?)
     }
 }
 

@@ -4,9 +4,11 @@
 //! domain: the domain is unique across organizations).
 
 use crate::domain::crud::new_id;
-use crate::domain::directory::{ORGANIZATION_BY_DOMAIN, ORGANIZATION_BY_TENANT, email_domain};
+use crate::domain::directory::{
+    ORGANIZATION_BY_DOMAIN, ORGANIZATION_BY_TENANT, email_domain, is_domain,
+};
 use crate::domain::entity::{Actor, stamp};
-use crate::domain::validate::{Check, MAX_NAME};
+use crate::domain::validate::{Check, MAX_EMAIL, MAX_NAME};
 use crate::error::Result;
 use crate::pb::{
     AllowedTargetScope, AssignmentPolicy, ConnectedOrganization, ConnectedOrganizationState,
@@ -27,7 +29,13 @@ pub fn requestor(
 ) -> Result<(Subject, Option<ExternalRequestor>)> {
     let mut check = Check::new("assignment_request.external_requestor");
     let email = external.email.trim().to_lowercase();
-    let domain = email_domain(&email).map(str::to_string);
+    // The email and the display name defaulted from it become a directory
+    // user, and an unknown domain a proposed organization: both must pass
+    // the directory's own checks.
+    let domain = email_domain(&email)
+        .filter(|d| is_domain(d))
+        .map(str::to_string);
+    check.text("email", &email, MAX_EMAIL, false);
     check.require(domain.is_some(), "email", "must look like name@domain");
     check.optional_id("tenant_id", &external.tenant_id);
     check.text("display_name", &external.display_name, MAX_NAME, false);
@@ -44,8 +52,8 @@ pub fn requestor(
     };
     let user = User {
         id: id.to_string(),
-        display_name: if external.display_name.is_empty() {
-            email.clone()
+        display_name: if external.display_name.trim().is_empty() {
+            email.chars().take(MAX_NAME).collect()
         } else {
             external.display_name.clone()
         },

@@ -37,6 +37,14 @@ pub fn deliver_add(
             &format!("the target already holds the package (assignment {existing})"),
         );
     }
+    // Delivery may come long after the request (approval, a scheduled
+    // start): a target blocked or deleted meanwhile gets nothing.
+    if let Some(target) = records::load::<User>(txn, &request.target_id)?
+        && target.state() != UserState::Active
+    {
+        let reason = format!("the target is {}", target.state().as_str_name());
+        return transition(request, RequestState::DeliveryFailed, actor, &reason);
+    }
     create_governed_guest(txn, request, actor)?;
     let window = request.effective_schedule.unwrap_or_default();
     let assignment = Assignment {

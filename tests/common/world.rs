@@ -371,3 +371,110 @@ impl TestServer {
             .collect()
     }
 }
+
+/// Who an external requestor (a caller not in the directory) says they are.
+pub fn external(email: &str, tenant_id: &str) -> ExternalRequestor {
+    ExternalRequestor {
+        email: email.into(),
+        tenant_id: tenant_id.into(),
+        ..Default::default()
+    }
+}
+
+pub type TenantSettingsClient = settings_client::SettingsClient<
+    tonic::service::interceptor::InterceptedService<tonic::transport::Channel, super::AsUser>,
+>;
+
+/// External requestors, the guests they become, and the tenant settings
+/// that govern those guests.
+impl TestServer {
+    /// `caller`, who is not in the directory, asks for a package through
+    /// `policy` as `requestor`.
+    pub async fn request_external(
+        &self,
+        caller: &str,
+        policy: &str,
+        requestor: ExternalRequestor,
+    ) -> Result<AssignmentRequest, Status> {
+        self.request(
+            caller,
+            AssignmentRequest {
+                r#type: RequestType::UserAdd as i32,
+                assignment_policy_id: policy.into(),
+                external_requestor: Some(requestor),
+                ..Default::default()
+            },
+        )
+        .await
+    }
+
+    pub async fn get_user(&self, id: &str) -> User {
+        self.directory(ADMIN)
+            .get_user(GetUserRequest { id: id.into() })
+            .await
+            .unwrap_or_else(|s| panic!("get user {id}: {s:?}"))
+            .into_inner()
+    }
+
+    /// Sets a user's state (e.g. ACTIVE to unblock them).
+    pub async fn set_user_state(&self, id: &str, state: UserState) -> User {
+        self.directory(ADMIN)
+            .update_user(UpdateUserRequest {
+                user: Some(User {
+                    id: id.into(),
+                    state: state as i32,
+                    ..Default::default()
+                }),
+                update_mask: super::mask(&["state"]),
+            })
+            .await
+            .unwrap_or_else(|s| panic!("set the state of user {id}: {s:?}"))
+            .into_inner()
+    }
+
+    /// The connected organizations in `state` (UNSPECIFIED: all), by id.
+    pub async fn organizations(
+        &self,
+        state: ConnectedOrganizationState,
+    ) -> Vec<ConnectedOrganization> {
+        let response = self
+            .directory(ADMIN)
+            .list_connected_organizations(ListConnectedOrganizationsRequest {
+                page_size: 1000,
+                state: state as i32,
+                ..Default::default()
+            })
+            .await
+            .expect("list connected organizations")
+            .into_inner();
+        assert_eq!(response.next_page_token, "", "more than one page");
+        response.connected_organizations
+    }
+
+    pub fn settings(&self, user: &str) -> TenantSettingsClient {
+        settings_client::SettingsClient::with_interceptor(self.channel(), super::AsUser::new(user))
+    }
+
+    pub async fn get_settings(&self) -> TenantSettings {
+        self.settings(ADMIN)
+            .get_settings(GetSettingsRequest {})
+            .await
+            .expect("get settings")
+            .into_inner()
+    }
+
+    /// Updates the `paths` of the tenant settings from `settings`.
+    pub async fn update_settings(
+        &self,
+        settings: TenantSettings,
+        paths: &[&str],
+    ) -> Result<TenantSettings, Status> {
+        self.settings(ADMIN)
+            .update_settings(UpdateSettingsRequest {
+                settings: Some(settings),
+                update_mask: super::mask(paths),
+            })
+            .await
+            .map(|r| r.into_inner())
+    }
+}
