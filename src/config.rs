@@ -134,7 +134,11 @@ impl Settings {
             figment = figment.merge(Toml::file_exact(file));
         }
         let settings = figment
-            .merge(Env::prefixed("ENTITLEMENTS_").ignore(&["config"]).split("__"))
+            .merge(
+                Env::prefixed("ENTITLEMENTS_")
+                    .ignore(&["config"])
+                    .split("__"),
+            )
             .merge(Serialized::defaults(args))
             .extract()?;
         Ok(settings)

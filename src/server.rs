@@ -22,9 +22,9 @@ use anyhow::Context as _;
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
 use crate::api::caller::{Authenticator, DEV_USER_HEADER};
-use crate::api::jwt::JwtVerifier;
 use crate::api::catalogs::CatalogsApi;
 use crate::api::directory::DirectoryApi;
+use crate::api::jwt::JwtVerifier;
 use crate::api::policies::AssignmentPoliciesApi;
 use crate::api::requests::AssignmentRequestsApi;
 use crate::api::settings::SettingsApi;
@@ -66,7 +66,9 @@ pub fn authenticator(settings: &Settings, address: SocketAddr) -> anyhow::Result
             address.ip().is_loopback(),
             "--dev-auth trusts a plain header and works only on a loopback address, not {address}"
         );
-        tracing::warn!("development authentication: the {DEV_USER_HEADER} header names the caller, unchecked");
+        tracing::warn!(
+            "development authentication: the {DEV_USER_HEADER} header names the caller, unchecked"
+        );
     }
     anyhow::ensure!(
         settings.dev_auth || jwt.is_some(),
@@ -80,7 +82,10 @@ fn tls_config(tls: &TlsSettings) -> anyhow::Result<ServerTlsConfig> {
     let read = |path: &std::path::Path| {
         std::fs::read(path).with_context(|| format!("reading {}", path.display()))
     };
-    let mut config = ServerTlsConfig::new().identity(Identity::from_pem(read(&tls.cert_file)?, read(&tls.key_file)?));
+    let mut config = ServerTlsConfig::new().identity(Identity::from_pem(
+        read(&tls.cert_file)?,
+        read(&tls.key_file)?,
+    ));
     if let Some(ca) = &tls.client_ca_file {
         config = config.client_ca_root(Certificate::from_pem(read(ca)?));
     }

@@ -7,6 +7,10 @@ use common::*;
 use entitlements::pb::*;
 use tonic::Code;
 
+/// Everyone these tests call as: CRUD semantics are under test here, so
+/// all of them administer (authorization has its own tests).
+const CALLERS: &[&str] = &["alice", "bob", "manager"];
+
 // ----------------------------------------------------------------- helpers
 
 /// Catalog "c1" holding "r1" (roles member, owner) and "r2" (role reader);
@@ -82,7 +86,7 @@ fn ids(values: &[&str]) -> Vec<String> {
 
 #[tokio::test]
 async fn access_package_crud() {
-    let server = TestServer::start().await;
+    let server = TestServer::start_with_admins(CALLERS).await;
     setup(&server).await;
     let mut packages = server.packages("manager");
 
@@ -229,7 +233,7 @@ async fn access_package_crud() {
 
 #[tokio::test]
 async fn create_access_package_rejects_bad_input_and_writes_nothing() {
-    let server = TestServer::start().await;
+    let server = TestServer::start_with_admins(CALLERS).await;
     setup(&server).await;
     server
         .create_package("existing", package("c1", "Existing", &[]))
@@ -373,7 +377,7 @@ async fn create_access_package_rejects_bad_input_and_writes_nothing() {
 
 #[tokio::test]
 async fn unknown_catalogs_resources_and_roles_are_not_found() {
-    let server = TestServer::start().await;
+    let server = TestServer::start_with_admins(CALLERS).await;
     setup(&server).await;
     server
         .create_package("p1", package("c1", "P1", &[("r1", "member")]))
@@ -483,7 +487,7 @@ async fn unknown_catalogs_resources_and_roles_are_not_found() {
 
 #[tokio::test]
 async fn incompatible_packages_and_groups_must_exist_and_exclude_the_package_itself() {
-    let server = TestServer::start().await;
+    let server = TestServer::start_with_admins(CALLERS).await;
     setup(&server).await;
     server.create_group("auditors").await;
     server.create_package("p1", package("c1", "P1", &[])).await;
@@ -592,7 +596,7 @@ async fn incompatible_packages_and_groups_must_exist_and_exclude_the_package_its
 
 #[tokio::test]
 async fn list_access_packages_filters() {
-    let server = TestServer::start().await;
+    let server = TestServer::start_with_admins(CALLERS).await;
     setup(&server).await;
     server
         .create_package("a-sales", package("c1", "Sales", &[("r1", "member")]))
@@ -698,7 +702,7 @@ async fn list_access_packages_filters() {
 
 #[tokio::test]
 async fn list_access_packages_pages_with_filters() {
-    let server = TestServer::start().await;
+    let server = TestServer::start_with_admins(CALLERS).await;
     setup(&server).await;
     for n in [6, 3, 1, 7, 5, 2, 4] {
         server
@@ -781,7 +785,7 @@ async fn list_access_packages_pages_with_filters() {
 
 #[tokio::test]
 async fn create_access_package_is_idempotent_by_request_id() {
-    let server = TestServer::start().await;
+    let server = TestServer::start_with_admins(CALLERS).await;
     setup(&server).await;
     let request = |name: &str| CreateAccessPackageRequest {
         request_id: "req-7".into(),

@@ -7,6 +7,10 @@ use common::*;
 use entitlements::pb::*;
 use tonic::Code;
 
+/// Everyone these tests call as: CRUD semantics are under test here, so
+/// all of them administer (authorization has its own tests).
+const CALLERS: &[&str] = &["alice", "bob", "curator", "granter", "owner"];
+
 // ----------------------------------------------------------------- helpers
 
 const GENERAL: &str = "general";
@@ -151,7 +155,7 @@ async fn catalog_with_a_used_resource(server: &TestServer) {
 
 #[tokio::test]
 async fn the_general_catalog_is_built_in_and_cannot_be_deleted() {
-    let server = TestServer::start().await;
+    let server = TestServer::start_with_admins(CALLERS).await;
     let mut catalogs = server.catalogs(ADMIN);
     let general = get_catalog(&mut catalogs, GENERAL).await;
     assert_eq!(general.display_name, "General");
@@ -200,7 +204,7 @@ async fn the_general_catalog_is_built_in_and_cannot_be_deleted() {
 
 #[tokio::test]
 async fn catalog_crud_with_defaults() {
-    let server = TestServer::start().await;
+    let server = TestServer::start_with_admins(CALLERS).await;
     let mut catalogs = server.catalogs("owner");
 
     // enabled defaults to true and externally_visible to false; kind is
@@ -334,7 +338,7 @@ async fn catalog_crud_with_defaults() {
 
 #[tokio::test]
 async fn catalog_bad_input_is_invalid_argument_and_writes_nothing() {
-    let server = TestServer::start().await;
+    let server = TestServer::start_with_admins(CALLERS).await;
     server.create_catalog("hr").await;
     let mut catalogs = server.catalogs(ADMIN);
     let before = get_catalog(&mut catalogs, "hr").await;
@@ -432,7 +436,7 @@ async fn catalog_bad_input_is_invalid_argument_and_writes_nothing() {
 
 #[tokio::test]
 async fn list_catalogs_pages_in_id_order() {
-    let server = TestServer::start().await;
+    let server = TestServer::start_with_admins(CALLERS).await;
     for id in ["f", "b", "d", "a", "c", "e"] {
         server.create_catalog(id).await;
     }
@@ -463,7 +467,7 @@ async fn list_catalogs_pages_in_id_order() {
 
 #[tokio::test]
 async fn create_catalog_is_idempotent_per_caller_and_request_id() {
-    let server = TestServer::start().await;
+    let server = TestServer::start_with_admins(CALLERS).await;
     let mut alice = server.catalogs("alice");
     let request = |name: &str| CreateCatalogRequest {
         catalog: Some(catalog(name)),
@@ -500,7 +504,7 @@ async fn create_catalog_is_idempotent_per_caller_and_request_id() {
 
 #[tokio::test]
 async fn resource_crud() {
-    let server = TestServer::start().await;
+    let server = TestServer::start_with_admins(CALLERS).await;
     server.create_catalog("c1").await;
     let mut catalogs = server.catalogs("curator");
 
@@ -630,7 +634,7 @@ async fn resource_crud() {
 
 #[tokio::test]
 async fn resource_bad_input_and_missing_catalogs() {
-    let server = TestServer::start().await;
+    let server = TestServer::start_with_admins(CALLERS).await;
     server.create_catalog("c1").await;
     server
         .create_resource("r1", resource("c1", "sales", &["member"]))
@@ -754,7 +758,7 @@ async fn resource_bad_input_and_missing_catalogs() {
 
 #[tokio::test]
 async fn catalog_type_and_origin_identify_a_resource() {
-    let server = TestServer::start().await;
+    let server = TestServer::start_with_admins(CALLERS).await;
     server.create_catalog("c1").await;
     server.create_catalog("c2").await;
     server
@@ -842,7 +846,7 @@ async fn catalog_type_and_origin_identify_a_resource() {
 
 #[tokio::test]
 async fn resources_used_by_a_package_are_protected() {
-    let server = TestServer::start().await;
+    let server = TestServer::start_with_admins(CALLERS).await;
     catalog_with_a_used_resource(&server).await;
     let mut catalogs = server.catalogs(ADMIN);
     let before = get_resource(&mut catalogs, "r1").await;
@@ -934,7 +938,7 @@ async fn resources_used_by_a_package_are_protected() {
 
 #[tokio::test]
 async fn list_resources_pages_and_checks_tokens() {
-    let server = TestServer::start().await;
+    let server = TestServer::start_with_admins(CALLERS).await;
     server.create_catalog("c1").await;
     for n in [4, 1, 5, 3, 2] {
         server
@@ -994,7 +998,7 @@ async fn list_resources_pages_and_checks_tokens() {
 
 #[tokio::test]
 async fn create_resource_is_idempotent_by_request_id() {
-    let server = TestServer::start().await;
+    let server = TestServer::start_with_admins(CALLERS).await;
     server.create_catalog("c1").await;
     let mut catalogs = server.catalogs(ADMIN);
     let request = |origin: &str| CreateResourceRequest {
@@ -1026,7 +1030,7 @@ async fn create_resource_is_idempotent_by_request_id() {
 
 #[tokio::test]
 async fn grant_and_revoke_roles() {
-    let server = TestServer::start().await;
+    let server = TestServer::start_with_admins(CALLERS).await;
     server.create_user("alice", user("Alice")).await;
     server.create_catalog("c1").await;
     let mut catalogs = server.catalogs("granter");
@@ -1177,7 +1181,7 @@ async fn grant_and_revoke_roles() {
 
 #[tokio::test]
 async fn list_role_assignments_by_catalog_principal_and_tenant() {
-    let server = TestServer::start().await;
+    let server = TestServer::start_with_admins(CALLERS).await;
     for u in ["alice", "bob"] {
         server.create_user(u, user(u)).await;
     }

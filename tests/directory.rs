@@ -13,6 +13,17 @@ use entitlements::pb::remove_group_member_request::Member as Remove;
 use entitlements::pb::*;
 use tonic::Code;
 
+/// Everyone these tests call as: CRUD semantics are under test here, so
+/// all of them administer (authorization has its own tests).
+const CALLERS: &[&str] = &[
+    "alice",
+    "alice-admin",
+    "bob",
+    "editor",
+    "member-admin",
+    "remover",
+];
+
 // ----------------------------------------------------------------- helpers
 
 async fn create_user_as(
@@ -146,7 +157,7 @@ fn update_user(user: User, paths: &[&str]) -> UpdateUserRequest {
 
 #[tokio::test]
 async fn create_user_with_a_chosen_id_fills_defaults_and_bookkeeping() {
-    let server = TestServer::start().await;
+    let server = TestServer::start_with_admins(CALLERS).await;
     let mut directory = server.directory("alice-admin");
     let created = create_user_as(
         &mut directory,
@@ -187,7 +198,7 @@ async fn create_user_with_a_chosen_id_fills_defaults_and_bookkeeping() {
 
 #[tokio::test]
 async fn output_only_user_fields_sent_on_create_are_ignored() {
-    let server = TestServer::start().await;
+    let server = TestServer::start_with_admins(CALLERS).await;
     let mut directory = server.directory(ADMIN);
     let forged = prost_types::Timestamp {
         seconds: 1,
@@ -229,7 +240,7 @@ async fn output_only_user_fields_sent_on_create_are_ignored() {
 
 #[tokio::test]
 async fn create_user_without_an_id_assigns_time_ordered_uuids() {
-    let server = TestServer::start().await;
+    let server = TestServer::start_with_admins(CALLERS).await;
     let mut directory = server.directory(ADMIN);
     let mut ids = Vec::new();
     for name in ["First", "Second", "Third"] {
@@ -254,7 +265,7 @@ async fn create_user_without_an_id_assigns_time_ordered_uuids() {
 
 #[tokio::test]
 async fn create_user_rejects_bad_input_with_field_paths_and_writes_nothing() {
-    let server = TestServer::start().await;
+    let server = TestServer::start_with_admins(CALLERS).await;
     let mut directory = server.directory(ADMIN);
     let mark = server.write_mark().await;
 
@@ -432,7 +443,7 @@ async fn create_user_rejects_bad_input_with_field_paths_and_writes_nothing() {
 
 #[tokio::test]
 async fn create_user_referring_to_missing_objects_is_not_found() {
-    let server = TestServer::start().await;
+    let server = TestServer::start_with_admins(CALLERS).await;
     let mut directory = server.directory(ADMIN);
     let mark = server.write_mark().await;
     for (patch, kind, id) in [
@@ -472,7 +483,7 @@ async fn create_user_referring_to_missing_objects_is_not_found() {
 
 #[tokio::test]
 async fn a_duplicate_chosen_user_id_is_already_exists_and_keeps_the_original() {
-    let server = TestServer::start().await;
+    let server = TestServer::start_with_admins(CALLERS).await;
     let original = server.create_user("alice", user("Alice")).await;
     let mut directory = server.directory(ADMIN);
     let mark = server.write_mark().await;
@@ -491,7 +502,7 @@ async fn a_duplicate_chosen_user_id_is_already_exists_and_keeps_the_original() {
 
 #[tokio::test]
 async fn get_user_errors() {
-    let server = TestServer::start().await;
+    let server = TestServer::start_with_admins(CALLERS).await;
     let mut directory = server.directory(ADMIN);
     expect_not_found(
         directory
@@ -518,7 +529,7 @@ async fn get_user_errors() {
 
 #[tokio::test]
 async fn list_users_filters() {
-    let server = TestServer::start().await;
+    let server = TestServer::start_with_admins(CALLERS).await;
     server
         .create_organization("fabrikam", organization("Fabrikam", "fabrikam.example"))
         .await;
@@ -664,7 +675,7 @@ async fn list_users_filters() {
 
 #[tokio::test]
 async fn update_user_with_a_mask_changes_only_the_masked_fields() {
-    let server = TestServer::start().await;
+    let server = TestServer::start_with_admins(CALLERS).await;
     let before = server
         .create_user(
             "alice",
@@ -709,7 +720,7 @@ async fn update_user_with_a_mask_changes_only_the_masked_fields() {
 
 #[tokio::test]
 async fn update_user_with_an_empty_mask_updates_the_populated_fields() {
-    let server = TestServer::start().await;
+    let server = TestServer::start_with_admins(CALLERS).await;
     server.create_user("boss", user("Boss")).await;
     let before = server
         .create_user(
@@ -761,7 +772,7 @@ async fn update_user_with_an_empty_mask_updates_the_populated_fields() {
 
 #[tokio::test]
 async fn update_user_rejects_bad_input_and_changes_nothing() {
-    let server = TestServer::start().await;
+    let server = TestServer::start_with_admins(CALLERS).await;
     let original = server.create_user("alice", user("Alice")).await;
     let mut directory = server.directory(ADMIN);
     let mark = server.write_mark().await;
@@ -865,7 +876,7 @@ async fn update_user_rejects_bad_input_and_changes_nothing() {
 
 #[tokio::test]
 async fn stale_etags_abort_user_updates_and_deletes() {
-    let server = TestServer::start().await;
+    let server = TestServer::start_with_admins(CALLERS).await;
     let first = server.create_user("alice", user("Alice")).await;
     let mut directory = server.directory(ADMIN);
     let second = directory
@@ -922,7 +933,7 @@ async fn stale_etags_abort_user_updates_and_deletes() {
 
 #[tokio::test]
 async fn delete_user_is_soft_and_leaves_every_group() {
-    let server = TestServer::start().await;
+    let server = TestServer::start_with_admins(CALLERS).await;
     server.create_user("alice", user("Alice")).await;
     server.create_user("bob", user("Bob")).await;
     for g in ["g1", "g2"] {
@@ -1022,7 +1033,7 @@ async fn delete_user_is_soft_and_leaves_every_group() {
 
 #[tokio::test]
 async fn group_crud() {
-    let server = TestServer::start().await;
+    let server = TestServer::start_with_admins(CALLERS).await;
     let mut directory = server.directory(ADMIN);
     let created = directory
         .create_group(CreateGroupRequest {
@@ -1135,7 +1146,7 @@ async fn group_crud() {
 
 #[tokio::test]
 async fn create_group_rejects_bad_input_and_duplicates() {
-    let server = TestServer::start().await;
+    let server = TestServer::start_with_admins(CALLERS).await;
     server.create_group("sales").await;
     let mut directory = server.directory(ADMIN);
     let mark = server.write_mark().await;
@@ -1191,7 +1202,7 @@ async fn create_group_rejects_bad_input_and_duplicates() {
 
 #[tokio::test]
 async fn group_members_are_added_and_removed() {
-    let server = TestServer::start().await;
+    let server = TestServer::start_with_admins(CALLERS).await;
     server.create_user("alice", user("Alice")).await;
     server.create_group("parent").await;
     server.create_group("child").await;
@@ -1334,7 +1345,7 @@ async fn group_members_are_added_and_removed() {
 
 #[tokio::test]
 async fn nesting_that_would_make_a_cycle_is_failed_precondition() {
-    let server = TestServer::start().await;
+    let server = TestServer::start_with_admins(CALLERS).await;
     for g in ["a", "b", "c"] {
         server.create_group(g).await;
     }
@@ -1372,7 +1383,7 @@ async fn nesting_that_would_make_a_cycle_is_failed_precondition() {
 
 #[tokio::test]
 async fn list_groups_filters() {
-    let server = TestServer::start().await;
+    let server = TestServer::start_with_admins(CALLERS).await;
     server.create_user("alice", user("Alice")).await;
     for g in ["g1", "g2", "g3", "g4"] {
         server.create_group(g).await;
@@ -1444,7 +1455,7 @@ async fn list_groups_filters() {
 
 #[tokio::test]
 async fn deleting_a_group_removes_its_memberships() {
-    let server = TestServer::start().await;
+    let server = TestServer::start_with_admins(CALLERS).await;
     server.create_user("alice", user("Alice")).await;
     for g in ["parent", "doomed", "child", "other"] {
         server.create_group(g).await;
@@ -1509,7 +1520,7 @@ async fn deleting_a_group_removes_its_memberships() {
 
 #[tokio::test]
 async fn list_groups_pages_in_ascending_id_order() {
-    let server = TestServer::start().await;
+    let server = TestServer::start_with_admins(CALLERS).await;
     // Created out of order; listed by id.
     for g in ["g5", "g2", "g7", "g1", "g4", "g6", "g3"] {
         server.create_group(g).await;
@@ -1548,7 +1559,7 @@ async fn list_groups_pages_in_ascending_id_order() {
 
 #[tokio::test]
 async fn list_users_pages_with_filters() {
-    let server = TestServer::start().await;
+    let server = TestServer::start_with_admins(CALLERS).await;
     server.create_group("g").await;
     for n in 1..=5 {
         let id = format!("u{n}");
@@ -1583,7 +1594,7 @@ async fn list_users_pages_with_filters() {
 
 #[tokio::test]
 async fn bad_paging_arguments_are_invalid_argument() {
-    let server = TestServer::start().await;
+    let server = TestServer::start_with_admins(CALLERS).await;
     for g in ["g1", "g2", "g3"] {
         server.create_group(g).await;
     }
@@ -1713,7 +1724,7 @@ async fn bad_paging_arguments_are_invalid_argument() {
 
 #[tokio::test]
 async fn a_retried_create_with_the_same_request_id_returns_the_first_result() {
-    let server = TestServer::start().await;
+    let server = TestServer::start_with_admins(CALLERS).await;
     let mut alice = server.directory("alice");
     let first = create_group_as(&mut alice, "", "Sales", "req-1")
         .await
@@ -1762,7 +1773,7 @@ async fn a_retried_create_with_the_same_request_id_returns_the_first_result() {
 
 #[tokio::test]
 async fn request_ids_with_chosen_ids() {
-    let server = TestServer::start().await;
+    let server = TestServer::start_with_admins(CALLERS).await;
     let mut alice = server.directory("alice");
     let first = create_user_as(&mut alice, "u1", user("One"), "req")
         .await
@@ -1816,7 +1827,7 @@ async fn request_ids_with_chosen_ids() {
 
 #[tokio::test]
 async fn connected_organization_crud() {
-    let server = TestServer::start().await;
+    let server = TestServer::start_with_admins(CALLERS).await;
     server.create_user("sponsor", user("Sponsor")).await;
     let mut directory = server.directory(ADMIN);
 
@@ -1938,7 +1949,7 @@ async fn connected_organization_crud() {
 
 #[tokio::test]
 async fn identity_sources_belong_to_one_organization() {
-    let server = TestServer::start().await;
+    let server = TestServer::start_with_admins(CALLERS).await;
     let fabrikam = server
         .create_organization(
             "fabrikam",
@@ -2101,7 +2112,7 @@ async fn identity_sources_belong_to_one_organization() {
 
 #[tokio::test]
 async fn a_connected_organization_in_use_cannot_be_deleted() {
-    let server = TestServer::start().await;
+    let server = TestServer::start_with_admins(CALLERS).await;
     server
         .create_organization("fabrikam", organization("Fabrikam", "fabrikam.example"))
         .await;

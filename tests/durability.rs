@@ -59,7 +59,13 @@ async fn data_persists_across_a_graceful_restart() {
 /// address, read from the line it prints.
 fn spawn_binary(data_dir: &std::path::Path) -> (std::process::Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_entitlements"))
-        .args(["serve", "--dev-auth", "--listen", "127.0.0.1:0", "--data-dir"])
+        .args([
+            "serve",
+            "--dev-auth",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
         .env("ENTITLEMENTS_AUTH__GLOBAL_ADMINS", "[loader]")
         .arg(data_dir)
         .env("RUST_LOG", "warn")

@@ -10,8 +10,8 @@ use crate::pb::*;
 use crate::store::records::{self, Record, Source};
 
 use super::App;
-use crate::policy::admin::Scope;
 use super::paging::PageRequest;
+use crate::policy::admin::Scope;
 
 pub struct AccessPackagesApi {
     app: App,
@@ -35,7 +35,10 @@ impl AccessPackages for AccessPackagesApi {
             .as_ref()
             .map(|p| p.catalog_id.clone())
             .unwrap_or_default();
-        let actor = self.app.authorized(&request, "CreateAccessPackage", Scope::Catalog(&catalog))?.actor;
+        let actor = self
+            .app
+            .authorized(&request, "CreateAccessPackage", Scope::Catalog(&catalog))?
+            .actor;
         let r = request.into_inner();
         let args = CreateArgs {
             entity: r.access_package,
@@ -53,9 +56,12 @@ impl AccessPackages for AccessPackagesApi {
         request: Request<GetAccessPackageRequest>,
     ) -> Result<Response<AccessPackage>, Status> {
         let caller = self.app.caller(&request)?;
-        let package = self.app.authorize_record(&caller, "GetAccessPackage", &request.get_ref().id, |p: &AccessPackage| {
-            Ok(p.catalog_id.clone())
-        })?;
+        let package = self.app.authorize_record(
+            &caller,
+            "GetAccessPackage",
+            &request.get_ref().id,
+            |p: &AccessPackage| Ok(p.catalog_id.clone()),
+        )?;
         Ok(Response::new(package))
     }
 
@@ -114,11 +120,25 @@ impl AccessPackages for AccessPackagesApi {
         request: Request<UpdateAccessPackageRequest>,
     ) -> Result<Response<AccessPackage>, Status> {
         let caller = self.app.caller(&request)?;
-        let id = request.get_ref().access_package.as_ref().map(|p| p.id.clone()).unwrap_or_default();
-        self.app.authorize_record(&caller, "UpdateAccessPackage", &id, |p: &AccessPackage| Ok(p.catalog_id.clone()))?;
+        let id = request
+            .get_ref()
+            .access_package
+            .as_ref()
+            .map(|p| p.id.clone())
+            .unwrap_or_default();
+        self.app
+            .authorize_record(&caller, "UpdateAccessPackage", &id, |p: &AccessPackage| {
+                Ok(p.catalog_id.clone())
+            })?;
         let r = request.into_inner();
         Ok(Response::new(
-            crud::update(self.app.store(), caller.actor, r.access_package, r.update_mask).await?,
+            crud::update(
+                self.app.store(),
+                caller.actor,
+                r.access_package,
+                r.update_mask,
+            )
+            .await?,
         ))
     }
 
@@ -127,11 +147,15 @@ impl AccessPackages for AccessPackagesApi {
         request: Request<DeleteAccessPackageRequest>,
     ) -> Result<Response<DeleteResponse>, Status> {
         let caller = self.app.caller(&request)?;
-        self.app.authorize_record(&caller, "DeleteAccessPackage", &request.get_ref().id, |p: &AccessPackage| {
-            Ok(p.catalog_id.clone())
-        })?;
+        self.app.authorize_record(
+            &caller,
+            "DeleteAccessPackage",
+            &request.get_ref().id,
+            |p: &AccessPackage| Ok(p.catalog_id.clone()),
+        )?;
         let r = request.into_inner();
-        let revision = crud::delete::<AccessPackage>(self.app.store(), caller.actor, r.id, r.etag).await?;
+        let revision =
+            crud::delete::<AccessPackage>(self.app.store(), caller.actor, r.id, r.etag).await?;
         Ok(Response::new(DeleteResponse { revision }))
     }
 }

@@ -12,9 +12,9 @@ use crate::workflow::grants::user_grants;
 
 use super::App;
 use super::authz::RecordFilter;
-use crate::policy::admin::Scope;
 use super::paging::PageRequest;
 use super::requests::single_filter;
+use crate::policy::admin::Scope;
 
 pub struct AssignmentsApi {
     app: App,
@@ -92,7 +92,8 @@ impl Assignments for AssignmentsApi {
         let mut check = Check::new("");
         check.id("user_id", user_id);
         check.finish()?;
-        self.app.authorized(&request, "ListUserGrants", Scope::User(user_id))?;
+        self.app
+            .authorized(&request, "ListUserGrants", Scope::User(user_id))?;
         records::require::<User>(self.app.store(), user_id)?;
         Ok(Response::new(ListUserGrantsResponse {
             grants: user_grants(self.app.store(), user_id)?,

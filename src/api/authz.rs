@@ -9,11 +9,11 @@ use tonic::{Request, Status};
 
 use crate::domain::crud;
 use crate::domain::entity::Actor;
-use crate::pb::AccessPackage;
-use crate::store::records::{self, Record};
 use crate::error::{Error, Result};
+use crate::pb::AccessPackage;
 use crate::policy::Facts;
 use crate::policy::admin::{self, Scope};
+use crate::store::records::{self, Record};
 
 use super::App;
 use super::caller::{self, Principal};
@@ -42,20 +42,41 @@ impl App {
     }
 
     /// The caller of `request`, if they may do `action` on `scope`.
-    pub fn authorized<T>(&self, request: &Request<T>, action: &str, scope: Scope<'_>) -> std::result::Result<Caller, Status> {
+    pub fn authorized<T>(
+        &self,
+        request: &Request<T>,
+        action: &str,
+        scope: Scope<'_>,
+    ) -> std::result::Result<Caller, Status> {
         let caller = self.caller(request)?;
         self.authorize(&caller, action, scope)?;
         Ok(caller)
     }
 
     /// Whether `caller` may do `action` on `scope`.
-    pub fn permits(&self, caller: &Caller, action: &str, scope: Scope<'_>, on_behalf: Option<bool>) -> Result<bool> {
+    pub fn permits(
+        &self,
+        caller: &Caller,
+        action: &str,
+        scope: Scope<'_>,
+        on_behalf: Option<bool>,
+    ) -> Result<bool> {
         Ok(self.decide(caller, action, scope, on_behalf)?.allowed)
     }
 
-    fn decide(&self, caller: &Caller, action: &str, scope: Scope<'_>, on_behalf: Option<bool>) -> Result<crate::policy::Decision> {
+    fn decide(
+        &self,
+        caller: &Caller,
+        action: &str,
+        scope: Scope<'_>,
+        on_behalf: Option<bool>,
+    ) -> Result<crate::policy::Decision> {
         let (principal, resource, entities) =
             admin::slice(&caller.principal.id, &caller.roles, scope).map_err(Error::internal)?;
+        let entities = self
+            .policies
+            .with_actions(entities)
+            .map_err(Error::internal)?;
         self.policies
             .decide(
                 self.policies.admin_set(),
@@ -74,7 +95,13 @@ impl App {
         self.authorize_with(caller, action, scope, None)
     }
 
-    pub fn authorize_with(&self, caller: &Caller, action: &str, scope: Scope<'_>, on_behalf: Option<bool>) -> Result<()> {
+    pub fn authorize_with(
+        &self,
+        caller: &Caller,
+        action: &str,
+        scope: Scope<'_>,
+        on_behalf: Option<bool>,
+    ) -> Result<()> {
         let decision = self.decide(caller, action, scope, on_behalf)?;
         if decision.allowed {
             return Ok(());
@@ -161,7 +188,9 @@ impl<'a> PackageCatalogs<'a> {
             return known.clone();
         }
         let catalog = self.app.package_catalog(package).ok();
-        self.seen.borrow_mut().insert(package.to_string(), catalog.clone());
+        self.seen
+            .borrow_mut()
+            .insert(package.to_string(), catalog.clone());
         catalog
     }
 }

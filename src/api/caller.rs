@@ -83,10 +83,9 @@ impl Authenticator {
             let token = value
                 .strip_prefix("Bearer ")
                 .ok_or_else(|| Status::unauthenticated("authorization must be \"Bearer <JWT>\""))?;
-            let verifier = self
-                .jwt
-                .as_ref()
-                .ok_or_else(|| Status::unauthenticated("bearer tokens are not configured on this server"))?;
+            let verifier = self.jwt.as_ref().ok_or_else(|| {
+                Status::unauthenticated("bearer tokens are not configured on this server")
+            })?;
             return verifier
                 .verify(token.trim())
                 .map_err(|why| Status::unauthenticated(format!("invalid token: {why}")));
@@ -99,7 +98,9 @@ impl Authenticator {
                 .map(str::to_string)
                 .map_err(|_| Status::unauthenticated(format!("{DEV_USER_HEADER} is not text")));
         }
-        Err(Status::unauthenticated("missing credentials: send \"authorization: Bearer <JWT>\""))
+        Err(Status::unauthenticated(
+            "missing credentials: send \"authorization: Bearer <JWT>\"",
+        ))
     }
 }
 
@@ -107,7 +108,9 @@ impl Interceptor for Authenticator {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
         let id = self.subject(request.metadata())?;
         if !is_valid_id(&id) {
-            return Err(Status::unauthenticated("the caller's id is not a valid user id"));
+            return Err(Status::unauthenticated(
+                "the caller's id is not a valid user id",
+            ));
         }
         let principal = self.identities.principal(id);
         request.extensions_mut().insert(principal);

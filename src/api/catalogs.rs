@@ -14,8 +14,8 @@ use crate::store::records::{self, Record, Source};
 use crate::store::write;
 
 use super::App;
-use crate::policy::admin::Scope;
 use super::paging::PageRequest;
+use crate::policy::admin::Scope;
 
 /// Catalog roles are granted on their catalog, tenant roles on the tenant.
 fn role_scope(catalog_id: &str) -> Scope<'_> {
@@ -42,7 +42,10 @@ impl Catalogs for CatalogsApi {
         &self,
         request: Request<CreateCatalogRequest>,
     ) -> Result<Response<Catalog>, Status> {
-        let actor = self.app.authorized(&request, "CreateCatalog", Scope::Tenant)?.actor;
+        let actor = self
+            .app
+            .authorized(&request, "CreateCatalog", Scope::Tenant)?
+            .actor;
         let r = request.into_inner();
         let args = CreateArgs {
             entity: r.catalog,
@@ -50,17 +53,26 @@ impl Catalogs for CatalogsApi {
             request_id: r.request_id,
             method: "CreateCatalog",
         };
-        // Whoever creates a catalog owns it.
+        // Whoever creates a catalog owns it (when they are a directory user;
+        // configured principals such as bootstrap admins need no ownership).
         let owner = actor.clone();
-        let created = crud::create_checked(self.app.store(), actor, args, move |txn, catalog: &Catalog| {
-            let ownership = RoleAssignment {
-                role: AdminRole::CatalogOwner as i32,
-                principal_id: owner.id.clone(),
-                catalog_id: catalog.id.clone(),
-                info: None,
-            };
-            catalog::grant_role(txn, ownership, &owner).map(|_| ())
-        })
+        let created = crud::create_checked(
+            self.app.store(),
+            actor,
+            args,
+            move |txn, catalog: &Catalog| {
+                if !records::exists::<User>(txn, &owner.id)? {
+                    return Ok(());
+                }
+                let ownership = RoleAssignment {
+                    role: AdminRole::CatalogOwner as i32,
+                    principal_id: owner.id.clone(),
+                    catalog_id: catalog.id.clone(),
+                    info: None,
+                };
+                catalog::grant_role(txn, ownership, &owner).map(|_| ())
+            },
+        )
         .await?;
         Ok(Response::new(created))
     }
@@ -69,7 +81,11 @@ impl Catalogs for CatalogsApi {
         &self,
         request: Request<GetCatalogRequest>,
     ) -> Result<Response<Catalog>, Status> {
-        self.app.authorized(&request, "GetCatalog", Scope::Catalog(&request.get_ref().id))?;
+        self.app.authorized(
+            &request,
+            "GetCatalog",
+            Scope::Catalog(&request.get_ref().id),
+        )?;
         Ok(Response::new(crud::get(
             self.app.store(),
             &request.get_ref().id,
@@ -102,8 +118,16 @@ impl Catalogs for CatalogsApi {
         &self,
         request: Request<UpdateCatalogRequest>,
     ) -> Result<Response<Catalog>, Status> {
-        let id = request.get_ref().catalog.as_ref().map(|c| c.id.clone()).unwrap_or_default();
-        let actor = self.app.authorized(&request, "UpdateCatalog", Scope::Catalog(&id))?.actor;
+        let id = request
+            .get_ref()
+            .catalog
+            .as_ref()
+            .map(|c| c.id.clone())
+            .unwrap_or_default();
+        let actor = self
+            .app
+            .authorized(&request, "UpdateCatalog", Scope::Catalog(&id))?
+            .actor;
         let r = request.into_inner();
         Ok(Response::new(
             crud::update(self.app.store(), actor, r.catalog, r.update_mask).await?,
@@ -116,7 +140,11 @@ impl Catalogs for CatalogsApi {
     ) -> Result<Response<DeleteResponse>, Status> {
         let actor = self
             .app
-            .authorized(&request, "DeleteCatalog", Scope::Catalog(&request.get_ref().id))?
+            .authorized(
+                &request,
+                "DeleteCatalog",
+                Scope::Catalog(&request.get_ref().id),
+            )?
             .actor;
         let r = request.into_inner();
         let revision = crud::delete::<Catalog>(self.app.store(), actor, r.id, r.etag).await?;
@@ -127,8 +155,16 @@ impl Catalogs for CatalogsApi {
         &self,
         request: Request<CreateResourceRequest>,
     ) -> Result<Response<Resource>, Status> {
-        let catalog = request.get_ref().resource.as_ref().map(|c| c.catalog_id.clone()).unwrap_or_default();
-        let actor = self.app.authorized(&request, "CreateResource", Scope::Catalog(&catalog))?.actor;
+        let catalog = request
+            .get_ref()
+            .resource
+            .as_ref()
+            .map(|c| c.catalog_id.clone())
+            .unwrap_or_default();
+        let actor = self
+            .app
+            .authorized(&request, "CreateResource", Scope::Catalog(&catalog))?
+            .actor;
         let r = request.into_inner();
         let args = CreateArgs {
             entity: r.resource,
@@ -146,9 +182,12 @@ impl Catalogs for CatalogsApi {
         request: Request<GetResourceRequest>,
     ) -> Result<Response<Resource>, Status> {
         let caller = self.app.caller(&request)?;
-        let resource = self.app.authorize_record(&caller, "GetResource", &request.get_ref().id, |r: &Resource| {
-            Ok(r.catalog_id.clone())
-        })?;
+        let resource = self.app.authorize_record(
+            &caller,
+            "GetResource",
+            &request.get_ref().id,
+            |r: &Resource| Ok(r.catalog_id.clone()),
+        )?;
         Ok(Response::new(resource))
     }
 
@@ -175,7 +214,9 @@ impl Catalogs for CatalogsApi {
                 value: &r.catalog_id,
             }
         };
-        let keep = |res: &Resource| (r.r#type.is_empty() || res.r#type == r.r#type) && visible.sees(&res.catalog_id);
+        let keep = |res: &Resource| {
+            (r.r#type.is_empty() || res.r#type == r.r#type) && visible.sees(&res.catalog_id)
+        };
         let listed = crud::list(self.app.store(), source, keep, page.size, page.after())?;
         let next_page_token = page.next_token(&listed, |res: &Resource| res.id.clone());
         Ok(Response::new(ListResourcesResponse {
@@ -189,8 +230,16 @@ impl Catalogs for CatalogsApi {
         request: Request<UpdateResourceRequest>,
     ) -> Result<Response<Resource>, Status> {
         let caller = self.app.caller(&request)?;
-        let id = request.get_ref().resource.as_ref().map(|c| c.id.clone()).unwrap_or_default();
-        self.app.authorize_record(&caller, "UpdateResource", &id, |r: &Resource| Ok(r.catalog_id.clone()))?;
+        let id = request
+            .get_ref()
+            .resource
+            .as_ref()
+            .map(|c| c.id.clone())
+            .unwrap_or_default();
+        self.app
+            .authorize_record(&caller, "UpdateResource", &id, |r: &Resource| {
+                Ok(r.catalog_id.clone())
+            })?;
         let r = request.into_inner();
         Ok(Response::new(
             crud::update(self.app.store(), caller.actor, r.resource, r.update_mask).await?,
@@ -202,11 +251,15 @@ impl Catalogs for CatalogsApi {
         request: Request<DeleteResourceRequest>,
     ) -> Result<Response<DeleteResponse>, Status> {
         let caller = self.app.caller(&request)?;
-        self.app.authorize_record(&caller, "DeleteResource", &request.get_ref().id, |r: &Resource| {
-            Ok(r.catalog_id.clone())
-        })?;
+        self.app.authorize_record(
+            &caller,
+            "DeleteResource",
+            &request.get_ref().id,
+            |r: &Resource| Ok(r.catalog_id.clone()),
+        )?;
         let r = request.into_inner();
-        let revision = crud::delete::<Resource>(self.app.store(), caller.actor, r.id, r.etag).await?;
+        let revision =
+            crud::delete::<Resource>(self.app.store(), caller.actor, r.id, r.etag).await?;
         Ok(Response::new(DeleteResponse { revision }))
     }
 
@@ -225,7 +278,8 @@ impl Catalogs for CatalogsApi {
             &assignment.catalog_id,
             "role_assignment",
         )?;
-        self.app.authorize(&caller, "GrantRole", role_scope(&assignment.catalog_id))?;
+        self.app
+            .authorize(&caller, "GrantRole", role_scope(&assignment.catalog_id))?;
         let actor = caller.actor;
         let committed = write(self.app.store(), move |txn| {
             catalog::grant_role(txn, assignment, &actor)
@@ -241,7 +295,8 @@ impl Catalogs for CatalogsApi {
         let caller = self.app.caller(&request)?;
         let r = request.into_inner();
         let role = catalog::check_role_args(r.role, &r.principal_id, &r.catalog_id, "")?;
-        self.app.authorize(&caller, "RevokeRole", role_scope(&r.catalog_id))?;
+        self.app
+            .authorize(&caller, "RevokeRole", role_scope(&r.catalog_id))?;
         let committed = write(self.app.store(), move |txn| {
             catalog::revoke_role(txn, role, &r.principal_id, &r.catalog_id)
         })
@@ -257,7 +312,9 @@ impl Catalogs for CatalogsApi {
     ) -> Result<Response<ListRoleAssignmentsResponse>, Status> {
         let caller = self.app.caller(&request)?;
         let visible = self.app.catalog_filter(&caller, "ListRoleAssignments");
-        let tenant_visible = self.app.permits(&caller, "ListRoleAssignments", Scope::Tenant, None)?;
+        let tenant_visible =
+            self.app
+                .permits(&caller, "ListRoleAssignments", Scope::Tenant, None)?;
         let r = request.into_inner();
         let mut check = Check::new("");
         if r.catalog_id != TENANT_SCOPE {
@@ -289,7 +346,11 @@ impl Catalogs for CatalogsApi {
             Source::All
         };
         let keep = |a: &RoleAssignment| {
-            let sees = if a.catalog_id.is_empty() { tenant_visible } else { visible.sees(&a.catalog_id) };
+            let sees = if a.catalog_id.is_empty() {
+                tenant_visible
+            } else {
+                visible.sees(&a.catalog_id)
+            };
             sees && (r.role == 0 || a.role == r.role)
                 && (r.principal_id.is_empty() || a.principal_id == r.principal_id)
         };

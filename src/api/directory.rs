@@ -15,8 +15,8 @@ use crate::store::records::{self, Record, Source};
 use crate::store::write;
 
 use super::App;
-use crate::policy::admin::Scope;
 use super::paging::PageRequest;
+use crate::policy::admin::Scope;
 
 pub struct DirectoryApi {
     app: App,
@@ -46,7 +46,10 @@ impl Directory for DirectoryApi {
         &self,
         request: Request<CreateUserRequest>,
     ) -> Result<Response<User>, Status> {
-        let actor = self.app.authorized(&request, "CreateUser", Scope::Tenant)?.actor;
+        let actor = self
+            .app
+            .authorized(&request, "CreateUser", Scope::Tenant)?
+            .actor;
         let r = request.into_inner();
         let args = CreateArgs {
             entity: r.user,
@@ -124,7 +127,10 @@ impl Directory for DirectoryApi {
         &self,
         request: Request<UpdateUserRequest>,
     ) -> Result<Response<User>, Status> {
-        let actor = self.app.authorized(&request, "UpdateUser", Scope::Tenant)?.actor;
+        let actor = self
+            .app
+            .authorized(&request, "UpdateUser", Scope::Tenant)?
+            .actor;
         let r = request.into_inner();
         Ok(Response::new(
             crud::update(self.app.store(), actor, r.user, r.update_mask).await?,
@@ -135,7 +141,10 @@ impl Directory for DirectoryApi {
         &self,
         request: Request<DeleteUserRequest>,
     ) -> Result<Response<User>, Status> {
-        let actor = self.app.authorized(&request, "DeleteUser", Scope::Tenant)?.actor;
+        let actor = self
+            .app
+            .authorized(&request, "DeleteUser", Scope::Tenant)?
+            .actor;
         let r = request.into_inner();
         let mut check = Check::new("");
         check.id("id", &r.id);
@@ -151,7 +160,10 @@ impl Directory for DirectoryApi {
         &self,
         request: Request<CreateGroupRequest>,
     ) -> Result<Response<Group>, Status> {
-        let actor = self.app.authorized(&request, "CreateGroup", Scope::Tenant)?.actor;
+        let actor = self
+            .app
+            .authorized(&request, "CreateGroup", Scope::Tenant)?
+            .actor;
         let r = request.into_inner();
         let args = CreateArgs {
             entity: r.group,
@@ -228,7 +240,10 @@ impl Directory for DirectoryApi {
         &self,
         request: Request<UpdateGroupRequest>,
     ) -> Result<Response<Group>, Status> {
-        let actor = self.app.authorized(&request, "UpdateGroup", Scope::Tenant)?.actor;
+        let actor = self
+            .app
+            .authorized(&request, "UpdateGroup", Scope::Tenant)?
+            .actor;
         let r = request.into_inner();
         Ok(Response::new(
             crud::update(self.app.store(), actor, r.group, r.update_mask).await?,
@@ -239,7 +254,10 @@ impl Directory for DirectoryApi {
         &self,
         request: Request<DeleteGroupRequest>,
     ) -> Result<Response<DeleteResponse>, Status> {
-        let actor = self.app.authorized(&request, "DeleteGroup", Scope::Tenant)?.actor;
+        let actor = self
+            .app
+            .authorized(&request, "DeleteGroup", Scope::Tenant)?
+            .actor;
         let r = request.into_inner();
         let revision = crud::delete::<Group>(self.app.store(), actor, r.id, r.etag).await?;
         Ok(Response::new(DeleteResponse { revision }))
@@ -249,7 +267,10 @@ impl Directory for DirectoryApi {
         &self,
         request: Request<AddGroupMemberRequest>,
     ) -> Result<Response<GroupMembership>, Status> {
-        let actor = self.app.authorized(&request, "AddGroupMember", Scope::Tenant)?.actor;
+        let actor = self
+            .app
+            .authorized(&request, "AddGroupMember", Scope::Tenant)?
+            .actor;
         let r = request.into_inner();
         let member = match r.member {
             Some(add_group_member_request::Member::UserId(id)) => Some(Member::User(id)),
@@ -268,7 +289,8 @@ impl Directory for DirectoryApi {
         &self,
         request: Request<RemoveGroupMemberRequest>,
     ) -> Result<Response<DeleteResponse>, Status> {
-        self.app.authorized(&request, "RemoveGroupMember", Scope::Tenant)?;
+        self.app
+            .authorized(&request, "RemoveGroupMember", Scope::Tenant)?;
         let r = request.into_inner();
         let member = match r.member {
             Some(remove_group_member_request::Member::UserId(id)) => Some(Member::User(id)),
@@ -289,7 +311,10 @@ impl Directory for DirectoryApi {
         &self,
         request: Request<CreateConnectedOrganizationRequest>,
     ) -> Result<Response<ConnectedOrganization>, Status> {
-        let actor = self.app.authorized(&request, "CreateConnectedOrganization", Scope::Tenant)?.actor;
+        let actor = self
+            .app
+            .authorized(&request, "CreateConnectedOrganization", Scope::Tenant)?
+            .actor;
         let r = request.into_inner();
         let args = CreateArgs {
             entity: r.connected_organization,
@@ -306,7 +331,8 @@ impl Directory for DirectoryApi {
         &self,
         request: Request<GetConnectedOrganizationRequest>,
     ) -> Result<Response<ConnectedOrganization>, Status> {
-        self.app.authorized(&request, "GetConnectedOrganization", Scope::Tenant)?;
+        self.app
+            .authorized(&request, "GetConnectedOrganization", Scope::Tenant)?;
         Ok(Response::new(crud::get(
             self.app.store(),
             &request.get_ref().id,
@@ -317,7 +343,8 @@ impl Directory for DirectoryApi {
         &self,
         request: Request<ListConnectedOrganizationsRequest>,
     ) -> Result<Response<ListConnectedOrganizationsResponse>, Status> {
-        self.app.authorized(&request, "ListConnectedOrganizations", Scope::Tenant)?;
+        self.app
+            .authorized(&request, "ListConnectedOrganizations", Scope::Tenant)?;
         let r = request.into_inner();
         let page = PageRequest::parse(r.page_size, &r.page_token, &[&r.state.to_string()])?;
         let keep = |o: &ConnectedOrganization| r.state == 0 || o.state == r.state;
@@ -333,7 +360,10 @@ impl Directory for DirectoryApi {
         &self,
         request: Request<UpdateConnectedOrganizationRequest>,
     ) -> Result<Response<ConnectedOrganization>, Status> {
-        let actor = self.app.authorized(&request, "UpdateConnectedOrganization", Scope::Tenant)?.actor;
+        let actor = self
+            .app
+            .authorized(&request, "UpdateConnectedOrganization", Scope::Tenant)?
+            .actor;
         let r = request.into_inner();
         Ok(Response::new(
             crud::update(
@@ -350,7 +380,10 @@ impl Directory for DirectoryApi {
         &self,
         request: Request<DeleteConnectedOrganizationRequest>,
     ) -> Result<Response<DeleteResponse>, Status> {
-        let actor = self.app.authorized(&request, "DeleteConnectedOrganization", Scope::Tenant)?.actor;
+        let actor = self
+            .app
+            .authorized(&request, "DeleteConnectedOrganization", Scope::Tenant)?
+            .actor;
         let r = request.into_inner();
         let revision =
             crud::delete::<ConnectedOrganization>(self.app.store(), actor, r.id, r.etag).await?;

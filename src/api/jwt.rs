@@ -42,7 +42,10 @@ impl JwtVerifier {
             let secret = read(path)?;
             let secret = secret.trim_ascii();
             if secret.len() < 32 {
-                bail!("{}: an HS256 secret needs at least 32 bytes", path.display());
+                bail!(
+                    "{}: an HS256 secret needs at least 32 bytes",
+                    path.display()
+                );
             }
             keys.push(Key {
                 id: None,
@@ -52,7 +55,10 @@ impl JwtVerifier {
         }
         if let Some(path) = &auth.jwt_public_key_file {
             let pem = read(path)?;
-            let key = match (DecodingKey::from_rsa_pem(&pem), DecodingKey::from_ec_pem(&pem)) {
+            let key = match (
+                DecodingKey::from_rsa_pem(&pem),
+                DecodingKey::from_ec_pem(&pem),
+            ) {
                 (Ok(key), _) => (Algorithm::RS256, key),
                 (_, Ok(key)) => (Algorithm::ES256, key),
                 _ => bail!("{}: not an RSA or EC public key in PEM", path.display()),

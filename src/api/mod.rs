@@ -16,7 +16,6 @@ pub mod status;
 
 use std::sync::Arc;
 
-
 use crate::clock::Clock;
 use crate::policy::PolicyEngine;
 use crate::store::Store;

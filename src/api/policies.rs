@@ -15,8 +15,8 @@ use crate::store::records::{Record, Source};
 
 use super::App;
 use super::authz::{Caller, PackageCatalogs};
-use crate::policy::admin::Scope;
 use super::paging::PageRequest;
+use crate::policy::admin::Scope;
 
 pub struct AssignmentPoliciesApi {
     app: App,
@@ -28,9 +28,16 @@ impl AssignmentPoliciesApi {
     }
 
     /// Loads a policy and authorizes `action` in its package's catalog.
-    fn authorize_policy(&self, caller: &Caller, action: &str, id: &str) -> Result<AssignmentPolicy> {
+    fn authorize_policy(
+        &self,
+        caller: &Caller,
+        action: &str,
+        id: &str,
+    ) -> Result<AssignmentPolicy> {
         self.app
-            .authorize_record(caller, action, id, |p: &AssignmentPolicy| self.app.package_catalog(&p.access_package_id))
+            .authorize_record(caller, action, id, |p: &AssignmentPolicy| {
+                self.app.package_catalog(&p.access_package_id)
+            })
     }
 }
 
@@ -97,7 +104,8 @@ impl AssignmentPolicies for AssignmentPoliciesApi {
             .unwrap_or_default();
         if !package.is_empty() {
             let catalog = self.app.package_catalog(&package)?;
-            self.app.authorize(&caller, "CreateAssignmentPolicy", Scope::Catalog(&catalog))?;
+            self.app
+                .authorize(&caller, "CreateAssignmentPolicy", Scope::Catalog(&catalog))?;
         }
         let actor = caller.actor;
         let r = request.into_inner();
@@ -109,7 +117,8 @@ impl AssignmentPolicies for AssignmentPoliciesApi {
             method: "CreateAssignmentPolicy",
         };
         let check = compiles(self.app.policies.clone());
-        let policy = crud::create_checked(self.app.store(), actor, args, move |_, p| check(p)).await?;
+        let policy =
+            crud::create_checked(self.app.store(), actor, args, move |_, p| check(p)).await?;
         Ok(Response::new(policy))
     }
 
@@ -118,7 +127,11 @@ impl AssignmentPolicies for AssignmentPoliciesApi {
         request: Request<GetAssignmentPolicyRequest>,
     ) -> Result<Response<AssignmentPolicy>, Status> {
         let caller = self.app.caller(&request)?;
-        Ok(Response::new(self.authorize_policy(&caller, "GetAssignmentPolicy", &request.get_ref().id)?))
+        Ok(Response::new(self.authorize_policy(
+            &caller,
+            "GetAssignmentPolicy",
+            &request.get_ref().id,
+        )?))
     }
 
     async fn list_assignment_policies(
@@ -145,7 +158,11 @@ impl AssignmentPolicies for AssignmentPoliciesApi {
         let listed = crud::list(
             self.app.store(),
             source,
-            |p: &AssignmentPolicy| catalogs.of(&p.access_package_id).is_some_and(|c| visible.sees(&c)),
+            |p: &AssignmentPolicy| {
+                catalogs
+                    .of(&p.access_package_id)
+                    .is_some_and(|c| visible.sees(&c))
+            },
             page.size,
             page.after(),
         )?;
@@ -161,7 +178,12 @@ impl AssignmentPolicies for AssignmentPoliciesApi {
         request: Request<UpdateAssignmentPolicyRequest>,
     ) -> Result<Response<AssignmentPolicy>, Status> {
         let caller = self.app.caller(&request)?;
-        let id = request.get_ref().assignment_policy.as_ref().map(|p| p.id.clone()).unwrap_or_default();
+        let id = request
+            .get_ref()
+            .assignment_policy
+            .as_ref()
+            .map(|p| p.id.clone())
+            .unwrap_or_default();
         self.authorize_policy(&caller, "UpdateAssignmentPolicy", &id)?;
         let actor = caller.actor;
         let r = request.into_inner();

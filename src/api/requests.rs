@@ -12,9 +12,9 @@ use crate::workflow::{approval, requests};
 
 use super::App;
 use super::authz::{Caller, RecordFilter};
+use super::paging::PageRequest;
 use crate::policy::admin::Scope;
 use crate::store::records;
-use super::paging::PageRequest;
 
 pub struct AssignmentRequestsApi {
     app: App,
@@ -44,7 +44,12 @@ impl AssignmentRequestsApi {
     }
 
     /// Authorizes `action` on a stored request.
-    fn authorize_on(&self, caller: &Caller, action: &str, request: &AssignmentRequest) -> Result<(), Error> {
+    fn authorize_on(
+        &self,
+        caller: &Caller,
+        action: &str,
+        request: &AssignmentRequest,
+    ) -> Result<(), Error> {
         let catalog = self.app.package_catalog(&request.access_package_id)?;
         let scope = Scope::Record {
             catalog: &catalog,
@@ -64,7 +69,9 @@ impl AssignmentRequestsApi {
         );
         let store = self.app.store();
         let (package, target) = if input.is_add() {
-            let Some(policy) = records::load::<AssignmentPolicy>(store, &input.assignment_policy_id)? else {
+            let Some(policy) =
+                records::load::<AssignmentPolicy>(store, &input.assignment_policy_id)?
+            else {
                 return Ok(());
             };
             let target = if on_behalf || !input.target_id.is_empty() {
@@ -85,7 +92,8 @@ impl AssignmentRequestsApi {
             target: &target,
             requestor: &caller.actor.id,
         };
-        self.app.authorize_with(caller, "CreateAssignmentRequest", scope, Some(on_behalf))
+        self.app
+            .authorize_with(caller, "CreateAssignmentRequest", scope, Some(on_behalf))
     }
 }
 

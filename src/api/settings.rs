@@ -26,7 +26,8 @@ impl Settings for SettingsApi {
         &self,
         request: Request<GetSettingsRequest>,
     ) -> Result<Response<TenantSettings>, Status> {
-        self.app.authorized(&request, "GetSettings", Scope::Tenant)?;
+        self.app
+            .authorized(&request, "GetSettings", Scope::Tenant)?;
         Ok(Response::new(crud::get(self.app.store(), SETTINGS_ID)?))
     }
 
@@ -34,7 +35,10 @@ impl Settings for SettingsApi {
         &self,
         request: Request<UpdateSettingsRequest>,
     ) -> Result<Response<TenantSettings>, Status> {
-        let actor = self.app.authorized(&request, "UpdateSettings", Scope::Tenant)?.actor;
+        let actor = self
+            .app
+            .authorized(&request, "UpdateSettings", Scope::Tenant)?
+            .actor;
         let r = request.into_inner();
         Ok(Response::new(
             crud::update(self.app.store(), actor, r.settings, r.update_mask).await?,

@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 use std::str::FromStr;
 
-use cedar_policy::{Entities, Entity, EntityUid, RestrictedExpression};
+use cedar_policy::{Entity, EntityUid, RestrictedExpression};
 
 use crate::domain::catalog::{ROLES_BY_PRINCIPAL, TENANT_SCOPE};
 use crate::domain::directory::targets;
@@ -62,7 +62,9 @@ pub fn stored_roles(view: &(impl ReadView + ?Sized), principal: &str) -> Result<
         let name = match role {
             AdminRole::GlobalAdmin => Some(GLOBAL_ADMIN.to_string()),
             AdminRole::CatalogCreator => Some(CATALOG_CREATOR.to_string()),
-            _ if assignment.catalog_id != TENANT_SCOPE => catalog_role_name(&assignment.catalog_id, role),
+            _ if assignment.catalog_id != TENANT_SCOPE => {
+                catalog_role_name(&assignment.catalog_id, role)
+            }
             _ => None,
         };
         roles.extend(name);
@@ -71,7 +73,9 @@ pub fn stored_roles(view: &(impl ReadView + ?Sized), principal: &str) -> Result<
 }
 
 fn catalog_entity(id: &str) -> Entity {
-    let role = |suffix: &str| RestrictedExpression::new_entity_uid(uid("Role", &format!("catalog/{id}/{suffix}")));
+    let role = |suffix: &str| {
+        RestrictedExpression::new_entity_uid(uid("Role", &format!("catalog/{id}/{suffix}")))
+    };
     let attrs = [
         ("owners", role("owner")),
         ("readers", role("reader")),
@@ -84,8 +88,14 @@ fn catalog_entity(id: &str) -> Entity {
     Entity::new(uid("Catalog", id), attrs, HashSet::new()).expect("distinct attribute names")
 }
 
-/// The principal uid, the resource uid and the entities of one decision.
-pub fn slice(principal: &str, roles: &[String], scope: Scope<'_>) -> anyhow::Result<(EntityUid, EntityUid, Entities)> {
+/// The principal uid, the resource uid and the entities of one decision
+/// (to be completed with the schema's actions, see
+/// `PolicyEngine::with_actions`).
+pub fn slice(
+    principal: &str,
+    roles: &[String],
+    scope: Scope<'_>,
+) -> anyhow::Result<(EntityUid, EntityUid, Vec<Entity>)> {
     let principal_uid = user_uid(principal);
     let parents: HashSet<EntityUid> = roles.iter().map(|r| uid("Role", r)).collect();
     let mut entities = vec![Entity::new_no_attrs(principal_uid.clone(), parents)];
@@ -103,9 +113,18 @@ pub fn slice(principal: &str, roles: &[String], scope: Scope<'_>) -> anyhow::Res
             entities.push(catalog_entity(catalog));
             let record = uid("AccessRecord", "record");
             let attrs = [
-                ("catalog", RestrictedExpression::new_entity_uid(uid("Catalog", catalog))),
-                ("target", RestrictedExpression::new_entity_uid(user_uid(target))),
-                ("requestor", RestrictedExpression::new_entity_uid(user_uid(requestor))),
+                (
+                    "catalog",
+                    RestrictedExpression::new_entity_uid(uid("Catalog", catalog)),
+                ),
+                (
+                    "target",
+                    RestrictedExpression::new_entity_uid(user_uid(target)),
+                ),
+                (
+                    "requestor",
+                    RestrictedExpression::new_entity_uid(user_uid(requestor)),
+                ),
             ]
             .into_iter()
             .map(|(k, v)| (k.to_string(), v))
@@ -115,5 +134,35 @@ pub fn slice(principal: &str, roles: &[String], scope: Scope<'_>) -> anyhow::Res
         }
         Scope::User(id) => user_uid(id),
     };
-    Ok((principal_uid, resource, Entities::from_entities(entities, None)?))
+    Ok((principal_uid, resource, entities))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::{Facts, PolicyEngine};
+
+    #[test]
+    fn a_global_admin_may_create_catalogs_and_others_may_not() {
+        let engine = PolicyEngine::builtin().unwrap();
+        let decide = |roles: &[String]| {
+            let (p, r, e) = slice("alice", roles, Scope::Tenant).unwrap();
+            let e = engine.with_actions(e).unwrap();
+            engine
+                .decide(
+                    engine.admin_set(),
+                    p,
+                    "CreateCatalog",
+                    r,
+                    Facts::Admin { on_behalf: None },
+                    &e,
+                )
+                .unwrap()
+        };
+        let admin = decide(&[GLOBAL_ADMIN.to_string()]);
+        assert!(admin.allowed, "{admin:?}");
+        assert_eq!(admin.policy_ids, vec!["admin/global-admin"]);
+        assert!(!decide(&[]).allowed);
+        assert!(decide(&[CATALOG_CREATOR.to_string()]).allowed);
+    }
 }

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{Context as _, anyhow, bail};
 use cedar_policy::{
-    Authorizer, Context, Decision as CedarDecision, Entities, EntityUid, Policy, PolicyId,
+    Authorizer, Context, Decision as CedarDecision, Entities, Entity, EntityUid, Policy, PolicyId,
     PolicySet, Request, RestrictedExpression, Schema, ValidationMode, Validator,
 };
 
@@ -106,6 +106,9 @@ struct Shard {
 
 pub struct PolicyEngine {
     schema: Schema,
+    /// The schema's actions with their groups: `action in <group>` needs
+    /// them among a decision's entities.
+    actions: Vec<Entity>,
     validator: Validator,
     invariants: Vec<Policy>,
     admin: PolicySet,
@@ -174,8 +177,15 @@ impl PolicyEngine {
         let validator = Validator::new(schema.clone());
         let admin = PolicySet::from_policies(admin).map_err(|e| anyhow!("{e}"))?;
         validate(&validator, &admin).map_err(|e| anyhow!("administration policies: {e}"))?;
+        let actions = schema
+            .action_entities()
+            .map_err(|e| anyhow!("schema actions: {e}"))?
+            .iter()
+            .cloned()
+            .collect();
         let engine = Self {
             validator,
+            actions,
             schema,
             invariants,
             admin,
@@ -240,6 +250,15 @@ impl PolicyEngine {
         Ok(set)
     }
 
+    /// The entities of a decision that tests action groups: `entities` and
+    /// the schema's actions.
+    pub fn with_actions(&self, entities: Vec<Entity>) -> anyhow::Result<Entities> {
+        Ok(Entities::from_entities(
+            entities.into_iter().chain(self.actions.iter().cloned()),
+            None,
+        )?)
+    }
+
     /// The administration policy set.
     pub fn admin_set(&self) -> &PolicySet {
         &self.admin
@@ -273,7 +292,10 @@ fn validate(validator: &Validator, set: &PolicySet) -> Result<(), String> {
     if result.validation_passed() {
         return Ok(());
     }
-    let messages: Vec<String> = result.validation_errors().map(|e| cedar_message(e)).collect();
+    let messages: Vec<String> = result
+        .validation_errors()
+        .map(|e| cedar_message(e))
+        .collect();
     Err(messages.join("; "))
 }
 

@@ -34,6 +34,7 @@ pub struct TestServer {
     pub data_dir: PathBuf,
     pub clock: Arc<ManualClock>,
     channel: Channel,
+    admins: Vec<String>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     _temp: Option<tempfile::TempDir>,
@@ -42,21 +43,34 @@ pub struct TestServer {
 impl TestServer {
     /// A server on a fresh, temporary data directory.
     pub async fn start() -> Self {
+        Self::start_with_admins(&[]).await
+    }
+
+    /// A server whose global administrators include `admins` (besides
+    /// [`ADMIN`] and the write-mark probe).
+    pub async fn start_with_admins(admins: &[&str]) -> Self {
         let temp = tempfile::tempdir().expect("temp dir");
-        let mut server = Self::start_in(temp.path(), Arc::new(ManualClock::new(epoch()))).await;
+        let mut server =
+            Self::launch(temp.path(), Arc::new(ManualClock::new(epoch())), admins).await;
         server._temp = Some(temp);
         server
     }
 
     /// A server on `data_dir` (which outlives it), with `clock`.
     pub async fn start_in(data_dir: &Path, clock: Arc<ManualClock>) -> Self {
+        Self::launch(data_dir, clock, &[]).await
+    }
+
+    async fn launch(data_dir: &Path, clock: Arc<ManualClock>, admins: &[&str]) -> Self {
+        let mut global_admins = vec![ADMIN.to_string(), PROBE.to_string()];
+        global_admins.extend(admins.iter().map(|a| a.to_string()));
         let settings = Settings {
             listen: "127.0.0.1:0".parse().unwrap(),
             data_dir: data_dir.to_path_buf(),
             scheduler_interval_ms: 5,
             dev_auth: true,
             auth: AuthSettings {
-                global_admins: vec![ADMIN.to_string()],
+                global_admins,
                 ..AuthSettings::default()
             },
             ..Settings::default()
@@ -92,6 +106,7 @@ impl TestServer {
             data_dir: data_dir.to_path_buf(),
             clock,
             channel,
+            admins: admins.iter().map(|a| a.to_string()).collect(),
             stop: Some(stop),
             task: Some(task),
             _temp: None,
@@ -118,7 +133,8 @@ impl TestServer {
     pub async fn restart(mut self) -> Self {
         self.shutdown().await.expect("clean shutdown");
         let temp = self._temp.take();
-        let mut next = Self::start_in(&self.data_dir, self.clock.clone()).await;
+        let admins: Vec<&str> = self.admins.iter().map(String::as_str).collect();
+        let mut next = Self::launch(&self.data_dir, self.clock.clone(), &admins).await;
         next._temp = temp;
         next
     }
@@ -280,8 +296,10 @@ pub type Directory = DirectoryClient<InterceptedService<Channel, AsUser>>;
 pub type Catalogs = CatalogsClient<InterceptedService<Channel, AsUser>>;
 pub type Packages = AccessPackagesClient<InterceptedService<Channel, AsUser>>;
 
-/// The caller the fixtures are created as.
+/// The caller the fixtures are created as (a global administrator).
 pub const ADMIN: &str = "admin";
+/// The caller of write marks (a global administrator).
+const PROBE: &str = "probe";
 
 /// An update mask with `paths`.
 pub fn mask(paths: &[&str]) -> Option<prost_types::FieldMask> {
@@ -474,7 +492,7 @@ impl TestServer {
     /// Writes and removes a scratch group; returns the revision of the
     /// removal, a mark for [`TestServer::assert_no_writes_since`].
     pub async fn write_mark(&self) -> u64 {
-        let mut directory = self.directory("probe");
+        let mut directory = self.directory(PROBE);
         let probe = self.create_group("~probe").await;
         directory
             .delete_group(DeleteGroupRequest {
@@ -500,7 +518,7 @@ impl TestServer {
                 mark + 1,
                 "something was written since revision {mark} (checked at {caller})"
             );
-            self.directory("probe")
+            self.directory(PROBE)
                 .delete_group(DeleteGroupRequest {
                     id: probe.id,
                     etag: String::new(),
