@@ -98,9 +98,14 @@ impl Authenticator {
                 .map(str::to_string)
                 .map_err(|_| Status::unauthenticated(format!("{DEV_USER_HEADER} is not text")));
         }
-        Err(Status::unauthenticated(
-            "missing credentials: send \"authorization: Bearer <JWT>\"",
-        ))
+        let also = if self.dev_header {
+            format!(" or the {DEV_USER_HEADER} header")
+        } else {
+            String::new()
+        };
+        Err(Status::unauthenticated(format!(
+            "missing credentials: send \"authorization: Bearer <JWT>\"{also}"
+        )))
     }
 }
 
