@@ -62,9 +62,29 @@ impl TestServer {
     }
 
     async fn launch(data_dir: &Path, clock: Arc<ManualClock>, admins: &[&str]) -> Self {
+        Self::launch_with(data_dir, clock, admins, |_| {}).await
+    }
+
+    /// A server on a fresh data directory with settings changed by `tweak`
+    /// (authentication, TLS, ...). The harness's own client speaks plain
+    /// gRPC, so with TLS build clients from [`TestServer::address`].
+    pub async fn start_with_settings(tweak: impl FnOnce(&mut Settings)) -> Self {
+        let temp = tempfile::tempdir().expect("temp dir");
+        let clock = Arc::new(ManualClock::new(epoch()));
+        let mut server = Self::launch_with(temp.path(), clock, &[], tweak).await;
+        server._temp = Some(temp);
+        server
+    }
+
+    async fn launch_with(
+        data_dir: &Path,
+        clock: Arc<ManualClock>,
+        admins: &[&str],
+        tweak: impl FnOnce(&mut Settings),
+    ) -> Self {
         let mut global_admins = vec![ADMIN.to_string(), PROBE.to_string()];
         global_admins.extend(admins.iter().map(|a| a.to_string()));
-        let settings = Settings {
+        let mut settings = Settings {
             listen: "127.0.0.1:0".parse().unwrap(),
             data_dir: data_dir.to_path_buf(),
             scheduler_interval_ms: 5,
@@ -75,6 +95,8 @@ impl TestServer {
             },
             ..Settings::default()
         };
+        tweak(&mut settings);
+        let tls = settings.tls.is_some();
         let listener = tokio::net::TcpListener::bind(settings.listen)
             .await
             .unwrap();
@@ -96,11 +118,12 @@ impl TestServer {
             .await
         });
         let address = ready_rx.await.expect("server failed to start");
-        let channel = Channel::from_shared(format!("http://{address}"))
-            .unwrap()
-            .connect()
-            .await
-            .expect("connect");
+        let endpoint = Channel::from_shared(format!("http://{address}")).unwrap();
+        let channel = if tls {
+            endpoint.connect_lazy()
+        } else {
+            endpoint.connect().await.expect("connect")
+        };
         Self {
             address,
             data_dir: data_dir.to_path_buf(),
