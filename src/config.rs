@@ -116,6 +116,10 @@ pub struct ServeArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub dev_auth: bool,
+    /// A global administrator to add to auth.global_admins (repeatable)
+    #[arg(long = "global-admin", value_name = "ID")]
+    #[serde(skip)]
+    pub global_admins: Vec<String>,
     /// TOML settings file
     #[arg(long, env = "ENTITLEMENTS_CONFIG")]
     #[serde(skip)]
@@ -133,7 +137,7 @@ impl Settings {
             );
             figment = figment.merge(Toml::file_exact(file));
         }
-        let settings = figment
+        let mut settings: Settings = figment
             .merge(
                 Env::prefixed("ENTITLEMENTS_")
                     .ignore(&["config"])
@@ -141,6 +145,10 @@ impl Settings {
             )
             .merge(Serialized::defaults(args))
             .extract()?;
+        settings
+            .auth
+            .global_admins
+            .extend(args.global_admins.iter().cloned());
         Ok(settings)
     }
 }

@@ -1,6 +1,9 @@
 use std::sync::Arc;
 
+use std::path::PathBuf;
+
 use clap::{Parser, Subcommand};
+use entitlements::api::jwt::{TokenClaims, mint_hs256};
 use entitlements::clock::SystemClock;
 use entitlements::config::{LogFormat, ServeArgs, Settings};
 use tracing_subscriber::EnvFilter;
@@ -18,6 +21,41 @@ struct Cli {
 enum Command {
     /// Run the gRPC server.
     Serve(ServeArgs),
+    /// Mint an HS256 bearer token for development and testing.
+    Token(TokenArgs),
+}
+
+#[derive(clap::Args)]
+struct TokenArgs {
+    /// The HS256 secret file the server verifies with.
+    #[arg(long)]
+    secret_file: PathBuf,
+    /// The caller the token names (its `sub`).
+    #[arg(long)]
+    subject: String,
+    /// Lifetime in seconds.
+    #[arg(long, default_value_t = 3600)]
+    ttl_seconds: u64,
+    #[arg(long)]
+    issuer: Option<String>,
+    #[arg(long)]
+    audience: Option<String>,
+}
+
+fn mint(args: TokenArgs) -> anyhow::Result<()> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    let claims = TokenClaims {
+        sub: args.subject,
+        exp: now + args.ttl_seconds,
+        nbf: now,
+        iat: now,
+        iss: args.issuer,
+        aud: args.audience,
+    };
+    println!("{}", mint_hs256(&args.secret_file, &claims)?);
+    Ok(())
 }
 
 fn init_logging(format: LogFormat) {
@@ -52,6 +90,7 @@ async fn shutdown_signal() {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        Command::Token(args) => mint(args),
         Command::Serve(args) => {
             let settings = Settings::load(&args)?;
             init_logging(settings.log_format);

@@ -280,11 +280,21 @@ impl Catalogs for CatalogsApi {
         )?;
         self.app
             .authorize(&caller, "GrantRole", role_scope(&assignment.catalog_id))?;
-        let actor = caller.actor;
+        let actor = caller.actor.clone();
         let committed = write(self.app.store(), move |txn| {
             catalog::grant_role(txn, assignment, &actor)
         })
         .await?;
+        let granted = &committed.value;
+        tracing::info!(
+            target: "audit",
+            by = %caller.principal.id,
+            role = granted.role().as_str_name(),
+            principal = %granted.principal_id,
+            catalog = %granted.catalog_id,
+            revision = committed.revision,
+            "role granted"
+        );
         Ok(Response::new(committed.value))
     }
 
@@ -297,10 +307,20 @@ impl Catalogs for CatalogsApi {
         let role = catalog::check_role_args(r.role, &r.principal_id, &r.catalog_id, "")?;
         self.app
             .authorize(&caller, "RevokeRole", role_scope(&r.catalog_id))?;
+        let (principal, catalog_id) = (r.principal_id.clone(), r.catalog_id.clone());
         let committed = write(self.app.store(), move |txn| {
             catalog::revoke_role(txn, role, &r.principal_id, &r.catalog_id)
         })
         .await?;
+        tracing::info!(
+            target: "audit",
+            by = %caller.principal.id,
+            role = role.as_str_name(),
+            %principal,
+            catalog = %catalog_id,
+            revision = committed.revision,
+            "role revoked"
+        );
         Ok(Response::new(DeleteResponse {
             revision: committed.revision,
         }))

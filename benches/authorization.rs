@@ -1,0 +1,102 @@
+//! The cost of authorizing a read RPC: resolving the caller's roles from
+//! the store, building the Cedar entities and deciding against the
+//! administration policies (what every Get/List pays before doing its
+//! work). Run with `cargo bench --bench authorization`.
+
+use std::sync::Arc;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use entitlements::api::App;
+use entitlements::api::caller::Principal;
+use entitlements::clock::SystemClock;
+use entitlements::domain::catalog::grant_role;
+use entitlements::domain::entity::Actor;
+use entitlements::pb::{AdminRole, RoleAssignment, User};
+use entitlements::policy::PolicyEngine;
+use entitlements::policy::admin::Scope;
+use entitlements::store::records;
+use entitlements::store::sled_store::SledStore;
+use entitlements::store::{Store, write};
+
+fn app_with_reader(dir: &std::path::Path) -> App {
+    let store = Arc::new(SledStore::open(dir).unwrap());
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        write::<_, entitlements::error::Error, _>(store.as_ref() as &dyn Store, |txn| {
+            let actor = Actor {
+                id: "bench".into(),
+                now: std::time::SystemTime::now(),
+            };
+            records::save(
+                txn,
+                None,
+                &User {
+                    id: "reader".into(),
+                    display_name: "R".into(),
+                    ..Default::default()
+                },
+            )?;
+            for catalog in ["c1", "c2", "c3"] {
+                records::save(
+                    txn,
+                    None,
+                    &entitlements::pb::Catalog {
+                        id: catalog.into(),
+                        display_name: catalog.into(),
+                        ..Default::default()
+                    },
+                )?;
+                let role = RoleAssignment {
+                    role: AdminRole::CatalogReader as i32,
+                    principal_id: "reader".into(),
+                    catalog_id: catalog.into(),
+                    info: None,
+                };
+                grant_role(txn, role, &actor)?;
+            }
+            Ok(())
+        })
+        .await
+        .unwrap();
+    });
+    App::new(
+        store,
+        Arc::new(SystemClock),
+        Arc::new(PolicyEngine::builtin().unwrap()),
+    )
+}
+
+fn read_request() -> tonic::Request<()> {
+    let mut request = tonic::Request::new(());
+    request.extensions_mut().insert(Principal {
+        id: "reader".into(),
+        service: false,
+        configured_roles: Vec::new(),
+    });
+    request
+}
+
+fn authorization(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app_with_reader(dir.path());
+    let request = read_request();
+    c.bench_function("authorize GetCatalog (roles + entities + decision)", |b| {
+        b.iter(|| {
+            app.authorized(&request, "GetCatalog", Scope::Catalog("c2"))
+                .unwrap()
+        })
+    });
+    let caller = app.caller(&request).unwrap();
+    c.bench_function("decide GetCatalog (caller resolved)", |b| {
+        b.iter(|| {
+            app.authorize(&caller, "GetCatalog", Scope::Catalog("c2"))
+                .unwrap()
+        })
+    });
+    c.bench_function("resolve caller roles", |b| {
+        b.iter(|| app.caller(&request).unwrap())
+    });
+}
+
+criterion_group!(benches, authorization);
+criterion_main!(benches);
