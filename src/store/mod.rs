@@ -49,6 +49,20 @@ pub trait Txn: ReadView {
     fn revision(&self) -> Revision;
 }
 
+/// One committed job's writes: the revision and each key's new value
+/// (None: deleted).
+pub struct Change<'a> {
+    pub revision: Revision,
+    pub writes: &'a [(Vec<u8>, Option<Vec<u8>>)],
+}
+
+/// Told about every committed write, in revision order, once it is durable
+/// and before it is acknowledged: in-memory views that follow the store
+/// are therefore never behind what a client was told was written.
+pub trait CommitObserver: Send + Sync + 'static {
+    fn committed(&self, changes: &[Change<'_>]);
+}
+
 /// Runs on the committer; returns true to commit what it wrote, false to
 /// discard it.
 pub type WriteJob = Box<dyn FnOnce(&mut dyn Txn) -> bool + Send>;
@@ -61,6 +75,8 @@ pub trait Store: ReadView + Send + Sync + 'static {
     fn revision(&self) -> Revision;
     /// Waits for queued writes and makes everything durable.
     fn flush(&self) -> StoreResult<()>;
+    /// Adds an observer of every later commit.
+    fn observe(&self, observer: std::sync::Arc<dyn CommitObserver>);
 }
 
 /// The outcome of a committed write.

@@ -36,9 +36,12 @@ struct Pending {
     reply: oneshot::Sender<StoreResult<Revision>>,
 }
 
+type Observers = Arc<RwLock<Vec<Arc<dyn CommitObserver>>>>;
+
 pub struct SledStore {
     tree: sled::Db,
     revision: Arc<AtomicU64>,
+    observers: Observers,
     queue: Mutex<Option<mpsc::Sender<Pending>>>,
     committer: Mutex<Option<JoinHandle<()>>>,
 }
@@ -55,11 +58,13 @@ impl SledStore {
         let log = File::open(dir.join("db"))?;
         File::open(dir)?.sync_all()?;
         let revision = Arc::new(AtomicU64::new(revision));
+        let observers = Observers::default();
         let (sender, receiver) = mpsc::channel();
         let committer = Committer {
             tree: db.clone(),
             log,
             revision: Arc::clone(&revision),
+            observers: Arc::clone(&observers),
         };
         let handle = std::thread::Builder::new()
             .name("store-committer".into())
@@ -67,6 +72,7 @@ impl SledStore {
         Ok(Self {
             tree: db,
             revision,
+            observers,
             queue: Mutex::new(Some(sender)),
             committer: Mutex::new(Some(handle)),
         })
@@ -127,6 +133,10 @@ impl Store for SledStore {
         self.tree.flush()?;
         Ok(())
     }
+
+    fn observe(&self, observer: Arc<dyn CommitObserver>) {
+        self.observers.write().expect("observers lock poisoned").push(observer);
+    }
 }
 
 fn sled_scan<'a>(
@@ -161,6 +171,7 @@ struct Committer {
     tree: sled::Db,
     log: File,
     revision: Arc<AtomicU64>,
+    observers: Observers,
 }
 
 impl Committer {
@@ -186,6 +197,7 @@ impl Committer {
         let mut batch = Overlay::new();
         let mut revision = self.revision.load(Ordering::Acquire);
         let mut replies = Vec::with_capacity(pending.len());
+        let mut committed: Vec<(Revision, Vec<(Vec<u8>, Option<Vec<u8>>)>)> = Vec::new();
         for Pending { job, reply } in pending {
             let mut txn = SledTxn {
                 tree: &self.tree,
@@ -200,6 +212,8 @@ impl Committer {
             let own = std::mem::take(&mut txn.own);
             if commit && !own.is_empty() {
                 revision += 1;
+                let writes: Vec<_> = own.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+                committed.push((revision, writes));
                 batch.extend(own);
             }
             replies.push((reply, revision));
@@ -212,6 +226,18 @@ impl Committer {
         match result {
             Ok(()) => {
                 self.revision.store(revision, Ordering::Release);
+                if !committed.is_empty() {
+                    let changes: Vec<Change<'_>> = committed
+                        .iter()
+                        .map(|(revision, writes)| Change {
+                            revision: *revision,
+                            writes,
+                        })
+                        .collect();
+                    for observer in self.observers.read().expect("observers lock poisoned").iter() {
+                        observer.committed(&changes);
+                    }
+                }
                 for (reply, revision) in replies {
                     let _ = reply.send(Ok(revision));
                 }

@@ -1,0 +1,274 @@
+//! The questions the decision API answers, over the in-memory state. Time
+//! enters as epoch seconds: an assignment past its end gives nothing even
+//! before background work has recorded its expiry.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::error::{Error, Result};
+use crate::pb::{
+    AccessPackage, AllowedTargetScope, Assignment, AssignmentPolicy, ExpirationType, GrantSource,
+    PolicyEligibility, PolicyRequirements, RequestablePackage, UserState,
+};
+use crate::policy::compile::actions::REQUEST_ACCESS;
+use crate::policy::entities::{Subject, Target, policy_uid, slice, user_uid};
+use crate::policy::{ChangeContext, Decision, PolicyEngine};
+
+use super::state::State;
+
+/// Whether an assignment gives access at `now` (start inclusive, end
+/// exclusive).
+pub fn in_effect(assignment: &Assignment, now: i64) -> bool {
+    let started = assignment.start_time.is_none_or(|t| t.seconds <= now);
+    let not_ended = assignment.end_time.is_none_or(|t| now < t.seconds);
+    started && not_ended
+}
+
+impl State {
+    /// The user's assignments in effect at `now`.
+    fn effective_assignments<'a>(&'a self, user: &str, now: i64) -> impl Iterator<Item = &'a Assignment> + 'a {
+        self.assignments_by_user
+            .get(user)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.assignments.get(id))
+            .filter(move |a| in_effect(a, now))
+    }
+
+    /// The assignments through which `user` holds (`resource`, `role`) now.
+    pub fn check(&self, user: &str, resource: &str, role: &str, now: i64) -> Vec<String> {
+        self.effective_assignments(user, now)
+            .filter(|a| {
+                self.packages.get(&a.access_package_id).is_some_and(|p| {
+                    p.resource_roles
+                        .iter()
+                        .any(|r| r.resource_id == resource && r.role_id == role)
+                })
+            })
+            .map(|a| a.id.clone())
+            .collect()
+    }
+
+    /// Every grant of `user` now, with the assignments behind it.
+    pub fn effective_grants(&self, user: &str, now: i64) -> BTreeMap<(String, String), Vec<GrantSource>> {
+        let mut grants: BTreeMap<(String, String), Vec<GrantSource>> = BTreeMap::new();
+        for assignment in self.effective_assignments(user, now) {
+            let Some(package) = self.packages.get(&assignment.access_package_id) else { continue };
+            for role in &package.resource_roles {
+                grants
+                    .entry((role.resource_id.clone(), role.role_id.clone()))
+                    .or_default()
+                    .push(GrantSource {
+                        assignment_id: assignment.id.clone(),
+                        access_package_id: assignment.access_package_id.clone(),
+                        assignment_policy_id: assignment.assignment_policy_id.clone(),
+                        start_time: assignment.start_time,
+                        end_time: assignment.end_time,
+                    });
+            }
+        }
+        grants
+    }
+
+    /// Who holds `package` now: user -> assignment ids.
+    pub fn package_holders(&self, package: &str, now: i64) -> BTreeMap<String, Vec<String>> {
+        let mut holders = BTreeMap::new();
+        for (user, ids) in self.holders_by_package.get(package).into_iter().flatten() {
+            let effective: Vec<String> = ids
+                .iter()
+                .filter(|id| self.assignments.get(*id).is_some_and(|a| in_effect(a, now)))
+                .cloned()
+                .collect();
+            if !effective.is_empty() {
+                holders.insert(user.clone(), effective);
+            }
+        }
+        holders
+    }
+
+    /// Who holds a role (any, or `role`) of `resource` now.
+    pub fn resource_holders(&self, resource: &str, role: Option<&str>, now: i64) -> BTreeMap<String, Vec<String>> {
+        let mut holders: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for package in self.packages_by_resource.get(resource).into_iter().flatten() {
+            let grants_it = self.packages.get(package).is_some_and(|p| {
+                p.resource_roles
+                    .iter()
+                    .any(|r| r.resource_id == resource && role.is_none_or(|role| r.role_id == role))
+            });
+            if !grants_it {
+                continue;
+            }
+            for (user, ids) in self.package_holders(package, now) {
+                holders.entry(user).or_default().extend(ids);
+            }
+        }
+        holders.into_iter().map(|(u, ids)| (u, ids.into_iter().collect())).collect()
+    }
+
+    fn policy_scope<'a>(&'a self, policy: &'a AssignmentPolicy) -> Option<(&'a AccessPackage, Target<'a>)> {
+        let package = self.packages.get(&policy.access_package_id)?;
+        let catalog = self.catalogs.get(&package.catalog_id)?;
+        Some((
+            package,
+            Target {
+                policy,
+                package,
+                catalog,
+            },
+        ))
+    }
+
+    /// The Cedar decision on `subject` requesting through `policy` now.
+    pub fn may_request(&self, engine: &PolicyEngine, subject: &Subject, policy: &AssignmentPolicy, now: i64) -> Result<Decision> {
+        let (package, target) = self
+            .policy_scope(policy)
+            .ok_or_else(|| Error::not_found(AccessPackage::KIND_NAME, &policy.access_package_id))?;
+        let policies: Vec<AssignmentPolicy> = self
+            .policies_by_package
+            .get(&package.id)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.policies.get(id).cloned())
+            .collect();
+        let set = engine.package_set(package, &policies).map_err(Error::internal)?;
+        let entities = slice(subject, &target).map_err(Error::internal)?;
+        let context = ChangeContext {
+            now,
+            start: now,
+            custom_schedule: false,
+        };
+        engine
+            .decide(&set, user_uid(&subject.user.id), REQUEST_ACCESS, policy_uid(&policy.id), context, &entities)
+            .map_err(Error::internal)
+    }
+
+    /// The packages `subject` may request now (or, when `only` is not empty,
+    /// those of `only` they may request, hidden ones included).
+    pub fn requestable(&self, engine: &PolicyEngine, subject: &Subject, only: &[String], now: i64) -> Result<Vec<RequestablePackage>> {
+        let mut packages: BTreeMap<String, RequestablePackage> = BTreeMap::new();
+        let wanted: BTreeSet<&String> = only.iter().collect();
+        for policy_id in self.scopes.candidates(subject) {
+            let Some(policy) = self.policies.get(&policy_id) else { continue };
+            let Some(package) = self.packages.get(&policy.access_package_id) else { continue };
+            let listed = if wanted.is_empty() { !package.hidden } else { wanted.contains(&package.id) };
+            let self_add = policy.requestor_settings.is_some_and(|s| s.enable_self_add);
+            if !listed || !self_add || !self.may_request(engine, subject, policy, now)?.allowed {
+                continue;
+            }
+            packages
+                .entry(package.id.clone())
+                .or_insert_with(|| RequestablePackage {
+                    access_package_id: package.id.clone(),
+                    catalog_id: package.catalog_id.clone(),
+                    display_name: package.display_name.clone(),
+                    description: package.description.clone(),
+                    hidden: package.hidden,
+                    policies: Vec::new(),
+                })
+                .policies
+                .push(requirements(policy));
+        }
+        Ok(packages.into_values().collect())
+    }
+
+    /// Why `subject` may or may not request `package`, policy by policy.
+    pub fn explain(&self, engine: &PolicyEngine, subject: &Subject, package: &AccessPackage, now: i64) -> Result<Vec<PolicyEligibility>> {
+        let mut answers = Vec::new();
+        for policy_id in self.policies_by_package.get(&package.id).into_iter().flatten() {
+            let Some(policy) = self.policies.get(policy_id) else { continue };
+            let decision = self.may_request(engine, subject, policy, now)?;
+            answers.push(PolicyEligibility {
+                assignment_policy_id: policy.id.clone(),
+                allowed: decision.allowed,
+                reasons: if decision.allowed { Vec::new() } else { self.reasons(subject, policy, package) },
+                policy_ids: decision.policy_ids,
+            });
+        }
+        Ok(answers)
+    }
+
+    /// Readable reasons a request through `policy` is refused.
+    fn reasons(&self, subject: &Subject, policy: &AssignmentPolicy, package: &AccessPackage) -> Vec<String> {
+        let mut reasons = Vec::new();
+        let user = &subject.user;
+        if user.state() != UserState::Active {
+            reasons.push(format!("user {} is {}", user.id, user.state().as_str_name()));
+        }
+        if let Some(catalog) = self.catalogs.get(&package.catalog_id) {
+            if catalog.enabled == Some(false) {
+                reasons.push(format!("catalog {} is disabled", catalog.id));
+            }
+            if crate::domain::assignment_policy::is_external_scope(policy.scope()) && catalog.externally_visible != Some(true) {
+                reasons.push(format!("catalog {} is not externally visible", catalog.id));
+            }
+        }
+        for held in package.incompatible_package_ids.iter().filter(|p| subject.held_packages.contains(p)) {
+            reasons.push(format!("holds incompatible package {held}"));
+        }
+        for group in package.incompatible_group_ids.iter().filter(|g| subject.group_parents.contains_key(*g)) {
+            reasons.push(format!("is in incompatible group {group}"));
+        }
+        if !policy.requestor_settings.is_some_and(|s| s.enable_self_add) {
+            reasons.push(format!("policy {} does not let users request for themselves", policy.id));
+        }
+        let targets = policy.specific_allowed_targets.clone().unwrap_or_default();
+        let in_org = |ids: &[String]| subject.organization.as_ref().is_some_and(|o| ids.contains(&o.id));
+        match policy.scope() {
+            AllowedTargetScope::NotSpecified => reasons.push("only administrators assign this policy".into()),
+            AllowedTargetScope::SpecificDirectorySubjects => {
+                let listed = targets.user_ids.contains(&user.id);
+                let in_group = targets.group_ids.iter().any(|g| subject.group_parents.contains_key(g));
+                if !listed && !in_group {
+                    let groups: Vec<_> = targets.group_ids.iter().map(|g| format!("group {g}")).collect();
+                    reasons.push(if groups.is_empty() {
+                        "not one of the listed users".to_string()
+                    } else {
+                        format!("not listed and not in {}", groups.join(" or "))
+                    });
+                }
+            }
+            AllowedTargetScope::AllMemberUsers if user.kind() == crate::pb::UserKind::Guest => {
+                reasons.push("guests are not members".into())
+            }
+            AllowedTargetScope::SpecificConnectedOrganizationUsers if !in_org(&targets.connected_organization_ids) => {
+                reasons.push("not a user of the listed connected organizations".into())
+            }
+            AllowedTargetScope::AllConfiguredConnectedOrganizationUsers
+                if !subject
+                    .organization
+                    .as_ref()
+                    .is_some_and(|o| o.state() == crate::pb::ConnectedOrganizationState::Configured) =>
+            {
+                reasons.push("not a user of a configured connected organization".into())
+            }
+            AllowedTargetScope::AllExternalUsers if subject.organization.is_none() => {
+                reasons.push("not an external user".into())
+            }
+            _ => {}
+        }
+        if reasons.is_empty() && !policy.extra_condition.is_empty() {
+            reasons.push(format!("does not meet the condition {}", policy.extra_condition));
+        }
+        reasons
+    }
+}
+
+/// What a request through `policy` needs.
+fn requirements(policy: &AssignmentPolicy) -> PolicyRequirements {
+    let settings = policy.requestor_settings.unwrap_or_default();
+    let approval = policy.approval_settings.clone().unwrap_or_default();
+    let expiration = policy.expiration.unwrap_or_default();
+    PolicyRequirements {
+        assignment_policy_id: policy.id.clone(),
+        display_name: policy.display_name.clone(),
+        approval_stages: if approval.approval_required_for_add { approval.stages.len() as i32 } else { 0 },
+        justification_required: settings.justification_required,
+        questions: policy.questions.clone(),
+        custom_schedule_allowed: settings.allow_custom_schedule,
+        max_duration: (expiration.r#type() == ExpirationType::AfterDuration)
+            .then_some(expiration.duration)
+            .flatten(),
+        end_time: (expiration.r#type() == ExpirationType::OnDate)
+            .then_some(expiration.end_time)
+            .flatten(),
+    }
+}

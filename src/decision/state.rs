@@ -1,0 +1,458 @@
+//! The in-memory view decisions read: directory, packages, policies and
+//! active assignments, loaded from the store at start-up and then changed by
+//! every committed write (the store calls [`DecisionState::committed`]
+//! before it acknowledges the write, so the view is never behind what a
+//! client was told). Grant changes found while applying a commit go to the
+//! event log.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::RwLock;
+
+use tokio::sync::watch;
+
+use crate::domain::directory::Member;
+use crate::pb::{
+    AccessPackage, AllowedTargetScope, Assignment, AssignmentPolicy, Catalog, ConnectedOrganization,
+    ConnectedOrganizationState, GroupMembership, User, UserKind,
+};
+use crate::policy::entities::Subject;
+use crate::store::records::Record;
+use crate::store::{Change, CommitObserver, ReadView, Revision, StoreResult, codec, keys};
+
+use super::events::{EventLog, GrantChange, RevisionEvents};
+
+/// Policies by what their scope names, to pick the candidates for a user
+/// without looking at every policy.
+#[derive(Debug, Default)]
+pub struct ScopeIndex {
+    by_user: HashMap<String, BTreeSet<String>>,
+    by_group: HashMap<String, BTreeSet<String>>,
+    by_organization: HashMap<String, BTreeSet<String>>,
+    all_members: BTreeSet<String>,
+    all_directory: BTreeSet<String>,
+    all_configured: BTreeSet<String>,
+    all_external: BTreeSet<String>,
+}
+
+impl ScopeIndex {
+    fn entries(policy: &AssignmentPolicy) -> Vec<(u8, String)> {
+        let targets = policy.specific_allowed_targets.clone().unwrap_or_default();
+        match policy.scope() {
+            AllowedTargetScope::SpecificDirectorySubjects => targets
+                .user_ids
+                .into_iter()
+                .map(|u| (0, u))
+                .chain(targets.group_ids.into_iter().map(|g| (1, g)))
+                .collect(),
+            AllowedTargetScope::SpecificConnectedOrganizationUsers => {
+                targets.connected_organization_ids.into_iter().map(|o| (2, o)).collect()
+            }
+            AllowedTargetScope::AllMemberUsers => vec![(3, String::new())],
+            AllowedTargetScope::AllDirectoryUsers => vec![(4, String::new())],
+            AllowedTargetScope::AllConfiguredConnectedOrganizationUsers => vec![(5, String::new())],
+            AllowedTargetScope::AllExternalUsers => vec![(6, String::new())],
+            AllowedTargetScope::NotSpecified | AllowedTargetScope::Unspecified => Vec::new(),
+        }
+    }
+
+    fn set(&mut self, kind: u8, key: String) -> &mut BTreeSet<String> {
+        match kind {
+            0 => self.by_user.entry(key).or_default(),
+            1 => self.by_group.entry(key).or_default(),
+            2 => self.by_organization.entry(key).or_default(),
+            3 => &mut self.all_members,
+            4 => &mut self.all_directory,
+            5 => &mut self.all_configured,
+            _ => &mut self.all_external,
+        }
+    }
+
+    fn add(&mut self, policy: &AssignmentPolicy) {
+        for (kind, key) in Self::entries(policy) {
+            self.set(kind, key).insert(policy.id.clone());
+        }
+    }
+
+    fn remove(&mut self, policy: &AssignmentPolicy) {
+        for (kind, key) in Self::entries(policy) {
+            self.set(kind, key).remove(&policy.id);
+        }
+    }
+
+    /// Policies whose scope may cover `subject` (Cedar has the last word).
+    pub fn candidates(&self, subject: &Subject) -> BTreeSet<String> {
+        let mut found = BTreeSet::new();
+        let mut add = |set: Option<&BTreeSet<String>>| {
+            if let Some(set) = set {
+                found.extend(set.iter().cloned());
+            }
+        };
+        add(self.by_user.get(&subject.user.id));
+        for group in subject.group_parents.keys() {
+            add(self.by_group.get(group));
+        }
+        if subject.in_directory {
+            add(Some(&self.all_directory));
+            if subject.user.kind() != UserKind::Guest {
+                add(Some(&self.all_members));
+            }
+        }
+        if let Some(organization) = &subject.organization {
+            add(self.by_organization.get(&organization.id));
+            add(Some(&self.all_external));
+            if organization.state() == ConnectedOrganizationState::Configured {
+                add(Some(&self.all_configured));
+            }
+        }
+        found
+    }
+}
+
+/// Everything decisions read.
+#[derive(Debug, Default)]
+pub struct State {
+    pub users: HashMap<String, User>,
+    pub groups_of_user: HashMap<String, BTreeSet<String>>,
+    pub parents_of_group: HashMap<String, BTreeSet<String>>,
+    pub organizations: HashMap<String, ConnectedOrganization>,
+    pub catalogs: HashMap<String, Catalog>,
+    pub packages: HashMap<String, AccessPackage>,
+    pub packages_by_resource: HashMap<String, BTreeSet<String>>,
+    pub policies: HashMap<String, AssignmentPolicy>,
+    pub policies_by_package: HashMap<String, BTreeSet<String>>,
+    pub scopes: ScopeIndex,
+    /// Active (delivered) assignments only.
+    pub assignments: HashMap<String, Assignment>,
+    pub assignments_by_user: HashMap<String, BTreeSet<String>>,
+    /// package -> user -> assignment ids.
+    pub holders_by_package: HashMap<String, BTreeMap<String, BTreeSet<String>>>,
+}
+
+impl State {
+    /// A directory user with groups (and their ancestors), organization
+    /// and held packages, as decisions see them.
+    pub fn subject(&self, user_id: &str) -> Option<Subject> {
+        let user = self.users.get(user_id)?.clone();
+        let direct_groups: Vec<String> = self
+            .groups_of_user
+            .get(user_id)
+            .map(|g| g.iter().cloned().collect())
+            .unwrap_or_default();
+        let mut group_parents = HashMap::new();
+        let mut queue: VecDeque<String> = direct_groups.iter().cloned().collect();
+        while let Some(group) = queue.pop_front() {
+            if group_parents.contains_key(&group) {
+                continue;
+            }
+            let parents: Vec<String> = self
+                .parents_of_group
+                .get(&group)
+                .map(|p| p.iter().cloned().collect())
+                .unwrap_or_default();
+            queue.extend(parents.iter().cloned());
+            group_parents.insert(group, parents);
+        }
+        let organization = self.organizations.get(&user.connected_organization_id).cloned();
+        let held_packages = self
+            .assignments_by_user
+            .get(user_id)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.assignments.get(id))
+            .map(|a| a.access_package_id.clone())
+            .collect();
+        Some(Subject {
+            user,
+            in_directory: true,
+            direct_groups,
+            group_parents,
+            organization,
+            held_packages,
+        })
+    }
+
+    /// A user's grants through active assignments (ignoring end times: the
+    /// grants the committed state gives).
+    fn committed_grants(&self, user: &str) -> BTreeSet<(String, String)> {
+        let mut grants = BTreeSet::new();
+        for id in self.assignments_by_user.get(user).into_iter().flatten() {
+            let Some(assignment) = self.assignments.get(id) else { continue };
+            if let Some(package) = self.packages.get(&assignment.access_package_id) {
+                for role in &package.resource_roles {
+                    grants.insert((role.resource_id.clone(), role.role_id.clone()));
+                }
+            }
+        }
+        grants
+    }
+
+    /// Users whose grants a write of `kind`/`id` may change.
+    fn affected_users(&self, kind: &str, id: &str, new_assignment: Option<&Assignment>) -> BTreeSet<String> {
+        match kind {
+            "assignment" => self
+                .assignments
+                .get(id)
+                .map(|a| a.target_id.clone())
+                .into_iter()
+                .chain(new_assignment.map(|a| a.target_id.clone()))
+                .collect(),
+            "access_package" => self
+                .holders_by_package
+                .get(id)
+                .map(|h| h.keys().cloned().collect())
+                .unwrap_or_default(),
+            _ => BTreeSet::new(),
+        }
+    }
+
+    fn apply(&mut self, kind: &str, id: &str, value: Option<&[u8]>) -> StoreResult<()> {
+        match kind {
+            "user" => match value {
+                Some(bytes) => {
+                    self.users.insert(id.to_string(), codec::decode(bytes)?);
+                }
+                None => {
+                    self.users.remove(id);
+                }
+            },
+            "membership" => self.apply_membership(id, value)?,
+            "connected_organization" => match value {
+                Some(bytes) => {
+                    self.organizations.insert(id.to_string(), codec::decode(bytes)?);
+                }
+                None => {
+                    self.organizations.remove(id);
+                }
+            },
+            "catalog" => match value {
+                Some(bytes) => {
+                    self.catalogs.insert(id.to_string(), codec::decode(bytes)?);
+                }
+                None => {
+                    self.catalogs.remove(id);
+                }
+            },
+            "access_package" => {
+                if let Some(old) = self.packages.remove(id) {
+                    for role in &old.resource_roles {
+                        if let Some(set) = self.packages_by_resource.get_mut(&role.resource_id) {
+                            set.remove(id);
+                        }
+                    }
+                }
+                if let Some(bytes) = value {
+                    let package: AccessPackage = codec::decode(bytes)?;
+                    for role in &package.resource_roles {
+                        self.packages_by_resource
+                            .entry(role.resource_id.clone())
+                            .or_default()
+                            .insert(id.to_string());
+                    }
+                    self.packages.insert(id.to_string(), package);
+                }
+            }
+            "assignment_policy" => {
+                if let Some(old) = self.policies.remove(id) {
+                    self.scopes.remove(&old);
+                    if let Some(set) = self.policies_by_package.get_mut(&old.access_package_id) {
+                        set.remove(id);
+                    }
+                }
+                if let Some(bytes) = value {
+                    let policy: AssignmentPolicy = codec::decode(bytes)?;
+                    self.scopes.add(&policy);
+                    self.policies_by_package
+                        .entry(policy.access_package_id.clone())
+                        .or_default()
+                        .insert(id.to_string());
+                    self.policies.insert(id.to_string(), policy);
+                }
+            }
+            "assignment" => {
+                if let Some(old) = self.assignments.remove(id) {
+                    if let Some(set) = self.assignments_by_user.get_mut(&old.target_id) {
+                        set.remove(id);
+                    }
+                    if let Some(holders) = self.holders_by_package.get_mut(&old.access_package_id)
+                        && let Some(set) = holders.get_mut(&old.target_id)
+                    {
+                        set.remove(id);
+                        if set.is_empty() {
+                            holders.remove(&old.target_id);
+                        }
+                    }
+                }
+                if let Some(bytes) = value {
+                    let assignment: Assignment = codec::decode(bytes)?;
+                    if assignment.is_active() {
+                        self.assignments_by_user
+                            .entry(assignment.target_id.clone())
+                            .or_default()
+                            .insert(id.to_string());
+                        self.holders_by_package
+                            .entry(assignment.access_package_id.clone())
+                            .or_default()
+                            .entry(assignment.target_id.clone())
+                            .or_default()
+                            .insert(id.to_string());
+                        self.assignments.insert(id.to_string(), assignment);
+                    }
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn apply_membership(&mut self, id: &str, value: Option<&[u8]>) -> StoreResult<()> {
+        let membership: GroupMembership = match value {
+            Some(bytes) => codec::decode(bytes)?,
+            None => match parse_membership_id(id) {
+                Some(m) => m,
+                None => return Ok(()),
+            },
+        };
+        let present = value.is_some();
+        let group = membership.group_id.clone();
+        let set = match Member::from_proto(membership.member.as_ref()) {
+            Some(Member::User(user)) => self.groups_of_user.entry(user).or_default(),
+            Some(Member::Group(child)) => self.parents_of_group.entry(child).or_default(),
+            None => return Ok(()),
+        };
+        if present {
+            set.insert(group);
+        } else {
+            set.remove(&group);
+        }
+        Ok(())
+    }
+}
+
+/// The membership a membership id names ("<group>/u/<user>" or
+/// "<group>/g/<child>").
+fn parse_membership_id(id: &str) -> Option<GroupMembership> {
+    let mut parts = id.splitn(3, '/');
+    let (group, kind, member) = (parts.next()?, parts.next()?, parts.next()?);
+    let member = match kind {
+        "u" => Member::User(member.to_string()),
+        "g" => Member::Group(member.to_string()),
+        _ => return None,
+    };
+    Some(GroupMembership {
+        group_id: group.to_string(),
+        member: Some(member.to_proto()),
+        info: None,
+    })
+}
+
+/// Splits a record key into (kind, id); None for other keys.
+fn record_key(key: &[u8]) -> Option<(&str, &str)> {
+    let text = std::str::from_utf8(key).ok()?;
+    let mut parts = text.splitn(3, '\0');
+    if parts.next()? != keys::RECORD {
+        return None;
+    }
+    Some((parts.next()?, parts.next()?))
+}
+
+/// The record kinds decisions read.
+const KINDS: [&str; 7] = [
+    User::KIND,
+    GroupMembership::KIND,
+    ConnectedOrganization::KIND,
+    Catalog::KIND,
+    AccessPackage::KIND,
+    AssignmentPolicy::KIND,
+    Assignment::KIND,
+];
+
+pub struct DecisionState {
+    state: RwLock<State>,
+    revision: watch::Sender<Revision>,
+    pub events: EventLog,
+}
+
+impl DecisionState {
+    /// Loads the view from `view`, as of `revision`; the event log keeps
+    /// the grant changes of the last `retention` revisions that had any.
+    pub fn load(view: &dyn ReadView, revision: Revision, retention: usize) -> StoreResult<Self> {
+        let mut state = State::default();
+        for kind in KINDS {
+            for item in view.scan(&keys::prefix(&[keys::RECORD, kind]), None) {
+                let (key, value) = item?;
+                if let Some((kind, id)) = record_key(&key) {
+                    state.apply(kind, id, Some(&value))?;
+                }
+            }
+        }
+        Ok(Self {
+            state: RwLock::new(state),
+            revision: watch::channel(revision).0,
+            events: EventLog::new(retention, revision),
+        })
+    }
+
+    /// Reads the view.
+    pub fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
+        self.state.read().expect("decision state poisoned")
+    }
+
+    pub fn revision(&self) -> Revision {
+        *self.revision.borrow()
+    }
+
+    /// Waits (up to `timeout`) until the view reflects `min`; false if it
+    /// did not in time.
+    pub async fn wait_for(&self, min: Revision, timeout: std::time::Duration) -> bool {
+        let mut receiver = self.revision.subscribe();
+        let reached = receiver.wait_for(|revision| *revision >= min);
+        matches!(tokio::time::timeout(timeout, reached).await, Ok(Ok(_)))
+    }
+
+    /// A receiver that changes with every applied revision.
+    pub fn revisions(&self) -> watch::Receiver<Revision> {
+        self.revision.subscribe()
+    }
+}
+
+impl CommitObserver for DecisionState {
+    fn committed(&self, changes: &[Change<'_>]) {
+        let mut state = self.state.write().expect("decision state poisoned");
+        for change in changes {
+            let mut grant_changes = Vec::new();
+            for (key, value) in change.writes {
+                let Some((kind, id)) = record_key(key) else { continue };
+                let new_assignment = match (kind, value) {
+                    ("assignment", Some(bytes)) => codec::decode::<Assignment>(bytes).ok(),
+                    _ => None,
+                };
+                let affected = state.affected_users(kind, id, new_assignment.as_ref());
+                let before: Vec<_> = affected.iter().map(|u| state.committed_grants(u)).collect();
+                if let Err(error) = state.apply(kind, id, value.as_deref()) {
+                    tracing::error!(%error, kind, id, "a committed record could not be read");
+                }
+                for (user, before) in affected.iter().zip(before) {
+                    let after = state.committed_grants(user);
+                    let change = |added: bool, (resource, role): &(String, String)| GrantChange {
+                        added,
+                        user: user.clone(),
+                        resource: resource.clone(),
+                        role: role.clone(),
+                    };
+                    grant_changes.extend(before.difference(&after).map(|g| change(false, g)));
+                    grant_changes.extend(after.difference(&before).map(|g| change(true, g)));
+                }
+            }
+            if !grant_changes.is_empty() {
+                grant_changes.sort();
+                self.events.append(RevisionEvents {
+                    revision: change.revision,
+                    changes: grant_changes,
+                });
+            }
+        }
+        if let Some(last) = changes.last() {
+            self.revision.send_replace(last.revision);
+        }
+    }
+}
