@@ -75,7 +75,7 @@ impl App {
             admin::slice(&caller.principal.id, &caller.roles, scope).map_err(Error::internal)?;
         let entities = self
             .policies
-            .with_actions(entities)
+            .with_action(entities, action)
             .map_err(Error::internal)?;
         self.policies
             .decide(

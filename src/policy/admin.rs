@@ -89,8 +89,8 @@ fn catalog_entity(id: &str) -> Entity {
 }
 
 /// The principal uid, the resource uid and the entities of one decision
-/// (to be completed with the schema's actions, see
-/// `PolicyEngine::with_actions`).
+/// (to be completed with the action's groups, see
+/// `PolicyEngine::with_action`).
 pub fn slice(
     principal: &str,
     roles: &[String],
@@ -147,7 +147,7 @@ mod tests {
         let engine = PolicyEngine::builtin().unwrap();
         let decide = |roles: &[String]| {
             let (p, r, e) = slice("alice", roles, Scope::Tenant).unwrap();
-            let e = engine.with_actions(e).unwrap();
+            let e = engine.with_action(e, "CreateCatalog").unwrap();
             engine
                 .decide(
                     engine.admin_set(),

@@ -106,9 +106,9 @@ struct Shard {
 
 pub struct PolicyEngine {
     schema: Schema,
-    /// The schema's actions with their groups: `action in <group>` needs
-    /// them among a decision's entities.
-    actions: Vec<Entity>,
+    /// Each action with the groups it is in, by action uid: `action in
+    /// <group>` needs them among a decision's entities.
+    actions: HashMap<String, Vec<Entity>>,
     validator: Validator,
     invariants: Vec<Policy>,
     admin: PolicySet,
@@ -177,11 +177,21 @@ impl PolicyEngine {
         let validator = Validator::new(schema.clone());
         let admin = PolicySet::from_policies(admin).map_err(|e| anyhow!("{e}"))?;
         validate(&validator, &admin).map_err(|e| anyhow!("administration policies: {e}"))?;
-        let actions = schema
+        let all_actions = schema
             .action_entities()
-            .map_err(|e| anyhow!("schema actions: {e}"))?
+            .map_err(|e| anyhow!("schema actions: {e}"))?;
+        let actions = all_actions
             .iter()
-            .cloned()
+            .map(|action| {
+                let uid = action.uid();
+                let groups = all_actions
+                    .ancestors(&uid)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|group| all_actions.get(group).cloned());
+                let with_groups = std::iter::once(action.clone()).chain(groups).collect();
+                (uid.to_string(), with_groups)
+            })
             .collect();
         let engine = Self {
             validator,
@@ -250,13 +260,16 @@ impl PolicyEngine {
         Ok(set)
     }
 
-    /// The entities of a decision that tests action groups: `entities` and
-    /// the schema's actions.
-    pub fn with_actions(&self, entities: Vec<Entity>) -> anyhow::Result<Entities> {
-        Ok(Entities::from_entities(
-            entities.into_iter().chain(self.actions.iter().cloned()),
-            None,
-        )?)
+    /// The entities of a decision on `action` that tests action groups:
+    /// `entities`, the action and the groups it is in.
+    pub fn with_action(&self, entities: Vec<Entity>, action: &str) -> anyhow::Result<Entities> {
+        let groups = self
+            .actions
+            .get(&compile::entity("Action", action))
+            .into_iter()
+            .flatten()
+            .cloned();
+        Ok(Entities::from_entities(entities.into_iter().chain(groups), None)?)
     }
 
     /// The administration policy set.
