@@ -9,6 +9,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use entitlements::api::App;
 use entitlements::api::caller::Principal;
 use entitlements::clock::SystemClock;
+use entitlements::decision::state::DecisionState;
 use entitlements::domain::catalog::grant_role;
 use entitlements::domain::entity::Actor;
 use entitlements::pb::{AdminRole, RoleAssignment, User};
@@ -59,10 +60,12 @@ fn app_with_reader(dir: &std::path::Path) -> App {
         .await
         .unwrap();
     });
+    let decisions = DecisionState::load(store.as_ref(), store.revision(), 16).unwrap();
     App::new(
         store,
         Arc::new(SystemClock),
         Arc::new(PolicyEngine::builtin().unwrap()),
+        Arc::new(decisions),
     )
 }
 

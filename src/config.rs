@@ -30,6 +30,11 @@ pub struct Settings {
     /// How often background work (expiry, scheduled starts) looks for due
     /// items, in milliseconds.
     pub scheduler_interval_ms: u64,
+    /// How many revisions with grant changes WatchGrants can replay.
+    pub watch_retention: usize,
+    /// How often an idle WatchGrants stream gets a checkpoint, in
+    /// milliseconds.
+    pub watch_checkpoint_ms: u64,
     /// Trust the development header naming the caller. Loopback only.
     pub dev_auth: bool,
     pub auth: AuthSettings,
@@ -85,6 +90,8 @@ impl Default for Settings {
             log_format: LogFormat::Text,
             policies: None,
             scheduler_interval_ms: 1000,
+            watch_retention: 100_000,
+            watch_checkpoint_ms: 1000,
             dev_auth: false,
             auth: AuthSettings::default(),
             tls: None,

@@ -9,6 +9,7 @@
 pub mod api;
 pub mod clock;
 pub mod config;
+pub mod decision;
 pub mod domain;
 pub mod error;
 pub mod policy;

@@ -27,7 +27,10 @@ use crate::api::directory::DirectoryApi;
 use crate::api::jwt::JwtVerifier;
 use crate::api::policies::AssignmentPoliciesApi;
 use crate::api::requests::AssignmentRequestsApi;
+use crate::api::decisions::DecisionsApi;
 use crate::api::settings::SettingsApi;
+use crate::decision::state::DecisionState;
+use crate::store::Store;
 use crate::clock::Clock;
 use crate::config::{Settings, TlsSettings};
 use crate::domain::catalog::ensure_general_catalog;
@@ -40,13 +43,14 @@ use crate::pb::assignment_requests_server::AssignmentRequestsServer;
 use crate::pb::assignments_server::AssignmentsServer;
 use crate::pb::catalogs_server::CatalogsServer;
 use crate::pb::directory_server::DirectoryServer;
+use crate::pb::decisions_server::DecisionsServer;
 use crate::pb::settings_server::SettingsServer;
 use crate::policy::PolicyEngine;
 use crate::store::sled_store::SledStore;
 use crate::workflow::scheduler::{self, SYSTEM_ACTOR};
 
 /// Names of every entitlements service, as health checks know them.
-pub const SERVICE_NAMES: [&str; 7] = [
+pub const SERVICE_NAMES: [&str; 8] = [
     <DirectoryServer<DirectoryApi> as NamedService>::NAME,
     <CatalogsServer<CatalogsApi> as NamedService>::NAME,
     <AccessPackagesServer<AccessPackagesApi> as NamedService>::NAME,
@@ -54,6 +58,7 @@ pub const SERVICE_NAMES: [&str; 7] = [
     <AssignmentRequestsServer<AssignmentRequestsApi> as NamedService>::NAME,
     <AssignmentsServer<AssignmentsApi> as NamedService>::NAME,
     <SettingsServer<SettingsApi> as NamedService>::NAME,
+    <DecisionsServer<DecisionsApi> as NamedService>::NAME,
 ];
 
 /// Checks who can call before anything is served: bearer JWTs when keys
@@ -130,7 +135,16 @@ pub async fn run(
     };
     ensure_general_catalog(store.as_ref(), system.clone()).await?;
     ensure_settings(store.as_ref(), system).await?;
-    let app = App::new(store.clone(), clock.clone(), policies);
+    let loading = store.clone();
+    let retention = settings.watch_retention;
+    let decisions = Arc::new(
+        tokio::task::spawn_blocking(move || {
+            DecisionState::load(loading.as_ref(), loading.revision(), retention)
+        })
+        .await??,
+    );
+    store.observe(decisions.clone());
+    let app = App::new(store.clone(), clock.clone(), policies, decisions);
     let (stop_background, background_stop) = tokio::sync::watch::channel(false);
     let background = scheduler::spawn(
         store.clone(),
@@ -181,7 +195,11 @@ pub async fn run(
             auth.clone(),
         ))
         .add_service(SettingsServer::with_interceptor(
-            SettingsApi::new(app),
+            SettingsApi::new(app.clone()),
+            auth.clone(),
+        ))
+        .add_service(DecisionsServer::with_interceptor(
+            DecisionsApi::new(app, Duration::from_millis(settings.watch_checkpoint_ms.max(1))),
             auth,
         ))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {

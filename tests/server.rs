@@ -16,7 +16,7 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
 
-const SERVICES: [&str; 7] = [
+const SERVICES: [&str; 8] = [
     "entitlements.v1.Directory",
     "entitlements.v1.Catalogs",
     "entitlements.v1.AccessPackages",
@@ -24,6 +24,7 @@ const SERVICES: [&str; 7] = [
     "entitlements.v1.AssignmentRequests",
     "entitlements.v1.Assignments",
     "entitlements.v1.Settings",
+    "entitlements.v1.Decisions",
 ];
 
 fn check(service: &str) -> HealthCheckRequest {

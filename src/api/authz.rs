@@ -132,6 +132,32 @@ impl App {
         Ok(records::require::<AccessPackage>(self.store(), package_id)?.catalog_id)
     }
 
+    /// Like [`App::authorized`], but remembers the decision per (caller,
+    /// action, resource) until a role assignment changes: the hot decision
+    /// API pays for Cedar once per caller and subject, not per call.
+    pub fn authorized_cached<T>(
+        &self,
+        request: &Request<T>,
+        action: &'static str,
+        scope: Scope<'_>,
+    ) -> std::result::Result<Actor, Status> {
+        let principal = caller::principal(request)?;
+        let generation = self.decisions.read().roles_generation;
+        let key = (principal.id.clone(), action, scope_key(scope));
+        let actor = Actor {
+            id: principal.id.clone(),
+            now: self.clock.now(),
+        };
+        if self.authz_cache.get(&key, generation) == Some(true) {
+            return Ok(actor);
+        }
+        let caller = self.caller(request)?;
+        let allowed = self.authorize(&caller, action, scope);
+        self.authz_cache.put(key, generation, allowed.is_ok());
+        allowed?;
+        Ok(actor)
+    }
+
     /// A filter for Lists of catalog content: whether the caller may do
     /// `action` in a catalog, decided once per catalog.
     pub fn catalog_filter<'a>(&'a self, caller: &'a Caller, action: &'a str) -> CatalogFilter<'a> {
@@ -226,5 +252,40 @@ impl<'a> RecordFilter<'a> {
         self.app
             .permits(self.caller, self.action, scope, None)
             .unwrap_or(false)
+    }
+}
+
+fn scope_key(scope: Scope<'_>) -> String {
+    match scope {
+        Scope::Tenant => "tenant".into(),
+        Scope::Catalog(id) => format!("catalog/{id}"),
+        Scope::Record { catalog, target, requestor } => format!("record/{catalog}/{target}/{requestor}"),
+        Scope::User(id) => format!("user/{id}"),
+    }
+}
+
+type CacheKey = (String, &'static str, String);
+
+/// Authorization decisions by (principal, action, resource), valid for one
+/// generation of role assignments. Bounded: it starts over when full.
+#[derive(Default)]
+pub struct DecisionCache {
+    entries: std::sync::Mutex<(u64, HashMap<CacheKey, bool>)>,
+}
+
+const CACHE_LIMIT: usize = 100_000;
+
+impl DecisionCache {
+    fn get(&self, key: &CacheKey, generation: u64) -> Option<bool> {
+        let entries = self.entries.lock().expect("authorization cache poisoned");
+        (entries.0 == generation).then(|| entries.1.get(key).copied()).flatten()
+    }
+
+    fn put(&self, key: CacheKey, generation: u64, allowed: bool) {
+        let mut entries = self.entries.lock().expect("authorization cache poisoned");
+        if entries.0 != generation || entries.1.len() >= CACHE_LIMIT {
+            *entries = (generation, HashMap::new());
+        }
+        entries.1.insert(key, allowed);
     }
 }

@@ -6,6 +6,7 @@ pub mod assignments;
 pub mod authz;
 pub mod caller;
 pub mod catalogs;
+pub mod decisions;
 pub mod directory;
 pub mod jwt;
 pub mod paging;
@@ -17,23 +18,34 @@ pub mod status;
 use std::sync::Arc;
 
 use crate::clock::Clock;
+use crate::decision::state::DecisionState;
 use crate::policy::PolicyEngine;
 use crate::store::Store;
 
-/// What every service needs: the store, the clock and the policy engine.
+/// What every service needs: the store, the clock, the policy engine, the
+/// in-memory decision state, and cached authorization decisions.
 #[derive(Clone)]
 pub struct App {
     pub store: Arc<dyn Store>,
     pub clock: Arc<dyn Clock>,
     pub policies: Arc<PolicyEngine>,
+    pub decisions: Arc<DecisionState>,
+    pub authz_cache: Arc<authz::DecisionCache>,
 }
 
 impl App {
-    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, policies: Arc<PolicyEngine>) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        policies: Arc<PolicyEngine>,
+        decisions: Arc<DecisionState>,
+    ) -> Self {
         Self {
             store,
             clock,
             policies,
+            decisions,
+            authz_cache: Arc::default(),
         }
     }
 

@@ -106,7 +106,7 @@ mod tests {
     #[test]
     fn replays_what_is_retained_and_refuses_what_is_not() {
         let log = EventLog::new(2, 10);
-        assert_eq!(log.replay(9), Err(OutOfRange { oldest: 10 }));
+        assert_eq!(log.replay(9).err(), Some(OutOfRange { oldest: 10 }));
         for revision in [11, 12, 13] {
             log.append(events(revision));
         }

@@ -12,6 +12,7 @@ use crate::pb::{
 use crate::policy::compile::actions::REQUEST_ACCESS;
 use crate::policy::entities::{Subject, Target, policy_uid, slice, user_uid};
 use crate::policy::{ChangeContext, Decision, PolicyEngine};
+use crate::store::records::Record;
 
 use super::state::State;
 
@@ -121,7 +122,7 @@ impl State {
     pub fn may_request(&self, engine: &PolicyEngine, subject: &Subject, policy: &AssignmentPolicy, now: i64) -> Result<Decision> {
         let (package, target) = self
             .policy_scope(policy)
-            .ok_or_else(|| Error::not_found(AccessPackage::KIND_NAME, &policy.access_package_id))?;
+            .ok_or_else(|| Error::not_found(AccessPackage::KIND, &policy.access_package_id))?;
         let policies: Vec<AssignmentPolicy> = self
             .policies_by_package
             .get(&package.id)

@@ -126,6 +126,9 @@ pub struct State {
     pub assignments_by_user: HashMap<String, BTreeSet<String>>,
     /// package -> user -> assignment ids.
     pub holders_by_package: HashMap<String, BTreeMap<String, BTreeSet<String>>>,
+    /// Changes whenever a role assignment does: cached authorization
+    /// decisions older than this are stale.
+    pub roles_generation: u64,
 }
 
 impl State {
@@ -299,6 +302,7 @@ impl State {
                     }
                 }
             }
+            "role_assignment" => self.roles_generation += 1,
             _ => {}
         }
         Ok(())

@@ -15,14 +15,17 @@ use std::fs::File;
 use std::ops::Bound;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Mutex, RwLock};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
 
 use tokio::sync::oneshot;
 
-use super::{KeyValue, ReadView, Revision, Store, StoreError, StoreResult, Txn, WriteJob, keys};
+use super::{
+    Change, CommitObserver, KeyValue, ReadView, Revision, Store, StoreError, StoreResult, Txn,
+    WriteJob, keys,
+};
 
 /// The most jobs one durable sync covers.
 pub const MAX_BATCH: usize = 1024;
