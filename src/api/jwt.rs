@@ -136,15 +136,21 @@ impl JwtVerifier {
             let mut validation = Validation::new(key.algorithm);
             validation.validate_nbf = true;
             validation.leeway = 0;
-            validation.set_required_spec_claims(&["exp", "sub"]);
-            match &self.issuer {
-                Some(issuer) => validation.set_issuer(&[issuer]),
-                None => {}
+            // A configured issuer or audience must be present, not merely
+            // match when present.
+            let mut required = vec!["exp", "sub"];
+            if let Some(issuer) = &self.issuer {
+                validation.set_issuer(&[issuer]);
+                required.push("iss");
             }
             match &self.audience {
-                Some(audience) => validation.set_audience(&[audience]),
+                Some(audience) => {
+                    validation.set_audience(&[audience]);
+                    required.push("aud");
+                }
                 None => validation.validate_aud = false,
             }
+            validation.set_required_spec_claims(&required);
             match decode::<Claims>(token, &key.key, &validation) {
                 Ok(data) => return Ok(data.claims.sub),
                 Err(e) => last_error = e.to_string(),

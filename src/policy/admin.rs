@@ -10,7 +10,7 @@ use cedar_policy::{Entity, EntityUid, RestrictedExpression};
 use crate::domain::catalog::{ROLES_BY_PRINCIPAL, TENANT_SCOPE};
 use crate::domain::directory::targets;
 use crate::error::Result;
-use crate::pb::{AdminRole, RoleAssignment};
+use crate::pb::{AdminRole, RoleAssignment, User, UserState};
 use crate::store::ReadView;
 use crate::store::records::{self, Record};
 
@@ -51,9 +51,15 @@ fn catalog_role_name(catalog: &str, role: AdminRole) -> Option<String> {
     Some(format!("catalog/{catalog}/{suffix}"))
 }
 
-/// The roles `principal` holds through role assignments.
+/// The roles `principal` holds through role assignments: none while the
+/// user is blocked or deleted (the assignments stay on record).
 pub fn stored_roles(view: &(impl ReadView + ?Sized), principal: &str) -> Result<Vec<String>> {
     let mut roles = Vec::new();
+    let active = records::load::<User>(view, principal)?
+        .is_some_and(|user| user.state == UserState::Active as i32);
+    if !active {
+        return Ok(roles);
+    }
     for id in targets(view, RoleAssignment::KIND, ROLES_BY_PRINCIPAL, principal)? {
         let Some(assignment) = records::load::<RoleAssignment>(view, &id)? else {
             continue;

@@ -269,7 +269,10 @@ impl PolicyEngine {
             .into_iter()
             .flatten()
             .cloned();
-        Ok(Entities::from_entities(entities.into_iter().chain(groups), None)?)
+        Ok(Entities::from_entities(
+            entities.into_iter().chain(groups),
+            None,
+        )?)
     }
 
     /// The administration policy set.

@@ -478,3 +478,28 @@ impl TestServer {
             .map(|r| r.into_inner())
     }
 }
+
+/// Administrative roles.
+impl TestServer {
+    /// Grants `role` to `principal` in `catalog` ("" for a tenant-wide role),
+    /// as [`ADMIN`].
+    pub async fn grant_role(
+        &self,
+        role: AdminRole,
+        principal: &str,
+        catalog: &str,
+    ) -> RoleAssignment {
+        self.catalogs(ADMIN)
+            .grant_role(GrantRoleRequest {
+                role_assignment: Some(RoleAssignment {
+                    role: role as i32,
+                    principal_id: principal.into(),
+                    catalog_id: catalog.into(),
+                    info: None,
+                }),
+            })
+            .await
+            .unwrap_or_else(|s| panic!("grant {role:?} to {principal} in {catalog:?}: {s:?}"))
+            .into_inner()
+    }
+}

@@ -1,0 +1,1429 @@
+//! The authorization matrix, over real gRPC: every role × every RPC is
+//! allowed or denied as Entra entitlement management's roles say, and every
+//! List shows each role exactly what it may see.
+//!
+//! Each role is held by its own user. Catalog roles are held in "c1" (the
+//! catalog the matrix acts on); "owner2" owns "c2" to show that catalog
+//! roles do not reach across catalogs. Rows that write act on fresh objects
+//! per role, so every allowed call succeeds.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use common::world::{approval, never, policy, stage, user_approver};
+use common::*;
+use entitlements::pb::*;
+use tokio::task::JoinSet;
+use tonic::{Code, Status};
+
+// ------------------------------------------------------------------- roles
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Role {
+    /// Granted ADMIN_ROLE_GLOBAL_ADMIN (not a configured admin).
+    GlobalAdmin,
+    CatalogCreator,
+    /// The c1 roles.
+    Owner,
+    Reader,
+    PackageManager,
+    AssignmentManager,
+    /// No role; a requestor in c1 (and c2).
+    Plain,
+    /// Owner of c2, not of c1.
+    OtherOwner,
+}
+
+use Role::*;
+
+impl Role {
+    const ALL: [Role; 8] = [
+        GlobalAdmin,
+        CatalogCreator,
+        Owner,
+        Reader,
+        PackageManager,
+        AssignmentManager,
+        Plain,
+        OtherOwner,
+    ];
+
+    /// The user who holds the role.
+    fn user(self) -> &'static str {
+        match self {
+            GlobalAdmin => "ga",
+            CatalogCreator => "creator",
+            Owner => "owner",
+            Reader => "reader",
+            PackageManager => "pkg-manager",
+            AssignmentManager => "asg-manager",
+            Plain => "plain",
+            OtherOwner => "owner2",
+        }
+    }
+
+    /// The role assignment: (role, catalog; "" for tenant-wide).
+    fn grant(self) -> Option<(AdminRole, &'static str)> {
+        match self {
+            GlobalAdmin => Some((AdminRole::GlobalAdmin, "")),
+            CatalogCreator => Some((AdminRole::CatalogCreator, "")),
+            Owner => Some((AdminRole::CatalogOwner, C1)),
+            Reader => Some((AdminRole::CatalogReader, C1)),
+            PackageManager => Some((AdminRole::AccessPackageManager, C1)),
+            AssignmentManager => Some((AdminRole::AccessPackageAssignmentManager, C1)),
+            Plain => None,
+            OtherOwner => Some((AdminRole::CatalogOwner, C2)),
+        }
+    }
+
+    /// The role this user holds in c1, if any.
+    fn c1_role(self) -> Option<AdminRole> {
+        self.grant()
+            .filter(|(_, catalog)| *catalog == C1)
+            .map(|(role, _)| role)
+    }
+}
+
+/// Who may call a row's RPC.
+const EVERYONE: &[Role] = &Role::ALL;
+const GLOBAL_ADMIN: &[Role] = &[GlobalAdmin];
+const CREATORS: &[Role] = &[GlobalAdmin, CatalogCreator];
+/// Read c1 and its records.
+const C1_READERS: &[Role] = &[
+    GlobalAdmin,
+    Owner,
+    Reader,
+    PackageManager,
+    AssignmentManager,
+];
+/// Manage c1 itself: the catalog, its resources and its role holders.
+const C1_OWNERS: &[Role] = &[GlobalAdmin, Owner];
+/// Manage c1's packages and policies.
+const C1_PACKAGE_MANAGERS: &[Role] = &[GlobalAdmin, Owner, PackageManager];
+/// Assign, remove and cancel for others in c1.
+const C1_ASSIGNERS: &[Role] = &[GlobalAdmin, Owner, PackageManager, AssignmentManager];
+/// Approving is for the approvers a policy names, never for a role.
+const NOBODY: &[Role] = &[];
+
+// ---------------------------------------------------------------- fixture
+
+const C1: &str = "c1";
+const C2: &str = "c2";
+/// A catalog the catalog creator made (and so owns).
+const C3: &str = "c3";
+/// Requestors in c1 and c2 who hold no role: "plain" is a role of the
+/// matrix, "bystander" is the someone else whose records others act on.
+const BYSTANDER: &str = "bystander";
+const APPROVER: &str = "approver";
+
+/// A policy into `package` for every member user, without approval.
+fn open_policy(id: &str, package: &str) -> AssignmentPolicy {
+    policy(id, package, AllowedTargetScope::AllMemberUsers, never())
+}
+
+/// Like [`open_policy`], but USER_ADD waits for [`APPROVER`].
+fn approval_policy(id: &str, package: &str) -> AssignmentPolicy {
+    AssignmentPolicy {
+        approval_settings: Some(approval(vec![stage(vec![user_approver(APPROVER)])], false)),
+        ..open_policy(id, package)
+    }
+}
+
+fn add_request(kind: RequestType, policy: &str, target: &str) -> AssignmentRequest {
+    AssignmentRequest {
+        r#type: kind as i32,
+        assignment_policy_id: policy.into(),
+        target_id: target.into(),
+        ..Default::default()
+    }
+}
+
+/// `ADMIN` assigns `target` through `policy`; returns the delivered request.
+async fn admin_add(server: &TestServer, policy: &str, target: &str) -> AssignmentRequest {
+    let request = server
+        .request(ADMIN, add_request(RequestType::AdminAdd, policy, target))
+        .await
+        .unwrap_or_else(|s| panic!("assign {target} through {policy}: {s:?}"));
+    assert_eq!(request.state(), RequestState::Delivered, "{request:?}");
+    request
+}
+
+/// `user` asks for access through `policy`.
+async fn user_add(server: &TestServer, user: &str, policy: &str) -> AssignmentRequest {
+    server
+        .request_add(user, policy)
+        .await
+        .unwrap_or_else(|s| panic!("{user} requests through {policy}: {s:?}"))
+}
+
+/// The directory, the role holders, and requestors in two catalogs:
+///
+/// - c1: resource r1, packages p1 (policy pol1, no approval) and p1a (pol1a,
+///   approval by [`APPROVER`]);
+/// - c2: resource r2, package p2 (pol2, no approval);
+/// - c3: empty, created by the catalog creator;
+/// - "plain" and "bystander" each hold p1 and p2 and wait for p1a.
+///
+/// Requests are keyed "<target>/<package>".
+struct World {
+    server: TestServer,
+    requests: BTreeMap<String, AssignmentRequest>,
+}
+
+impl World {
+    async fn new() -> Self {
+        let server = TestServer::start().await;
+        for role in Role::ALL {
+            server.add_member_user(role.user()).await;
+        }
+        for user in [BYSTANDER, APPROVER] {
+            server.add_member_user(user).await;
+        }
+        server.add_group("g1", &[BYSTANDER]).await;
+        server
+            .add_organization("o1", "o1.example", ConnectedOrganizationState::Configured)
+            .await;
+
+        for (catalog, resource, packages) in
+            [(C1, "r1", &["p1", "p1a"][..]), (C2, "r2", &["p2"][..])]
+        {
+            server.add_catalog(catalog, false).await;
+            server.add_resource(resource, catalog, "group").await;
+            for package in packages {
+                server.add_package(package, catalog, &[resource]).await;
+            }
+        }
+        server.add_policy(open_policy("pol1", "p1")).await;
+        server.add_policy(approval_policy("pol1a", "p1a")).await;
+        server.add_policy(open_policy("pol2", "p2")).await;
+
+        for role in Role::ALL {
+            if let Some((admin_role, catalog)) = role.grant() {
+                server.grant_role(admin_role, role.user(), catalog).await;
+            }
+        }
+        server
+            .catalogs(CatalogCreator.user())
+            .create_catalog(CreateCatalogRequest {
+                catalog: Some(catalog("C3")),
+                catalog_id: C3.into(),
+                request_id: String::new(),
+            })
+            .await
+            .expect("the catalog creator creates c3");
+
+        let mut requests = BTreeMap::new();
+        for user in [Plain.user(), BYSTANDER] {
+            for (package, policy) in [("p1", "pol1"), ("p1a", "pol1a"), ("p2", "pol2")] {
+                let request = user_add(&server, user, policy).await;
+                requests.insert(format!("{user}/{package}"), request);
+            }
+        }
+        Self { server, requests }
+    }
+
+    fn request(&self, key: &str) -> &AssignmentRequest {
+        &self.requests[key]
+    }
+}
+
+// ------------------------------------------------------------ the matrix
+
+/// One call of the matrix. Calls that write act on objects made for the
+/// calling role (ids ending in the role's user id), in c1 unless named.
+#[derive(Debug, Clone, Copy)]
+enum Rpc {
+    // Directory
+    CreateUser,
+    GetUser,
+    ListUsers,
+    UpdateUser,
+    DeleteUser,
+    CreateGroup,
+    GetGroup,
+    ListGroups,
+    UpdateGroup,
+    DeleteGroup,
+    AddGroupMember,
+    RemoveGroupMember,
+    CreateConnectedOrganization,
+    GetConnectedOrganization,
+    ListConnectedOrganizations,
+    UpdateConnectedOrganization,
+    DeleteConnectedOrganization,
+    // Catalogs
+    /// Creates a catalog, then updates it: its creator owns it.
+    CreateCatalogThenUpdateIt,
+    GetCatalog,
+    ListCatalogs,
+    UpdateCatalog,
+    /// A fresh catalog, in which the c1 role holders hold their c1 roles.
+    DeleteCatalog,
+    CreateResource,
+    GetResource,
+    ListResources,
+    UpdateResource,
+    DeleteResource,
+    GrantCatalogRole,
+    RevokeCatalogRole,
+    GrantTenantRole,
+    RevokeTenantRole,
+    ListRoleAssignments,
+    // AccessPackages
+    CreateAccessPackage,
+    GetAccessPackage,
+    ListAccessPackages,
+    UpdateAccessPackage,
+    DeleteAccessPackage,
+    // AssignmentPolicies
+    CreateAssignmentPolicy,
+    GetAssignmentPolicy,
+    ListAssignmentPolicies,
+    UpdateAssignmentPolicy,
+    DeleteAssignmentPolicy,
+    GetCompiledPolicy,
+    // AssignmentRequests
+    CreateUserAddForSelf,
+    CreateAdminAddForOther,
+    CreateAdminRemoveForOther,
+    GetOwnAssignmentRequest,
+    GetOthersAssignmentRequest,
+    ListAssignmentRequests,
+    CancelOwnAssignmentRequest,
+    CancelOthersAssignmentRequest,
+    /// Someone else's request, waiting for [`APPROVER`].
+    ApproveAssignmentRequest,
+    DenyAssignmentRequest,
+    ListPendingApprovals,
+    // Assignments
+    GetOwnAssignment,
+    GetOthersAssignment,
+    ListAssignments,
+    ListOwnUserGrants,
+    ListOthersUserGrants,
+    // Settings
+    GetSettings,
+    UpdateSettings,
+}
+
+/// Every RPC with the roles allowed to call it.
+fn matrix() -> Vec<(Rpc, &'static [Role])> {
+    use Rpc::*;
+    vec![
+        (CreateUser, GLOBAL_ADMIN),
+        (GetUser, EVERYONE),
+        (ListUsers, EVERYONE),
+        (UpdateUser, GLOBAL_ADMIN),
+        (DeleteUser, GLOBAL_ADMIN),
+        (CreateGroup, GLOBAL_ADMIN),
+        (GetGroup, EVERYONE),
+        (ListGroups, EVERYONE),
+        (UpdateGroup, GLOBAL_ADMIN),
+        (DeleteGroup, GLOBAL_ADMIN),
+        (AddGroupMember, GLOBAL_ADMIN),
+        (RemoveGroupMember, GLOBAL_ADMIN),
+        (CreateConnectedOrganization, GLOBAL_ADMIN),
+        (GetConnectedOrganization, EVERYONE),
+        (ListConnectedOrganizations, EVERYONE),
+        (UpdateConnectedOrganization, GLOBAL_ADMIN),
+        (DeleteConnectedOrganization, GLOBAL_ADMIN),
+        (CreateCatalogThenUpdateIt, CREATORS),
+        (GetCatalog, C1_READERS),
+        (ListCatalogs, EVERYONE),
+        (UpdateCatalog, C1_OWNERS),
+        (DeleteCatalog, C1_OWNERS),
+        (CreateResource, C1_OWNERS),
+        (GetResource, C1_READERS),
+        (ListResources, EVERYONE),
+        (UpdateResource, C1_OWNERS),
+        (DeleteResource, C1_OWNERS),
+        (GrantCatalogRole, C1_OWNERS),
+        (RevokeCatalogRole, C1_OWNERS),
+        (GrantTenantRole, GLOBAL_ADMIN),
+        (RevokeTenantRole, GLOBAL_ADMIN),
+        (ListRoleAssignments, EVERYONE),
+        (CreateAccessPackage, C1_PACKAGE_MANAGERS),
+        (GetAccessPackage, C1_READERS),
+        (ListAccessPackages, EVERYONE),
+        (UpdateAccessPackage, C1_PACKAGE_MANAGERS),
+        (DeleteAccessPackage, C1_PACKAGE_MANAGERS),
+        (CreateAssignmentPolicy, C1_PACKAGE_MANAGERS),
+        (GetAssignmentPolicy, C1_READERS),
+        (ListAssignmentPolicies, EVERYONE),
+        (UpdateAssignmentPolicy, C1_PACKAGE_MANAGERS),
+        (DeleteAssignmentPolicy, C1_PACKAGE_MANAGERS),
+        (GetCompiledPolicy, C1_READERS),
+        (CreateUserAddForSelf, EVERYONE),
+        (CreateAdminAddForOther, C1_ASSIGNERS),
+        (CreateAdminRemoveForOther, C1_ASSIGNERS),
+        (GetOwnAssignmentRequest, EVERYONE),
+        (GetOthersAssignmentRequest, C1_READERS),
+        (ListAssignmentRequests, EVERYONE),
+        (CancelOwnAssignmentRequest, EVERYONE),
+        (CancelOthersAssignmentRequest, C1_ASSIGNERS),
+        (ApproveAssignmentRequest, NOBODY),
+        (DenyAssignmentRequest, NOBODY),
+        (ListPendingApprovals, EVERYONE),
+        (GetOwnAssignment, EVERYONE),
+        (GetOthersAssignment, C1_READERS),
+        (ListAssignments, EVERYONE),
+        (ListOwnUserGrants, EVERYONE),
+        (ListOthersUserGrants, GLOBAL_ADMIN),
+        (GetSettings, EVERYONE),
+        (UpdateSettings, GLOBAL_ADMIN),
+    ]
+}
+
+/// The world, plus what the matrix's request rows use in c1: package
+/// "pself" (policy "polself") for USER_ADD rows, "pcancel" ("polcancel",
+/// with approval) for requests to cancel or decide, and "pown" ("polown") through
+/// which every role holds an assignment of their own.
+struct Matrix {
+    world: World,
+    /// Each role's own (delivered) request for "pown".
+    own: BTreeMap<Role, AssignmentRequest>,
+}
+
+impl Matrix {
+    async fn new() -> Self {
+        let world = World::new().await;
+        let server = &world.server;
+        for (package, policy) in [
+            ("pself", open_policy("polself", "pself")),
+            ("pcancel", approval_policy("polcancel", "pcancel")),
+            ("pown", open_policy("polown", "pown")),
+        ] {
+            server.add_package(package, C1, &["r1"]).await;
+            server.add_policy(policy).await;
+        }
+        let mut own = BTreeMap::new();
+        for role in Role::ALL {
+            own.insert(role, admin_add(server, "polown", role.user()).await);
+        }
+        Self { world, own }
+    }
+
+    /// Calls `rpc` as the holder of `role`, after preparing (as [`ADMIN`])
+    /// what it acts on.
+    async fn call(&self, rpc: Rpc, role: Role) -> Result<(), Status> {
+        let s = &self.world.server;
+        let who = role.user();
+        let fresh = |prefix: &str| format!("{prefix}-{who}");
+        let others_request = self.world.request("bystander/p1a");
+        let others_assignment = &self.world.request("bystander/p1").assignment_id;
+        let own = &self.own[&role];
+        match rpc {
+            Rpc::CreateUser => s
+                .directory(who)
+                .create_user(CreateUserRequest {
+                    user: Some(user("New")),
+                    user_id: fresh("nu"),
+                    request_id: String::new(),
+                })
+                .await
+                .map(drop),
+            Rpc::GetUser => s
+                .directory(who)
+                .get_user(GetUserRequest {
+                    id: BYSTANDER.into(),
+                })
+                .await
+                .map(drop),
+            Rpc::ListUsers => s
+                .directory(who)
+                .list_users(ListUsersRequest::default())
+                .await
+                .map(drop),
+            Rpc::UpdateUser => {
+                let id = fresh("uu");
+                s.add_member_user(&id).await;
+                s.directory(who)
+                    .update_user(UpdateUserRequest {
+                        user: Some(User {
+                            id,
+                            ..user("Renamed")
+                        }),
+                        update_mask: mask(&["display_name"]),
+                    })
+                    .await
+                    .map(drop)
+            }
+            Rpc::DeleteUser => {
+                let id = fresh("du");
+                s.add_member_user(&id).await;
+                s.directory(who)
+                    .delete_user(DeleteUserRequest {
+                        id,
+                        etag: String::new(),
+                    })
+                    .await
+                    .map(drop)
+            }
+            Rpc::CreateGroup => s
+                .directory(who)
+                .create_group(CreateGroupRequest {
+                    group: Some(group("New")),
+                    group_id: fresh("ng"),
+                    request_id: String::new(),
+                })
+                .await
+                .map(drop),
+            Rpc::GetGroup => s
+                .directory(who)
+                .get_group(GetGroupRequest { id: "g1".into() })
+                .await
+                .map(drop),
+            Rpc::ListGroups => s
+                .directory(who)
+                .list_groups(ListGroupsRequest::default())
+                .await
+                .map(drop),
+            Rpc::UpdateGroup => {
+                let id = fresh("ug");
+                s.create_group(&id).await;
+                s.directory(who)
+                    .update_group(UpdateGroupRequest {
+                        group: Some(Group {
+                            id,
+                            ..group("Renamed")
+                        }),
+                        update_mask: mask(&["display_name"]),
+                    })
+                    .await
+                    .map(drop)
+            }
+            Rpc::DeleteGroup => {
+                let id = fresh("dg");
+                s.create_group(&id).await;
+                s.directory(who)
+                    .delete_group(DeleteGroupRequest {
+                        id,
+                        etag: String::new(),
+                    })
+                    .await
+                    .map(drop)
+            }
+            Rpc::AddGroupMember => {
+                let id = fresh("ag");
+                s.create_group(&id).await;
+                s.directory(who)
+                    .add_group_member(AddGroupMemberRequest {
+                        group_id: id,
+                        member: Some(add_group_member_request::Member::UserId(BYSTANDER.into())),
+                    })
+                    .await
+                    .map(drop)
+            }
+            Rpc::RemoveGroupMember => {
+                let id = fresh("rg");
+                s.add_group(&id, &[BYSTANDER]).await;
+                s.directory(who)
+                    .remove_group_member(RemoveGroupMemberRequest {
+                        group_id: id,
+                        member: Some(remove_group_member_request::Member::UserId(
+                            BYSTANDER.into(),
+                        )),
+                    })
+                    .await
+                    .map(drop)
+            }
+            Rpc::CreateConnectedOrganization => {
+                let id = fresh("no");
+                s.directory(who)
+                    .create_connected_organization(CreateConnectedOrganizationRequest {
+                        connected_organization: Some(organization("New", &format!("{id}.example"))),
+                        connected_organization_id: id,
+                        request_id: String::new(),
+                    })
+                    .await
+                    .map(drop)
+            }
+            Rpc::GetConnectedOrganization => s
+                .directory(who)
+                .get_connected_organization(GetConnectedOrganizationRequest { id: "o1".into() })
+                .await
+                .map(drop),
+            Rpc::ListConnectedOrganizations => s
+                .directory(who)
+                .list_connected_organizations(ListConnectedOrganizationsRequest::default())
+                .await
+                .map(drop),
+            Rpc::UpdateConnectedOrganization => {
+                let id = fresh("uo");
+                let domain = format!("{id}.example");
+                s.create_organization(&id, organization("Org", &domain))
+                    .await;
+                s.directory(who)
+                    .update_connected_organization(UpdateConnectedOrganizationRequest {
+                        connected_organization: Some(ConnectedOrganization {
+                            id,
+                            ..organization("Renamed", &domain)
+                        }),
+                        update_mask: mask(&["display_name"]),
+                    })
+                    .await
+                    .map(drop)
+            }
+            Rpc::DeleteConnectedOrganization => {
+                let id = fresh("xo");
+                s.create_organization(&id, organization("Org", &format!("{id}.example")))
+                    .await;
+                s.directory(who)
+                    .delete_connected_organization(DeleteConnectedOrganizationRequest {
+                        id,
+                        etag: String::new(),
+                    })
+                    .await
+                    .map(drop)
+            }
+
+            Rpc::CreateCatalogThenUpdateIt => {
+                let id = fresh("nc");
+                let mut catalogs = s.catalogs(who);
+                catalogs
+                    .create_catalog(CreateCatalogRequest {
+                        catalog: Some(catalog("New")),
+                        catalog_id: id.clone(),
+                        request_id: String::new(),
+                    })
+                    .await?;
+                catalogs.update_catalog(rename_catalog(&id)).await.map(drop)
+            }
+            Rpc::GetCatalog => s
+                .catalogs(who)
+                .get_catalog(GetCatalogRequest { id: C1.into() })
+                .await
+                .map(drop),
+            Rpc::ListCatalogs => s
+                .catalogs(who)
+                .list_catalogs(ListCatalogsRequest::default())
+                .await
+                .map(drop),
+            Rpc::UpdateCatalog => s
+                .catalogs(who)
+                .update_catalog(rename_catalog(C1))
+                .await
+                .map(drop),
+            Rpc::DeleteCatalog => {
+                let id = fresh("dc");
+                s.create_catalog(&id).await;
+                for holder in Role::ALL {
+                    if let Some(role) = holder.c1_role() {
+                        s.grant_role(role, holder.user(), &id).await;
+                    }
+                }
+                s.catalogs(who)
+                    .delete_catalog(DeleteCatalogRequest {
+                        id,
+                        etag: String::new(),
+                    })
+                    .await
+                    .map(drop)
+            }
+            Rpc::CreateResource => {
+                let id = fresh("nr");
+                s.catalogs(who)
+                    .create_resource(CreateResourceRequest {
+                        resource: Some(resource(C1, &id, &["member"])),
+                        resource_id: id,
+                        request_id: String::new(),
+                    })
+                    .await
+                    .map(drop)
+            }
+            Rpc::GetResource => s
+                .catalogs(who)
+                .get_resource(GetResourceRequest { id: "r1".into() })
+                .await
+                .map(drop),
+            Rpc::ListResources => s
+                .catalogs(who)
+                .list_resources(ListResourcesRequest::default())
+                .await
+                .map(drop),
+            Rpc::UpdateResource => {
+                let id = fresh("ur");
+                s.add_resource(&id, C1, "group").await;
+                s.catalogs(who)
+                    .update_resource(UpdateResourceRequest {
+                        resource: Some(Resource {
+                            id,
+                            display_name: "Renamed".into(),
+                            ..Default::default()
+                        }),
+                        update_mask: mask(&["display_name"]),
+                    })
+                    .await
+                    .map(drop)
+            }
+            Rpc::DeleteResource => {
+                let id = fresh("xr");
+                s.add_resource(&id, C1, "group").await;
+                s.catalogs(who)
+                    .delete_resource(DeleteResourceRequest {
+                        id,
+                        etag: String::new(),
+                    })
+                    .await
+                    .map(drop)
+            }
+            Rpc::GrantCatalogRole => {
+                let id = fresh("gc");
+                s.add_member_user(&id).await;
+                s.catalogs(who)
+                    .grant_role(grant(AdminRole::CatalogReader, &id, C1))
+                    .await
+                    .map(drop)
+            }
+            Rpc::RevokeCatalogRole => {
+                let id = fresh("rc");
+                s.add_member_user(&id).await;
+                s.grant_role(AdminRole::CatalogReader, &id, C1).await;
+                s.catalogs(who)
+                    .revoke_role(revoke(AdminRole::CatalogReader, &id, C1))
+                    .await
+                    .map(drop)
+            }
+            Rpc::GrantTenantRole => {
+                let id = fresh("gt");
+                s.add_member_user(&id).await;
+                s.catalogs(who)
+                    .grant_role(grant(AdminRole::CatalogCreator, &id, ""))
+                    .await
+                    .map(drop)
+            }
+            Rpc::RevokeTenantRole => {
+                let id = fresh("rt");
+                s.add_member_user(&id).await;
+                s.grant_role(AdminRole::CatalogCreator, &id, "").await;
+                s.catalogs(who)
+                    .revoke_role(revoke(AdminRole::CatalogCreator, &id, ""))
+                    .await
+                    .map(drop)
+            }
+            Rpc::ListRoleAssignments => s
+                .catalogs(who)
+                .list_role_assignments(ListRoleAssignmentsRequest::default())
+                .await
+                .map(drop),
+
+            Rpc::CreateAccessPackage => {
+                let id = fresh("np");
+                s.packages(who)
+                    .create_access_package(CreateAccessPackageRequest {
+                        access_package: Some(package(C1, "New", &[("r1", "member")])),
+                        access_package_id: id,
+                        request_id: String::new(),
+                    })
+                    .await
+                    .map(drop)
+            }
+            Rpc::GetAccessPackage => s
+                .packages(who)
+                .get_access_package(GetAccessPackageRequest { id: "p1".into() })
+                .await
+                .map(drop),
+            Rpc::ListAccessPackages => s
+                .packages(who)
+                .list_access_packages(ListAccessPackagesRequest::default())
+                .await
+                .map(drop),
+            Rpc::UpdateAccessPackage => {
+                let id = fresh("up");
+                s.add_package(&id, C1, &["r1"]).await;
+                s.packages(who)
+                    .update_access_package(UpdateAccessPackageRequest {
+                        access_package: Some(AccessPackage {
+                            id,
+                            display_name: "Renamed".into(),
+                            ..Default::default()
+                        }),
+                        update_mask: mask(&["display_name"]),
+                    })
+                    .await
+                    .map(drop)
+            }
+            Rpc::DeleteAccessPackage => {
+                let id = fresh("xp");
+                s.add_package(&id, C1, &["r1"]).await;
+                s.packages(who)
+                    .delete_access_package(DeleteAccessPackageRequest {
+                        id,
+                        etag: String::new(),
+                    })
+                    .await
+                    .map(drop)
+            }
+
+            Rpc::CreateAssignmentPolicy => {
+                let id = fresh("npol");
+                s.policies(who)
+                    .create_assignment_policy(CreateAssignmentPolicyRequest {
+                        assignment_policy: Some(open_policy(&id, "p1")),
+                        assignment_policy_id: id,
+                        request_id: String::new(),
+                    })
+                    .await
+                    .map(drop)
+            }
+            Rpc::GetAssignmentPolicy => s
+                .policies(who)
+                .get_assignment_policy(GetAssignmentPolicyRequest { id: "pol1".into() })
+                .await
+                .map(drop),
+            Rpc::ListAssignmentPolicies => s
+                .policies(who)
+                .list_assignment_policies(ListAssignmentPoliciesRequest::default())
+                .await
+                .map(drop),
+            Rpc::UpdateAssignmentPolicy => {
+                let id = fresh("upol");
+                s.add_policy(open_policy(&id, "p1")).await;
+                s.policies(who)
+                    .update_assignment_policy(UpdateAssignmentPolicyRequest {
+                        assignment_policy: Some(AssignmentPolicy {
+                            id,
+                            display_name: "Renamed".into(),
+                            ..Default::default()
+                        }),
+                        update_mask: mask(&["display_name"]),
+                    })
+                    .await
+                    .map(drop)
+            }
+            Rpc::DeleteAssignmentPolicy => {
+                let id = fresh("xpol");
+                s.add_policy(open_policy(&id, "p1")).await;
+                s.policies(who)
+                    .delete_assignment_policy(DeleteAssignmentPolicyRequest {
+                        id,
+                        etag: String::new(),
+                    })
+                    .await
+                    .map(drop)
+            }
+            Rpc::GetCompiledPolicy => s
+                .policies(who)
+                .get_compiled_policy(GetCompiledPolicyRequest { id: "pol1".into() })
+                .await
+                .map(drop),
+
+            Rpc::CreateUserAddForSelf => s
+                .request(who, add_request(RequestType::UserAdd, "polself", ""))
+                .await
+                .map(drop),
+            Rpc::CreateAdminAddForOther => {
+                let target = fresh("aa");
+                s.add_member_user(&target).await;
+                s.request(who, add_request(RequestType::AdminAdd, "pol1", &target))
+                    .await
+                    .map(drop)
+            }
+            Rpc::CreateAdminRemoveForOther => {
+                let target = fresh("ar");
+                s.add_member_user(&target).await;
+                let added = admin_add(s, "pol1", &target).await;
+                s.request(
+                    who,
+                    AssignmentRequest {
+                        r#type: RequestType::AdminRemove as i32,
+                        assignment_id: added.assignment_id,
+                        ..Default::default()
+                    },
+                )
+                .await
+                .map(drop)
+            }
+            Rpc::GetOwnAssignmentRequest => get_request(s, who, &own.id).await,
+            Rpc::GetOthersAssignmentRequest => get_request(s, who, &others_request.id).await,
+            Rpc::ListAssignmentRequests => s
+                .requests(who)
+                .list_assignment_requests(ListAssignmentRequestsRequest::default())
+                .await
+                .map(drop),
+            Rpc::CancelOwnAssignmentRequest => {
+                let pending = user_add(s, who, "polcancel").await;
+                s.cancel_request(who, &pending.id).await.map(drop)
+            }
+            Rpc::CancelOthersAssignmentRequest => {
+                let requestor = fresh("co");
+                s.add_member_user(&requestor).await;
+                let pending = user_add(s, &requestor, "polcancel").await;
+                s.cancel_request(who, &pending.id).await.map(drop)
+            }
+            Rpc::ApproveAssignmentRequest | Rpc::DenyAssignmentRequest => {
+                let approve = matches!(rpc, Rpc::ApproveAssignmentRequest);
+                let requestor = fresh(if approve { "ap" } else { "dn" });
+                s.add_member_user(&requestor).await;
+                let pending = user_add(s, &requestor, "polcancel").await;
+                s.decide(who, &pending.id, 1, approve).await.map(drop)
+            }
+            Rpc::ListPendingApprovals => s
+                .requests(who)
+                .list_pending_approvals(ListPendingApprovalsRequest::default())
+                .await
+                .map(drop),
+
+            Rpc::GetOwnAssignment => get_assignment(s, who, &own.assignment_id).await,
+            Rpc::GetOthersAssignment => get_assignment(s, who, others_assignment).await,
+            Rpc::ListAssignments => s
+                .assignments(who)
+                .list_assignments(ListAssignmentsRequest::default())
+                .await
+                .map(drop),
+            Rpc::ListOwnUserGrants => user_grants(s, who, who).await,
+            Rpc::ListOthersUserGrants => user_grants(s, who, BYSTANDER).await,
+
+            Rpc::GetSettings => s
+                .settings(who)
+                .get_settings(GetSettingsRequest {})
+                .await
+                .map(drop),
+            Rpc::UpdateSettings => s
+                .settings(who)
+                .update_settings(UpdateSettingsRequest {
+                    settings: Some(TenantSettings {
+                        delete_after: Some(common::world::days(10)),
+                        ..Default::default()
+                    }),
+                    update_mask: mask(&["delete_after"]),
+                })
+                .await
+                .map(drop),
+        }
+    }
+}
+
+fn rename_catalog(id: &str) -> UpdateCatalogRequest {
+    UpdateCatalogRequest {
+        catalog: Some(Catalog {
+            id: id.into(),
+            ..catalog("Renamed")
+        }),
+        update_mask: mask(&["display_name"]),
+    }
+}
+
+fn grant(role: AdminRole, principal: &str, catalog: &str) -> GrantRoleRequest {
+    GrantRoleRequest {
+        role_assignment: Some(RoleAssignment {
+            role: role as i32,
+            principal_id: principal.into(),
+            catalog_id: catalog.into(),
+            info: None,
+        }),
+    }
+}
+
+fn revoke(role: AdminRole, principal: &str, catalog: &str) -> RevokeRoleRequest {
+    RevokeRoleRequest {
+        role: role as i32,
+        principal_id: principal.into(),
+        catalog_id: catalog.into(),
+    }
+}
+
+async fn get_request(s: &TestServer, who: &str, id: &str) -> Result<(), Status> {
+    s.requests(who)
+        .get_assignment_request(GetAssignmentRequestRequest { id: id.into() })
+        .await
+        .map(drop)
+}
+
+async fn get_assignment(s: &TestServer, who: &str, id: &str) -> Result<(), Status> {
+    s.assignments(who)
+        .get_assignment(GetAssignmentRequest { id: id.into() })
+        .await
+        .map(drop)
+}
+
+async fn user_grants(s: &TestServer, who: &str, user_id: &str) -> Result<(), Status> {
+    s.assignments(who)
+        .list_user_grants(ListUserGrantsRequest {
+            user_id: user_id.into(),
+        })
+        .await
+        .map(drop)
+}
+
+/// Calls `rpc` as every role at once (their objects are distinct, and
+/// concurrent writes share the store's durable syncs).
+async fn call_as_everyone(world: &Arc<Matrix>, rpc: Rpc) -> BTreeMap<Role, Result<(), Status>> {
+    let mut calls = JoinSet::new();
+    for role in Role::ALL {
+        let world = world.clone();
+        calls.spawn(async move { (role, world.call(rpc, role).await) });
+    }
+    calls.join_all().await.into_iter().collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_role_may_call_exactly_its_rpcs() {
+    let world = Arc::new(Matrix::new().await);
+    let rows = matrix();
+    let mut mismatches = Vec::new();
+    for (rpc, allowed) in &rows {
+        for (role, result) in call_as_everyone(&world, *rpc).await {
+            let may = allowed.contains(&role);
+            match (may, result) {
+                (true, Ok(())) => {}
+                (false, Err(status)) if status.code() == Code::PermissionDenied => {
+                    // Asserts google.rpc.ErrorInfo (POLICY_DENIED, policy ids).
+                    denied::<()>(Err(status));
+                }
+                (may, outcome) => mismatches.push(format!(
+                    "{rpc:?} as {role:?} ({}): expected {}, got {}",
+                    role.user(),
+                    if may { "allowed" } else { "denied" },
+                    match outcome {
+                        Ok(()) => "OK".to_string(),
+                        Err(status) => format!("{:?}: {}", status.code(), status.message()),
+                    }
+                )),
+            }
+        }
+    }
+    assert!(
+        mismatches.is_empty(),
+        "{} of {} calls went against the matrix:\n{}",
+        mismatches.len(),
+        rows.len() * Role::ALL.len(),
+        mismatches.join("\n")
+    );
+}
+
+// ----------------------------------------------------------- list scoping
+
+/// A List call, unfiltered or with a filter that must not widen it.
+#[derive(Debug, Clone, Copy)]
+enum List {
+    Catalogs,
+    Resources,
+    ResourcesOfC1,
+    AccessPackages,
+    AccessPackagesOfC2,
+    AssignmentPolicies,
+    AssignmentPoliciesOfP1,
+    /// "<catalog or ->/<principal>" of each.
+    RoleAssignments,
+    RoleAssignmentsOfC1,
+    /// "<target>/<package>" of each.
+    AssignmentRequests,
+    AssignmentRequestsForBystander,
+    /// "<target>/<package>" of each.
+    Assignments,
+    AssignmentsOfPlain,
+}
+
+/// What each role lists: the global admin, the catalog creator, each of the
+/// four c1 roles, the plain user and the owner of c2.
+struct Sees {
+    global: &'static [&'static str],
+    creator: &'static [&'static str],
+    c1: &'static [&'static str],
+    plain: &'static [&'static str],
+    c2_owner: &'static [&'static str],
+}
+
+impl Sees {
+    fn of(&self, role: Role) -> &'static [&'static str] {
+        match role {
+            GlobalAdmin => self.global,
+            CatalogCreator => self.creator,
+            Owner | Reader | PackageManager | AssignmentManager => self.c1,
+            Plain => self.plain,
+            OtherOwner => self.c2_owner,
+        }
+    }
+}
+
+const NOTHING: &[&str] = &[];
+
+fn scoping() -> Vec<(List, Sees)> {
+    let c1_roles = &["c1/asg-manager", "c1/owner", "c1/pkg-manager", "c1/reader"];
+    vec![
+        (
+            List::Catalogs,
+            Sees {
+                global: &["c1", "c2", "c3", "general"],
+                creator: &["c3"],
+                c1: &["c1"],
+                plain: NOTHING,
+                c2_owner: &["c2"],
+            },
+        ),
+        (
+            List::Resources,
+            Sees {
+                global: &["r1", "r2"],
+                creator: NOTHING,
+                c1: &["r1"],
+                plain: NOTHING,
+                c2_owner: &["r2"],
+            },
+        ),
+        (
+            List::ResourcesOfC1,
+            Sees {
+                global: &["r1"],
+                creator: NOTHING,
+                c1: &["r1"],
+                plain: NOTHING,
+                c2_owner: NOTHING,
+            },
+        ),
+        (
+            List::AccessPackages,
+            Sees {
+                global: &["p1", "p1a", "p2"],
+                creator: NOTHING,
+                c1: &["p1", "p1a"],
+                plain: NOTHING,
+                c2_owner: &["p2"],
+            },
+        ),
+        (
+            List::AccessPackagesOfC2,
+            Sees {
+                global: &["p2"],
+                creator: NOTHING,
+                c1: NOTHING,
+                plain: NOTHING,
+                c2_owner: &["p2"],
+            },
+        ),
+        (
+            List::AssignmentPolicies,
+            Sees {
+                global: &["pol1", "pol1a", "pol2"],
+                creator: NOTHING,
+                c1: &["pol1", "pol1a"],
+                plain: NOTHING,
+                c2_owner: &["pol2"],
+            },
+        ),
+        (
+            List::AssignmentPoliciesOfP1,
+            Sees {
+                global: &["pol1"],
+                creator: NOTHING,
+                c1: &["pol1"],
+                plain: NOTHING,
+                c2_owner: NOTHING,
+            },
+        ),
+        (
+            List::RoleAssignments,
+            Sees {
+                global: &[
+                    "-/creator",
+                    "-/ga",
+                    "c1/asg-manager",
+                    "c1/owner",
+                    "c1/pkg-manager",
+                    "c1/reader",
+                    "c2/owner2",
+                    "c3/creator",
+                ],
+                creator: &["c3/creator"],
+                c1: c1_roles,
+                plain: NOTHING,
+                c2_owner: &["c2/owner2"],
+            },
+        ),
+        (
+            List::RoleAssignmentsOfC1,
+            Sees {
+                global: c1_roles,
+                creator: NOTHING,
+                c1: c1_roles,
+                plain: NOTHING,
+                c2_owner: NOTHING,
+            },
+        ),
+        (
+            List::AssignmentRequests,
+            Sees {
+                global: &[
+                    "bystander/p1",
+                    "bystander/p1a",
+                    "bystander/p2",
+                    "plain/p1",
+                    "plain/p1a",
+                    "plain/p2",
+                ],
+                creator: NOTHING,
+                c1: &["bystander/p1", "bystander/p1a", "plain/p1", "plain/p1a"],
+                plain: &["plain/p1", "plain/p1a", "plain/p2"],
+                c2_owner: &["bystander/p2", "plain/p2"],
+            },
+        ),
+        (
+            List::AssignmentRequestsForBystander,
+            Sees {
+                global: &["bystander/p1", "bystander/p1a", "bystander/p2"],
+                creator: NOTHING,
+                c1: &["bystander/p1", "bystander/p1a"],
+                plain: NOTHING,
+                c2_owner: &["bystander/p2"],
+            },
+        ),
+        (
+            List::Assignments,
+            Sees {
+                global: &["bystander/p1", "bystander/p2", "plain/p1", "plain/p2"],
+                creator: NOTHING,
+                c1: &["bystander/p1", "plain/p1"],
+                plain: &["plain/p1", "plain/p2"],
+                c2_owner: &["bystander/p2", "plain/p2"],
+            },
+        ),
+        (
+            List::AssignmentsOfPlain,
+            Sees {
+                global: &["plain/p1", "plain/p2"],
+                creator: NOTHING,
+                c1: &["plain/p1"],
+                plain: &["plain/p1", "plain/p2"],
+                c2_owner: &["plain/p2"],
+            },
+        ),
+    ]
+}
+
+/// What `list` returns to `who` in one page, as sorted labels.
+async fn listed(s: &TestServer, list: List, who: &str) -> Result<Vec<String>, Status> {
+    const PAGE: i32 = 1000;
+    let (mut labels, next): (Vec<String>, String) = match list {
+        List::Catalogs => {
+            let r = s
+                .catalogs(who)
+                .list_catalogs(ListCatalogsRequest {
+                    page_size: PAGE,
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            (
+                r.catalogs.into_iter().map(|c| c.id).collect(),
+                r.next_page_token,
+            )
+        }
+        List::Resources | List::ResourcesOfC1 => {
+            let catalog_id = if matches!(list, List::ResourcesOfC1) {
+                C1
+            } else {
+                ""
+            };
+            let r = s
+                .catalogs(who)
+                .list_resources(ListResourcesRequest {
+                    page_size: PAGE,
+                    catalog_id: catalog_id.into(),
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            (
+                r.resources.into_iter().map(|r| r.id).collect(),
+                r.next_page_token,
+            )
+        }
+        List::AccessPackages | List::AccessPackagesOfC2 => {
+            let catalog_id = if matches!(list, List::AccessPackagesOfC2) {
+                C2
+            } else {
+                ""
+            };
+            let r = s
+                .packages(who)
+                .list_access_packages(ListAccessPackagesRequest {
+                    page_size: PAGE,
+                    catalog_id: catalog_id.into(),
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            let ids = r.access_packages.into_iter().map(|p| p.id).collect();
+            (ids, r.next_page_token)
+        }
+        List::AssignmentPolicies | List::AssignmentPoliciesOfP1 => {
+            let package = if matches!(list, List::AssignmentPoliciesOfP1) {
+                "p1"
+            } else {
+                ""
+            };
+            let r = s
+                .policies(who)
+                .list_assignment_policies(ListAssignmentPoliciesRequest {
+                    page_size: PAGE,
+                    access_package_id: package.into(),
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            let ids = r.assignment_policies.into_iter().map(|p| p.id).collect();
+            (ids, r.next_page_token)
+        }
+        List::RoleAssignments | List::RoleAssignmentsOfC1 => {
+            let catalog_id = if matches!(list, List::RoleAssignmentsOfC1) {
+                C1
+            } else {
+                ""
+            };
+            let r = s
+                .catalogs(who)
+                .list_role_assignments(ListRoleAssignmentsRequest {
+                    page_size: PAGE,
+                    catalog_id: catalog_id.into(),
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            let labels = r
+                .role_assignments
+                .into_iter()
+                .map(|a| {
+                    let scope = if a.catalog_id.is_empty() {
+                        "-"
+                    } else {
+                        &a.catalog_id
+                    };
+                    format!("{scope}/{}", a.principal_id)
+                })
+                .collect();
+            (labels, r.next_page_token)
+        }
+        List::AssignmentRequests | List::AssignmentRequestsForBystander => {
+            let target = if matches!(list, List::AssignmentRequestsForBystander) {
+                BYSTANDER
+            } else {
+                ""
+            };
+            let r = s
+                .requests(who)
+                .list_assignment_requests(ListAssignmentRequestsRequest {
+                    page_size: PAGE,
+                    target_id: target.into(),
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            let labels = r
+                .assignment_requests
+                .into_iter()
+                .map(|q| format!("{}/{}", q.target_id, q.access_package_id))
+                .collect();
+            (labels, r.next_page_token)
+        }
+        List::Assignments | List::AssignmentsOfPlain => {
+            let target = if matches!(list, List::AssignmentsOfPlain) {
+                Plain.user()
+            } else {
+                ""
+            };
+            let r = s
+                .assignments(who)
+                .list_assignments(ListAssignmentsRequest {
+                    page_size: PAGE,
+                    target_id: target.into(),
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            let labels = r
+                .assignments
+                .into_iter()
+                .map(|a| format!("{}/{}", a.target_id, a.access_package_id))
+                .collect();
+            (labels, r.next_page_token)
+        }
+    };
+    assert_eq!(next, "", "{list:?} as {who} needs more than one page");
+    labels.sort();
+    Ok(labels)
+}
+
+#[tokio::test]
+async fn every_list_shows_each_role_exactly_what_it_may_see() {
+    let world = World::new().await;
+    let table = scoping();
+    let mut mismatches = Vec::new();
+    for (list, sees) in &table {
+        for role in Role::ALL {
+            let expected: Vec<String> = sees.of(role).iter().map(|s| s.to_string()).collect();
+            match listed(&world.server, *list, role.user()).await {
+                Ok(labels) if labels == expected => {}
+                outcome => mismatches.push(format!(
+                    "{list:?} as {role:?} ({}): expected {expected:?}, got {outcome:?}",
+                    role.user()
+                )),
+            }
+        }
+    }
+    assert!(
+        mismatches.is_empty(),
+        "{} of {} lists went against the table:\n{}",
+        mismatches.len(),
+        table.len() * Role::ALL.len(),
+        mismatches.join("\n")
+    );
+}
+
+// ------------------------------------------------ former role holders
+
+/// Role assignments give rights only while their holder is active: a
+/// blocked or deleted global admin or catalog owner may do nothing
+/// administrative (their assignments stay on record).
+#[tokio::test]
+async fn blocked_and_deleted_role_holders_hold_no_rights() {
+    let server = TestServer::start().await;
+    server.add_catalog(C1, false).await;
+    for (user, role, catalog) in [
+        ("former-admin", AdminRole::GlobalAdmin, ""),
+        ("former-owner", AdminRole::CatalogOwner, C1),
+    ] {
+        server.add_member_user(user).await;
+        server.grant_role(role, user, catalog).await;
+        // An administrative call of the role: UpdateCatalog on c1.
+        let update = || async {
+            server
+                .catalogs(user)
+                .update_catalog(rename_catalog(C1))
+                .await
+        };
+        update()
+            .await
+            .unwrap_or_else(|s| panic!("{user} while active: {s:?}"));
+
+        server.set_user_state(user, UserState::Blocked).await;
+        denied(update().await);
+        server.set_user_state(user, UserState::Active).await;
+        update()
+            .await
+            .unwrap_or_else(|s| panic!("{user} unblocked: {s:?}"));
+
+        server
+            .directory(ADMIN)
+            .delete_user(DeleteUserRequest {
+                id: user.into(),
+                etag: String::new(),
+            })
+            .await
+            .expect("delete the role holder");
+        denied(update().await);
+        let held = server
+            .catalogs(ADMIN)
+            .list_role_assignments(ListRoleAssignmentsRequest {
+                principal_id: user.into(),
+                ..Default::default()
+            })
+            .await
+            .expect("list role assignments")
+            .into_inner()
+            .role_assignments;
+        assert_eq!(held.len(), 1, "the assignment stays on record: {held:?}");
+    }
+}
