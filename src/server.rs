@@ -23,16 +23,15 @@ use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
 use crate::api::caller::{Authenticator, DEV_USER_HEADER};
 use crate::api::catalogs::CatalogsApi;
+use crate::api::decisions::DecisionsApi;
 use crate::api::directory::DirectoryApi;
 use crate::api::jwt::JwtVerifier;
 use crate::api::policies::AssignmentPoliciesApi;
 use crate::api::requests::AssignmentRequestsApi;
-use crate::api::decisions::DecisionsApi;
 use crate::api::settings::SettingsApi;
-use crate::decision::state::DecisionState;
-use crate::store::Store;
 use crate::clock::Clock;
 use crate::config::{Settings, TlsSettings};
+use crate::decision::state::DecisionState;
 use crate::domain::catalog::ensure_general_catalog;
 use crate::domain::entity::Actor;
 use crate::domain::settings::ensure_settings;
@@ -42,10 +41,11 @@ use crate::pb::assignment_policies_server::AssignmentPoliciesServer;
 use crate::pb::assignment_requests_server::AssignmentRequestsServer;
 use crate::pb::assignments_server::AssignmentsServer;
 use crate::pb::catalogs_server::CatalogsServer;
-use crate::pb::directory_server::DirectoryServer;
 use crate::pb::decisions_server::DecisionsServer;
+use crate::pb::directory_server::DirectoryServer;
 use crate::pb::settings_server::SettingsServer;
 use crate::policy::PolicyEngine;
+use crate::store::Store;
 use crate::store::sled_store::SledStore;
 use crate::workflow::scheduler::{self, SYSTEM_ACTOR};
 
@@ -199,7 +199,10 @@ pub async fn run(
             auth.clone(),
         ))
         .add_service(DecisionsServer::with_interceptor(
-            DecisionsApi::new(app, Duration::from_millis(settings.watch_checkpoint_ms.max(1))),
+            DecisionsApi::new(
+                app,
+                Duration::from_millis(settings.watch_checkpoint_ms.max(1)),
+            ),
             auth,
         ))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {

@@ -35,10 +35,9 @@ impl AccessPackages for AccessPackagesApi {
             .as_ref()
             .map(|p| p.catalog_id.clone())
             .unwrap_or_default();
-        let actor = self
-            .app
-            .authorized(&request, "CreateAccessPackage", Scope::Catalog(&catalog))?
-            .actor;
+        let actor =
+            self.app
+                .authorized(&request, "CreateAccessPackage", Scope::Catalog(&catalog))?;
         let r = request.into_inner();
         let args = CreateArgs {
             entity: r.access_package,

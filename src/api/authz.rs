@@ -41,18 +41,6 @@ impl App {
         })
     }
 
-    /// The caller of `request`, if they may do `action` on `scope`.
-    pub fn authorized<T>(
-        &self,
-        request: &Request<T>,
-        action: &str,
-        scope: Scope<'_>,
-    ) -> std::result::Result<Caller, Status> {
-        let caller = self.caller(request)?;
-        self.authorize(&caller, action, scope)?;
-        Ok(caller)
-    }
-
     /// Whether `caller` may do `action` on `scope`.
     pub fn permits(
         &self,
@@ -132,10 +120,12 @@ impl App {
         Ok(records::require::<AccessPackage>(self.store(), package_id)?.catalog_id)
     }
 
-    /// Like [`App::authorized`], but remembers the decision per (caller,
-    /// action, resource) until a role assignment changes: the hot decision
-    /// API pays for Cedar once per caller and subject, not per call.
-    pub fn authorized_cached<T>(
+    /// The caller of `request` as an actor, if they may do `action` on
+    /// `scope`. Allowed decisions are remembered per (caller, action,
+    /// resource) until a role assignment or a user changes (the
+    /// administration policies decide from roles and ids alone), so a caller
+    /// pays for Cedar once per resource, not per call.
+    pub fn authorized<T>(
         &self,
         request: &Request<T>,
         action: &'static str,
@@ -259,7 +249,11 @@ fn scope_key(scope: Scope<'_>) -> String {
     match scope {
         Scope::Tenant => "tenant".into(),
         Scope::Catalog(id) => format!("catalog/{id}"),
-        Scope::Record { catalog, target, requestor } => format!("record/{catalog}/{target}/{requestor}"),
+        Scope::Record {
+            catalog,
+            target,
+            requestor,
+        } => format!("record/{catalog}/{target}/{requestor}"),
         Scope::User(id) => format!("user/{id}"),
     }
 }
@@ -278,7 +272,9 @@ const CACHE_LIMIT: usize = 100_000;
 impl DecisionCache {
     fn get(&self, key: &CacheKey, generation: u64) -> Option<bool> {
         let entries = self.entries.lock().expect("authorization cache poisoned");
-        (entries.0 == generation).then(|| entries.1.get(key).copied()).flatten()
+        (entries.0 == generation)
+            .then(|| entries.1.get(key).copied())
+            .flatten()
     }
 
     fn put(&self, key: CacheKey, generation: u64, allowed: bool) {

@@ -44,8 +44,7 @@ impl Catalogs for CatalogsApi {
     ) -> Result<Response<Catalog>, Status> {
         let actor = self
             .app
-            .authorized(&request, "CreateCatalog", Scope::Tenant)?
-            .actor;
+            .authorized(&request, "CreateCatalog", Scope::Tenant)?;
         let r = request.into_inner();
         let args = CreateArgs {
             entity: r.catalog,
@@ -126,8 +125,7 @@ impl Catalogs for CatalogsApi {
             .unwrap_or_default();
         let actor = self
             .app
-            .authorized(&request, "UpdateCatalog", Scope::Catalog(&id))?
-            .actor;
+            .authorized(&request, "UpdateCatalog", Scope::Catalog(&id))?;
         let r = request.into_inner();
         Ok(Response::new(
             crud::update(self.app.store(), actor, r.catalog, r.update_mask).await?,
@@ -138,14 +136,11 @@ impl Catalogs for CatalogsApi {
         &self,
         request: Request<DeleteCatalogRequest>,
     ) -> Result<Response<DeleteResponse>, Status> {
-        let actor = self
-            .app
-            .authorized(
-                &request,
-                "DeleteCatalog",
-                Scope::Catalog(&request.get_ref().id),
-            )?
-            .actor;
+        let actor = self.app.authorized(
+            &request,
+            "DeleteCatalog",
+            Scope::Catalog(&request.get_ref().id),
+        )?;
         let r = request.into_inner();
         let revision = crud::delete::<Catalog>(self.app.store(), actor, r.id, r.etag).await?;
         Ok(Response::new(DeleteResponse { revision }))
@@ -163,8 +158,7 @@ impl Catalogs for CatalogsApi {
             .unwrap_or_default();
         let actor = self
             .app
-            .authorized(&request, "CreateResource", Scope::Catalog(&catalog))?
-            .actor;
+            .authorized(&request, "CreateResource", Scope::Catalog(&catalog))?;
         let r = request.into_inner();
         let args = CreateArgs {
             entity: r.resource,

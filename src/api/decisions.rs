@@ -36,14 +36,21 @@ pub struct DecisionsApi {
 
 impl DecisionsApi {
     pub fn new(app: App, checkpoint_every: Duration) -> Self {
-        Self { app, checkpoint_every }
+        Self {
+            app,
+            checkpoint_every,
+        }
     }
 
     /// Waits until the state reflects `min_revision`; ABORTED if it does not
     /// in time.
     async fn consistent(&self, min_revision: u64) -> Result<(), Status> {
         if self.app.decisions.revision() >= min_revision
-            || self.app.decisions.wait_for(min_revision, CONSISTENCY_WAIT).await
+            || self
+                .app
+                .decisions
+                .wait_for(min_revision, CONSISTENCY_WAIT)
+                .await
         {
             return Ok(());
         }
@@ -59,11 +66,16 @@ impl DecisionsApi {
 
     /// Checks the id of the user a question is about, and that the caller
     /// may ask it.
-    fn about_user<T>(&self, request: &Request<T>, action: &'static str, user_id: &str) -> Result<(), Status> {
+    fn about_user<T>(
+        &self,
+        request: &Request<T>,
+        action: &'static str,
+        user_id: &str,
+    ) -> Result<(), Status> {
         let mut check = Check::new("");
         check.id("user_id", user_id);
         check.finish()?;
-        self.app.authorized_cached(request, action, Scope::User(user_id))?;
+        self.app.authorized(request, action, Scope::User(user_id))?;
         Ok(())
     }
 }
@@ -103,7 +115,10 @@ type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchGrantsResponse, Status>
 
 #[tonic::async_trait]
 impl Decisions for DecisionsApi {
-    async fn check_access(&self, request: Request<CheckAccessRequest>) -> Result<Response<CheckAccessResponse>, Status> {
+    async fn check_access(
+        &self,
+        request: Request<CheckAccessRequest>,
+    ) -> Result<Response<CheckAccessResponse>, Status> {
         let r = request.get_ref();
         self.about_user(&request, "CheckAccess", &r.user_id)?;
         self.consistent(r.min_revision).await?;
@@ -128,9 +143,14 @@ impl Decisions for DecisionsApi {
     ) -> Result<Response<BatchCheckAccessResponse>, Status> {
         let count = request.get_ref().checks.len();
         if count == 0 || count > MAX_BATCH_CHECKS {
-            return Err(Error::invalid("checks", format!("must have 1-{MAX_BATCH_CHECKS} entries")).into());
+            return Err(Error::invalid(
+                "checks",
+                format!("must have 1-{MAX_BATCH_CHECKS} entries"),
+            )
+            .into());
         }
-        self.app.authorized_cached(&request, "BatchCheckAccess", Scope::Tenant)?;
+        self.app
+            .authorized(&request, "BatchCheckAccess", Scope::Tenant)?;
         let r = request.into_inner();
         self.consistent(r.min_revision).await?;
         let state = self.app.decisions.read();
@@ -155,8 +175,16 @@ impl Decisions for DecisionsApi {
         let state = self.app.decisions.read();
         let revision = self.app.decisions.revision();
         let subject = subject_of(&state, &r.user_id)?;
-        let packages = state.requestable(&self.app.policies, &subject, &r.access_package_ids, self.now())?;
-        Ok(Response::new(ListRequestablePackagesResponse { packages, revision }))
+        let packages = state.requestable(
+            &self.app.policies,
+            &subject,
+            &r.access_package_ids,
+            self.now(),
+        )?;
+        Ok(Response::new(ListRequestablePackagesResponse {
+            packages,
+            revision,
+        }))
     }
 
     async fn explain_eligibility(
@@ -169,10 +197,9 @@ impl Decisions for DecisionsApi {
         let state = self.app.decisions.read();
         let revision = self.app.decisions.revision();
         let subject = subject_of(&state, &r.user_id)?;
-        let package = state
-            .packages
-            .get(&r.access_package_id)
-            .ok_or_else(|| Status::from(Error::not_found("access_package", &r.access_package_id)))?;
+        let package = state.packages.get(&r.access_package_id).ok_or_else(|| {
+            Status::from(Error::not_found("access_package", &r.access_package_id))
+        })?;
         let policies = state.explain(&self.app.policies, &subject, package, self.now())?;
         Ok(Response::new(ExplainEligibilityResponse {
             allowed: policies.iter().any(|p| p.allowed),
@@ -199,14 +226,18 @@ impl Decisions for DecisionsApi {
                 sources,
             })
             .collect();
-        Ok(Response::new(ListEffectiveGrantsResponse { grants, revision }))
+        Ok(Response::new(ListEffectiveGrantsResponse {
+            grants,
+            revision,
+        }))
     }
 
     async fn who_has_access(
         &self,
         request: Request<WhoHasAccessRequest>,
     ) -> Result<Response<WhoHasAccessResponse>, Status> {
-        self.app.authorized_cached(&request, "WhoHasAccess", Scope::Tenant)?;
+        self.app
+            .authorized(&request, "WhoHasAccess", Scope::Tenant)?;
         let r = request.into_inner();
         let mut check = Check::new("");
         let (kind, target) = match &r.target {
@@ -215,12 +246,19 @@ impl Decisions for DecisionsApi {
             None => ("", String::new()),
         };
         if kind.is_empty() {
-            check.fail("target", "one of access_package_id or resource_id is required");
+            check.fail(
+                "target",
+                "one of access_package_id or resource_id is required",
+            );
         } else {
             check.id(&format!("{kind}_id"), &target);
         }
         check.optional_id("role_id", &r.role_id);
-        check.require(kind != "package" || r.role_id.is_empty(), "role_id", "only applies to resource_id");
+        check.require(
+            kind != "package" || r.role_id.is_empty(),
+            "role_id",
+            "only applies to resource_id",
+        );
         check.finish()?;
         let page = PageRequest::parse(r.page_size, &r.page_token, &[kind, &target, &r.role_id])?;
         self.consistent(r.min_revision).await?;
@@ -238,7 +276,10 @@ impl Decisions for DecisionsApi {
         let items: Vec<AccessHolder> = rest
             .by_ref()
             .take(page.size)
-            .map(|(user_id, assignment_ids)| AccessHolder { user_id, assignment_ids })
+            .map(|(user_id, assignment_ids)| AccessHolder {
+                user_id,
+                assignment_ids,
+            })
             .collect();
         let listed = crate::domain::crud::Listed {
             more: rest.next().is_some(),
@@ -254,8 +295,12 @@ impl Decisions for DecisionsApi {
 
     type WatchGrantsStream = WatchStream;
 
-    async fn watch_grants(&self, request: Request<WatchGrantsRequest>) -> Result<Response<WatchStream>, Status> {
-        self.app.authorized_cached(&request, "WatchGrants", Scope::Tenant)?;
+    async fn watch_grants(
+        &self,
+        request: Request<WatchGrantsRequest>,
+    ) -> Result<Response<WatchStream>, Status> {
+        self.app
+            .authorized(&request, "WatchGrants", Scope::Tenant)?;
         let from = request.get_ref().from_revision;
         let decisions = self.app.decisions.clone();
         let (past, mut live) = decisions.events.replay(from).map_err(|e| {
@@ -315,7 +360,7 @@ impl Decisions for DecisionsApi {
     }
 
     async fn ping(&self, request: Request<PingRequest>) -> Result<Response<PingResponse>, Status> {
-        self.app.authorized_cached(&request, "Ping", Scope::Tenant)?;
+        self.app.authorized(&request, "Ping", Scope::Tenant)?;
         Ok(Response::new(PingResponse {
             revision: self.app.decisions.revision(),
         }))

@@ -46,10 +46,7 @@ impl Directory for DirectoryApi {
         &self,
         request: Request<CreateUserRequest>,
     ) -> Result<Response<User>, Status> {
-        let actor = self
-            .app
-            .authorized(&request, "CreateUser", Scope::Tenant)?
-            .actor;
+        let actor = self.app.authorized(&request, "CreateUser", Scope::Tenant)?;
         let r = request.into_inner();
         let args = CreateArgs {
             entity: r.user,
@@ -127,10 +124,7 @@ impl Directory for DirectoryApi {
         &self,
         request: Request<UpdateUserRequest>,
     ) -> Result<Response<User>, Status> {
-        let actor = self
-            .app
-            .authorized(&request, "UpdateUser", Scope::Tenant)?
-            .actor;
+        let actor = self.app.authorized(&request, "UpdateUser", Scope::Tenant)?;
         let r = request.into_inner();
         Ok(Response::new(
             crud::update(self.app.store(), actor, r.user, r.update_mask).await?,
@@ -141,10 +135,7 @@ impl Directory for DirectoryApi {
         &self,
         request: Request<DeleteUserRequest>,
     ) -> Result<Response<User>, Status> {
-        let actor = self
-            .app
-            .authorized(&request, "DeleteUser", Scope::Tenant)?
-            .actor;
+        let actor = self.app.authorized(&request, "DeleteUser", Scope::Tenant)?;
         let r = request.into_inner();
         let mut check = Check::new("");
         check.id("id", &r.id);
@@ -162,8 +153,7 @@ impl Directory for DirectoryApi {
     ) -> Result<Response<Group>, Status> {
         let actor = self
             .app
-            .authorized(&request, "CreateGroup", Scope::Tenant)?
-            .actor;
+            .authorized(&request, "CreateGroup", Scope::Tenant)?;
         let r = request.into_inner();
         let args = CreateArgs {
             entity: r.group,
@@ -242,8 +232,7 @@ impl Directory for DirectoryApi {
     ) -> Result<Response<Group>, Status> {
         let actor = self
             .app
-            .authorized(&request, "UpdateGroup", Scope::Tenant)?
-            .actor;
+            .authorized(&request, "UpdateGroup", Scope::Tenant)?;
         let r = request.into_inner();
         Ok(Response::new(
             crud::update(self.app.store(), actor, r.group, r.update_mask).await?,
@@ -256,8 +245,7 @@ impl Directory for DirectoryApi {
     ) -> Result<Response<DeleteResponse>, Status> {
         let actor = self
             .app
-            .authorized(&request, "DeleteGroup", Scope::Tenant)?
-            .actor;
+            .authorized(&request, "DeleteGroup", Scope::Tenant)?;
         let r = request.into_inner();
         let revision = crud::delete::<Group>(self.app.store(), actor, r.id, r.etag).await?;
         Ok(Response::new(DeleteResponse { revision }))
@@ -269,8 +257,7 @@ impl Directory for DirectoryApi {
     ) -> Result<Response<GroupMembership>, Status> {
         let actor = self
             .app
-            .authorized(&request, "AddGroupMember", Scope::Tenant)?
-            .actor;
+            .authorized(&request, "AddGroupMember", Scope::Tenant)?;
         let r = request.into_inner();
         let member = match r.member {
             Some(add_group_member_request::Member::UserId(id)) => Some(Member::User(id)),
@@ -313,8 +300,7 @@ impl Directory for DirectoryApi {
     ) -> Result<Response<ConnectedOrganization>, Status> {
         let actor = self
             .app
-            .authorized(&request, "CreateConnectedOrganization", Scope::Tenant)?
-            .actor;
+            .authorized(&request, "CreateConnectedOrganization", Scope::Tenant)?;
         let r = request.into_inner();
         let args = CreateArgs {
             entity: r.connected_organization,
@@ -362,8 +348,7 @@ impl Directory for DirectoryApi {
     ) -> Result<Response<ConnectedOrganization>, Status> {
         let actor = self
             .app
-            .authorized(&request, "UpdateConnectedOrganization", Scope::Tenant)?
-            .actor;
+            .authorized(&request, "UpdateConnectedOrganization", Scope::Tenant)?;
         let r = request.into_inner();
         Ok(Response::new(
             crud::update(
@@ -382,8 +367,7 @@ impl Directory for DirectoryApi {
     ) -> Result<Response<DeleteResponse>, Status> {
         let actor = self
             .app
-            .authorized(&request, "DeleteConnectedOrganization", Scope::Tenant)?
-            .actor;
+            .authorized(&request, "DeleteConnectedOrganization", Scope::Tenant)?;
         let r = request.into_inner();
         let revision =
             crud::delete::<ConnectedOrganization>(self.app.store(), actor, r.id, r.etag).await?;

@@ -211,8 +211,7 @@ impl AssignmentRequests for AssignmentRequestsApi {
     ) -> Result<Response<ListPendingApprovalsResponse>, Status> {
         let actor = self
             .app
-            .authorized(&request, "ListPendingApprovals", Scope::Tenant)?
-            .actor;
+            .authorized(&request, "ListPendingApprovals", Scope::Tenant)?;
         let r = request.into_inner();
         let page = PageRequest::parse(r.page_size, &r.page_token, &[&actor.id])?;
         let pending = approval::pending_for(self.app.store(), &actor.id)?;

@@ -37,8 +37,7 @@ impl Settings for SettingsApi {
     ) -> Result<Response<TenantSettings>, Status> {
         let actor = self
             .app
-            .authorized(&request, "UpdateSettings", Scope::Tenant)?
-            .actor;
+            .authorized(&request, "UpdateSettings", Scope::Tenant)?;
         let r = request.into_inner();
         Ok(Response::new(
             crud::update(self.app.store(), actor, r.settings, r.update_mask).await?,

@@ -82,7 +82,12 @@ impl EventLog {
             });
         }
         let receiver = self.live.subscribe();
-        let past = log.entries.iter().filter(|e| e.revision > from).cloned().collect();
+        let past = log
+            .entries
+            .iter()
+            .filter(|e| e.revision > from)
+            .cloned()
+            .collect();
         Ok((past, receiver))
     }
 }
@@ -112,7 +117,10 @@ mod tests {
         }
         assert_eq!(log.replay(10).err(), Some(OutOfRange { oldest: 11 }));
         let (past, _) = log.replay(11).unwrap();
-        assert_eq!(past.iter().map(|e| e.revision).collect::<Vec<_>>(), vec![12, 13]);
+        assert_eq!(
+            past.iter().map(|e| e.revision).collect::<Vec<_>>(),
+            vec![12, 13]
+        );
         assert!(log.replay(13).unwrap().0.is_empty());
     }
 }

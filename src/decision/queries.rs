@@ -26,7 +26,11 @@ pub fn in_effect(assignment: &Assignment, now: i64) -> bool {
 
 impl State {
     /// The user's assignments in effect at `now`.
-    fn effective_assignments<'a>(&'a self, user: &str, now: i64) -> impl Iterator<Item = &'a Assignment> + 'a {
+    fn effective_assignments<'a>(
+        &'a self,
+        user: &str,
+        now: i64,
+    ) -> impl Iterator<Item = &'a Assignment> + 'a {
         self.assignments_by_user
             .get(user)
             .into_iter()
@@ -50,10 +54,16 @@ impl State {
     }
 
     /// Every grant of `user` now, with the assignments behind it.
-    pub fn effective_grants(&self, user: &str, now: i64) -> BTreeMap<(String, String), Vec<GrantSource>> {
+    pub fn effective_grants(
+        &self,
+        user: &str,
+        now: i64,
+    ) -> BTreeMap<(String, String), Vec<GrantSource>> {
         let mut grants: BTreeMap<(String, String), Vec<GrantSource>> = BTreeMap::new();
         for assignment in self.effective_assignments(user, now) {
-            let Some(package) = self.packages.get(&assignment.access_package_id) else { continue };
+            let Some(package) = self.packages.get(&assignment.access_package_id) else {
+                continue;
+            };
             for role in &package.resource_roles {
                 grants
                     .entry((role.resource_id.clone(), role.role_id.clone()))
@@ -87,9 +97,19 @@ impl State {
     }
 
     /// Who holds a role (any, or `role`) of `resource` now.
-    pub fn resource_holders(&self, resource: &str, role: Option<&str>, now: i64) -> BTreeMap<String, Vec<String>> {
+    pub fn resource_holders(
+        &self,
+        resource: &str,
+        role: Option<&str>,
+        now: i64,
+    ) -> BTreeMap<String, Vec<String>> {
         let mut holders: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-        for package in self.packages_by_resource.get(resource).into_iter().flatten() {
+        for package in self
+            .packages_by_resource
+            .get(resource)
+            .into_iter()
+            .flatten()
+        {
             let grants_it = self.packages.get(package).is_some_and(|p| {
                 p.resource_roles
                     .iter()
@@ -102,10 +122,16 @@ impl State {
                 holders.entry(user).or_default().extend(ids);
             }
         }
-        holders.into_iter().map(|(u, ids)| (u, ids.into_iter().collect())).collect()
+        holders
+            .into_iter()
+            .map(|(u, ids)| (u, ids.into_iter().collect()))
+            .collect()
     }
 
-    fn policy_scope<'a>(&'a self, policy: &'a AssignmentPolicy) -> Option<(&'a AccessPackage, Target<'a>)> {
+    fn policy_scope<'a>(
+        &'a self,
+        policy: &'a AssignmentPolicy,
+    ) -> Option<(&'a AccessPackage, Target<'a>)> {
         let package = self.packages.get(&policy.access_package_id)?;
         let catalog = self.catalogs.get(&package.catalog_id)?;
         Some((
@@ -119,7 +145,13 @@ impl State {
     }
 
     /// The Cedar decision on `subject` requesting through `policy` now.
-    pub fn may_request(&self, engine: &PolicyEngine, subject: &Subject, policy: &AssignmentPolicy, now: i64) -> Result<Decision> {
+    pub fn may_request(
+        &self,
+        engine: &PolicyEngine,
+        subject: &Subject,
+        policy: &AssignmentPolicy,
+        now: i64,
+    ) -> Result<Decision> {
         let (package, target) = self
             .policy_scope(policy)
             .ok_or_else(|| Error::not_found(AccessPackage::KIND, &policy.access_package_id))?;
@@ -130,7 +162,9 @@ impl State {
             .flatten()
             .filter_map(|id| self.policies.get(id).cloned())
             .collect();
-        let set = engine.package_set(package, &policies).map_err(Error::internal)?;
+        let set = engine
+            .package_set(package, &policies)
+            .map_err(Error::internal)?;
         let entities = slice(subject, &target).map_err(Error::internal)?;
         let context = ChangeContext {
             now,
@@ -138,19 +172,40 @@ impl State {
             custom_schedule: false,
         };
         engine
-            .decide(&set, user_uid(&subject.user.id), REQUEST_ACCESS, policy_uid(&policy.id), context, &entities)
+            .decide(
+                &set,
+                user_uid(&subject.user.id),
+                REQUEST_ACCESS,
+                policy_uid(&policy.id),
+                context,
+                &entities,
+            )
             .map_err(Error::internal)
     }
 
     /// The packages `subject` may request now (or, when `only` is not empty,
     /// those of `only` they may request, hidden ones included).
-    pub fn requestable(&self, engine: &PolicyEngine, subject: &Subject, only: &[String], now: i64) -> Result<Vec<RequestablePackage>> {
+    pub fn requestable(
+        &self,
+        engine: &PolicyEngine,
+        subject: &Subject,
+        only: &[String],
+        now: i64,
+    ) -> Result<Vec<RequestablePackage>> {
         let mut packages: BTreeMap<String, RequestablePackage> = BTreeMap::new();
         let wanted: BTreeSet<&String> = only.iter().collect();
         for policy_id in self.scopes.candidates(subject) {
-            let Some(policy) = self.policies.get(&policy_id) else { continue };
-            let Some(package) = self.packages.get(&policy.access_package_id) else { continue };
-            let listed = if wanted.is_empty() { !package.hidden } else { wanted.contains(&package.id) };
+            let Some(policy) = self.policies.get(&policy_id) else {
+                continue;
+            };
+            let Some(package) = self.packages.get(&policy.access_package_id) else {
+                continue;
+            };
+            let listed = if wanted.is_empty() {
+                !package.hidden
+            } else {
+                wanted.contains(&package.id)
+            };
             let self_add = policy.requestor_settings.is_some_and(|s| s.enable_self_add);
             if !listed || !self_add || !self.may_request(engine, subject, policy, now)?.allowed {
                 continue;
@@ -172,15 +227,32 @@ impl State {
     }
 
     /// Why `subject` may or may not request `package`, policy by policy.
-    pub fn explain(&self, engine: &PolicyEngine, subject: &Subject, package: &AccessPackage, now: i64) -> Result<Vec<PolicyEligibility>> {
+    pub fn explain(
+        &self,
+        engine: &PolicyEngine,
+        subject: &Subject,
+        package: &AccessPackage,
+        now: i64,
+    ) -> Result<Vec<PolicyEligibility>> {
         let mut answers = Vec::new();
-        for policy_id in self.policies_by_package.get(&package.id).into_iter().flatten() {
-            let Some(policy) = self.policies.get(policy_id) else { continue };
+        for policy_id in self
+            .policies_by_package
+            .get(&package.id)
+            .into_iter()
+            .flatten()
+        {
+            let Some(policy) = self.policies.get(policy_id) else {
+                continue;
+            };
             let decision = self.may_request(engine, subject, policy, now)?;
             answers.push(PolicyEligibility {
                 assignment_policy_id: policy.id.clone(),
                 allowed: decision.allowed,
-                reasons: if decision.allowed { Vec::new() } else { self.reasons(subject, policy, package) },
+                reasons: if decision.allowed {
+                    Vec::new()
+                } else {
+                    self.reasons(subject, policy, package)
+                },
                 policy_ids: decision.policy_ids,
             });
         }
@@ -188,38 +260,74 @@ impl State {
     }
 
     /// Readable reasons a request through `policy` is refused.
-    fn reasons(&self, subject: &Subject, policy: &AssignmentPolicy, package: &AccessPackage) -> Vec<String> {
+    fn reasons(
+        &self,
+        subject: &Subject,
+        policy: &AssignmentPolicy,
+        package: &AccessPackage,
+    ) -> Vec<String> {
         let mut reasons = Vec::new();
         let user = &subject.user;
         if user.state() != UserState::Active {
-            reasons.push(format!("user {} is {}", user.id, user.state().as_str_name()));
+            reasons.push(format!(
+                "user {} is {}",
+                user.id,
+                user.state().as_str_name()
+            ));
         }
         if let Some(catalog) = self.catalogs.get(&package.catalog_id) {
             if catalog.enabled == Some(false) {
                 reasons.push(format!("catalog {} is disabled", catalog.id));
             }
-            if crate::domain::assignment_policy::is_external_scope(policy.scope()) && catalog.externally_visible != Some(true) {
+            if crate::domain::assignment_policy::is_external_scope(policy.scope())
+                && catalog.externally_visible != Some(true)
+            {
                 reasons.push(format!("catalog {} is not externally visible", catalog.id));
             }
         }
-        for held in package.incompatible_package_ids.iter().filter(|p| subject.held_packages.contains(p)) {
+        for held in package
+            .incompatible_package_ids
+            .iter()
+            .filter(|p| subject.held_packages.contains(p))
+        {
             reasons.push(format!("holds incompatible package {held}"));
         }
-        for group in package.incompatible_group_ids.iter().filter(|g| subject.group_parents.contains_key(*g)) {
+        for group in package
+            .incompatible_group_ids
+            .iter()
+            .filter(|g| subject.group_parents.contains_key(*g))
+        {
             reasons.push(format!("is in incompatible group {group}"));
         }
         if !policy.requestor_settings.is_some_and(|s| s.enable_self_add) {
-            reasons.push(format!("policy {} does not let users request for themselves", policy.id));
+            reasons.push(format!(
+                "policy {} does not let users request for themselves",
+                policy.id
+            ));
         }
         let targets = policy.specific_allowed_targets.clone().unwrap_or_default();
-        let in_org = |ids: &[String]| subject.organization.as_ref().is_some_and(|o| ids.contains(&o.id));
+        let in_org = |ids: &[String]| {
+            subject
+                .organization
+                .as_ref()
+                .is_some_and(|o| ids.contains(&o.id))
+        };
         match policy.scope() {
-            AllowedTargetScope::NotSpecified => reasons.push("only administrators assign this policy".into()),
+            AllowedTargetScope::NotSpecified => {
+                reasons.push("only administrators assign this policy".into())
+            }
             AllowedTargetScope::SpecificDirectorySubjects => {
                 let listed = targets.user_ids.contains(&user.id);
-                let in_group = targets.group_ids.iter().any(|g| subject.group_parents.contains_key(g));
+                let in_group = targets
+                    .group_ids
+                    .iter()
+                    .any(|g| subject.group_parents.contains_key(g));
                 if !listed && !in_group {
-                    let groups: Vec<_> = targets.group_ids.iter().map(|g| format!("group {g}")).collect();
+                    let groups: Vec<_> = targets
+                        .group_ids
+                        .iter()
+                        .map(|g| format!("group {g}"))
+                        .collect();
                     reasons.push(if groups.is_empty() {
                         "not one of the listed users".to_string()
                     } else {
@@ -230,14 +338,15 @@ impl State {
             AllowedTargetScope::AllMemberUsers if user.kind() == crate::pb::UserKind::Guest => {
                 reasons.push("guests are not members".into())
             }
-            AllowedTargetScope::SpecificConnectedOrganizationUsers if !in_org(&targets.connected_organization_ids) => {
+            AllowedTargetScope::SpecificConnectedOrganizationUsers
+                if !in_org(&targets.connected_organization_ids) =>
+            {
                 reasons.push("not a user of the listed connected organizations".into())
             }
             AllowedTargetScope::AllConfiguredConnectedOrganizationUsers
-                if !subject
-                    .organization
-                    .as_ref()
-                    .is_some_and(|o| o.state() == crate::pb::ConnectedOrganizationState::Configured) =>
+                if !subject.organization.as_ref().is_some_and(|o| {
+                    o.state() == crate::pb::ConnectedOrganizationState::Configured
+                }) =>
             {
                 reasons.push("not a user of a configured connected organization".into())
             }
@@ -247,7 +356,10 @@ impl State {
             _ => {}
         }
         if reasons.is_empty() && !policy.extra_condition.is_empty() {
-            reasons.push(format!("does not meet the condition {}", policy.extra_condition));
+            reasons.push(format!(
+                "does not meet the condition {}",
+                policy.extra_condition
+            ));
         }
         reasons
     }
@@ -261,7 +373,11 @@ fn requirements(policy: &AssignmentPolicy) -> PolicyRequirements {
     PolicyRequirements {
         assignment_policy_id: policy.id.clone(),
         display_name: policy.display_name.clone(),
-        approval_stages: if approval.approval_required_for_add { approval.stages.len() as i32 } else { 0 },
+        approval_stages: if approval.approval_required_for_add {
+            approval.stages.len() as i32
+        } else {
+            0
+        },
         justification_required: settings.justification_required,
         questions: policy.questions.clone(),
         custom_schedule_allowed: settings.allow_custom_schedule,

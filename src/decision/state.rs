@@ -12,8 +12,8 @@ use tokio::sync::watch;
 
 use crate::domain::directory::Member;
 use crate::pb::{
-    AccessPackage, AllowedTargetScope, Assignment, AssignmentPolicy, Catalog, ConnectedOrganization,
-    ConnectedOrganizationState, GroupMembership, User, UserKind,
+    AccessPackage, AllowedTargetScope, Assignment, AssignmentPolicy, Catalog,
+    ConnectedOrganization, ConnectedOrganizationState, GroupMembership, User, UserKind,
 };
 use crate::policy::entities::Subject;
 use crate::store::records::Record;
@@ -44,9 +44,11 @@ impl ScopeIndex {
                 .map(|u| (0, u))
                 .chain(targets.group_ids.into_iter().map(|g| (1, g)))
                 .collect(),
-            AllowedTargetScope::SpecificConnectedOrganizationUsers => {
-                targets.connected_organization_ids.into_iter().map(|o| (2, o)).collect()
-            }
+            AllowedTargetScope::SpecificConnectedOrganizationUsers => targets
+                .connected_organization_ids
+                .into_iter()
+                .map(|o| (2, o))
+                .collect(),
             AllowedTargetScope::AllMemberUsers => vec![(3, String::new())],
             AllowedTargetScope::AllDirectoryUsers => vec![(4, String::new())],
             AllowedTargetScope::AllConfiguredConnectedOrganizationUsers => vec![(5, String::new())],
@@ -126,8 +128,9 @@ pub struct State {
     pub assignments_by_user: HashMap<String, BTreeSet<String>>,
     /// package -> user -> assignment ids.
     pub holders_by_package: HashMap<String, BTreeMap<String, BTreeSet<String>>>,
-    /// Changes whenever a role assignment does: cached authorization
-    /// decisions older than this are stale.
+    /// Changes whenever a role assignment or a user does (a blocked user
+    /// holds no roles): cached authorization decisions older than this are
+    /// stale.
     pub roles_generation: u64,
 }
 
@@ -155,7 +158,10 @@ impl State {
             queue.extend(parents.iter().cloned());
             group_parents.insert(group, parents);
         }
-        let organization = self.organizations.get(&user.connected_organization_id).cloned();
+        let organization = self
+            .organizations
+            .get(&user.connected_organization_id)
+            .cloned();
         let held_packages = self
             .assignments_by_user
             .get(user_id)
@@ -179,7 +185,9 @@ impl State {
     fn committed_grants(&self, user: &str) -> BTreeSet<(String, String)> {
         let mut grants = BTreeSet::new();
         for id in self.assignments_by_user.get(user).into_iter().flatten() {
-            let Some(assignment) = self.assignments.get(id) else { continue };
+            let Some(assignment) = self.assignments.get(id) else {
+                continue;
+            };
             if let Some(package) = self.packages.get(&assignment.access_package_id) {
                 for role in &package.resource_roles {
                     grants.insert((role.resource_id.clone(), role.role_id.clone()));
@@ -190,7 +198,12 @@ impl State {
     }
 
     /// Users whose grants a write of `kind`/`id` may change.
-    fn affected_users(&self, kind: &str, id: &str, new_assignment: Option<&Assignment>) -> BTreeSet<String> {
+    fn affected_users(
+        &self,
+        kind: &str,
+        id: &str,
+        new_assignment: Option<&Assignment>,
+    ) -> BTreeSet<String> {
         match kind {
             "assignment" => self
                 .assignments
@@ -212,6 +225,7 @@ impl State {
         match kind {
             "user" => match value {
                 Some(bytes) => {
+                    self.roles_generation += 1;
                     self.users.insert(id.to_string(), codec::decode(bytes)?);
                 }
                 None => {
@@ -221,7 +235,8 @@ impl State {
             "membership" => self.apply_membership(id, value)?,
             "connected_organization" => match value {
                 Some(bytes) => {
-                    self.organizations.insert(id.to_string(), codec::decode(bytes)?);
+                    self.organizations
+                        .insert(id.to_string(), codec::decode(bytes)?);
                 }
                 None => {
                     self.organizations.remove(id);
@@ -425,7 +440,9 @@ impl CommitObserver for DecisionState {
         for change in changes {
             let mut grant_changes = Vec::new();
             for (key, value) in change.writes {
-                let Some((kind, id)) = record_key(key) else { continue };
+                let Some((kind, id)) = record_key(key) else {
+                    continue;
+                };
                 let new_assignment = match (kind, value) {
                     ("assignment", Some(bytes)) => codec::decode::<Assignment>(bytes).ok(),
                     _ => None,

@@ -15,9 +15,9 @@ use std::fs::File;
 use std::ops::Bound;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
-use std::sync::{Mutex, RwLock};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, mpsc};
+use std::sync::{Mutex, RwLock};
 use std::thread::JoinHandle;
 
 use tokio::sync::oneshot;
@@ -138,7 +138,10 @@ impl Store for SledStore {
     }
 
     fn observe(&self, observer: Arc<dyn CommitObserver>) {
-        self.observers.write().expect("observers lock poisoned").push(observer);
+        self.observers
+            .write()
+            .expect("observers lock poisoned")
+            .push(observer);
     }
 }
 
@@ -237,7 +240,12 @@ impl Committer {
                             writes,
                         })
                         .collect();
-                    for observer in self.observers.read().expect("observers lock poisoned").iter() {
+                    for observer in self
+                        .observers
+                        .read()
+                        .expect("observers lock poisoned")
+                        .iter()
+                    {
                         observer.committed(&changes);
                     }
                 }
