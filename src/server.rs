@@ -7,9 +7,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::server::NamedService;
 use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
@@ -97,6 +97,9 @@ fn tls_config(tls: &TlsSettings) -> anyhow::Result<ServerTlsConfig> {
     Ok(config)
 }
 
+/// How long in-flight calls may take to finish after a shutdown signal.
+pub const DRAIN_DEADLINE: Duration = Duration::from_secs(30);
+
 /// Loads the operator's policies, or the built-in ones.
 pub fn load_policies(settings: &Settings) -> anyhow::Result<PolicyEngine> {
     match &settings.policies {
@@ -162,11 +165,12 @@ pub async fn run(
     ready(address);
 
     let draining = reporter.clone();
+    let (began, shutdown_began) = tokio::sync::oneshot::channel::<()>();
     let mut server = Server::builder();
     if let Some(tls) = &settings.tls {
         server = server.tls_config(tls_config(tls)?)?;
     }
-    server
+    let serving = server
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -205,12 +209,30 @@ pub async fn run(
             ),
             auth,
         ))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
-            shutdown.await;
-            tracing::info!("shutting down: finishing in-flight calls");
-            report(&draining, ServingStatus::NotServing).await;
-        })
-        .await?;
+        // Without TCP_NODELAY, Nagle's algorithm holds back the last
+        // segment of multi-frame responses until the peer's delayed ack
+        // (~40 ms on Linux).
+        .serve_with_incoming_shutdown(
+            TcpIncoming::from(listener).with_nodelay(Some(true)),
+            async move {
+                shutdown.await;
+                tracing::info!("shutting down: finishing in-flight calls");
+                report(&draining, ServingStatus::NotServing).await;
+                let _ = began.send(());
+            },
+        );
+    // In-flight calls get a deadline: a client that never lets go of its
+    // connection must not keep the process (and the store) open forever.
+    let deadline = async {
+        match shutdown_began.await {
+            Ok(()) => tokio::time::sleep(DRAIN_DEADLINE).await,
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        served = serving => served?,
+        _ = deadline => tracing::warn!(?DRAIN_DEADLINE, "in-flight calls did not finish in time; stopping anyway"),
+    }
 
     let _ = stop_background.send(true);
     background.await?;

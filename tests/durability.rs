@@ -181,3 +181,46 @@ async fn every_acknowledged_write_survives_sigkill() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_flushes_and_exits_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, address) = spawn_binary(dir.path());
+    let mut directory = client(&address).await;
+    directory
+        .create_group(CreateGroupRequest {
+            group: Some(Group {
+                display_name: "Before the signal".into(),
+                ..Default::default()
+            }),
+            group_id: "before".into(),
+            request_id: String::new(),
+        })
+        .await
+        .unwrap();
+    let terminated = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(terminated.success());
+    // Wait off the runtime: the client's connection must keep being
+    // served while the server drains.
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    drop(directory);
+    assert_eq!(status.code(), Some(0), "graceful shutdown exits 0");
+
+    let (mut child, address) = spawn_binary(dir.path());
+    let found = client(&address)
+        .await
+        .get_group(GetGroupRequest {
+            id: "before".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(found.display_name, "Before the signal");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}

@@ -396,18 +396,24 @@ impl DecisionState {
     /// the grant changes of the last `retention` revisions that had any.
     pub fn load(view: &dyn ReadView, revision: Revision, retention: usize) -> StoreResult<Self> {
         let mut state = State::default();
+        let mut assignments_on_record = false;
         for kind in KINDS {
             for item in view.scan(&keys::prefix(&[keys::RECORD, kind]), None) {
                 let (key, value) = item?;
                 if let Some((kind, id)) = record_key(&key) {
+                    assignments_on_record |= kind == Assignment::KIND;
                     state.apply(kind, id, Some(&value))?;
                 }
             }
         }
+        // Grants come only from assignments, which stay on record once
+        // ended: with none on record no revision ever changed a grant, so
+        // the (empty) history is replayable from the very start.
+        let replayable_after = if assignments_on_record { revision } else { 0 };
         Ok(Self {
             state: RwLock::new(state),
             revision: watch::channel(revision).0,
-            events: EventLog::new(retention, revision),
+            events: EventLog::new(retention, replayable_after),
         })
     }
 
@@ -464,8 +470,9 @@ impl CommitObserver for DecisionState {
                     grant_changes.extend(after.difference(&before).map(|g| change(true, g)));
                 }
             }
+            // In the order they happened: a commit that adds and then
+            // removes a grant must fold to "removed".
             if !grant_changes.is_empty() {
-                grant_changes.sort();
                 self.events.append(RevisionEvents {
                     revision: change.revision,
                     changes: grant_changes,

@@ -27,6 +27,9 @@ use super::{
     WriteJob, keys,
 };
 
+/// A key written (Some) or deleted (None) by a commit.
+type KeyWrite = (Vec<u8>, Option<Vec<u8>>);
+
 /// The most jobs one durable sync covers.
 pub const MAX_BATCH: usize = 1024;
 
@@ -203,7 +206,7 @@ impl Committer {
         let mut batch = Overlay::new();
         let mut revision = self.revision.load(Ordering::Acquire);
         let mut replies = Vec::with_capacity(pending.len());
-        let mut committed: Vec<(Revision, Vec<(Vec<u8>, Option<Vec<u8>>)>)> = Vec::new();
+        let mut committed: Vec<(Revision, Vec<KeyWrite>)> = Vec::new();
         for Pending { job, reply } in pending {
             let mut txn = SledTxn {
                 tree: &self.tree,

@@ -17,6 +17,7 @@ use entitlements::pb::assignment_policies_client::AssignmentPoliciesClient;
 use entitlements::pb::assignment_requests_client::AssignmentRequestsClient;
 use entitlements::pb::assignments_client::AssignmentsClient;
 use entitlements::pb::catalogs_client::CatalogsClient;
+use entitlements::pb::decisions_client::DecisionsClient;
 use entitlements::pb::directory_client::DirectoryClient;
 use tokio::sync::oneshot;
 use tonic::service::Interceptor;
@@ -200,6 +201,10 @@ impl TestServer {
         user: &str,
     ) -> AssignmentsClient<InterceptedService<Channel, AsUser>> {
         AssignmentsClient::with_interceptor(self.channel(), AsUser::new(user))
+    }
+
+    pub fn decisions(&self, user: &str) -> DecisionsClient<InterceptedService<Channel, AsUser>> {
+        DecisionsClient::with_interceptor(self.channel(), AsUser::new(user))
     }
 }
 
