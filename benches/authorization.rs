@@ -74,7 +74,6 @@ fn read_request() -> tonic::Request<()> {
     let mut request = tonic::Request::new(());
     request.extensions_mut().insert(Principal {
         id: "reader".into(),
-        service: false,
         configured_roles: Vec::new(),
     });
     request

@@ -23,8 +23,6 @@ pub const DEV_USER_HEADER: &str = "x-entitlements-user";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
     pub id: String,
-    /// Whether the caller is a declared service principal.
-    pub service: bool,
     /// Roles granted by configuration (bootstrap global admins, service
     /// principal roles), on top of those stored as role assignments.
     pub configured_roles: Vec<String>,
@@ -44,7 +42,6 @@ impl Identities {
             configured_roles.push(GLOBAL_ADMIN.to_string());
         }
         Principal {
-            service: self.services.contains_key(&id),
             id,
             configured_roles,
         }

@@ -5,7 +5,7 @@
 //! client was told). Grant changes found while applying a commit go to the
 //! event log.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::RwLock;
 
 use tokio::sync::watch;
@@ -15,7 +15,7 @@ use crate::pb::{
     AccessPackage, AllowedTargetScope, Assignment, AssignmentPolicy, Catalog,
     ConnectedOrganization, ConnectedOrganizationState, GroupMembership, User, UserKind,
 };
-use crate::policy::entities::Subject;
+use crate::policy::entities::{Subject, group_ancestry};
 use crate::store::records::Record;
 use crate::store::{Change, CommitObserver, ReadView, Revision, StoreResult, codec, keys};
 
@@ -144,20 +144,14 @@ impl State {
             .get(user_id)
             .map(|g| g.iter().cloned().collect())
             .unwrap_or_default();
-        let mut group_parents = HashMap::new();
-        let mut queue: VecDeque<String> = direct_groups.iter().cloned().collect();
-        while let Some(group) = queue.pop_front() {
-            if group_parents.contains_key(&group) {
-                continue;
-            }
-            let parents: Vec<String> = self
+        let group_parents = group_ancestry(&direct_groups, |group| {
+            Ok(self
                 .parents_of_group
-                .get(&group)
+                .get(group)
                 .map(|p| p.iter().cloned().collect())
-                .unwrap_or_default();
-            queue.extend(parents.iter().cloned());
-            group_parents.insert(group, parents);
-        }
+                .unwrap_or_default())
+        })
+        .expect("reading parents from memory cannot fail");
         let organization = self
             .organizations
             .get(&user.connected_organization_id)

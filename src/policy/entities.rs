@@ -34,19 +34,31 @@ pub struct Subject {
     pub held_packages: Vec<String>,
 }
 
+/// Every group reachable from `direct` through nesting, each with its
+/// direct parents (as `parents_of` tells them).
+pub fn group_ancestry(
+    direct: &[String],
+    mut parents_of: impl FnMut(&str) -> Result<Vec<String>>,
+) -> Result<HashMap<String, Vec<String>>> {
+    let mut ancestry = HashMap::new();
+    let mut queue: VecDeque<String> = direct.iter().cloned().collect();
+    while let Some(group) = queue.pop_front() {
+        if ancestry.contains_key(&group) {
+            continue;
+        }
+        let parents = parents_of(&group)?;
+        queue.extend(parents.iter().cloned());
+        ancestry.insert(group, parents);
+    }
+    Ok(ancestry)
+}
+
 /// Loads what decisions need to know about a directory user.
 pub fn load_subject(view: &(impl ReadView + ?Sized), user: User) -> Result<Subject> {
     let direct_groups = targets(view, GroupMembership::KIND, GROUPS_OF_USER, &user.id)?;
-    let mut group_parents = HashMap::new();
-    let mut queue: VecDeque<String> = direct_groups.iter().cloned().collect();
-    while let Some(group) = queue.pop_front() {
-        if group_parents.contains_key(&group) {
-            continue;
-        }
-        let parents = targets(view, GroupMembership::KIND, GROUPS_OF_GROUP, &group)?;
-        queue.extend(parents.iter().cloned());
-        group_parents.insert(group, parents);
-    }
+    let group_parents = group_ancestry(&direct_groups, |group| {
+        targets(view, GroupMembership::KIND, GROUPS_OF_GROUP, group)
+    })?;
     let organization = match user.connected_organization_id.as_str() {
         "" => None,
         id => records::load::<ConnectedOrganization>(view, id)?,
