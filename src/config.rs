@@ -5,6 +5,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
@@ -35,6 +36,9 @@ pub struct Settings {
     /// How often an idle WatchGrants stream gets a checkpoint, in
     /// milliseconds.
     pub watch_checkpoint_ms: u64,
+    /// How many days audit events are kept; 0 keeps everything. Requests
+    /// and assignments are never pruned.
+    pub audit_retention_days: u32,
     /// Trust the development header naming the caller. Loopback only.
     pub dev_auth: bool,
     pub auth: AuthSettings,
@@ -91,6 +95,7 @@ impl Default for Settings {
             policies: None,
             scheduler_interval_ms: 1000,
             watch_retention: 100_000,
+            audit_retention_days: 0,
             watch_checkpoint_ms: 1000,
             dev_auth: false,
             auth: AuthSettings::default(),
@@ -134,6 +139,12 @@ pub struct ServeArgs {
 }
 
 impl Settings {
+    /// How long audit events are kept; None keeps everything.
+    pub fn audit_retention(&self) -> Option<Duration> {
+        (self.audit_retention_days > 0)
+            .then(|| Duration::from_secs(u64::from(self.audit_retention_days) * 24 * 3600))
+    }
+
     pub fn load(args: &ServeArgs) -> anyhow::Result<Self> {
         let mut figment = Figment::from(Serialized::defaults(Settings::default()));
         if let Some(file) = &args.config {

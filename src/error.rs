@@ -45,6 +45,9 @@ pub enum Error {
     },
     #[error("{0}")]
     Unauthenticated(String),
+    /// A question about a range the service no longer (or not yet) holds.
+    #[error("{0}")]
+    OutOfRange(String),
     #[error(transparent)]
     Store(#[from] StoreError),
     /// A failure of the service itself (e.g. a Cedar request it could not

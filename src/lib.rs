@@ -4,9 +4,11 @@
 //! Layers, outermost first: [`api`] (gRPC services and conventions),
 //! [`workflow`] (requests, assignments and their timing), [`policy`] (Cedar
 //! compilation and decisions), [`domain`] (the objects and their rules),
-//! [`store`] (durable state).
+//! [`audit`] (the hash-chained record of every change), [`store`] (durable
+//! state).
 
 pub mod api;
+pub mod audit;
 pub mod clock;
 pub mod config;
 pub mod decision;

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 use entitlements::api::jwt::{TokenClaims, mint_hs256};
+use entitlements::audit::export::ExportArgs;
 use entitlements::clock::SystemClock;
 use entitlements::config::{LogFormat, ServeArgs, Settings};
 use tracing_subscriber::EnvFilter;
@@ -23,6 +24,16 @@ enum Command {
     Serve(ServeArgs),
     /// Mint an HS256 bearer token for development and testing.
     Token(TokenArgs),
+    /// Work with a running server's audit trail.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Write the audit events the caller may see as JSON lines, oldest
+    /// first.
+    Export(ExportArgs),
 }
 
 #[derive(clap::Args)]
@@ -91,6 +102,11 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Token(args) => mint(args),
+        Command::Audit(AuditCommand::Export(args)) => {
+            let written = entitlements::audit::export::run(args).await?;
+            eprintln!("exported {written} audit events");
+            Ok(())
+        }
         Command::Serve(args) => {
             let settings = Settings::load(&args)?;
             init_logging(settings.log_format);

@@ -18,6 +18,8 @@ use std::time::Duration;
 
 use crate::api::access_packages::AccessPackagesApi;
 use crate::api::assignments::AssignmentsApi;
+use crate::api::audit::AuditLogApi;
+use crate::api::reports::ReportsApi;
 use anyhow::Context as _;
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
@@ -40,9 +42,11 @@ use crate::pb::access_packages_server::AccessPackagesServer;
 use crate::pb::assignment_policies_server::AssignmentPoliciesServer;
 use crate::pb::assignment_requests_server::AssignmentRequestsServer;
 use crate::pb::assignments_server::AssignmentsServer;
+use crate::pb::audit_log_server::AuditLogServer;
 use crate::pb::catalogs_server::CatalogsServer;
 use crate::pb::decisions_server::DecisionsServer;
 use crate::pb::directory_server::DirectoryServer;
+use crate::pb::reports_server::ReportsServer;
 use crate::pb::settings_server::SettingsServer;
 use crate::policy::PolicyEngine;
 use crate::store::Store;
@@ -50,7 +54,7 @@ use crate::store::sled_store::SledStore;
 use crate::workflow::scheduler::{self, SYSTEM_ACTOR};
 
 /// Names of every entitlements service, as health checks know them.
-pub const SERVICE_NAMES: [&str; 8] = [
+pub const SERVICE_NAMES: [&str; 10] = [
     <DirectoryServer<DirectoryApi> as NamedService>::NAME,
     <CatalogsServer<CatalogsApi> as NamedService>::NAME,
     <AccessPackagesServer<AccessPackagesApi> as NamedService>::NAME,
@@ -59,6 +63,8 @@ pub const SERVICE_NAMES: [&str; 8] = [
     <AssignmentsServer<AssignmentsApi> as NamedService>::NAME,
     <SettingsServer<SettingsApi> as NamedService>::NAME,
     <DecisionsServer<DecisionsApi> as NamedService>::NAME,
+    <AuditLogServer<AuditLogApi> as NamedService>::NAME,
+    <ReportsServer<ReportsApi> as NamedService>::NAME,
 ];
 
 /// Checks who can call before anything is served: bearer JWTs when keys
@@ -132,10 +138,7 @@ pub async fn run(
 
     let data_dir = settings.data_dir.clone();
     let store = Arc::new(tokio::task::spawn_blocking(move || SledStore::open(&data_dir)).await??);
-    let system = Actor {
-        id: SYSTEM_ACTOR.into(),
-        now: clock.now(),
-    };
+    let system = Actor::system(SYSTEM_ACTOR, clock.now());
     ensure_general_catalog(store.as_ref(), system.clone()).await?;
     ensure_settings(store.as_ref(), system).await?;
     let loading = store.clone();
@@ -152,7 +155,10 @@ pub async fn run(
     let background = scheduler::spawn(
         store.clone(),
         clock,
-        Duration::from_millis(settings.scheduler_interval_ms.max(1)),
+        scheduler::Options {
+            interval: Duration::from_millis(settings.scheduler_interval_ms.max(1)),
+            audit_retention: settings.audit_retention(),
+        },
         background_stop,
     );
 
@@ -196,6 +202,14 @@ pub async fn run(
         ))
         .add_service(AssignmentsServer::with_interceptor(
             AssignmentsApi::new(app.clone()),
+            auth.clone(),
+        ))
+        .add_service(AuditLogServer::with_interceptor(
+            AuditLogApi::new(app.clone()),
+            auth.clone(),
+        ))
+        .add_service(ReportsServer::with_interceptor(
+            ReportsApi::new(app.clone()),
             auth.clone(),
         ))
         .add_service(SettingsServer::with_interceptor(

@@ -306,6 +306,12 @@ enum Rpc {
     // Settings
     GetSettings,
     UpdateSettings,
+    // Audit and reports
+    VerifyAuditLog,
+    PackageAccessReport,
+    ExpiringAssignmentsReportForPackage,
+    RequestHistoryReportForPackage,
+    AccessAtTimeReportForPackage,
 }
 
 /// Every RPC with the roles allowed to call it.
@@ -373,6 +379,11 @@ fn matrix() -> Vec<(Rpc, &'static [Role])> {
         (ListOthersUserGrants, GLOBAL_ADMIN),
         (GetSettings, EVERYONE),
         (UpdateSettings, GLOBAL_ADMIN),
+        (VerifyAuditLog, GLOBAL_ADMIN),
+        (PackageAccessReport, C1_READERS),
+        (ExpiringAssignmentsReportForPackage, C1_READERS),
+        (RequestHistoryReportForPackage, C1_READERS),
+        (AccessAtTimeReportForPackage, C1_READERS),
     ]
 }
 
@@ -889,6 +900,48 @@ impl Matrix {
                         ..Default::default()
                     }),
                     update_mask: mask(&["delete_after"]),
+                })
+                .await
+                .map(drop),
+            Rpc::VerifyAuditLog => s
+                .audit(who)
+                .verify_audit_log(VerifyAuditLogRequest {})
+                .await
+                .map(drop),
+            Rpc::PackageAccessReport => s
+                .reports(who)
+                .package_access_report(PackageAccessReportRequest {
+                    access_package_id: "p1".into(),
+                    ..Default::default()
+                })
+                .await
+                .map(drop),
+            Rpc::ExpiringAssignmentsReportForPackage => s
+                .reports(who)
+                .expiring_assignments_report(ExpiringAssignmentsReportRequest {
+                    within: Some(common::world::days(30)),
+                    access_package_id: "p1".into(),
+                    ..Default::default()
+                })
+                .await
+                .map(drop),
+            Rpc::RequestHistoryReportForPackage => s
+                .reports(who)
+                .request_history_report(RequestHistoryReportRequest {
+                    access_package_id: "p1".into(),
+                    ..Default::default()
+                })
+                .await
+                .map(drop),
+            Rpc::AccessAtTimeReportForPackage => s
+                .reports(who)
+                .access_at_time_report(AccessAtTimeReportRequest {
+                    at: Some(prost_types::Timestamp {
+                        seconds: epoch_seconds(),
+                        nanos: 0,
+                    }),
+                    access_package_id: "p1".into(),
+                    ..Default::default()
                 })
                 .await
                 .map(drop),

@@ -16,7 +16,7 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
 
-const SERVICES: [&str; 8] = [
+const SERVICES: [&str; 10] = [
     "entitlements.v1.Directory",
     "entitlements.v1.Catalogs",
     "entitlements.v1.AccessPackages",
@@ -25,6 +25,8 @@ const SERVICES: [&str; 8] = [
     "entitlements.v1.Assignments",
     "entitlements.v1.Settings",
     "entitlements.v1.Decisions",
+    "entitlements.v1.AuditLog",
+    "entitlements.v1.Reports",
 ];
 
 fn check(service: &str) -> HealthCheckRequest {

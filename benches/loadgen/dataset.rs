@@ -287,10 +287,7 @@ trait Stamp: Record {
 }
 
 fn loader() -> Actor {
-    Actor {
-        id: "loadgen".into(),
-        now: SystemTime::now(),
-    }
+    Actor::system("loadgen", SystemTime::now())
 }
 
 macro_rules! stamp_entity {

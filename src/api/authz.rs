@@ -18,6 +18,10 @@ use crate::store::records::{self, Record};
 use super::App;
 use super::caller::{self, Principal};
 
+/// The metadata key a caller may use to name its call; audit events carry
+/// it.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
 /// An authenticated caller with the roles they hold.
 pub struct Caller {
     pub actor: Actor,
@@ -32,13 +36,26 @@ impl App {
         let mut roles = principal.configured_roles.clone();
         roles.extend(admin::stored_roles(self.store(), &principal.id).map_err(Status::from)?);
         Ok(Caller {
-            actor: Actor {
-                id: principal.id.clone(),
-                now: self.clock.now(),
-            },
+            actor: self.actor(&principal, request),
             principal,
             roles,
         })
+    }
+
+    /// `principal` making a change now, in the call `request` (its
+    /// x-request-id, or a fresh id when it sent none).
+    fn actor<T>(&self, principal: &Principal, request: &Request<T>) -> Actor {
+        let request_id = request
+            .metadata()
+            .get(REQUEST_ID_HEADER)
+            .and_then(|value| value.to_str().ok())
+            .filter(|value| !value.is_empty() && value.len() <= 128)
+            .map_or_else(crud::new_id, str::to_string);
+        Actor {
+            id: principal.id.clone(),
+            now: self.clock.now(),
+            request_id,
+        }
     }
 
     /// Whether `caller` may do `action` on `scope`.
@@ -134,10 +151,7 @@ impl App {
         let principal = caller::principal(request)?;
         let generation = self.decisions.read().roles_generation;
         let key = (principal.id.clone(), action, scope_key(scope));
-        let actor = Actor {
-            id: principal.id.clone(),
-            now: self.clock.now(),
-        };
+        let actor = self.actor(principal, request);
         if self.authz_cache.get(&key, generation) == Some(true) {
             return Ok(actor);
         }

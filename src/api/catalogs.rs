@@ -302,8 +302,9 @@ impl Catalogs for CatalogsApi {
         self.app
             .authorize(&caller, "RevokeRole", role_scope(&r.catalog_id))?;
         let (principal, catalog_id) = (r.principal_id.clone(), r.catalog_id.clone());
+        let actor = caller.actor.clone();
         let committed = write(self.app.store(), move |txn| {
-            catalog::revoke_role(txn, role, &r.principal_id, &r.catalog_id)
+            catalog::revoke_role(txn, role, &r.principal_id, &r.catalog_id, &actor)
         })
         .await?;
         tracing::info!(

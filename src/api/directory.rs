@@ -276,7 +276,8 @@ impl Directory for DirectoryApi {
         &self,
         request: Request<RemoveGroupMemberRequest>,
     ) -> Result<Response<DeleteResponse>, Status> {
-        self.app
+        let actor = self
+            .app
             .authorized(&request, "RemoveGroupMember", Scope::Tenant)?;
         let r = request.into_inner();
         let member = match r.member {
@@ -286,7 +287,7 @@ impl Directory for DirectoryApi {
         };
         let member = directory::check_membership_args(&r.group_id, member.as_ref())?;
         let committed = write(self.app.store(), move |txn| {
-            directory::remove_member(txn, &r.group_id, &member)
+            directory::remove_member(txn, &r.group_id, &member, &actor)
         })
         .await?;
         Ok(Response::new(DeleteResponse {

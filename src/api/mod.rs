@@ -3,6 +3,7 @@
 
 pub mod access_packages;
 pub mod assignments;
+pub mod audit;
 pub mod authz;
 pub mod caller;
 pub mod catalogs;
@@ -11,6 +12,7 @@ pub mod directory;
 pub mod jwt;
 pub mod paging;
 pub mod policies;
+pub mod reports;
 pub mod requests;
 pub mod settings;
 pub mod status;

@@ -70,11 +70,14 @@ impl PageRequest {
     /// The token for the page after `listed`, or "" when it was the last.
     pub fn next_token<E>(&self, listed: &Listed<E>, sort_key: impl Fn(&E) -> String) -> String {
         match listed.items.last() {
-            Some(last) if listed.more => {
-                URL_SAFE_NO_PAD.encode(format!("{}\n{}", self.filters, sort_key(last)))
-            }
+            Some(last) if listed.more => self.token_after(&sort_key(last)),
             _ => String::new(),
         }
+    }
+
+    /// The token for the page that continues after sort key `key`.
+    pub fn token_after(&self, key: &str) -> String {
+        URL_SAFE_NO_PAD.encode(format!("{}\n{key}", self.filters))
     }
 }
 

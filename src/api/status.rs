@@ -51,6 +51,7 @@ impl From<Error> for Status {
                 ),
             ),
             Error::Unauthenticated(_) => Status::unauthenticated(message),
+            Error::OutOfRange(_) => Status::out_of_range(message),
             Error::Store(error) => {
                 tracing::error!(%error, "store failure");
                 Status::internal(message)

@@ -4,6 +4,7 @@
 
 use std::collections::HashSet;
 
+use crate::audit::Draft;
 use crate::error::Result;
 use crate::pb::{
     AccessPackage, AllowedTargetScope, ApprovalStage, Approver, ConnectedOrganization,
@@ -62,6 +63,14 @@ pub fn is_external_scope(scope: AllowedTargetScope) -> bool {
 impl Entity for crate::pb::AssignmentPolicy {
     const FIELD: &'static str = "assignment_policy";
     tracked_fields!();
+
+    fn audit(&self, view: &dyn ReadView, draft: Draft, _: Option<&Self>) -> Result<Draft> {
+        let catalog = records::load::<AccessPackage>(view, &self.access_package_id)?
+            .map(|package| package.catalog_id)
+            .unwrap_or_default();
+        Ok(draft.catalog(catalog).package(&self.access_package_id))
+    }
+
     mutable_fields!(
         display_name,
         description,

@@ -3,6 +3,7 @@
 
 use std::collections::HashSet;
 
+use crate::audit::{self, Draft};
 use crate::error::{Error, Result};
 use crate::pb::{AdminRole, Catalog, CatalogKind, Resource, RoleAssignment, User, UserState};
 use crate::store::records::{self, IndexEntry, Record, Reference};
@@ -26,6 +27,11 @@ impl Record for Catalog {
 impl Entity for Catalog {
     const FIELD: &'static str = "catalog";
     tracked_fields!();
+
+    fn audit(&self, _: &dyn ReadView, draft: Draft, _: Option<&Self>) -> Result<Draft> {
+        Ok(draft.catalog(&self.id))
+    }
+
     mutable_fields!(display_name, description, enabled, externally_visible);
 
     fn normalize(&mut self, old: Option<&Self>) {
@@ -82,7 +88,10 @@ pub async fn ensure_general_catalog(store: &dyn Store, actor: Actor) -> Result<(
             ..Default::default()
         };
         stamp(&mut general, None, &actor, txn.revision());
-        records::save(txn, None, &general)
+        records::save(txn, None, &general)?;
+        let draft =
+            Draft::new(Catalog::KIND, "created", GENERAL_CATALOG_ID).catalog(GENERAL_CATALOG_ID);
+        audit::append(txn, &actor, draft)
     })
     .await?;
     Ok(())
@@ -130,6 +139,11 @@ pub const RESOURCE_ROLE_KIND: &str = "resource_role";
 impl Entity for Resource {
     const FIELD: &'static str = "resource";
     tracked_fields!();
+
+    fn audit(&self, _: &dyn ReadView, draft: Draft, _: Option<&Self>) -> Result<Draft> {
+        Ok(draft.catalog(&self.catalog_id))
+    }
+
     mutable_fields!(r#type, origin_id, display_name, description, roles);
 
     fn validate(&self, check: &mut Check) {
@@ -282,6 +296,7 @@ pub fn grant_role(
     }
     assignment.info = Some(record_info(actor, txn.revision(), None));
     records::save(txn, None, &assignment)?;
+    audit::append(txn, actor, role_event(&assignment, "granted"))?;
     Ok(assignment)
 }
 
@@ -290,11 +305,26 @@ pub fn revoke_role(
     role: AdminRole,
     principal_id: &str,
     catalog_id: &str,
+    actor: &Actor,
 ) -> Result<()> {
     let id = role_assignment_id(role, principal_id, catalog_id);
     let assignment: RoleAssignment = records::load(txn, &id)?.ok_or_else(|| Error::NotFound {
         kind: RoleAssignment::KIND,
         id: id.clone(),
     })?;
-    records::remove(txn, &assignment)
+    records::remove(txn, &assignment)?;
+    audit::append(txn, actor, role_event(&assignment, "revoked"))
+}
+
+/// The audit event of a role grant or revocation: in the catalog, or
+/// tenant-wide for tenant roles.
+fn role_event(assignment: &RoleAssignment, verb: &'static str) -> Draft {
+    let catalog = match assignment.catalog_id.as_str() {
+        TENANT_SCOPE => "",
+        catalog => catalog,
+    };
+    Draft::new(RoleAssignment::KIND, verb, assignment.id())
+        .catalog(catalog)
+        .user(&assignment.principal_id)
+        .detail("role", assignment.role().as_str_name())
 }

@@ -2,6 +2,7 @@
 //! conventions: client-chosen or generated ids, idempotent creates by request
 //! id, etags, update masks, and "nothing written" on any failure.
 
+use crate::audit::{self, Draft};
 use crate::error::{Error, Result};
 use crate::store::records::{self, Record, Source};
 use crate::store::{ReadView, Revision, Store, Txn, write};
@@ -74,6 +75,8 @@ pub async fn create_checked<E: Entity>(
         entity.check_against(txn, None)?;
         stamp(&mut entity, None, &actor, txn.revision());
         records::save(txn, None, &entity)?;
+        let draft = entity.audit(txn, Draft::new(E::KIND, "created", entity.id()), None)?;
+        audit::append(txn, &actor, draft)?;
         finish(txn, &entity)?;
         records::remember_request(txn, &actor.id, method, &request_id, &entity);
         Ok(entity)
@@ -127,6 +130,10 @@ pub async fn update_checked<E: Entity>(
         extra_check(&new)?;
         stamp(&mut new, Some(&old), &actor, txn.revision());
         records::save(txn, Some(&old), &new)?;
+        let fields: Vec<String> = fields.iter().map(|f| f.to_string()).collect();
+        let draft = Draft::new(E::KIND, "updated", new.id()).detail("fields", fields);
+        let draft = new.audit(txn, draft, Some(&old))?;
+        audit::append(txn, &actor, draft)?;
         Ok::<_, Error>(new)
     })
     .await?;
@@ -146,7 +153,9 @@ pub async fn delete<E: Entity>(
         let old: E = records::require(txn, &id)?;
         check_etag(&etag, old.etag(), E::KIND, &id)?;
         old.before_remove(txn, &actor)?;
-        records::remove(txn, &old)
+        records::remove(txn, &old)?;
+        let draft = old.audit(txn, Draft::new(E::KIND, "deleted", id.clone()), None)?;
+        audit::append(txn, &actor, draft)
     })
     .await?;
     Ok(committed.revision)

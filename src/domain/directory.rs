@@ -2,6 +2,7 @@
 
 use std::collections::{HashSet, VecDeque};
 
+use crate::audit::{self, Draft};
 use crate::error::{Error, Result};
 use crate::pb::{
     ConnectedOrganization, ConnectedOrganizationState, Group, GroupMembership, User, UserKind,
@@ -75,6 +76,11 @@ impl Record for User {
 impl Entity for User {
     const FIELD: &'static str = "user";
     tracked_fields!();
+
+    fn audit(&self, _: &dyn ReadView, draft: Draft, _: Option<&Self>) -> Result<Draft> {
+        Ok(draft.user(&self.id).outcome(self.state().as_str_name()))
+    }
+
     mutable_fields!(
         display_name,
         email,
@@ -199,6 +205,10 @@ pub fn delete_user(txn: &mut dyn Txn, id: &str, etag: &str, actor: &Actor) -> Re
     user.scheduled_delete_time = None;
     stamp(&mut user, Some(&old), actor, txn.revision());
     records::save(txn, Some(&old), &user)?;
+    let draft = Draft::new(User::KIND, "deleted", id)
+        .user(id)
+        .outcome(user.state().as_str_name());
+    audit::append(txn, actor, draft)?;
     Ok(user)
 }
 
@@ -382,17 +392,43 @@ pub fn add_member(
         info: None,
     };
     membership.info = Some(record_info(actor, txn.revision(), None));
+    audit::append(
+        txn,
+        actor,
+        membership_event(group_id, &member, "member_added"),
+    )?;
     records::save(txn, None, &membership)?;
     Ok(membership)
 }
 
-pub fn remove_member(txn: &mut dyn Txn, group_id: &str, member: &Member) -> Result<()> {
+pub fn remove_member(
+    txn: &mut dyn Txn,
+    group_id: &str,
+    member: &Member,
+    actor: &Actor,
+) -> Result<()> {
     let id = membership_id(group_id, member);
     let membership: GroupMembership = records::load(txn, &id)?.ok_or_else(|| Error::NotFound {
         kind: GroupMembership::KIND,
         id: id.clone(),
     })?;
-    records::remove(txn, &membership)
+    records::remove(txn, &membership)?;
+    audit::append(
+        txn,
+        actor,
+        membership_event(group_id, member, "member_removed"),
+    )
+}
+
+/// The audit event of a membership change, on the group.
+fn membership_event(group_id: &str, member: &Member, verb: &'static str) -> Draft {
+    let draft = Draft::new(Group::KIND, verb, group_id)
+        .detail("member_type", kind_of(member))
+        .detail("member_id", member.id());
+    match member {
+        Member::User(id) => draft.user(id),
+        Member::Group(_) => draft,
+    }
 }
 
 fn kind_of(member: &Member) -> &'static str {

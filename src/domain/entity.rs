@@ -4,6 +4,7 @@
 
 use std::time::SystemTime;
 
+use crate::audit::Draft;
 use crate::error::{Error, Result};
 use crate::pb::RecordInfo;
 use crate::store::records::Record;
@@ -11,11 +12,25 @@ use crate::store::{ReadView, Revision, Txn};
 
 use super::validate::Check;
 
-/// Who makes a change, and when.
+/// Who makes a change, when, and in which call (the request id audit
+/// events carry).
 #[derive(Debug, Clone)]
 pub struct Actor {
     pub id: String,
     pub now: SystemTime,
+    pub request_id: String,
+}
+
+impl Actor {
+    /// An actor for work the service does on its own, under a fresh
+    /// request id.
+    pub fn system(id: &str, now: SystemTime) -> Self {
+        Self {
+            id: id.to_string(),
+            now,
+            request_id: super::crud::new_id(),
+        }
+    }
 }
 
 pub trait Entity: Record {
@@ -49,6 +64,12 @@ pub trait Entity: Record {
     /// Removes what belongs to the record alone, or refuses the removal.
     fn before_remove(&self, _txn: &mut dyn Txn, _actor: &Actor) -> Result<()> {
         Ok(())
+    }
+    /// Completes the audit event of a change to this version of the record:
+    /// the catalog, package or user it belongs to, and details worth
+    /// keeping; `previous` is the version an update replaced.
+    fn audit(&self, _view: &dyn ReadView, draft: Draft, _previous: Option<&Self>) -> Result<Draft> {
+        Ok(draft)
     }
 }
 

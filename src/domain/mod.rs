@@ -8,6 +8,7 @@ pub mod directory;
 pub mod entity;
 pub mod package;
 pub mod request;
+pub mod request_events;
 pub mod settings;
 pub mod validate;
 

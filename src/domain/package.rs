@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeSet, HashSet};
 
+use crate::audit::{Draft, history};
 use crate::error::{Error, Result};
 use crate::pb::{AccessPackage, Catalog, Group, Resource};
 use crate::store::ReadView;
@@ -23,6 +24,15 @@ impl AccessPackage {
             .map(|r| r.resource_id.as_str())
             .collect()
     }
+}
+
+/// The package's resource roles as audit details name them.
+fn role_keys(package: &AccessPackage) -> Vec<String> {
+    package
+        .resource_roles
+        .iter()
+        .map(|r| history::role_key(&r.resource_id, &r.role_id))
+        .collect()
 }
 
 impl Record for AccessPackage {
@@ -76,6 +86,20 @@ impl Record for AccessPackage {
 impl Entity for AccessPackage {
     const FIELD: &'static str = "access_package";
     tracked_fields!();
+
+    /// Package events carry the resource roles before and after, which is
+    /// what reconstructing past grants needs (see `audit::history`).
+    fn audit(&self, _: &dyn ReadView, draft: Draft, previous: Option<&Self>) -> Result<Draft> {
+        let draft = draft
+            .catalog(&self.catalog_id)
+            .package(&self.id)
+            .detail(history::keys::ROLES, role_keys(self));
+        Ok(match previous {
+            Some(previous) => draft.detail(history::keys::PREVIOUS_ROLES, role_keys(previous)),
+            None => draft,
+        })
+    }
+
     mutable_fields!(
         display_name,
         description,

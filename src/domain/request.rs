@@ -199,7 +199,7 @@ pub fn close_current_stage(request: &mut AssignmentRequest, state: StageState) {
     }
 }
 
-/// Stores a changed request with fresh bookkeeping.
+/// Stores a changed request with fresh bookkeeping, and its audit events.
 pub fn save_request(
     txn: &mut dyn Txn,
     old: Option<&AssignmentRequest>,
@@ -211,7 +211,8 @@ pub fn save_request(
         txn.revision(),
         old.and_then(|o| o.info.as_ref()),
     ));
-    records::save(txn, old, request)
+    records::save(txn, old, request)?;
+    super::request_events::record(txn, old, request, actor)
 }
 
 /// Cancels every open request listed under (`index`, `value`).

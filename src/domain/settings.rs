@@ -1,5 +1,6 @@
 //! Tenant-wide settings: one record, created with defaults on first start.
 
+use crate::audit::{self, Draft};
 use crate::error::Result;
 use crate::pb::{ExternalUserLifecycle, RecordInfo, TenantSettings};
 use crate::store::records::{self, Record};
@@ -88,7 +89,12 @@ pub async fn ensure_settings(store: &dyn Store, actor: Actor) -> Result<()> {
         }
         let mut settings = current(txn)?;
         stamp(&mut settings, None, &actor, txn.revision());
-        records::save(txn, None, &settings)
+        records::save(txn, None, &settings)?;
+        audit::append(
+            txn,
+            &actor,
+            Draft::new(TenantSettings::KIND, "created", SETTINGS_ID),
+        )
     })
     .await?;
     Ok(())

@@ -39,6 +39,26 @@ pub trait ReadView {
         prefix: &[u8],
         start_after: Option<&[u8]>,
     ) -> Box<dyn Iterator<Item = StoreResult<KeyValue>> + 'a>;
+
+    /// Keys under `prefix`, descending, strictly before `start_before` if
+    /// given. This default reads the range forwards first; stores that can
+    /// walk backwards override it.
+    fn scan_back<'a>(
+        &'a self,
+        prefix: &[u8],
+        start_before: Option<&[u8]>,
+    ) -> Box<dyn Iterator<Item = StoreResult<KeyValue>> + 'a> {
+        let before = start_before.map(<[u8]>::to_vec);
+        let mut items: Vec<_> = self
+            .scan(prefix, None)
+            .take_while(|item| match (item, &before) {
+                (Ok((key, _)), Some(before)) => key < before,
+                _ => true,
+            })
+            .collect();
+        items.reverse();
+        Box::new(items.into_iter())
+    }
 }
 
 /// One state change, applied atomically.

@@ -247,10 +247,7 @@ pub fn ids<'v>(
     source: &Source<'_>,
     after: Option<&str>,
 ) -> impl Iterator<Item = StoreResult<String>> + 'v {
-    let prefix = match source {
-        Source::All => keys::prefix(&[keys::RECORD, listed_kind]),
-        Source::Index { kind, name, value } => keys::prefix(&[keys::INDEX, kind, name, value]),
-    };
+    let prefix = source_prefix(listed_kind, source);
     let start = after.map(|after| {
         let mut key = prefix.clone();
         key.extend_from_slice(after.as_bytes());
@@ -258,6 +255,14 @@ pub fn ids<'v>(
     });
     view.scan(&prefix, start.as_deref())
         .map(|item| item.map(|(key, _)| keys::last_part(&key)))
+}
+
+/// Where the keys of `source` live.
+pub fn source_prefix(listed_kind: &str, source: &Source<'_>) -> Vec<u8> {
+    match source {
+        Source::All => keys::prefix(&[keys::RECORD, listed_kind]),
+        Source::Index { kind, name, value } => keys::prefix(&[keys::INDEX, kind, name, value]),
+    }
 }
 
 /// The id of the record holding a uniqueness claim, if any.
@@ -279,10 +284,23 @@ pub fn index_up_to<'v>(
     name: &str,
     last_value: &str,
 ) -> impl Iterator<Item = StoreResult<(String, String)>> + 'v {
+    index_range(view, kind, name, None, last_value)
+}
+
+/// Like [`index_up_to`], starting strictly after the (value, target) pair
+/// `after` when given.
+pub fn index_range<'v>(
+    view: &'v (impl ReadView + ?Sized),
+    kind: &str,
+    name: &str,
+    after: Option<(&str, &str)>,
+    last_value: &str,
+) -> impl Iterator<Item = StoreResult<(String, String)>> + 'v {
     let prefix = keys::prefix(&[keys::INDEX, kind, name]);
     let skip = prefix.len();
+    let start = after.map(|(value, target)| keys::key(&[keys::INDEX, kind, name, value, target]));
     let last_value = last_value.to_string();
-    view.scan(&prefix, None)
+    view.scan(&prefix, start.as_deref())
         .map(move |item| {
             let (key, _) = item?;
             let rest = String::from_utf8_lossy(&key[skip..]).into_owned();

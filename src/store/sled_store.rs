@@ -118,6 +118,37 @@ impl ReadView for SledStore {
     ) -> Box<dyn Iterator<Item = StoreResult<KeyValue>> + 'a> {
         Box::new(sled_scan(&self.tree, prefix, start_after))
     }
+
+    fn scan_back<'a>(
+        &'a self,
+        prefix: &[u8],
+        start_before: Option<&[u8]>,
+    ) -> Box<dyn Iterator<Item = StoreResult<KeyValue>> + 'a> {
+        // Every key under the prefix sorts below the prefix with its last
+        // byte (the separator) raised by one.
+        let mut past_prefix = prefix.to_vec();
+        if let Some(last) = past_prefix.last_mut() {
+            *last += 1;
+        }
+        let end = match start_before {
+            Some(before) => Bound::Excluded(before.to_vec()),
+            None => Bound::Excluded(past_prefix),
+        };
+        let prefix = prefix.to_vec();
+        Box::new(
+            self.tree
+                .range::<Vec<u8>, _>((Bound::Included(prefix.clone()), end))
+                .rev()
+                .map(|item| {
+                    item.map(|(k, v)| (k.to_vec(), v.to_vec()))
+                        .map_err(StoreError::from)
+                })
+                .take_while(move |item| match item {
+                    Ok((k, _)) => k.starts_with(&prefix),
+                    Err(_) => true,
+                }),
+        )
+    }
 }
 
 impl Store for SledStore {

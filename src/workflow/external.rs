@@ -3,6 +3,7 @@
 //! policy an unknown domain creates a PROPOSED organization (once per
 //! domain: the domain is unique across organizations).
 
+use crate::audit::{self, Draft};
 use crate::domain::crud::new_id;
 use crate::domain::directory::{
     ORGANIZATION_BY_DOMAIN, ORGANIZATION_BY_TENANT, email_domain, is_domain,
@@ -16,7 +17,7 @@ use crate::pb::{
 };
 use crate::policy::entities::Subject;
 use crate::store::Txn;
-use crate::store::records;
+use crate::store::records::{self, Record};
 
 /// The subject an external requestor is decided as, and the requestor with
 /// the organization they were matched to.
@@ -116,6 +117,10 @@ fn propose(txn: &mut dyn Txn, domain: &str, actor: &Actor) -> Result<ConnectedOr
     };
     stamp(&mut organization, None, actor, txn.revision());
     records::save(txn, None, &organization)?;
+    let draft = Draft::new(ConnectedOrganization::KIND, "created", &organization.id)
+        .outcome(organization.state().as_str_name())
+        .detail("domain", domain);
+    audit::append(txn, actor, draft)?;
     tracing::info!(domain, id = %organization.id, "proposed a connected organization");
     Ok(organization)
 }

@@ -3,6 +3,7 @@
 //! scheduled requests and expires assignments. Each function runs inside
 //! one write transaction.
 
+use crate::audit::{self, Draft};
 use crate::domain::assignment::{ACTIVE_PAIR, ASSIGNMENTS_BY_TARGET};
 use crate::domain::crud::new_id;
 use crate::domain::directory::{self, targets};
@@ -106,7 +107,16 @@ fn create_governed_guest(
         ..Default::default()
     };
     stamp(&mut guest, None, actor, txn.revision());
-    records::save(txn, None, &guest)
+    records::save(txn, None, &guest)?;
+    let draft = Draft::new(User::KIND, "created", &guest.id)
+        .user(&guest.id)
+        .outcome(guest.state().as_str_name())
+        .detail("kind", guest.kind().as_str_name())
+        .detail(
+            "connected_organization_id",
+            &guest.connected_organization_id,
+        );
+    audit::append(txn, actor, draft)
 }
 
 /// Delivers an update request: the assignment (same id) gets the new end.
@@ -117,6 +127,7 @@ pub fn deliver_update(
 ) -> Result<()> {
     transition(request, RequestState::Delivering, actor, "")?;
     let old: Assignment = records::require(txn, &request.assignment_id)?;
+    request.previous_end_time = old.end_time;
     let mut assignment = old.clone();
     assignment.end_time = request.effective_schedule.as_ref().and_then(|s| s.end_time);
     assignment.info = Some(record_info(actor, txn.revision(), old.info.as_ref()));
@@ -186,7 +197,16 @@ fn apply_guest_lifecycle(txn: &mut dyn Txn, user_id: &str, actor: &Actor) -> Res
         }
     }
     stamp(&mut user, Some(&old), actor, txn.revision());
-    records::save(txn, Some(&old), &user)
+    records::save(txn, Some(&old), &user)?;
+    let draft = Draft::new(User::KIND, "blocked", user_id)
+        .user(user_id)
+        .outcome(user.state().as_str_name())
+        .detail("reason", "a governed guest lost their last assignment")
+        .detail(
+            "scheduled_delete_time",
+            user.scheduled_delete_time.map(|t| t.seconds),
+        );
+    audit::append(txn, actor, draft)
 }
 
 /// Deletes a governed guest whose deletion is due, unless they are no
@@ -206,6 +226,12 @@ pub fn delete_guest_if_due(txn: &mut dyn Txn, user_id: &str, actor: &Actor) -> R
         user.scheduled_delete_time = None;
         stamp(&mut user, Some(&old), actor, txn.revision());
         records::save(txn, Some(&old), &user)?;
+        let draft = Draft::new(User::KIND, "updated", user_id)
+            .user(user_id)
+            .outcome(user.state().as_str_name())
+            .detail("fields", vec!["scheduled_delete_time".to_string()])
+            .detail("reason", "the guest holds an assignment again");
+        audit::append(txn, actor, draft)?;
         return Ok(true);
     }
     delete_user(txn, user_id, "", actor)?;

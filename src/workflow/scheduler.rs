@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use crate::audit;
 use crate::clock::Clock;
 use crate::domain::assignment::ACTIVE_BY_END;
 use crate::domain::directory::USERS_BY_DELETE_TIME;
@@ -50,10 +51,7 @@ const DUE_WORK: [(&str, &str, Work); 4] = [
 /// Runs everything due at the clock's current time; returns how many items
 /// changed something.
 pub async fn run_due(store: &dyn Store, clock: &dyn Clock) -> Result<usize> {
-    let actor = Actor {
-        id: SYSTEM_ACTOR.into(),
-        now: clock.now(),
-    };
+    let actor = Actor::system(SYSTEM_ACTOR, clock.now());
     let now = epoch_seconds(actor.now);
     let mut done = 0;
     for (kind, index, work) in DUE_WORK {
@@ -67,11 +65,37 @@ pub async fn run_due(store: &dyn Store, clock: &dyn Clock) -> Result<usize> {
     Ok(done)
 }
 
-/// Runs due work every `interval` until `stop` changes.
+/// How the background work runs.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// Time between rounds.
+    pub interval: Duration,
+    /// How long audit events are kept (None: forever).
+    pub audit_retention: Option<Duration>,
+}
+
+/// Prunes audit events older than `keep`, one bounded batch per
+/// transaction, until none is left.
+pub async fn prune_audit(store: &dyn Store, clock: &dyn Clock, keep: Duration) -> Result<usize> {
+    let mut pruned = 0;
+    loop {
+        let actor = Actor::system(SYSTEM_ACTOR, clock.now());
+        let batch = write(store, move |txn| audit::retention::prune(txn, &actor, keep))
+            .await?
+            .value;
+        pruned += batch;
+        if batch < audit::retention::PRUNE_LIMIT {
+            return Ok(pruned);
+        }
+    }
+}
+
+/// Runs due work (and audit retention) every `options.interval` until
+/// `stop` changes.
 pub fn spawn(
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
-    interval: Duration,
+    options: Options,
     mut stop: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
@@ -79,8 +103,13 @@ pub fn spawn(
             if let Err(error) = run_due(store.as_ref(), clock.as_ref()).await {
                 tracing::error!(%error, "background work failed; retrying next round");
             }
+            if let Some(keep) = options.audit_retention
+                && let Err(error) = prune_audit(store.as_ref(), clock.as_ref(), keep).await
+            {
+                tracing::error!(%error, "audit retention failed; retrying next round");
+            }
             tokio::select! {
-                _ = tokio::time::sleep(interval) => {}
+                _ = tokio::time::sleep(options.interval) => {}
                 _ = stop.changed() => return,
             }
         }

@@ -16,9 +16,11 @@ use entitlements::pb::access_packages_client::AccessPackagesClient;
 use entitlements::pb::assignment_policies_client::AssignmentPoliciesClient;
 use entitlements::pb::assignment_requests_client::AssignmentRequestsClient;
 use entitlements::pb::assignments_client::AssignmentsClient;
+use entitlements::pb::audit_log_client::AuditLogClient;
 use entitlements::pb::catalogs_client::CatalogsClient;
 use entitlements::pb::decisions_client::DecisionsClient;
 use entitlements::pb::directory_client::DirectoryClient;
+use entitlements::pb::reports_client::ReportsClient;
 use tokio::sync::oneshot;
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
@@ -205,6 +207,14 @@ impl TestServer {
 
     pub fn decisions(&self, user: &str) -> DecisionsClient<InterceptedService<Channel, AsUser>> {
         DecisionsClient::with_interceptor(self.channel(), AsUser::new(user))
+    }
+
+    pub fn audit(&self, user: &str) -> AuditLogClient<InterceptedService<Channel, AsUser>> {
+        AuditLogClient::with_interceptor(self.channel(), AsUser::new(user))
+    }
+
+    pub fn reports(&self, user: &str) -> ReportsClient<InterceptedService<Channel, AsUser>> {
+        ReportsClient::with_interceptor(self.channel(), AsUser::new(user))
     }
 }
 

@@ -1,0 +1,117 @@
+//! `entitlements audit export`: streams ExportAuditEvents from a running
+//! server and writes one JSON object per line.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use prost_types::Timestamp;
+use tonic::metadata::MetadataValue;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig};
+
+use crate::api::caller::DEV_USER_HEADER;
+use crate::pb::audit_log_client::AuditLogClient;
+use crate::pb::{AuditFilter, ExportAuditEventsRequest};
+
+use super::json::event_json;
+
+#[derive(Debug, clap::Args)]
+pub struct ExportArgs {
+    /// The server, e.g. http://127.0.0.1:50051 (https:// for TLS)
+    #[arg(long, default_value = "http://127.0.0.1:50051")]
+    pub server: String,
+    /// A bearer token [env: ENTITLEMENTS_TOKEN]
+    #[arg(long, env = "ENTITLEMENTS_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// With a --dev-auth server: the caller to act as
+    #[arg(long, conflicts_with = "token")]
+    pub dev_user: Option<String>,
+    /// CA certificate (PEM) to trust for https://
+    #[arg(long)]
+    pub ca_cert: Option<PathBuf>,
+    /// Write here instead of standard output
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
+    #[arg(long, default_value = "")]
+    pub actor: String,
+    #[arg(long, default_value = "")]
+    pub action: String,
+    #[arg(long, default_value = "")]
+    pub target_type: String,
+    #[arg(long, default_value = "")]
+    pub target_id: String,
+    #[arg(long, default_value = "")]
+    pub catalog_id: String,
+    #[arg(long, default_value = "")]
+    pub access_package_id: String,
+    #[arg(long, default_value = "")]
+    pub user_id: String,
+    /// Events at or after this time (RFC 3339)
+    #[arg(long)]
+    pub since: Option<Timestamp>,
+    /// Events before this time (RFC 3339)
+    #[arg(long)]
+    pub until: Option<Timestamp>,
+}
+
+async fn connect(args: &ExportArgs) -> anyhow::Result<Channel> {
+    let mut endpoint = Channel::from_shared(args.server.clone())
+        .with_context(|| format!("{:?} is not a server address", args.server))?;
+    if args.server.starts_with("https://") {
+        let mut tls = ClientTlsConfig::new().with_enabled_roots();
+        if let Some(ca) = &args.ca_cert {
+            let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
+            tls = tls.ca_certificate(Certificate::from_pem(pem));
+        }
+        endpoint = endpoint.tls_config(tls)?;
+    }
+    endpoint
+        .connect()
+        .await
+        .with_context(|| format!("connecting to {}", args.server))
+}
+
+/// Exports every matching event the caller may see; returns how many.
+pub async fn run(args: ExportArgs) -> anyhow::Result<u64> {
+    let channel = connect(&args).await?;
+    let mut request = tonic::Request::new(ExportAuditEventsRequest {
+        filter: Some(AuditFilter {
+            actor: args.actor.clone(),
+            target_type: args.target_type.clone(),
+            target_id: args.target_id.clone(),
+            action: args.action.clone(),
+            catalog_id: args.catalog_id.clone(),
+            access_package_id: args.access_package_id.clone(),
+            user_id: args.user_id.clone(),
+            start_time: args.since,
+            end_time: args.until,
+        }),
+    });
+    if let Some(token) = &args.token {
+        let value: MetadataValue<_> = format!("Bearer {token}").parse()?;
+        request.metadata_mut().insert("authorization", value);
+    }
+    if let Some(user) = &args.dev_user {
+        request
+            .metadata_mut()
+            .insert(DEV_USER_HEADER, user.parse()?);
+    }
+    let mut stream = AuditLogClient::new(channel)
+        .export_audit_events(request)
+        .await?
+        .into_inner();
+    let mut out: Box<dyn Write> = match &args.output {
+        Some(path) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
+        )),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+    };
+    let mut written = 0;
+    while let Some(event) = stream.message().await? {
+        serde_json::to_writer(&mut out, &event_json(&event))?;
+        out.write_all(b"\n")?;
+        written += 1;
+    }
+    out.flush()?;
+    Ok(written)
+}

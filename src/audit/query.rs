@@ -1,0 +1,223 @@
+//! Finding audit events: by the most selective index a filter names, within
+//! the sequence range its time bounds map to, in either order.
+
+use prost_types::Timestamp;
+
+use crate::domain::validate::Check;
+use crate::error::Result;
+use crate::pb::{AuditEvent, AuditFilter, AuditOrder};
+use crate::store::records::{self, Record, Source};
+use crate::store::{ReadView, keys};
+
+use super::chain;
+use super::event::{
+    BY_ACTION, BY_ACTOR, BY_CATALOG, BY_PACKAGE, BY_TARGET, BY_TARGET_TYPE, BY_USER, sequence_key,
+    target_key,
+};
+
+/// A checked [`AuditFilter`]; empty fields do not filter.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    pub actor: String,
+    pub target_type: String,
+    pub target_id: String,
+    pub action: String,
+    pub catalog_id: String,
+    pub access_package_id: String,
+    pub user_id: String,
+    pub start: Option<Timestamp>,
+    pub end: Option<Timestamp>,
+}
+
+fn seconds_nanos(t: &Timestamp) -> (i64, i32) {
+    (t.seconds, t.nanos)
+}
+
+impl Filter {
+    pub fn parse(filter: Option<AuditFilter>) -> Result<Self> {
+        let f = filter.unwrap_or_default();
+        let mut check = Check::new("filter");
+        for (field, value) in [
+            ("actor", &f.actor),
+            ("target_id", &f.target_id),
+            ("catalog_id", &f.catalog_id),
+            ("access_package_id", &f.access_package_id),
+            ("user_id", &f.user_id),
+        ] {
+            check.optional_id(field, value);
+        }
+        check.text("target_type", &f.target_type, 64, false);
+        check.text("action", &f.action, 128, false);
+        check.require(
+            f.target_id.is_empty() || !f.target_type.is_empty(),
+            "target_type",
+            "is required with target_id",
+        );
+        if let (Some(start), Some(end)) = (&f.start_time, &f.end_time) {
+            check.require(
+                seconds_nanos(start) < seconds_nanos(end),
+                "end_time",
+                "must be after start_time",
+            );
+        }
+        check.finish()?;
+        Ok(Self {
+            actor: f.actor,
+            target_type: f.target_type,
+            target_id: f.target_id,
+            action: f.action,
+            catalog_id: f.catalog_id,
+            access_package_id: f.access_package_id,
+            user_id: f.user_id,
+            start: f.start_time,
+            end: f.end_time,
+        })
+    }
+
+    /// Every filter value in a fixed order, to bind page tokens to.
+    pub fn token_parts(&self) -> Vec<String> {
+        let time = |t: &Option<Timestamp>| {
+            t.map(|t| format!("{}.{}", t.seconds, t.nanos))
+                .unwrap_or_default()
+        };
+        vec![
+            self.actor.clone(),
+            self.target_type.clone(),
+            self.target_id.clone(),
+            self.action.clone(),
+            self.catalog_id.clone(),
+            self.access_package_id.clone(),
+            self.user_id.clone(),
+            time(&self.start),
+            time(&self.end),
+        ]
+    }
+
+    fn matches(&self, event: &AuditEvent) -> bool {
+        let field = |wanted: &str, value: &str| wanted.is_empty() || wanted == value;
+        field(&self.actor, &event.actor)
+            && field(&self.target_type, &event.target_type)
+            && field(&self.target_id, &event.target_id)
+            && field(&self.action, &event.action)
+            && field(&self.catalog_id, &event.catalog_id)
+            && field(&self.access_package_id, &event.access_package_id)
+            && field(&self.user_id, &event.user_id)
+    }
+
+    /// The narrowest index the filter names.
+    fn source(&self) -> (&'static str, String) {
+        if !self.target_id.is_empty() {
+            return (BY_TARGET, target_key(&self.target_type, &self.target_id));
+        }
+        [
+            (BY_PACKAGE, &self.access_package_id),
+            (BY_USER, &self.user_id),
+            (BY_ACTOR, &self.actor),
+            (BY_CATALOG, &self.catalog_id),
+            (BY_ACTION, &self.action),
+            (BY_TARGET_TYPE, &self.target_type),
+        ]
+        .into_iter()
+        .find(|(_, value)| !value.is_empty())
+        .map(|(name, value)| (name, value.clone()))
+        .unwrap_or(("", String::new()))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Order {
+    OldestFirst,
+    NewestFirst,
+}
+
+impl From<AuditOrder> for Order {
+    fn from(order: AuditOrder) -> Self {
+        match order {
+            AuditOrder::NewestFirst => Order::NewestFirst,
+            _ => Order::OldestFirst,
+        }
+    }
+}
+
+fn load_at(view: &(impl ReadView + ?Sized), sequence: u64) -> Result<Option<AuditEvent>> {
+    Ok(records::load(view, &sequence_key(sequence))?)
+}
+
+/// The first sequence in [low, high) whose event is at or after `time`
+/// (`high` when none is). Event times never decrease along the chain.
+fn first_at_or_after(
+    view: &(impl ReadView + ?Sized),
+    time: &Timestamp,
+    mut low: u64,
+    mut high: u64,
+) -> Result<u64> {
+    while low < high {
+        let middle = low + (high - low) / 2;
+        let before = load_at(view, middle)?
+            .and_then(|e| e.time)
+            .is_some_and(|t| seconds_nanos(&t) < seconds_nanos(time));
+        if before {
+            low = middle + 1;
+        } else {
+            high = middle;
+        }
+    }
+    Ok(low)
+}
+
+/// Matching events strictly beyond sequence `after` in `order`.
+pub fn events<'v>(
+    view: &'v (impl ReadView + ?Sized),
+    filter: &'v Filter,
+    order: Order,
+    after: Option<u64>,
+) -> Result<impl Iterator<Item = Result<AuditEvent>> + 'v> {
+    let first = chain::anchor(view)?.first;
+    let past_last = chain::head(view)?.sequence + 1;
+    let low = match &filter.start {
+        Some(start) => first_at_or_after(view, start, first, past_last)?,
+        None => first,
+    };
+    let high = match &filter.end {
+        Some(end) => first_at_or_after(view, end, first, past_last)?,
+        None => past_last,
+    };
+    // [low, high) is the sequence range; `after` narrows it for paging.
+    let (low, high) = match (order, after) {
+        (Order::OldestFirst, Some(after)) => (low.max(after + 1), high),
+        (Order::NewestFirst, Some(after)) => (low, high.min(after)),
+        _ => (low, high),
+    };
+    let (index, value) = filter.source();
+    let source = if index.is_empty() {
+        Source::All
+    } else {
+        Source::Index {
+            kind: AuditEvent::KIND,
+            name: index,
+            value: &value,
+        }
+    };
+    let prefix = records::source_prefix(AuditEvent::KIND, &source);
+    let key_of = |sequence: u64| {
+        let mut key = prefix.clone();
+        key.extend_from_slice(sequence_key(sequence).as_bytes());
+        key
+    };
+    let keys = match order {
+        Order::OldestFirst => view.scan(&prefix, low.checked_sub(1).map(key_of).as_deref()),
+        Order::NewestFirst => view.scan_back(&prefix, Some(&key_of(high))),
+    };
+    let ids = keys.map(|item| -> Result<String> { Ok(keys::last_part(&item?.0)) });
+    Ok(ids
+        .map(|id| -> Result<u64> { Ok(id?.parse::<u64>().unwrap_or(0)) })
+        .take_while(move |sequence| match sequence {
+            Ok(sequence) => (low..high).contains(sequence),
+            Err(_) => true,
+        })
+        .filter_map(move |sequence| match sequence {
+            Ok(sequence) => load_at(view, sequence).transpose(),
+            Err(error) => Some(Err(error)),
+        })
+        .filter(move |event| event.as_ref().map_or(true, |e| filter.matches(e))))
+}

@@ -1,0 +1,151 @@
+//! The audit events of a request change, derived from what the save
+//! changes: a new request, new approver decisions, and the states it passed
+//! through. Deriving them here, where every request change is saved, keeps
+//! them complete and in causal order (creation, decisions, outcome).
+
+use crate::audit::history::keys;
+use crate::audit::{self, Draft};
+use crate::error::Result;
+use crate::pb::{
+    AccessPackage, Assignment, AssignmentRequest, EndReason, RequestState, RequestType, StageState,
+};
+use crate::store::Txn;
+use crate::store::records::{self, Record};
+
+use super::entity::Actor;
+
+/// The target type of request events.
+pub const REQUEST: &str = "request";
+
+fn seconds(time: Option<prost_types::Timestamp>) -> Option<i64> {
+    time.map(|t| t.seconds)
+}
+
+/// Appends the events of saving `new` over `old`.
+pub fn record(
+    txn: &mut dyn Txn,
+    old: Option<&AssignmentRequest>,
+    new: &AssignmentRequest,
+    actor: &Actor,
+) -> Result<()> {
+    let catalog = records::load::<AccessPackage>(txn, &new.access_package_id)?
+        .map(|package| package.catalog_id)
+        .unwrap_or_default();
+    let event = |verb: &'static str| {
+        Draft::new(REQUEST, verb, &new.id)
+            .catalog(&catalog)
+            .package(&new.access_package_id)
+            .user(&new.target_id)
+            .detail(keys::REQUEST_TYPE, new.r#type().as_str_name())
+    };
+    let system = matches!(
+        new.r#type(),
+        RequestType::SystemAdd | RequestType::SystemRemove
+    );
+    if old.is_none() && !system {
+        let draft = event("created")
+            .outcome(new.state().as_str_name())
+            .detail(keys::POLICY, &new.assignment_policy_id)
+            .detail(keys::ASSIGNMENT, &new.assignment_id)
+            .detail("requestor_id", &new.requestor_id)
+            .detail("justification", &new.justification);
+        audit::append(txn, actor, draft)?;
+    }
+    for (index, stage) in new.approval_stages.iter().enumerate() {
+        let known = old
+            .and_then(|o| o.approval_stages.get(index))
+            .map_or(0, |s| s.decisions.len());
+        for decision in stage.decisions.iter().skip(known) {
+            let outcome = if decision.approved {
+                "APPROVED"
+            } else {
+                "DENIED"
+            };
+            let draft = event("stage_decided")
+                .outcome(outcome)
+                .detail("stage", i64::from(stage.stage))
+                .detail("approver_id", &decision.approver_id)
+                .detail("justification", &decision.justification);
+            audit::append(txn, actor, draft)?;
+        }
+    }
+    let seen = old.map_or(0, |o| o.history.len());
+    for change in new.history.iter().skip(seen) {
+        let with_reason = |draft: Draft| {
+            draft
+                .outcome(change.state().as_str_name())
+                .detail("reason", &change.reason)
+        };
+        let draft = match change.state() {
+            RequestState::Delivered if new.is_add() || is_update(new) => {
+                with_reason(delivered(txn, new, event("delivered"))?)
+            }
+            RequestState::Delivered => assignment_ended(txn, new)?,
+            RequestState::Denied if timed_out(new) => with_reason(event("timed_out")),
+            RequestState::Denied => with_reason(event("denied")),
+            RequestState::Canceled => with_reason(event("canceled")),
+            RequestState::DeliveryFailed => with_reason(event("delivery_failed")),
+            _ => continue,
+        };
+        audit::append(txn, actor, draft)?;
+    }
+    Ok(())
+}
+
+fn is_update(request: &AssignmentRequest) -> bool {
+    matches!(
+        request.r#type(),
+        RequestType::UserUpdate | RequestType::AdminUpdate
+    )
+}
+
+fn timed_out(request: &AssignmentRequest) -> bool {
+    request
+        .approval_stages
+        .last()
+        .is_some_and(|s| s.state() == StageState::TimedOut)
+}
+
+/// A delivered add or extension: the assignment as it now stands (and for
+/// an extension the end it had), which is what replaying history needs.
+fn delivered(txn: &dyn Txn, request: &AssignmentRequest, draft: Draft) -> Result<Draft> {
+    let assignment: Assignment = records::require(txn, &request.assignment_id)?;
+    let draft = draft
+        .detail(keys::ASSIGNMENT, &assignment.id)
+        .detail(keys::POLICY, &assignment.assignment_policy_id)
+        .detail(keys::REQUEST, &assignment.request_id)
+        .detail(keys::START, seconds(assignment.start_time))
+        .detail(keys::END, seconds(assignment.end_time));
+    Ok(if is_update(request) {
+        draft.detail(keys::PREVIOUS_END, seconds(request.previous_end_time))
+    } else {
+        draft
+    })
+}
+
+/// A delivered removal (by the user, an administrator, expiry or the
+/// target's deletion) is recorded on the assignment it ended.
+fn assignment_ended(txn: &dyn Txn, request: &AssignmentRequest) -> Result<Draft> {
+    let assignment: Assignment = records::require(txn, &request.assignment_id)?;
+    let verb = match assignment.end_reason() {
+        EndReason::Expired => "expired",
+        _ => "removed",
+    };
+    let catalog = records::load::<AccessPackage>(txn, &assignment.access_package_id)?
+        .map(|package| package.catalog_id)
+        .unwrap_or_default();
+    let draft = Draft::new(Assignment::KIND, verb, &assignment.id)
+        .outcome(assignment.state().as_str_name())
+        .catalog(catalog)
+        .package(&assignment.access_package_id)
+        .user(&assignment.target_id)
+        .detail("end_reason", assignment.end_reason().as_str_name())
+        .detail("removal_request_id", &request.id)
+        .detail(keys::REQUEST_TYPE, request.r#type().as_str_name())
+        .detail(keys::ASSIGNMENT, &assignment.id)
+        .detail(keys::POLICY, &assignment.assignment_policy_id)
+        .detail(keys::REQUEST, &assignment.request_id)
+        .detail(keys::START, seconds(assignment.start_time))
+        .detail(keys::END, seconds(assignment.end_time));
+    Ok(draft)
+}
