@@ -301,7 +301,7 @@ impl Reports for ReportsApi {
             "must not be in the future",
         );
         check.require(
-            by_role != !r.access_package_id.is_empty(),
+            by_role == r.access_package_id.is_empty(),
             "access_package_id",
             "give either access_package_id or resource_id with role_id",
         );
