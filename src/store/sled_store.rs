@@ -134,20 +134,10 @@ impl ReadView for SledStore {
             Some(before) => Bound::Excluded(before.to_vec()),
             None => Bound::Excluded(past_prefix),
         };
-        let prefix = prefix.to_vec();
-        Box::new(
-            self.tree
-                .range::<Vec<u8>, _>((Bound::Included(prefix.clone()), end))
-                .rev()
-                .map(|item| {
-                    item.map(|(k, v)| (k.to_vec(), v.to_vec()))
-                        .map_err(StoreError::from)
-                })
-                .take_while(move |item| match item {
-                    Ok((k, _)) => k.starts_with(&prefix),
-                    Err(_) => true,
-                }),
-        )
+        let range = self
+            .tree
+            .range::<Vec<u8>, _>((Bound::Included(prefix.to_vec()), end));
+        Box::new(within_prefix(range.rev(), prefix))
     }
 }
 
@@ -184,12 +174,21 @@ fn sled_scan<'a>(
     prefix: &[u8],
     start_after: Option<&[u8]>,
 ) -> impl Iterator<Item = StoreResult<KeyValue>> + 'a {
-    let prefix = prefix.to_vec();
     let start = match start_after {
         Some(after) => Bound::Excluded(after.to_vec()),
-        None => Bound::Included(prefix.clone()),
+        None => Bound::Included(prefix.to_vec()),
     };
-    tree.range::<Vec<u8>, _>((start, Bound::Unbounded))
+    within_prefix(tree.range::<Vec<u8>, _>((start, Bound::Unbounded)), prefix)
+}
+
+/// Owned key-value pairs from a sled range, for as long as keys stay under
+/// `prefix`.
+fn within_prefix<'a>(
+    range: impl Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>> + 'a,
+    prefix: &[u8],
+) -> impl Iterator<Item = StoreResult<KeyValue>> + 'a {
+    let prefix = prefix.to_vec();
+    range
         .map(|item| {
             item.map(|(k, v)| (k.to_vec(), v.to_vec()))
                 .map_err(StoreError::from)
@@ -436,6 +435,37 @@ mod tests {
         assert_eq!(first.revision + 1, second.revision);
         assert_eq!(second.value, vec![b"a/1".to_vec(), b"a/2".to_vec()]);
         assert_eq!(store.revision(), second.revision);
+    }
+
+    #[tokio::test]
+    async fn backward_scans_stay_in_their_prefix_in_the_store_and_in_a_job() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        let keys = |items: Vec<StoreResult<KeyValue>>| -> Vec<Vec<u8>> {
+            items.into_iter().map(|kv| kv.unwrap().0).collect()
+        };
+        let in_job = write::<_, StoreError, _>(&store, move |txn| {
+            for key in ["a/1", "a/2", "a/3", "b/1", "a"] {
+                txn.put(key.as_bytes().to_vec(), b"v".to_vec());
+            }
+            Ok((
+                keys(txn.scan_back(b"a/", None).collect()),
+                keys(txn.scan_back(b"a/", Some(b"a/3")).collect()),
+            ))
+        })
+        .await
+        .unwrap()
+        .value;
+        let committed = (
+            keys(store.scan_back(b"a/", None).collect()),
+            keys(store.scan_back(b"a/", Some(b"a/3")).collect()),
+        );
+        let expected = (
+            vec![b"a/3".to_vec(), b"a/2".to_vec(), b"a/1".to_vec()],
+            vec![b"a/2".to_vec(), b"a/1".to_vec()],
+        );
+        assert_eq!(in_job, expected);
+        assert_eq!(committed, expected);
     }
 
     #[tokio::test]
