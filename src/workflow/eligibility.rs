@@ -24,7 +24,7 @@ pub fn decide(
     context: ChangeContext,
 ) -> Result<Decision> {
     let scope = PolicyScope::load(engine, view, policy)?;
-    let entities = slice(subject, &scope.target(policy)).map_err(Error::internal)?;
+    let entities = slice(subject, &[scope.target(policy)]).map_err(Error::internal)?;
     engine
         .decide(
             &scope.set,
@@ -63,7 +63,7 @@ impl PolicyScope {
             policies.extend(records::load::<AssignmentPolicy>(view, &id)?);
         }
         let set = engine
-            .package_set(&package, &policies)
+            .package_set(&package, &policies.iter().collect::<Vec<_>>())
             .map_err(Error::internal)?;
         Ok(Self {
             package,
