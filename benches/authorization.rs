@@ -24,7 +24,7 @@ fn app_with_reader(dir: &std::path::Path) -> App {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         write::<_, entitlements::error::Error, _>(store.as_ref() as &dyn Store, |txn| {
-            let actor = Actor::system("bench", std::time::SystemTime::now());
+            let actor = Actor::new("bench", std::time::SystemTime::now());
             records::save(
                 txn,
                 None,

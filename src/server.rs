@@ -138,7 +138,7 @@ pub async fn run(
 
     let data_dir = settings.data_dir.clone();
     let store = Arc::new(tokio::task::spawn_blocking(move || SledStore::open(&data_dir)).await??);
-    let system = Actor::system(SYSTEM_ACTOR, clock.now());
+    let system = Actor::new(SYSTEM_ACTOR, clock.now());
     ensure_general_catalog(store.as_ref(), system.clone()).await?;
     ensure_settings(store.as_ref(), system).await?;
     let loading = store.clone();

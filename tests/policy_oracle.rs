@@ -342,9 +342,9 @@ proptest! {
     fn compiled_cedar_agrees_with_the_reference(world in world()) {
         let engine = PolicyEngine::builtin().unwrap();
         let r = records(&world);
-        let set = engine.package_set(&r.package, std::slice::from_ref(&r.policy)).unwrap();
+        let set = engine.package_set(&r.package, &[&r.policy]).unwrap();
         let target = Target { policy: &r.policy, package: &r.package, catalog: &r.catalog };
-        let entities = slice(&r.subject, &target).unwrap();
+        let entities = slice(&r.subject, std::slice::from_ref(&target)).unwrap();
         let context = ChangeContext { now: 1_000, start: 1_000, custom_schedule: false };
         for action in [REQUEST_ACCESS, ADMIN_ASSIGN] {
             let decision = engine

@@ -287,7 +287,7 @@ trait Stamp: Record {
 }
 
 fn loader() -> Actor {
-    Actor::system("loadgen", SystemTime::now())
+    Actor::new("loadgen", SystemTime::now())
 }
 
 macro_rules! stamp_entity {

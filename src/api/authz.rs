@@ -3,7 +3,8 @@
 //! acts on; Lists keep only what the caller may see.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::RwLock;
 
 use tonic::{Request, Status};
 
@@ -11,8 +12,8 @@ use crate::domain::crud;
 use crate::domain::entity::Actor;
 use crate::error::{Error, Result};
 use crate::pb::AccessPackage;
-use crate::policy::Facts;
 use crate::policy::admin::{self, Scope};
+use crate::policy::{Facts, PolicyEngine};
 use crate::store::records::{self, Record};
 
 use super::App;
@@ -150,14 +151,20 @@ impl App {
     ) -> std::result::Result<Actor, Status> {
         let principal = caller::principal(request)?;
         let generation = self.decisions.read().roles_generation;
-        let key = (principal.id.clone(), action, scope_key(scope));
+        let resource = CachedResource::of(scope, &principal.id, &self.policies);
         let actor = self.actor(principal, request);
-        if self.authz_cache.get(&key, generation) == Some(true) {
+        if self
+            .authz_cache
+            .allowed(&principal.id, action, &resource, generation)
+        {
             return Ok(actor);
         }
         let caller = self.caller(request)?;
         let allowed = self.authorize(&caller, action, scope);
-        self.authz_cache.put(key, generation, allowed.is_ok());
+        if allowed.is_ok() {
+            self.authz_cache
+                .remember(&principal.id, action, resource, generation);
+        }
         allowed?;
         Ok(actor)
     }
@@ -259,43 +266,142 @@ impl<'a> RecordFilter<'a> {
     }
 }
 
-fn scope_key(scope: Scope<'_>) -> String {
-    match scope {
-        Scope::Tenant => "tenant".into(),
-        Scope::Catalog(id) => format!("catalog/{id}"),
-        Scope::Record {
-            catalog,
-            target,
-            requestor,
-        } => format!("record/{catalog}/{target}/{requestor}"),
-        Scope::User(id) => format!("user/{id}"),
+/// A user a decision is about, reduced to what the administration policies
+/// can tell apart. In a decision about a user that user is no entity (no
+/// attributes, no parents): the policies can only compare them with the
+/// caller and with users they name, so every other user gets one answer.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Someone {
+    TheCaller,
+    Named(String),
+    Anyone,
+}
+
+/// The resource of a cached decision.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum CachedResource {
+    Tenant,
+    Catalog(String),
+    Record {
+        catalog: String,
+        target: String,
+        requestor: String,
+    },
+    User(Someone),
+}
+
+impl CachedResource {
+    fn of(scope: Scope<'_>, caller: &str, policies: &PolicyEngine) -> Self {
+        match scope {
+            Scope::Tenant => Self::Tenant,
+            Scope::Catalog(id) => Self::Catalog(id.to_string()),
+            Scope::Record {
+                catalog,
+                target,
+                requestor,
+            } => Self::Record {
+                catalog: catalog.to_string(),
+                target: target.to_string(),
+                requestor: requestor.to_string(),
+            },
+            Scope::User(id) if id == caller => Self::User(Someone::TheCaller),
+            Scope::User(id) if policies.admin_names_user(id) => {
+                Self::User(Someone::Named(id.to_string()))
+            }
+            Scope::User(_) => Self::User(Someone::Anyone),
+        }
     }
 }
 
-type CacheKey = (String, &'static str, String);
-
-/// Authorization decisions by (principal, action, resource), valid for one
-/// generation of role assignments. Bounded: it starts over when full.
+/// Allowed authorization decisions by caller, then (action, resource),
+/// valid for one generation of role assignments. Read-mostly: lookups
+/// share the lock. Bounded: it starts over when full.
 #[derive(Default)]
 pub struct DecisionCache {
-    entries: std::sync::Mutex<(u64, HashMap<CacheKey, bool>)>,
+    entries: RwLock<CacheEntries>,
+}
+
+#[derive(Default)]
+struct CacheEntries {
+    generation: u64,
+    len: usize,
+    by_caller: HashMap<String, HashMap<&'static str, HashSet<CachedResource>>>,
 }
 
 const CACHE_LIMIT: usize = 100_000;
 
 impl DecisionCache {
-    fn get(&self, key: &CacheKey, generation: u64) -> Option<bool> {
-        let entries = self.entries.lock().expect("authorization cache poisoned");
-        (entries.0 == generation)
-            .then(|| entries.1.get(key).copied())
-            .flatten()
+    fn allowed(
+        &self,
+        caller: &str,
+        action: &'static str,
+        resource: &CachedResource,
+        generation: u64,
+    ) -> bool {
+        let entries = self.entries.read().expect("authorization cache poisoned");
+        entries.generation == generation
+            && entries
+                .by_caller
+                .get(caller)
+                .and_then(|actions| actions.get(action))
+                .is_some_and(|resources| resources.contains(resource))
     }
 
-    fn put(&self, key: CacheKey, generation: u64, allowed: bool) {
-        let mut entries = self.entries.lock().expect("authorization cache poisoned");
-        if entries.0 != generation || entries.1.len() >= CACHE_LIMIT {
-            *entries = (generation, HashMap::new());
+    fn remember(
+        &self,
+        caller: &str,
+        action: &'static str,
+        resource: CachedResource,
+        generation: u64,
+    ) {
+        let mut entries = self.entries.write().expect("authorization cache poisoned");
+        if entries.generation != generation || entries.len >= CACHE_LIMIT {
+            *entries = CacheEntries {
+                generation,
+                ..CacheEntries::default()
+            };
         }
-        entries.1.insert(key, allowed);
+        let added = entries
+            .by_caller
+            .entry(caller.to_string())
+            .or_default()
+            .entry(action)
+            .or_default()
+            .insert(resource);
+        entries.len += usize::from(added);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SCHEMA: &str = include_str!("../../policies/schema.cedarschema");
+
+    #[test]
+    fn users_the_policies_cannot_tell_apart_share_a_cache_entry() {
+        let vip = "@id(\"admin/vip\")\npermit (principal, action, resource == Entitlements::User::\"vip\");";
+        let engine =
+            PolicyEngine::from_sources(SCHEMA, [("admin-vip.cedar".to_string(), vip.to_string())])
+                .unwrap();
+        let of = |id| CachedResource::of(Scope::User(id), "alice", &engine);
+        assert_eq!(of("alice"), CachedResource::User(Someone::TheCaller));
+        assert_eq!(
+            of("vip"),
+            CachedResource::User(Someone::Named("vip".into()))
+        );
+        assert_eq!(of("bob"), CachedResource::User(Someone::Anyone));
+        assert_eq!(of("carol"), of("bob"));
+    }
+
+    #[test]
+    fn a_remembered_decision_lasts_one_generation() {
+        let cache = DecisionCache::default();
+        let anyone = CachedResource::User(Someone::Anyone);
+        cache.remember("svc", "CheckAccess", anyone.clone(), 1);
+        assert!(cache.allowed("svc", "CheckAccess", &anyone, 1));
+        assert!(!cache.allowed("svc", "Ping", &anyone, 1));
+        assert!(!cache.allowed("other", "CheckAccess", &anyone, 1));
+        assert!(!cache.allowed("svc", "CheckAccess", &anyone, 2));
     }
 }

@@ -128,59 +128,67 @@ impl State {
             .collect()
     }
 
-    fn policy_scope<'a>(
-        &'a self,
-        policy: &'a AssignmentPolicy,
-    ) -> Option<(&'a AccessPackage, Target<'a>)> {
-        let package = self.packages.get(&policy.access_package_id)?;
-        let catalog = self.catalogs.get(&package.catalog_id)?;
-        Some((
-            package,
-            Target {
-                policy,
-                package,
-                catalog,
-            },
-        ))
+    /// The policies of `package`, in id order.
+    fn package_policies<'a>(&'a self, package: &str) -> Vec<&'a AssignmentPolicy> {
+        self.policies_by_package
+            .get(package)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.policies.get(id))
+            .collect()
     }
 
-    /// The Cedar decision on `subject` requesting through `policy` now.
-    pub fn may_request(
+    /// The Cedar decisions on `subject` requesting through each of
+    /// `policies` (all of `package`) now: one entity slice and one policy
+    /// set serve them all.
+    fn may_request(
         &self,
         engine: &PolicyEngine,
         subject: &Subject,
-        policy: &AssignmentPolicy,
+        package: &AccessPackage,
+        policies: &[&AssignmentPolicy],
         now: i64,
-    ) -> Result<Decision> {
-        let (package, target) = self
-            .policy_scope(policy)
-            .ok_or_else(|| Error::not_found(AccessPackage::KIND, &policy.access_package_id))?;
-        let policies: Vec<AssignmentPolicy> = self
-            .policies_by_package
-            .get(&package.id)
-            .into_iter()
-            .flatten()
-            .filter_map(|id| self.policies.get(id).cloned())
-            .collect();
+    ) -> Result<Vec<Decision>> {
+        if policies.is_empty() {
+            return Ok(Vec::new());
+        }
+        let catalog = self
+            .catalogs
+            .get(&package.catalog_id)
+            .ok_or_else(|| Error::not_found(AccessPackage::KIND, &package.id))?;
         let set = engine
-            .package_set(package, &policies)
+            .package_set(package, &self.package_policies(&package.id))
             .map_err(Error::internal)?;
-        let entities = slice(subject, &target).map_err(Error::internal)?;
+        let targets: Vec<Target<'_>> = policies
+            .iter()
+            .map(|policy| Target {
+                policy,
+                package,
+                catalog,
+            })
+            .collect();
+        let entities = slice(subject, &targets).map_err(Error::internal)?;
         let context = ChangeContext {
             now,
             start: now,
             custom_schedule: false,
         };
-        engine
-            .decide(
-                &set,
-                user_uid(&subject.user.id),
-                REQUEST_ACCESS,
-                policy_uid(&policy.id),
-                context,
-                &entities,
-            )
-            .map_err(Error::internal)
+        let principal = user_uid(&subject.user.id);
+        policies
+            .iter()
+            .map(|policy| {
+                engine
+                    .decide(
+                        &set,
+                        principal.clone(),
+                        REQUEST_ACCESS,
+                        policy_uid(&policy.id),
+                        context,
+                        &entities,
+                    )
+                    .map_err(Error::internal)
+            })
+            .collect()
     }
 
     /// The packages `subject` may request now (or, when `only` is not empty,
@@ -192,8 +200,10 @@ impl State {
         only: &[String],
         now: i64,
     ) -> Result<Vec<RequestablePackage>> {
-        let mut packages: BTreeMap<String, RequestablePackage> = BTreeMap::new();
         let wanted: BTreeSet<&String> = only.iter().collect();
+        // Candidate policies by package, each package decided in one go.
+        let mut candidates: BTreeMap<&str, (&AccessPackage, Vec<&AssignmentPolicy>)> =
+            BTreeMap::new();
         for policy_id in self.scopes.candidates(subject) {
             let Some(policy) = self.policies.get(&policy_id) else {
                 continue;
@@ -207,23 +217,35 @@ impl State {
                 wanted.contains(&package.id)
             };
             let self_add = policy.requestor_settings.is_some_and(|s| s.enable_self_add);
-            if !listed || !self_add || !self.may_request(engine, subject, policy, now)?.allowed {
-                continue;
+            if listed && self_add {
+                candidates
+                    .entry(&package.id)
+                    .or_insert_with(|| (package, Vec::new()))
+                    .1
+                    .push(policy);
             }
-            packages
-                .entry(package.id.clone())
-                .or_insert_with(|| RequestablePackage {
+        }
+        let mut packages = Vec::new();
+        for (package, policies) in candidates.into_values() {
+            let decisions = self.may_request(engine, subject, package, &policies, now)?;
+            let allowed: Vec<PolicyRequirements> = policies
+                .iter()
+                .zip(decisions)
+                .filter(|(_, decision)| decision.allowed)
+                .map(|(policy, _)| requirements(policy))
+                .collect();
+            if !allowed.is_empty() {
+                packages.push(RequestablePackage {
                     access_package_id: package.id.clone(),
                     catalog_id: package.catalog_id.clone(),
                     display_name: package.display_name.clone(),
                     description: package.description.clone(),
                     hidden: package.hidden,
-                    policies: Vec::new(),
-                })
-                .policies
-                .push(requirements(policy));
+                    policies: allowed,
+                });
+            }
         }
-        Ok(packages.into_values().collect())
+        Ok(packages)
     }
 
     /// Why `subject` may or may not request `package`, policy by policy.
@@ -234,18 +256,12 @@ impl State {
         package: &AccessPackage,
         now: i64,
     ) -> Result<Vec<PolicyEligibility>> {
-        let mut answers = Vec::new();
-        for policy_id in self
-            .policies_by_package
-            .get(&package.id)
+        let policies = self.package_policies(&package.id);
+        let decisions = self.may_request(engine, subject, package, &policies, now)?;
+        Ok(policies
             .into_iter()
-            .flatten()
-        {
-            let Some(policy) = self.policies.get(policy_id) else {
-                continue;
-            };
-            let decision = self.may_request(engine, subject, policy, now)?;
-            answers.push(PolicyEligibility {
+            .zip(decisions)
+            .map(|(policy, decision)| PolicyEligibility {
                 assignment_policy_id: policy.id.clone(),
                 allowed: decision.allowed,
                 reasons: if decision.allowed {
@@ -254,9 +270,8 @@ impl State {
                     self.reasons(subject, policy, package)
                 },
                 policy_ids: decision.policy_ids,
-            });
-        }
-        Ok(answers)
+            })
+            .collect())
     }
 
     /// Readable reasons a request through `policy` is refused.

@@ -22,9 +22,9 @@ pub struct Actor {
 }
 
 impl Actor {
-    /// An actor for work the service does on its own, under a fresh
-    /// request id.
-    pub fn system(id: &str, now: SystemTime) -> Self {
+    /// `id` acting at `now` outside any call (the service's own timed work,
+    /// start-up, bulk loads), under a fresh request id.
+    pub fn new(id: &str, now: SystemTime) -> Self {
         Self {
             id: id.to_string(),
             now,

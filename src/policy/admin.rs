@@ -3,7 +3,6 @@
 //! assignment, or a user).
 
 use std::collections::HashSet;
-use std::str::FromStr;
 
 use cedar_policy::{Entity, EntityUid, RestrictedExpression};
 
@@ -14,7 +13,7 @@ use crate::pb::{AdminRole, RoleAssignment, User, UserState};
 use crate::store::ReadView;
 use crate::store::records::{self, Record};
 
-use super::compile::entity;
+use super::compile::entity_uid;
 use super::entities::user_uid;
 
 pub const GLOBAL_ADMIN: &str = "global-admin";
@@ -33,10 +32,6 @@ pub enum Scope<'a> {
         requestor: &'a str,
     },
     User(&'a str),
-}
-
-fn uid(kind: &str, id: &str) -> EntityUid {
-    EntityUid::from_str(&entity(kind, id)).expect("validated ids form valid entity uids")
 }
 
 /// The role a catalog role assignment stands for, as a Cedar role name.
@@ -80,7 +75,7 @@ pub fn stored_roles(view: &(impl ReadView + ?Sized), principal: &str) -> Result<
 
 fn catalog_entity(id: &str) -> Entity {
     let role = |suffix: &str| {
-        RestrictedExpression::new_entity_uid(uid("Role", &format!("catalog/{id}/{suffix}")))
+        RestrictedExpression::new_entity_uid(entity_uid("Role", &format!("catalog/{id}/{suffix}")))
     };
     let attrs = [
         ("owners", role("owner")),
@@ -91,7 +86,7 @@ fn catalog_entity(id: &str) -> Entity {
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
     .collect();
-    Entity::new(uid("Catalog", id), attrs, HashSet::new()).expect("distinct attribute names")
+    Entity::new(entity_uid("Catalog", id), attrs, HashSet::new()).expect("distinct attribute names")
 }
 
 /// The principal uid, the resource uid and the entities of one decision
@@ -103,13 +98,13 @@ pub fn slice(
     scope: Scope<'_>,
 ) -> anyhow::Result<(EntityUid, EntityUid, Vec<Entity>)> {
     let principal_uid = user_uid(principal);
-    let parents: HashSet<EntityUid> = roles.iter().map(|r| uid("Role", r)).collect();
+    let parents: HashSet<EntityUid> = roles.iter().map(|r| entity_uid("Role", r)).collect();
     let mut entities = vec![Entity::new_no_attrs(principal_uid.clone(), parents)];
     let resource = match scope {
-        Scope::Tenant => uid("Tenant", "tenant"),
+        Scope::Tenant => entity_uid("Tenant", "tenant"),
         Scope::Catalog(id) => {
             entities.push(catalog_entity(id));
-            uid("Catalog", id)
+            entity_uid("Catalog", id)
         }
         Scope::Record {
             catalog,
@@ -117,11 +112,11 @@ pub fn slice(
             requestor,
         } => {
             entities.push(catalog_entity(catalog));
-            let record = uid("AccessRecord", "record");
+            let record = entity_uid("AccessRecord", "record");
             let attrs = [
                 (
                     "catalog",
-                    RestrictedExpression::new_entity_uid(uid("Catalog", catalog)),
+                    RestrictedExpression::new_entity_uid(entity_uid("Catalog", catalog)),
                 ),
                 (
                     "target",

@@ -3,11 +3,41 @@
 //! `<package-id>/...`, which decisions report. Ids are validated to a
 //! quote-free alphabet before they get here, so they embed safely.
 
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::LazyLock;
+
+use cedar_policy::{EntityId, EntityTypeName, EntityUid};
+
 use crate::pb::{
     AccessPackage, AllowedTargetScope, Approver, AssignmentPolicy, ExpirationType, approver,
 };
 
 const NAMESPACE: &str = "Entitlements";
+
+/// The schema's entity types, parsed once: decisions build many uids, and
+/// parsing `Kind::"id"` text for each showed up in their profiles.
+const KINDS: [&str; 11] = [
+    "User",
+    "Group",
+    "ConnectedOrganization",
+    "Role",
+    "Tenant",
+    "Catalog",
+    "AccessRecord",
+    "AccessPackage",
+    "AssignmentPolicy",
+    "AssignmentRequest",
+    "Action",
+];
+
+static TYPE_NAMES: LazyLock<HashMap<&'static str, EntityTypeName>> =
+    LazyLock::new(|| KINDS.into_iter().map(|k| (k, type_name(k))).collect());
+
+fn type_name(kind: &str) -> EntityTypeName {
+    EntityTypeName::from_str(&format!("{NAMESPACE}::{kind}"))
+        .expect("entity kinds are valid Cedar names")
+}
 
 /// One compiled Cedar policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,6 +58,15 @@ use actions::*;
 
 pub fn entity(kind: &str, id: &str) -> String {
     format!("{NAMESPACE}::{kind}::\"{id}\"")
+}
+
+/// The uid of entity `id` of `kind`: the value [`entity`] spells.
+pub fn entity_uid(kind: &str, id: &str) -> EntityUid {
+    let name = TYPE_NAMES
+        .get(kind)
+        .cloned()
+        .unwrap_or_else(|| type_name(kind));
+    EntityUid::from_type_name_and_id(name, EntityId::new(id))
 }
 
 fn action_set(names: &[&str]) -> String {

@@ -3,7 +3,6 @@
 //! held packages, and the policy with its package and catalog.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::str::FromStr;
 
 use cedar_policy::{Entities, Entity, EntityUid, RestrictedExpression};
 
@@ -18,7 +17,7 @@ use crate::pb::{
 use crate::store::ReadView;
 use crate::store::records::{self, Record};
 
-use super::compile::entity;
+use super::compile::entity_uid;
 
 /// A user as decisions see them.
 #[derive(Debug, Clone, Default)]
@@ -88,10 +87,6 @@ pub struct Target<'a> {
     pub catalog: &'a Catalog,
 }
 
-fn uid(kind: &str, id: &str) -> EntityUid {
-    EntityUid::from_str(&entity(kind, id)).expect("validated ids form valid entity uids")
-}
-
 fn build(
     uid: EntityUid,
     attrs: Vec<(&str, RestrictedExpression)>,
@@ -103,11 +98,11 @@ fn build(
 }
 
 pub fn user_uid(id: &str) -> EntityUid {
-    uid("User", id)
+    entity_uid("User", id)
 }
 
 pub fn policy_uid(id: &str) -> EntityUid {
-    uid("AssignmentPolicy", id)
+    entity_uid("AssignmentPolicy", id)
 }
 
 fn user_state(user: &User) -> &'static str {
@@ -125,11 +120,17 @@ fn user_kind(user: &User) -> &'static str {
     }
 }
 
-/// The entities of one access-change decision about `subject` and `target`.
-pub fn slice(subject: &Subject, target: &Target<'_>) -> anyhow::Result<Entities> {
+/// The entities of access-change decisions about `subject` through each of
+/// `targets` (normally the policies of one package): building them, and
+/// Cedar's transitive closure over them, once per call rather than once per
+/// policy. Packages and catalogs the targets share appear once.
+pub fn slice(subject: &Subject, targets: &[Target<'_>]) -> anyhow::Result<Entities> {
     let mut entities = Vec::new();
     push_subject(&mut entities, subject)?;
-    push_target(&mut entities, target);
+    let mut containers = HashSet::new();
+    for target in targets {
+        push_target(&mut entities, target, &mut containers);
+    }
     Ok(Entities::from_entities(entities, None)?)
 }
 
@@ -140,7 +141,7 @@ pub struct Stage<'a> {
 }
 
 pub fn request_uid(id: &str) -> EntityUid {
-    uid("AssignmentRequest", id)
+    entity_uid("AssignmentRequest", id)
 }
 
 /// The entities of an approval decision by `approver` on `stage`.
@@ -151,7 +152,7 @@ pub fn approval_slice(
 ) -> anyhow::Result<Entities> {
     let mut entities = Vec::new();
     push_subject(&mut entities, approver)?;
-    push_target(&mut entities, target);
+    push_target(&mut entities, target, &mut HashSet::new());
     let users = |ids: &[String]| {
         RestrictedExpression::new_set(
             ids.iter()
@@ -184,13 +185,13 @@ fn push_subject(entities: &mut Vec<Entity>, subject: &Subject) -> anyhow::Result
     let mut parents: Vec<EntityUid> = subject
         .direct_groups
         .iter()
-        .map(|g| uid("Group", g))
+        .map(|g| entity_uid("Group", g))
         .collect();
     parents.extend(
         subject
             .held_packages
             .iter()
-            .map(|p| uid("AccessPackage", p)),
+            .map(|p| entity_uid("AccessPackage", p)),
     );
     let attributes = RestrictedExpression::new_record(
         user.attributes
@@ -217,7 +218,7 @@ fn push_subject(entities: &mut Vec<Entity>, subject: &Subject) -> anyhow::Result
         ("attributes", attributes),
     ];
     if let Some(organization) = &subject.organization {
-        let org = uid("ConnectedOrganization", &organization.id);
+        let org = entity_uid("ConnectedOrganization", &organization.id);
         parents.push(org.clone());
         attrs.push((
             "organization",
@@ -233,40 +234,36 @@ fn push_subject(entities: &mut Vec<Entity>, subject: &Subject) -> anyhow::Result
     entities.push(build(user_uid(&user.id), attrs, parents));
     for (group, group_parents) in &subject.group_parents {
         entities.push(build(
-            uid("Group", group),
+            entity_uid("Group", group),
             vec![],
-            group_parents.iter().map(|p| uid("Group", p)),
+            group_parents.iter().map(|p| entity_uid("Group", p)),
         ));
     }
     Ok(())
 }
 
-/// The policy with its package and catalog.
-fn push_target(entities: &mut Vec<Entity>, target: &Target<'_>) {
-    let catalog = uid("Catalog", &target.catalog.id);
-    let package = uid("AccessPackage", &target.package.id);
-    entities.push(build(
-        catalog.clone(),
-        vec![
-            (
-                "enabled",
-                RestrictedExpression::new_bool(target.catalog.enabled.unwrap_or(true)),
-            ),
-            (
-                "externallyVisible",
-                RestrictedExpression::new_bool(target.catalog.externally_visible.unwrap_or(false)),
-            ),
-        ],
-        [],
-    ));
-    entities.push(build(
-        package.clone(),
-        vec![(
-            "catalog",
-            RestrictedExpression::new_entity_uid(catalog.clone()),
-        )],
-        [catalog.clone()],
-    ));
+/// The policy with its package and catalog, unless `containers` (uids
+/// already pushed) has them.
+fn push_target(
+    entities: &mut Vec<Entity>,
+    target: &Target<'_>,
+    containers: &mut HashSet<EntityUid>,
+) {
+    let catalog = entity_uid("Catalog", &target.catalog.id);
+    let package = entity_uid("AccessPackage", &target.package.id);
+    if containers.insert(catalog.clone()) {
+        push_catalog(entities, target.catalog, catalog.clone());
+    }
+    if containers.insert(package.clone()) {
+        entities.push(build(
+            package.clone(),
+            vec![(
+                "catalog",
+                RestrictedExpression::new_entity_uid(catalog.clone()),
+            )],
+            [catalog.clone()],
+        ));
+    }
     entities.push(build(
         policy_uid(&target.policy.id),
         vec![
@@ -281,5 +278,22 @@ fn push_target(entities: &mut Vec<Entity>, target: &Target<'_>) {
             ),
         ],
         [package],
+    ));
+}
+
+fn push_catalog(entities: &mut Vec<Entity>, catalog: &Catalog, uid: EntityUid) {
+    entities.push(build(
+        uid,
+        vec![
+            (
+                "enabled",
+                RestrictedExpression::new_bool(catalog.enabled.unwrap_or(true)),
+            ),
+            (
+                "externallyVisible",
+                RestrictedExpression::new_bool(catalog.externally_visible.unwrap_or(false)),
+            ),
+        ],
+        [],
     ));
 }

@@ -9,7 +9,7 @@ pub mod admin;
 pub mod compile;
 pub mod entities;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
@@ -50,7 +50,7 @@ pub struct Decision {
 }
 
 /// Values every access-change decision takes from outside the entities.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChangeContext {
     pub now: i64,
     pub start: i64,
@@ -112,6 +112,9 @@ pub struct PolicyEngine {
     validator: Validator,
     invariants: Vec<Policy>,
     admin: PolicySet,
+    /// Users the administration policies name: a decision about any other
+    /// user can tell them apart only by whether they are the caller.
+    admin_named_users: HashSet<String>,
     shards: Mutex<HashMap<String, Shard>>,
 }
 
@@ -177,6 +180,9 @@ impl PolicyEngine {
         let validator = Validator::new(schema.clone());
         let admin = PolicySet::from_policies(admin).map_err(|e| anyhow!("{e}"))?;
         validate(&validator, &admin).map_err(|e| anyhow!("administration policies: {e}"))?;
+        let invariant_set =
+            PolicySet::from_policies(invariants.iter().cloned()).map_err(|e| anyhow!("{e}"))?;
+        validate(&validator, &invariant_set).map_err(|e| anyhow!("invariants: {e}"))?;
         let all_actions = schema
             .action_entities()
             .map_err(|e| anyhow!("schema actions: {e}"))?;
@@ -193,16 +199,22 @@ impl PolicyEngine {
                 (uid.to_string(), with_groups)
             })
             .collect();
-        let engine = Self {
+        let user_type = compile::entity_uid("User", "").type_name().clone();
+        let admin_named_users = admin
+            .policies()
+            .flat_map(Policy::entity_literals)
+            .filter(|uid| *uid.type_name() == user_type)
+            .map(|uid| uid.id().unescaped().to_string())
+            .collect();
+        Ok(Self {
             validator,
             actions,
             schema,
             invariants,
             admin,
+            admin_named_users,
             shards: Mutex::new(HashMap::new()),
-        };
-        engine.policy_set(&[]).map_err(|e| anyhow!("{e}"))?;
-        Ok(engine)
+        })
     }
 
     /// Parses `rules` and validates them, with the invariants, against the
@@ -211,17 +223,21 @@ impl PolicyEngine {
         self.policy_set(rules).map(|_| ())
     }
 
+    /// `rules` with the invariants. Only the rules are validated here:
+    /// validation looks at one policy at a time, and the invariants passed
+    /// when the engine was built (re-validating them doubled the cost of the
+    /// first decision on every package).
     fn policy_set(&self, rules: &[Rule]) -> Result<PolicySet, String> {
         let mut set = PolicySet::new();
-        for policy in &self.invariants {
-            set.add(policy.clone()).map_err(|e| e.to_string())?;
-        }
         for rule in rules {
             let policy = Policy::parse(Some(PolicyId::new(&rule.id)), &rule.text)
                 .map_err(|e| format!("{}: {}", rule.id, cedar_message(&e)))?;
             set.add(policy).map_err(|e| e.to_string())?;
         }
         validate(&self.validator, &set)?;
+        for policy in &self.invariants {
+            set.add(policy.clone()).map_err(|e| e.to_string())?;
+        }
         Ok(set)
     }
 
@@ -230,7 +246,7 @@ impl PolicyEngine {
     pub fn package_set(
         &self,
         package: &AccessPackage,
-        policies: &[AssignmentPolicy],
+        policies: &[&AssignmentPolicy],
     ) -> anyhow::Result<Arc<PolicySet>> {
         let revision =
             |info: &Option<crate::pb::RecordInfo>| info.as_ref().map_or(0, |i| i.revision);
@@ -280,6 +296,11 @@ impl PolicyEngine {
         &self.admin
     }
 
+    /// Whether an administration policy names user `id`.
+    pub fn admin_names_user(&self, id: &str) -> bool {
+        self.admin_named_users.contains(id)
+    }
+
     pub fn decide(
         &self,
         set: &PolicySet,
@@ -289,7 +310,7 @@ impl PolicyEngine {
         facts: impl Into<Facts>,
         entities: &Entities,
     ) -> anyhow::Result<Decision> {
-        let action = EntityUid::from_str(&compile::entity("Action", action))?;
+        let action = compile::entity_uid("Action", action);
         let context = facts.into().context()?;
         let request = Request::new(principal, action, resource, context, Some(&self.schema))?;
         let response = Authorizer::new().is_authorized(&request, set, entities);

@@ -1,5 +1,8 @@
 //! Asks Cedar whether a change to a user's access may happen through a
-//! policy.
+//! policy: inside the write job that makes the change, or before it (see
+//! [`Foreseen`]).
+
+pub mod read_set;
 
 use std::sync::Arc;
 
@@ -14,6 +17,8 @@ use crate::policy::{ChangeContext, Decision, PolicyEngine};
 use crate::store::ReadView;
 use crate::store::records::{self, Record};
 
+use read_set::{ReadSet, Recording};
+
 /// The decision on `action` for `subject` through `policy`.
 pub fn decide(
     engine: &PolicyEngine,
@@ -24,7 +29,7 @@ pub fn decide(
     context: ChangeContext,
 ) -> Result<Decision> {
     let scope = PolicyScope::load(engine, view, policy)?;
-    let entities = slice(subject, &scope.target(policy)).map_err(Error::internal)?;
+    let entities = slice(subject, &[scope.target(policy)]).map_err(Error::internal)?;
     engine
         .decide(
             &scope.set,
@@ -63,7 +68,7 @@ impl PolicyScope {
             policies.extend(records::load::<AssignmentPolicy>(view, &id)?);
         }
         let set = engine
-            .package_set(&package, &policies)
+            .package_set(&package, &policies.iter().collect::<Vec<_>>())
             .map_err(Error::internal)?;
         Ok(Self {
             package,
@@ -85,6 +90,92 @@ impl PolicyScope {
 pub fn subject_of(view: &(impl ReadView + ?Sized), user_id: &str) -> Result<Subject> {
     let user: User = records::require(view, user_id)?;
     load_subject(view, user)
+}
+
+/// A decision about a directory user made from committed state before the
+/// write job that acts on it, with every read it made. A job that asks the
+/// same question takes it as its own when those reads still give the same
+/// answers (then deciding again would read the same records and reach the
+/// same decision) and decides afresh otherwise, so no change goes through on
+/// a stale decision. This keeps Cedar and most reads off the store's single
+/// committer.
+#[derive(Debug)]
+pub struct Foreseen {
+    user_id: String,
+    policy_id: String,
+    action: &'static str,
+    context: ChangeContext,
+    decision: Decision,
+    reads: ReadSet,
+}
+
+impl Foreseen {
+    /// Decides, from `view`, on directory user `user_id` doing `action`
+    /// through policy `policy_id`, in the context `context_for` gives the
+    /// policy. None when a record is missing (the job reports that).
+    pub fn decide(
+        engine: &PolicyEngine,
+        view: &dyn ReadView,
+        user_id: &str,
+        policy_id: &str,
+        action: &'static str,
+        context_for: impl FnOnce(&AssignmentPolicy) -> ChangeContext,
+    ) -> Result<Option<Self>> {
+        let recording = Recording::new(view);
+        let Some(policy) = records::load::<AssignmentPolicy>(&recording, policy_id)? else {
+            return Ok(None);
+        };
+        let Some(user) = records::load::<User>(&recording, user_id)? else {
+            return Ok(None);
+        };
+        let context = context_for(&policy);
+        let subject = load_subject(&recording, user)?;
+        let decision = decide(engine, &recording, &subject, &policy, action, context)?;
+        Ok(Some(Self {
+            user_id: user_id.to_string(),
+            policy_id: policy_id.to_string(),
+            action,
+            context,
+            decision,
+            reads: recording.finish(),
+        }))
+    }
+
+    /// The decision, if it answers this question in `view`.
+    fn answer(
+        self,
+        view: &(impl ReadView + ?Sized),
+        user: &User,
+        policy: &AssignmentPolicy,
+        action: &str,
+        context: ChangeContext,
+    ) -> Result<Option<Decision>> {
+        let same_question = self.user_id == user.id
+            && self.policy_id == policy.id
+            && self.action == action
+            && self.context == context;
+        Ok((same_question && self.reads.unchanged(view)?).then_some(self.decision))
+    }
+}
+
+/// The decision on directory user `user` doing `action` through `policy`:
+/// `foreseen` when it still holds in `view`, else decided now.
+pub fn decide_for_user(
+    foreseen: Option<Foreseen>,
+    engine: &PolicyEngine,
+    view: &(impl ReadView + ?Sized),
+    user: User,
+    policy: &AssignmentPolicy,
+    action: &str,
+    context: ChangeContext,
+) -> Result<Decision> {
+    if let Some(foreseen) = foreseen
+        && let Some(decision) = foreseen.answer(view, &user, policy, action, context)?
+    {
+        return Ok(decision);
+    }
+    let subject = load_subject(view, user)?;
+    decide(engine, view, &subject, policy, action, context)
 }
 
 /// PERMISSION_DENIED unless `subject` may do `action` through `policy`;

@@ -20,7 +20,7 @@ use crate::store::{Store, Txn, write};
 
 use super::lifecycle::{deliver_remove, deliver_update, schedule_or_deliver, submitted};
 use super::{answers, approval, eligibility, epoch_seconds, external, schedule, timestamp};
-use crate::policy::entities::load_subject;
+use crate::policy::entities::Subject;
 
 const METHOD: &str = "CreateAssignmentRequest";
 pub const MAX_JUSTIFICATION: usize = 4096;
@@ -90,6 +90,23 @@ pub async fn create(
     validate::request_id(&request_id)?;
     let input = input.ok_or_else(|| Error::invalid("assignment_request", "is required"))?;
     let kind = check_shape(&input)?;
+    let foreseen = match kind {
+        RequestType::UserAdd => foresee_user_add(store, &engine, &actor, &input),
+        _ => None,
+    };
+    commit(store, engine, actor, kind, input, request_id, foreseen).await
+}
+
+/// The write job of [`create`].
+async fn commit(
+    store: &dyn Store,
+    engine: Arc<PolicyEngine>,
+    actor: Actor,
+    kind: RequestType,
+    input: AssignmentRequest,
+    request_id: String,
+    foreseen: Option<eligibility::Foreseen>,
+) -> Result<AssignmentRequest> {
     let committed = write(store, move |txn| {
         if let Some(first) =
             records::recall_request::<AssignmentRequest>(txn, &actor.id, METHOD, &request_id)?
@@ -97,7 +114,9 @@ pub async fn create(
             return Ok(first);
         }
         let mut request = match kind {
-            RequestType::UserAdd | RequestType::AdminAdd => add(txn, &engine, &actor, kind, input)?,
+            RequestType::UserAdd | RequestType::AdminAdd => {
+                add(txn, &engine, &actor, kind, input, foreseen)?
+            }
             RequestType::UserUpdate | RequestType::AdminUpdate => {
                 update(txn, &engine, &actor, kind, input)?
             }
@@ -130,12 +149,58 @@ fn is_custom(schedule: Option<&Schedule>) -> bool {
     schedule.is_some_and(|s| s.start_time.is_some() || s.end_time.is_some())
 }
 
+/// The context of the eligibility decision on an add through `policy`.
+fn add_context(
+    policy: &AssignmentPolicy,
+    input: &AssignmentRequest,
+    by_user: bool,
+    now: i64,
+) -> ChangeContext {
+    ChangeContext {
+        now,
+        start: schedule::for_add(policy, input.schedule.as_ref(), now).start,
+        custom_schedule: by_user && is_custom(input.schedule.as_ref()),
+    }
+}
+
+/// The eligibility of a USER_ADD by a directory user, decided from
+/// committed state before the write job (see [`eligibility::Foreseen`]).
+/// Whatever stops it (a missing record, a failed read) is left to the job,
+/// which reports it in its own order (a retried request first of all).
+fn foresee_user_add(
+    store: &dyn Store,
+    engine: &PolicyEngine,
+    actor: &Actor,
+    input: &AssignmentRequest,
+) -> Option<eligibility::Foreseen> {
+    let target_id = self_target(actor, input, RequestType::UserAdd).ok()?;
+    let now = epoch_seconds(actor.now);
+    eligibility::Foreseen::decide(
+        engine,
+        store,
+        &target_id,
+        &input.assignment_policy_id,
+        REQUEST_ACCESS,
+        |policy| add_context(policy, input, true, now),
+    )
+    .ok()
+    .flatten()
+}
+
+/// Who an add is for: a directory user, or an external requestor (with the
+/// subject made for them).
+enum AddTarget {
+    Directory(Box<User>),
+    External(Box<Subject>),
+}
+
 fn add(
     txn: &mut dyn Txn,
     engine: &PolicyEngine,
     actor: &Actor,
     kind: RequestType,
     input: AssignmentRequest,
+    foreseen: Option<eligibility::Foreseen>,
 ) -> Result<AssignmentRequest> {
     let by_user = kind == RequestType::UserAdd;
     let target_id = if by_user {
@@ -144,11 +209,13 @@ fn add(
         input.target_id.clone()
     };
     let policy: AssignmentPolicy = records::require(txn, &input.assignment_policy_id)?;
-    let (subject, external_requestor) = match records::load::<User>(txn, &target_id)? {
-        Some(user) => (load_subject(txn, user)?, None),
+    let (target, external_requestor) = match records::load::<User>(txn, &target_id)? {
+        Some(user) => (AddTarget::Directory(Box::new(user)), None),
         None => match &input.external_requestor {
             Some(external) if by_user => {
-                external::requestor(txn, &target_id, external, &policy, actor)?
+                let (subject, external) =
+                    external::requestor(txn, &target_id, external, &policy, actor)?;
+                (AddTarget::External(Box::new(subject)), external)
             }
             _ => return Err(Error::not_found(User::KIND, &target_id)),
         },
@@ -179,17 +246,21 @@ fn add(
 
     let now = epoch_seconds(actor.now);
     let window = schedule::for_add(&policy, input.schedule.as_ref(), now);
-    let context = ChangeContext {
-        now,
-        start: window.start,
-        custom_schedule: by_user && is_custom(input.schedule.as_ref()),
-    };
+    let context = add_context(&policy, &input, by_user, now);
     let action = if by_user {
         REQUEST_ACCESS
     } else {
         ADMIN_ASSIGN
     };
-    eligibility::require(engine, txn, &subject, &policy, action, context, || {
+    let decision = match target {
+        AddTarget::Directory(user) => {
+            eligibility::decide_for_user(foreseen, engine, txn, *user, &policy, action, context)?
+        }
+        AddTarget::External(subject) => {
+            eligibility::decide(engine, txn, &subject, &policy, action, context)?
+        }
+    };
+    eligibility::require_allowed(&decision, || {
         format!(
             "user {target_id:?} may not get package {:?} through policy {:?}",
             policy.access_package_id, policy.id
@@ -403,4 +474,129 @@ pub async fn cancel(store: &dyn Store, actor: Actor, id: String) -> Result<Assig
     })
     .await?;
     Ok(committed.value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pb::{
+        AccessPackage, AllowedTargetScope, Catalog, CatalogKind, Group, GroupMembership,
+        RequestorSettings, SubjectSet, UserKind, UserState, group_membership,
+    };
+    use crate::store::sled_store::SledStore;
+    use std::time::SystemTime;
+
+    fn membership() -> GroupMembership {
+        GroupMembership {
+            group_id: "g1".into(),
+            member: Some(group_membership::Member::UserId("u1".into())),
+            info: None,
+        }
+    }
+
+    /// u1 is in g1, and policy pol1 lets members of g1 request p1.
+    async fn world(store: &SledStore) {
+        write::<_, Error, _>(store, |txn| {
+            records::save(
+                txn,
+                None,
+                &User {
+                    id: "u1".into(),
+                    kind: UserKind::Member as i32,
+                    state: UserState::Active as i32,
+                    ..Default::default()
+                },
+            )?;
+            records::save(
+                txn,
+                None,
+                &Group {
+                    id: "g1".into(),
+                    ..Default::default()
+                },
+            )?;
+            records::save(txn, None, &membership())?;
+            records::save(
+                txn,
+                None,
+                &Catalog {
+                    id: "c1".into(),
+                    kind: CatalogKind::UserManaged as i32,
+                    enabled: Some(true),
+                    ..Default::default()
+                },
+            )?;
+            records::save(
+                txn,
+                None,
+                &AccessPackage {
+                    id: "p1".into(),
+                    catalog_id: "c1".into(),
+                    ..Default::default()
+                },
+            )?;
+            records::save(
+                txn,
+                None,
+                &AssignmentPolicy {
+                    id: "pol1".into(),
+                    access_package_id: "p1".into(),
+                    allowed_target_scope: AllowedTargetScope::SpecificDirectorySubjects as i32,
+                    specific_allowed_targets: Some(SubjectSet {
+                        group_ids: vec!["g1".into()],
+                        ..Default::default()
+                    }),
+                    requestor_settings: Some(RequestorSettings {
+                        enable_self_add: true,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+            )
+        })
+        .await
+        .unwrap();
+    }
+
+    /// A USER_ADD by u1 for p1 through pol1, foreseen before `meanwhile`
+    /// runs and committed after it.
+    async fn user_add_across(
+        meanwhile: impl FnOnce(&mut dyn Txn) -> Result<()> + Send + 'static,
+    ) -> Result<AssignmentRequest> {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        world(&store).await;
+        let engine = Arc::new(PolicyEngine::builtin().unwrap());
+        let actor = Actor::new("u1", SystemTime::now());
+        let input = AssignmentRequest {
+            r#type: RequestType::UserAdd as i32,
+            assignment_policy_id: "pol1".into(),
+            ..Default::default()
+        };
+        let foreseen = foresee_user_add(&store, &engine, &actor, &input);
+        assert!(foreseen.is_some());
+        write(&store, meanwhile).await.unwrap();
+        let kind = RequestType::UserAdd;
+        commit(&store, engine, actor, kind, input, "r1".into(), foreseen).await
+    }
+
+    #[tokio::test]
+    async fn a_foreseen_user_add_is_granted_while_its_reads_hold() {
+        let request = user_add_across(|txn| {
+            txn.put(b"unrelated".to_vec(), Vec::new());
+            Ok(())
+        })
+        .await
+        .unwrap();
+        assert_eq!(request.state(), RequestState::Delivered);
+    }
+
+    #[tokio::test]
+    async fn a_user_add_foreseen_before_its_user_left_the_group_is_refused() {
+        let refused = user_add_across(|txn| records::remove(txn, &membership())).await;
+        assert!(
+            matches!(refused, Err(Error::PermissionDenied { .. })),
+            "{refused:?}"
+        );
+    }
 }

@@ -51,7 +51,7 @@ const DUE_WORK: [(&str, &str, Work); 4] = [
 /// Runs everything due at the clock's current time; returns how many items
 /// changed something.
 pub async fn run_due(store: &dyn Store, clock: &dyn Clock) -> Result<usize> {
-    let actor = Actor::system(SYSTEM_ACTOR, clock.now());
+    let actor = Actor::new(SYSTEM_ACTOR, clock.now());
     let now = epoch_seconds(actor.now);
     let mut done = 0;
     for (kind, index, work) in DUE_WORK {
@@ -79,7 +79,7 @@ pub struct Options {
 pub async fn prune_audit(store: &dyn Store, clock: &dyn Clock, keep: Duration) -> Result<usize> {
     let mut pruned = 0;
     loop {
-        let actor = Actor::system(SYSTEM_ACTOR, clock.now());
+        let actor = Actor::new(SYSTEM_ACTOR, clock.now());
         let batch = write(store, move |txn| audit::retention::prune(txn, &actor, keep))
             .await?
             .value;
