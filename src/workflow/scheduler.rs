@@ -1,6 +1,7 @@
 //! Background work derived from stored state: scheduled requests start,
-//! assignments expire, approval stages time out and blocked guests are
-//! deleted when their time comes. Due work is found through the
+//! assignments expire, approval stages time out, blocked guests are
+//! deleted when their time comes, and audit events past their retention
+//! are pruned. Due work is found through the
 //! time indexes, so it survives restarts, and each item is re-checked in its
 //! own transaction, so it never fires twice.
 
