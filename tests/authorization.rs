@@ -1480,3 +1480,48 @@ async fn blocked_and_deleted_role_holders_hold_no_rights() {
         assert_eq!(held.len(), 1, "the assignment stays on record: {held:?}");
     }
 }
+
+// ------------------------------------------------------------- probing ids
+
+/// A caller who cannot read a catalog cannot tell its ids from unknown ones:
+/// both are PERMISSION_DENIED. Whoever may read everything gets NOT_FOUND.
+#[tokio::test]
+async fn ids_cannot_be_probed_without_the_right_to_read_them() {
+    let server = TestServer::start().await;
+    server.add_member_user("plain").await;
+    server.create_catalog("c1").await;
+    server
+        .create_resource("r1", resource("c1", "origin-r1", &["member"]))
+        .await;
+    server
+        .create_package("p1", package("c1", "P1", &[("r1", "member")]))
+        .await;
+    let get_package = |who: &'static str, id: &'static str| {
+        let server = &server;
+        async move {
+            server
+                .packages(who)
+                .get_access_package(GetAccessPackageRequest { id: id.into() })
+                .await
+        }
+    };
+    expect_code(get_package("plain", "p1").await, Code::PermissionDenied);
+    expect_code(get_package("plain", "nope").await, Code::PermissionDenied);
+    expect_code(get_package(ADMIN, "nope").await, Code::NotFound);
+    let get_request = |who: &'static str| {
+        let server = &server;
+        async move {
+            server
+                .requests(who)
+                .get_assignment_request(GetAssignmentRequestRequest { id: "nope".into() })
+                .await
+        }
+    };
+    expect_code(get_request("plain").await, Code::PermissionDenied);
+    expect_code(get_request(ADMIN).await, Code::NotFound);
+    let get_assignment = server
+        .assignments("plain")
+        .get_assignment(GetAssignmentRequest { id: "nope".into() })
+        .await;
+    expect_code(get_assignment, Code::PermissionDenied);
+}

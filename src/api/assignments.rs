@@ -14,7 +14,7 @@ use super::App;
 use super::authz::RecordFilter;
 use super::paging::PageRequest;
 use super::requests::single_filter;
-use crate::policy::admin::Scope;
+use crate::policy::admin::{ANY_RECORD, Scope};
 
 pub struct AssignmentsApi {
     app: App,
@@ -33,7 +33,9 @@ impl Assignments for AssignmentsApi {
         request: Request<GetAssignmentRequest>,
     ) -> Result<Response<Assignment>, Status> {
         let caller = self.app.caller(&request)?;
-        let found: Assignment = crud::get(self.app.store(), &request.get_ref().id)?;
+        let found: Assignment =
+            self.app
+                .load_visible(&caller, "GetAssignment", &request.get_ref().id, ANY_RECORD)?;
         let catalog = self.app.package_catalog(&found.access_package_id)?;
         let scope = Scope::Record {
             catalog: &catalog,

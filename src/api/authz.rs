@@ -127,10 +127,32 @@ impl App {
         id: &str,
         catalog_of: impl FnOnce(&R) -> Result<String>,
     ) -> Result<R> {
-        let record: R = crud::get(self.store(), id)?;
+        let record: R = self.load_visible(caller, action, id, admin::ANY_CATALOG)?;
         let catalog = catalog_of(&record)?;
         self.authorize(caller, action, Scope::Catalog(&catalog))?;
         Ok(record)
+    }
+
+    /// Loads record `id` (INVALID_ARGUMENT for a malformed id). A missing
+    /// record is NOT_FOUND only for a caller who may do `action` on
+    /// `anywhere` (a scope that stands for every record, e.g.
+    /// [`admin::ANY_CATALOG`]);
+    /// others are PERMISSION_DENIED whether or not it exists, so ids in
+    /// catalogs they cannot read cannot be probed.
+    pub fn load_visible<R: Record>(
+        &self,
+        caller: &Caller,
+        action: &str,
+        id: &str,
+        anywhere: Scope<'_>,
+    ) -> Result<R> {
+        match crud::get::<R>(self.store(), id) {
+            Err(missing @ Error::NotFound { .. }) => {
+                self.authorize(caller, action, anywhere)?;
+                Err(missing)
+            }
+            found => found,
+        }
     }
 
     /// The catalog of an access package.

@@ -77,8 +77,7 @@ impl Authenticator {
             let value = value
                 .to_str()
                 .map_err(|_| Status::unauthenticated("the authorization header is not text"))?;
-            let token = value
-                .strip_prefix("Bearer ")
+            let token = bearer_token(value)
                 .ok_or_else(|| Status::unauthenticated("authorization must be \"Bearer <JWT>\""))?;
             let verifier = self.jwt.as_ref().ok_or_else(|| {
                 Status::unauthenticated("bearer tokens are not configured on this server")
@@ -121,9 +120,30 @@ impl Interceptor for Authenticator {
 }
 
 /// The principal the interceptor attached to `request`.
+/// The token of an `authorization` value of the Bearer scheme, whose name
+/// is case-insensitive (RFC 7235).
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim_start().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then_some(token)
+}
+
 pub fn principal<T>(request: &Request<T>) -> Result<&Principal, Status> {
     request
         .extensions()
         .get::<Principal>()
         .ok_or_else(|| Status::unauthenticated("no authenticated caller"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bearer_token;
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive_and_needs_a_token() {
+        assert_eq!(bearer_token("Bearer abc"), Some("abc"));
+        assert_eq!(bearer_token("bearer abc"), Some("abc"));
+        assert_eq!(bearer_token("BEARER abc"), Some("abc"));
+        assert_eq!(bearer_token("Basic abc"), None);
+        assert_eq!(bearer_token("Bearerabc"), None);
+    }
 }

@@ -11,7 +11,7 @@ use crate::domain::validate::Check;
 use crate::error::{Error, Result};
 use crate::pb::reports_server::Reports;
 use crate::pb::*;
-use crate::policy::admin::Scope;
+use crate::policy::admin::{ANY_CATALOG, Scope};
 use crate::store::records::{self, Record, Source};
 use crate::workflow::{epoch_seconds, timestamp};
 
@@ -45,7 +45,9 @@ impl ReportsApi {
         action: &str,
         package_id: &str,
     ) -> Result<AccessPackage> {
-        let package: AccessPackage = crud::get(self.app.store(), package_id)?;
+        let package: AccessPackage =
+            self.app
+                .load_visible(caller, action, package_id, ANY_CATALOG)?;
         self.app
             .authorize(caller, action, Scope::Catalog(&package.catalog_id))?;
         Ok(package)

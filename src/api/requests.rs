@@ -13,7 +13,7 @@ use crate::workflow::{approval, requests};
 use super::App;
 use super::authz::{Caller, RecordFilter};
 use super::paging::PageRequest;
-use crate::policy::admin::Scope;
+use crate::policy::admin::{ANY_RECORD, Scope};
 use crate::store::records;
 
 pub struct AssignmentRequestsApi {
@@ -140,7 +140,12 @@ impl AssignmentRequests for AssignmentRequestsApi {
         request: Request<GetAssignmentRequestRequest>,
     ) -> Result<Response<AssignmentRequest>, Status> {
         let caller = self.app.caller(&request)?;
-        let found: AssignmentRequest = crud::get(self.app.store(), &request.get_ref().id)?;
+        let found: AssignmentRequest = self.app.load_visible(
+            &caller,
+            "GetAssignmentRequest",
+            &request.get_ref().id,
+            ANY_RECORD,
+        )?;
         self.authorize_on(&caller, "GetAssignmentRequest", &found)?;
         Ok(Response::new(found))
     }
@@ -236,7 +241,12 @@ impl AssignmentRequests for AssignmentRequestsApi {
         request: Request<CancelAssignmentRequestRequest>,
     ) -> Result<Response<AssignmentRequest>, Status> {
         let caller = self.app.caller(&request)?;
-        let found: AssignmentRequest = crud::get(self.app.store(), &request.get_ref().id)?;
+        let found: AssignmentRequest = self.app.load_visible(
+            &caller,
+            "CancelAssignmentRequest",
+            &request.get_ref().id,
+            ANY_RECORD,
+        )?;
         self.authorize_on(&caller, "CancelAssignmentRequest", &found)?;
         Ok(Response::new(
             requests::cancel(self.app.store(), caller.actor, found.id).await?,

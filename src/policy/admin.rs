@@ -34,6 +34,18 @@ pub enum Scope<'a> {
     User(&'a str),
 }
 
+/// A catalog that does not exist: only a right over every catalog covers
+/// it (for answers about catalog content that does not exist).
+pub const ANY_CATALOG: Scope<'static> = Scope::Catalog("");
+
+/// A request or assignment in no catalog and of nobody: only a right over
+/// every record covers it (for answers about records that do not exist).
+pub const ANY_RECORD: Scope<'static> = Scope::Record {
+    catalog: "",
+    target: "",
+    requestor: "",
+};
+
 /// The role a catalog role assignment stands for, as a Cedar role name.
 fn catalog_role_name(catalog: &str, role: AdminRole) -> Option<String> {
     let suffix = match role {
