@@ -307,7 +307,8 @@ impl State {
                             .entry(assignment.target_id.clone())
                             .or_default()
                             .insert(id.to_string());
-                        self.assignments.insert(id.to_string(), assignment);
+                        self.assignments
+                            .insert(id.to_string(), decision_fields(assignment));
                     }
                 }
             }
@@ -338,6 +339,17 @@ impl State {
             set.remove(&group);
         }
         Ok(())
+    }
+}
+
+/// What decisions read of an assignment. The bookkeeping (record info, the
+/// request that made it) is dropped: the view holds every active
+/// assignment, a million of them at full scale.
+fn decision_fields(assignment: Assignment) -> Assignment {
+    Assignment {
+        info: None,
+        request_id: String::new(),
+        ..assignment
     }
 }
 
