@@ -244,6 +244,27 @@ async fn every_action_records_exactly_one_event_with_its_actor_and_target() {
             &[("role_assignment.revoked", ADMIN, role_target)],
         )
         .await;
+    s.add_catalog("c9", false).await;
+    s.grant_role(AdminRole::CatalogOwner, "dave", "c9").await;
+    s.catalogs(ADMIN)
+        .delete_catalog(DeleteCatalogRequest {
+            id: "c9".into(),
+            etag: String::new(),
+        })
+        .await
+        .unwrap();
+    let c9_owner = "c9/ADMIN_ROLE_CATALOG_OWNER/dave";
+    trail
+        .step(
+            "a catalog with a role holder is deleted",
+            &[
+                ("catalog.created", ADMIN, "c9"),
+                ("role_assignment.granted", ADMIN, c9_owner),
+                ("catalog.deleted", ADMIN, "c9"),
+                ("role_assignment.revoked", ADMIN, c9_owner),
+            ],
+        )
+        .await;
     s.update_settings(
         TenantSettings {
             delete_after: Some(days(30)),

@@ -56,7 +56,9 @@ impl Entity for Catalog {
 
     /// The built-in catalog stays; role assignments go with a catalog, while
     /// resources and packages in it block its removal (they refer to it).
-    fn before_remove(&self, txn: &mut dyn Txn, _actor: &Actor) -> Result<()> {
+    /// The catalog's role holders lose their roles with it, each recorded
+    /// as a revocation.
+    fn before_remove(&self, txn: &mut dyn Txn, actor: &Actor) -> Result<()> {
         if self.kind == CatalogKind::BuiltIn as i32 {
             return Err(Error::precondition(format!(
                 "catalog {:?} is built in and cannot be deleted",
@@ -66,6 +68,9 @@ impl Entity for Catalog {
         for id in targets(txn, RoleAssignment::KIND, ROLES_BY_CATALOG, &self.id)? {
             if let Some(assignment) = records::load::<RoleAssignment>(txn, &id)? {
                 records::remove(txn, &assignment)?;
+                let draft =
+                    role_event(&assignment, "revoked").detail("reason", "the catalog was deleted");
+                audit::append(txn, actor, draft)?;
             }
         }
         Ok(())
