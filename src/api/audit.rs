@@ -14,7 +14,7 @@ use crate::pb::*;
 use crate::policy::admin::Scope;
 
 use super::App;
-use super::authz::{Caller, CatalogFilter};
+use super::authz::{Caller, VisibleCatalogs};
 use super::paging::PageRequest;
 
 /// A listing reads at most this many events per call; a page with fewer
@@ -31,32 +31,6 @@ pub struct AuditLogApi {
 impl AuditLogApi {
     pub fn new(app: App) -> Self {
         Self { app }
-    }
-}
-
-/// Which events a caller sees: those of catalogs they may read with the
-/// action, and tenant-wide ones when they may act on the tenant.
-pub struct EventVisibility<'a> {
-    catalogs: CatalogFilter<'a>,
-    tenant: bool,
-}
-
-impl<'a> EventVisibility<'a> {
-    pub fn new(app: &'a App, caller: &'a Caller, action: &'a str) -> Self {
-        Self {
-            catalogs: app.catalog_filter(caller, action),
-            tenant: app
-                .permits(caller, action, Scope::Tenant, None)
-                .unwrap_or(false),
-        }
-    }
-
-    pub fn sees(&self, catalog_id: &str) -> bool {
-        if catalog_id.is_empty() {
-            self.tenant
-        } else {
-            self.tenant || self.catalogs.sees(catalog_id)
-        }
     }
 }
 
@@ -78,7 +52,7 @@ fn list_page(
                 .map_err(|_| Error::invalid("page_token", "is not a token this service issued"))
         })
         .transpose()?;
-    let visible = EventVisibility::new(app, caller, "ListAuditEvents");
+    let visible = VisibleCatalogs::new(app, caller, "ListAuditEvents");
     let mut events: Vec<AuditEvent> = Vec::new();
     // Where the next page starts: after the last event returned, or after
     // the last one read when the budget ran out first.
@@ -132,7 +106,7 @@ impl AuditLog for AuditLogApi {
         let (sender, receiver) = tokio::sync::mpsc::channel(EXPORT_BUFFER);
         let app = self.app.clone();
         tokio::task::spawn_blocking(move || {
-            let visible = EventVisibility::new(&app, &caller, "ExportAuditEvents");
+            let visible = VisibleCatalogs::new(&app, &caller, "ExportAuditEvents");
             let events = match query::events(app.store(), &filter, Order::OldestFirst, None) {
                 Ok(events) => events,
                 Err(error) => {

@@ -43,15 +43,17 @@ impl App {
         })
     }
 
-    /// `principal` making a change now, in the call `request` (its
-    /// x-request-id, or a fresh id when it sent none).
+    /// `principal` acting now, in the call `request` (with its
+    /// x-request-id; none makes the audit trail generate one per change, so
+    /// calls that change nothing pay for no id).
     fn actor<T>(&self, principal: &Principal, request: &Request<T>) -> Actor {
         let request_id = request
             .metadata()
             .get(REQUEST_ID_HEADER)
             .and_then(|value| value.to_str().ok())
-            .filter(|value| !value.is_empty() && value.len() <= 128)
-            .map_or_else(crud::new_id, str::to_string);
+            .filter(|value| value.len() <= 128)
+            .unwrap_or_default()
+            .to_string();
         Actor {
             id: principal.id.clone(),
             now: self.clock.now(),
@@ -223,6 +225,34 @@ impl CatalogFilter<'_> {
             .unwrap_or(false);
         self.seen.borrow_mut().insert(catalog.to_string(), allowed);
         allowed
+    }
+}
+
+/// What a caller sees of records that belong to a catalog or, with no
+/// catalog (""), to the whole tenant (audit events, report rows): a
+/// catalog's when they may do the action there, everything when they may
+/// do it tenant-wide.
+pub struct VisibleCatalogs<'a> {
+    catalogs: CatalogFilter<'a>,
+    tenant: bool,
+}
+
+impl<'a> VisibleCatalogs<'a> {
+    pub fn new(app: &'a App, caller: &'a Caller, action: &'a str) -> Self {
+        Self {
+            catalogs: app.catalog_filter(caller, action),
+            tenant: app
+                .permits(caller, action, Scope::Tenant, None)
+                .unwrap_or(false),
+        }
+    }
+
+    pub fn sees(&self, catalog_id: &str) -> bool {
+        if catalog_id.is_empty() {
+            self.tenant
+        } else {
+            self.tenant || self.catalogs.sees(catalog_id)
+        }
     }
 }
 

@@ -16,8 +16,7 @@ use crate::store::records::{self, Record, Source};
 use crate::workflow::{epoch_seconds, timestamp};
 
 use super::App;
-use super::audit::EventVisibility;
-use super::authz::{Caller, PackageCatalogs};
+use super::authz::{Caller, PackageCatalogs, VisibleCatalogs};
 use super::paging::PageRequest;
 use super::requests::single_filter;
 
@@ -83,7 +82,7 @@ fn holding_row(holding: Holding) -> AccessRow {
 /// Active assignments from `source` the caller sees, one page.
 fn held_page(
     app: &App,
-    visible: &EventVisibility<'_>,
+    visible: &VisibleCatalogs<'_>,
     source: Source<'_>,
     page: &PageRequest,
 ) -> Result<(Vec<AccessRow>, String)> {
@@ -138,7 +137,7 @@ impl Reports for ReportsApi {
         let r = request.into_inner();
         let user: User = crud::get(self.app.store(), &r.user_id)?;
         let page = PageRequest::parse(r.page_size, &r.page_token, &[&user.id])?;
-        let visible = EventVisibility::new(&self.app, &caller, "UserAccessReport");
+        let visible = VisibleCatalogs::new(&self.app, &caller, "UserAccessReport");
         let source = Source::Index {
             kind: Assignment::KIND,
             name: ASSIGNMENTS_BY_TARGET,
@@ -190,12 +189,14 @@ impl Reports for ReportsApi {
             &[&within.to_string(), &r.catalog_id, &r.access_package_id],
         )?;
         let now = self.now();
-        let visible = EventVisibility::new(&self.app, &caller, "ExpiringAssignmentsReport");
+        let visible = VisibleCatalogs::new(&self.app, &caller, "ExpiringAssignmentsReport");
         let catalogs = PackageCatalogs::new(&self.app);
         // Page positions are (end time key, assignment id) in the index.
-        let after = page.after().and_then(|key| key.split_once('/'));
-        let from = (time_key(now), String::new());
-        let after = after.map_or((from.0.as_str(), ""), |(end, id)| (end, id));
+        let now_key = time_key(now);
+        let after = page
+            .after()
+            .and_then(|key| key.split_once('/'))
+            .unwrap_or((&now_key, ""));
         let last = time_key(now.saturating_add(within));
         let mut rows = Vec::new();
         let mut more = false;
@@ -268,7 +269,7 @@ impl Reports for ReportsApi {
             &r.page_token,
             &[&r.access_package_id, &r.user_id],
         )?;
-        let visible = EventVisibility::new(&self.app, &caller, "RequestHistoryReport");
+        let visible = VisibleCatalogs::new(&self.app, &caller, "RequestHistoryReport");
         let catalogs = PackageCatalogs::new(&self.app);
         let source = Source::Index {
             kind: AssignmentRequest::KIND,
@@ -335,7 +336,7 @@ impl Reports for ReportsApi {
         } else {
             [r.access_package_id.clone()].into()
         };
-        let visible = EventVisibility::new(&self.app, &caller, "AccessAtTimeReport");
+        let visible = VisibleCatalogs::new(&self.app, &caller, "AccessAtTimeReport");
         // \u{1} sorts below every id character, so keys sort like the
         // (package, assignment) pairs the rows come in.
         let key = |h: &Holding| format!("{}\u{1}{}", h.access_package_id, h.assignment_id);

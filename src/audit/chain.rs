@@ -15,116 +15,101 @@ use crate::domain::entity::Actor;
 use crate::error::Result;
 use crate::pb::AuditEvent;
 use crate::store::records::{self, Record};
-use crate::store::{ReadView, StoreError, StoreResult, Txn, codec, keys};
+use crate::store::{ReadView, StoreResult, Txn, codec, keys};
 
-use super::event::Draft;
-
-pub type Hash = [u8; 32];
+use super::event::{Draft, sequence_key};
+use crate::domain::crud::new_id;
 
 const HEAD_KEY: &str = "audit_head";
 const ANCHOR_KEY: &str = "audit_anchor";
 
-/// The newest event: where the next one links.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+/// The newest event: where the next one links, and the revision of the
+/// change that appended it.
+#[derive(Clone, PartialEq, prost::Message)]
 pub struct Head {
+    #[prost(uint64, tag = "1")]
     pub sequence: u64,
-    pub seconds: i64,
-    pub nanos: i32,
-    pub hash: Hash,
+    #[prost(message, optional, tag = "2")]
+    pub time: Option<Timestamp>,
+    #[prost(bytes = "vec", tag = "3")]
+    pub hash: Vec<u8>,
+    #[prost(uint64, tag = "4")]
+    pub revision: u64,
 }
 
 /// Where the retained chain starts: events before `first` were pruned;
 /// `previous_hash` is the hash `first` links to and `pruned_until` the time
 /// of the newest pruned event (0 when nothing was pruned).
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Clone, PartialEq, prost::Message)]
 pub struct Anchor {
+    #[prost(uint64, tag = "1")]
     pub first: u64,
-    pub previous_hash: Hash,
+    #[prost(bytes = "vec", tag = "2")]
+    pub previous_hash: Vec<u8>,
+    #[prost(int64, tag = "3")]
     pub pruned_until: i64,
 }
 
-impl Default for Anchor {
-    fn default() -> Self {
-        Self {
-            first: 1,
-            previous_hash: Hash::default(),
-            pruned_until: 0,
-        }
-    }
-}
+/// The hash the first event links to.
+const GENESIS: [u8; 32] = [0; 32];
 
 fn meta_key(name: &str) -> Vec<u8> {
     keys::key(&[keys::META, name])
 }
 
-fn corrupt(what: &str) -> StoreError {
-    StoreError::Corrupt(format!("the audit {what} is malformed"))
-}
-
-fn read_u64(bytes: &[u8], at: usize) -> u64 {
-    u64::from_be_bytes(bytes[at..at + 8].try_into().expect("8 bytes"))
-}
-
-fn read_hash(bytes: &[u8], at: usize) -> Hash {
-    bytes[at..at + 32].try_into().expect("32 bytes")
+fn read_meta<M: prost::Message + Default>(
+    view: &(impl ReadView + ?Sized),
+    name: &str,
+) -> StoreResult<Option<M>> {
+    view.get(&meta_key(name))?
+        .map(|bytes| codec::decode(&bytes))
+        .transpose()
 }
 
 pub fn head(view: &(impl ReadView + ?Sized)) -> StoreResult<Head> {
-    let Some(bytes) = view.get(&meta_key(HEAD_KEY))? else {
-        return Ok(Head::default());
-    };
-    if bytes.len() != 52 {
-        return Err(corrupt("head"));
-    }
-    Ok(Head {
-        sequence: read_u64(&bytes, 0),
-        seconds: read_u64(&bytes, 8) as i64,
-        nanos: u32::from_be_bytes(bytes[16..20].try_into().expect("4 bytes")) as i32,
-        hash: read_hash(&bytes, 20),
-    })
-}
-
-fn write_head(txn: &mut dyn Txn, head: &Head) {
-    let mut bytes = Vec::with_capacity(52);
-    bytes.extend_from_slice(&head.sequence.to_be_bytes());
-    bytes.extend_from_slice(&head.seconds.to_be_bytes());
-    bytes.extend_from_slice(&(head.nanos as u32).to_be_bytes());
-    bytes.extend_from_slice(&head.hash);
-    txn.put(meta_key(HEAD_KEY), bytes);
+    Ok(read_meta(view, HEAD_KEY)?.unwrap_or_else(|| Head {
+        hash: GENESIS.to_vec(),
+        ..Head::default()
+    }))
 }
 
 pub fn anchor(view: &(impl ReadView + ?Sized)) -> StoreResult<Anchor> {
-    let Some(bytes) = view.get(&meta_key(ANCHOR_KEY))? else {
-        return Ok(Anchor::default());
-    };
-    if bytes.len() != 48 {
-        return Err(corrupt("anchor"));
-    }
-    Ok(Anchor {
-        first: read_u64(&bytes, 0),
-        previous_hash: read_hash(&bytes, 8),
-        pruned_until: read_u64(&bytes, 40) as i64,
-    })
+    Ok(read_meta(view, ANCHOR_KEY)?.unwrap_or_else(|| Anchor {
+        first: 1,
+        previous_hash: GENESIS.to_vec(),
+        pruned_until: 0,
+    }))
 }
 
 pub fn write_anchor(txn: &mut dyn Txn, anchor: &Anchor) {
-    let mut bytes = Vec::with_capacity(48);
-    bytes.extend_from_slice(&anchor.first.to_be_bytes());
-    bytes.extend_from_slice(&anchor.previous_hash);
-    bytes.extend_from_slice(&anchor.pruned_until.to_be_bytes());
-    txn.put(meta_key(ANCHOR_KEY), bytes);
+    txn.put(meta_key(ANCHOR_KEY), codec::encode(anchor));
 }
 
 /// SHA-256 of the previous hash and the event encoded with `hash` empty.
 /// prost encodes fields in tag order and Struct fields in key order, so the
 /// encoding of a decoded event is the encoding it was hashed in.
-pub fn hash_of(event: &AuditEvent) -> Hash {
+pub fn hash_of(event: &AuditEvent) -> Vec<u8> {
     let mut unhashed = event.clone();
     unhashed.hash.clear();
+    digest(&unhashed)
+}
+
+/// [`hash_of`] for an event whose `hash` is still empty.
+fn digest(unhashed: &AuditEvent) -> Vec<u8> {
     let mut hasher = Sha256::new();
-    hasher.update(&event.previous_hash);
+    hasher.update(&unhashed.previous_hash);
     hasher.update(unhashed.encode_to_vec());
-    hasher.finalize().into()
+    hasher.finalize().to_vec()
+}
+
+/// The request id of a change whose actor brought none: the one its
+/// first event got, or a fresh one for the first event.
+fn change_request_id(txn: &dyn Txn, head: &Head) -> Result<String> {
+    if head.sequence > 0 && head.revision == txn.revision() {
+        let first: AuditEvent = records::require(txn, &sequence_key(head.sequence))?;
+        return Ok(first.request_id);
+    }
+    Ok(new_id())
 }
 
 /// Appends one event for a change made in `txn` by `actor`. Times never go
@@ -132,13 +117,13 @@ pub fn hash_of(event: &AuditEvent) -> Hash {
 pub fn append(txn: &mut dyn Txn, actor: &Actor, draft: Draft) -> Result<()> {
     let head = head(txn)?;
     let now = crate::clock::to_timestamp(actor.now);
-    let time = if (now.seconds, now.nanos) < (head.seconds, head.nanos) {
-        Timestamp {
-            seconds: head.seconds,
-            nanos: head.nanos,
-        }
-    } else {
-        now
+    let time = match head.time {
+        Some(last) if (now.seconds, now.nanos) < (last.seconds, last.nanos) => last,
+        _ => now,
+    };
+    let request_id = match actor.request_id.as_str() {
+        "" => change_request_id(txn, &head)?,
+        given => given.to_string(),
     };
     let mut event = AuditEvent {
         sequence: head.sequence + 1,
@@ -149,26 +134,23 @@ pub fn append(txn: &mut dyn Txn, actor: &Actor, draft: Draft) -> Result<()> {
         target_id: draft.target_id.clone(),
         outcome: draft.outcome.clone(),
         details: draft.details_struct(),
-        request_id: actor.request_id.clone(),
+        request_id,
         catalog_id: draft.catalog_id,
         access_package_id: draft.access_package_id,
         user_id: draft.user_id,
         revision: txn.revision(),
-        previous_hash: head.hash.to_vec(),
+        previous_hash: head.hash,
         hash: Vec::new(),
     };
-    let hash = hash_of(&event);
-    event.hash = hash.to_vec();
+    event.hash = digest(&event);
     records::save(txn, None, &event)?;
-    write_head(
-        txn,
-        &Head {
-            sequence: event.sequence,
-            seconds: time.seconds,
-            nanos: time.nanos,
-            hash,
-        },
-    );
+    let head = Head {
+        sequence: event.sequence,
+        time: Some(time),
+        hash: event.hash,
+        revision: event.revision,
+    };
+    txn.put(meta_key(HEAD_KEY), codec::encode(&head));
     Ok(())
 }
 
@@ -209,7 +191,7 @@ pub fn verify(view: &(impl ReadView + ?Sized)) -> Result<Verification> {
             result.broken = Some((expected, problem));
             return Ok(result);
         }
-        previous = event.hash.as_slice().try_into().unwrap_or_default();
+        previous = event.hash;
         result.checked += 1;
         result.last = event.sequence;
         expected += 1;
@@ -229,9 +211,9 @@ fn link_problem(
     event: &AuditEvent,
     stored_at: &str,
     expected: u64,
-    previous: &Hash,
+    previous: &[u8],
 ) -> Option<String> {
-    if stored_at != super::event::sequence_key(event.sequence) {
+    if stored_at != sequence_key(event.sequence) {
         return Some(format!(
             "the event stored as {stored_at} claims sequence {}",
             event.sequence

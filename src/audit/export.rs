@@ -26,7 +26,7 @@ pub struct ExportArgs {
     /// With a --dev-auth server: the caller to act as
     #[arg(long, conflicts_with = "token")]
     pub dev_user: Option<String>,
-    /// CA certificate (PEM) to trust for https://
+    /// CA certificate (PEM) to trust; required for https://
     #[arg(long)]
     pub ca_cert: Option<PathBuf>,
     /// Write here instead of standard output
@@ -58,11 +58,13 @@ async fn connect(args: &ExportArgs) -> anyhow::Result<Channel> {
     let mut endpoint = Channel::from_shared(args.server.clone())
         .with_context(|| format!("{:?} is not a server address", args.server))?;
     if args.server.starts_with("https://") {
-        let mut tls = ClientTlsConfig::new().with_enabled_roots();
-        if let Some(ca) = &args.ca_cert {
-            let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
-            tls = tls.ca_certificate(Certificate::from_pem(pem));
-        }
+        // The binary carries no system roots: the CA must be named.
+        let ca = args
+            .ca_cert
+            .as_ref()
+            .context("an https:// server needs --ca-cert (the CA certificate to trust)")?;
+        let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
+        let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem));
         endpoint = endpoint.tls_config(tls)?;
     }
     endpoint
@@ -114,4 +116,24 @@ pub async fn run(args: ExportArgs) -> anyhow::Result<u64> {
     }
     out.flush()?;
     Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        export: ExportArgs,
+    }
+
+    #[tokio::test]
+    async fn https_without_a_ca_certificate_is_refused_before_connecting() {
+        let cli = Cli::parse_from(["export", "--server", "https://127.0.0.1:1"]);
+        let error = run(cli.export).await.unwrap_err();
+        assert!(error.to_string().contains("--ca-cert"), "{error:#}");
+    }
 }

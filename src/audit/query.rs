@@ -104,10 +104,10 @@ impl Filter {
             && field(&self.user_id, &event.user_id)
     }
 
-    /// The narrowest index the filter names.
-    fn source(&self) -> (&'static str, String) {
+    /// The narrowest index the filter names (index, value), if any.
+    fn index(&self) -> Option<(&'static str, String)> {
         if !self.target_id.is_empty() {
-            return (BY_TARGET, target_key(&self.target_type, &self.target_id));
+            return Some((BY_TARGET, target_key(&self.target_type, &self.target_id)));
         }
         [
             (BY_PACKAGE, &self.access_package_id),
@@ -120,7 +120,6 @@ impl Filter {
         .into_iter()
         .find(|(_, value)| !value.is_empty())
         .map(|(name, value)| (name, value.clone()))
-        .unwrap_or(("", String::new()))
     }
 }
 
@@ -188,15 +187,14 @@ pub fn events<'v>(
         (Order::NewestFirst, Some(after)) => (low, high.min(after)),
         _ => (low, high),
     };
-    let (index, value) = filter.source();
-    let source = if index.is_empty() {
-        Source::All
-    } else {
-        Source::Index {
+    let index = filter.index();
+    let source = match &index {
+        None => Source::All,
+        Some((name, value)) => Source::Index {
             kind: AuditEvent::KIND,
-            name: index,
-            value: &value,
-        }
+            name,
+            value,
+        },
     };
     let prefix = records::source_prefix(AuditEvent::KIND, &source);
     let key_of = |sequence: u64| {

@@ -42,7 +42,7 @@ pub fn prune(txn: &mut dyn Txn, actor: &Actor, keep: Duration) -> Result<usize> 
         txn,
         &Anchor {
             first: last.sequence + 1,
-            previous_hash: last.hash.as_slice().try_into().unwrap_or_default(),
+            previous_hash: last.hash.clone(),
             pruned_until: last.time.map_or(0, |t| t.seconds),
         },
     );

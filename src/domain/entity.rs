@@ -12,8 +12,8 @@ use crate::store::{ReadView, Revision, Txn};
 
 use super::validate::Check;
 
-/// Who makes a change, when, and in which call (the request id audit
-/// events carry).
+/// Who makes a change, when, and in which call: the caller's request id,
+/// or empty, in which case the change's audit events share a generated one.
 #[derive(Debug, Clone)]
 pub struct Actor {
     pub id: String,
@@ -23,12 +23,12 @@ pub struct Actor {
 
 impl Actor {
     /// `id` acting at `now` outside any call (the service's own timed work,
-    /// start-up, bulk loads), under a fresh request id.
+    /// start-up, bulk loads): each change gets its own request id.
     pub fn new(id: &str, now: SystemTime) -> Self {
         Self {
             id: id.to_string(),
             now,
-            request_id: super::crud::new_id(),
+            request_id: String::new(),
         }
     }
 }

@@ -80,7 +80,7 @@ pub fn record(
             RequestState::Delivered if new.is_add() || is_update(new) => {
                 with_reason(delivered(txn, new, event("delivered"))?)
             }
-            RequestState::Delivered => assignment_ended(txn, new)?,
+            RequestState::Delivered => assignment_ended(txn, new, &catalog)?,
             RequestState::Denied if timed_out(new) => with_reason(event("timed_out")),
             RequestState::Denied => with_reason(event("denied")),
             RequestState::Canceled => with_reason(event("canceled")),
@@ -124,16 +124,14 @@ fn delivered(txn: &dyn Txn, request: &AssignmentRequest, draft: Draft) -> Result
 }
 
 /// A delivered removal (by the user, an administrator, expiry or the
-/// target's deletion) is recorded on the assignment it ended.
-fn assignment_ended(txn: &dyn Txn, request: &AssignmentRequest) -> Result<Draft> {
+/// target's deletion) is recorded on the assignment it ended, in the
+/// request's catalog (a request and its assignment share the package).
+fn assignment_ended(txn: &dyn Txn, request: &AssignmentRequest, catalog: &str) -> Result<Draft> {
     let assignment: Assignment = records::require(txn, &request.assignment_id)?;
     let verb = match assignment.end_reason() {
         EndReason::Expired => "expired",
         _ => "removed",
     };
-    let catalog = records::load::<AccessPackage>(txn, &assignment.access_package_id)?
-        .map(|package| package.catalog_id)
-        .unwrap_or_default();
     let draft = Draft::new(Assignment::KIND, verb, &assignment.id)
         .outcome(assignment.state().as_str_name())
         .catalog(catalog)
