@@ -174,7 +174,7 @@ impl App {
         scope: Scope<'_>,
     ) -> std::result::Result<Actor, Status> {
         let principal = caller::principal(request)?;
-        let generation = self.decisions.read().roles_generation;
+        let generation = self.decisions.roles_generation();
         let resource = CachedResource::of(scope, &principal.id, &self.policies);
         let actor = self.actor(principal, request);
         if self

@@ -124,15 +124,10 @@ impl Decisions for DecisionsApi {
         self.consistent(r.min_revision).await?;
         let state = self.app.decisions.read();
         let revision = self.app.decisions.revision();
-        let check = AccessCheck {
-            user_id: r.user_id.clone(),
-            resource_id: r.resource_id.clone(),
-            role_id: r.role_id.clone(),
-        };
-        let result = check_one(&state, &check, self.now());
+        let assignment_ids = state.check(&r.user_id, &r.resource_id, &r.role_id, self.now());
         Ok(Response::new(CheckAccessResponse {
-            allowed: result.allowed,
-            assignment_ids: result.assignment_ids,
+            allowed: !assignment_ids.is_empty(),
+            assignment_ids,
             revision,
         }))
     }

@@ -18,7 +18,7 @@ use super::state::State;
 
 /// Whether an assignment gives access at `now` (start inclusive, end
 /// exclusive).
-pub fn in_effect(assignment: &Assignment, now: i64) -> bool {
+fn in_effect(assignment: &Assignment, now: i64) -> bool {
     let started = assignment.start_time.is_none_or(|t| t.seconds <= now);
     let not_ended = assignment.end_time.is_none_or(|t| now < t.seconds);
     started && not_ended

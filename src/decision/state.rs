@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::RwLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::sync::watch;
 
@@ -394,6 +395,9 @@ const KINDS: [&str; 7] = [
 pub struct DecisionState {
     state: RwLock<State>,
     revision: watch::Sender<Revision>,
+    /// [`State::roles_generation`], readable without the lock: every RPC's
+    /// authorization checks it.
+    roles_generation: AtomicU64,
     pub events: EventLog,
 }
 
@@ -417,6 +421,7 @@ impl DecisionState {
         // the (empty) history is replayable from the very start.
         let replayable_after = if assignments_on_record { revision } else { 0 };
         Ok(Self {
+            roles_generation: AtomicU64::new(state.roles_generation),
             state: RwLock::new(state),
             revision: watch::channel(revision).0,
             events: EventLog::new(retention, replayable_after),
@@ -440,9 +445,9 @@ impl DecisionState {
         matches!(tokio::time::timeout(timeout, reached).await, Ok(Ok(_)))
     }
 
-    /// A receiver that changes with every applied revision.
-    pub fn revisions(&self) -> watch::Receiver<Revision> {
-        self.revision.subscribe()
+    /// Changes whenever a role assignment or a user changes.
+    pub fn roles_generation(&self) -> u64 {
+        self.roles_generation.load(Ordering::Acquire)
     }
 }
 
@@ -485,6 +490,8 @@ impl CommitObserver for DecisionState {
                 });
             }
         }
+        self.roles_generation
+            .store(state.roles_generation, Ordering::Release);
         if let Some(last) = changes.last() {
             self.revision.send_replace(last.revision);
         }

@@ -205,9 +205,7 @@ pub fn delete_user(txn: &mut dyn Txn, id: &str, etag: &str, actor: &Actor) -> Re
     user.scheduled_delete_time = None;
     stamp(&mut user, Some(&old), actor, txn.revision());
     records::save(txn, Some(&old), &user)?;
-    let draft = Draft::new(User::KIND, "deleted", id)
-        .user(id)
-        .outcome(user.state().as_str_name());
+    let draft = user.audit(txn, Draft::new(User::KIND, "deleted", id), Some(&old))?;
     audit::append(txn, actor, draft)?;
     Ok(user)
 }

@@ -131,8 +131,8 @@ impl ReadView for SledStore {
             *last += 1;
         }
         let end = match start_before {
-            Some(before) => Bound::Excluded(before.to_vec()),
-            None => Bound::Excluded(past_prefix),
+            Some(before) if before < past_prefix.as_slice() => Bound::Excluded(before.to_vec()),
+            _ => Bound::Excluded(past_prefix),
         };
         let range = self
             .tree

@@ -97,8 +97,8 @@ pub fn subject_of(view: &(impl ReadView + ?Sized), user_id: &str) -> Result<Subj
 /// same question takes it as its own when those reads still give the same
 /// answers (then deciding again would read the same records and reach the
 /// same decision) and decides afresh otherwise, so no change goes through on
-/// a stale decision. This keeps Cedar and most reads off the store's single
-/// committer.
+/// a stale decision. This keeps Cedar off the store's single committer
+/// (the job still replays the recorded reads).
 #[derive(Debug)]
 pub struct Foreseen {
     user_id: String,

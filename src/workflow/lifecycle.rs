@@ -8,7 +8,7 @@ use crate::domain::assignment::{ACTIVE_PAIR, ASSIGNMENTS_BY_TARGET};
 use crate::domain::crud::new_id;
 use crate::domain::directory::{self, targets};
 use crate::domain::entity::stamp;
-use crate::domain::entity::{Actor, record_info};
+use crate::domain::entity::{Actor, Entity, record_info};
 use crate::domain::request::{OPEN_BY_TARGET, cancel_open, pair_key, save_request, transition};
 use crate::domain::settings;
 use crate::error::Result;
@@ -108,9 +108,8 @@ fn create_governed_guest(
     };
     stamp(&mut guest, None, actor, txn.revision());
     records::save(txn, None, &guest)?;
-    let draft = Draft::new(User::KIND, "created", &guest.id)
-        .user(&guest.id)
-        .outcome(guest.state().as_str_name())
+    let draft = guest
+        .audit(txn, Draft::new(User::KIND, "created", &guest.id), None)?
         .detail("kind", guest.kind().as_str_name())
         .detail(
             "connected_organization_id",
@@ -198,9 +197,8 @@ fn apply_guest_lifecycle(txn: &mut dyn Txn, user_id: &str, actor: &Actor) -> Res
     }
     stamp(&mut user, Some(&old), actor, txn.revision());
     records::save(txn, Some(&old), &user)?;
-    let draft = Draft::new(User::KIND, "blocked", user_id)
-        .user(user_id)
-        .outcome(user.state().as_str_name())
+    let draft = user
+        .audit(txn, Draft::new(User::KIND, "blocked", user_id), Some(&old))?
         .detail("reason", "a governed guest lost their last assignment")
         .detail(
             "scheduled_delete_time",
@@ -226,9 +224,8 @@ pub fn delete_guest_if_due(txn: &mut dyn Txn, user_id: &str, actor: &Actor) -> R
         user.scheduled_delete_time = None;
         stamp(&mut user, Some(&old), actor, txn.revision());
         records::save(txn, Some(&old), &user)?;
-        let draft = Draft::new(User::KIND, "updated", user_id)
-            .user(user_id)
-            .outcome(user.state().as_str_name())
+        let draft = user
+            .audit(txn, Draft::new(User::KIND, "updated", user_id), Some(&old))?
             .detail("fields", vec!["scheduled_delete_time".to_string()])
             .detail("reason", "the guest holds an assignment again");
         audit::append(txn, actor, draft)?;

@@ -77,7 +77,7 @@ pub struct Options {
 
 /// Prunes audit events older than `keep`, one bounded batch per
 /// transaction, until none is left.
-pub async fn prune_audit(store: &dyn Store, clock: &dyn Clock, keep: Duration) -> Result<usize> {
+async fn prune_audit(store: &dyn Store, clock: &dyn Clock, keep: Duration) -> Result<usize> {
     let mut pruned = 0;
     loop {
         let actor = Actor::new(SYSTEM_ACTOR, clock.now());
