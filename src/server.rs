@@ -133,6 +133,13 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let address = listener.local_addr()?;
     let policies = Arc::new(load_policies(settings)?);
+    // Settings are checked before the store is touched: a server that could
+    // not serve must not write, run background work or announce itself.
+    let auth = authenticator(settings, address)?;
+    let mut server = Server::builder();
+    if let Some(tls) = &settings.tls {
+        server = server.tls_config(tls_config(tls)?)?;
+    }
     let (reporter, health) = tonic_health::server::health_reporter();
     report(&reporter, ServingStatus::NotServing).await;
 
@@ -164,7 +171,6 @@ pub async fn run(
 
     let reflection_v1 = reflection_builder().build_v1()?;
     let reflection_v1alpha = reflection_builder().build_v1alpha()?;
-    let auth = authenticator(settings, address)?;
 
     report(&reporter, ServingStatus::Serving).await;
     tracing::info!(%address, data_dir = %settings.data_dir.display(), "serving");
@@ -172,10 +178,6 @@ pub async fn run(
 
     let draining = reporter.clone();
     let (began, shutdown_began) = tokio::sync::oneshot::channel::<()>();
-    let mut server = Server::builder();
-    if let Some(tls) = &settings.tls {
-        server = server.tls_config(tls_config(tls)?)?;
-    }
     let serving = server
         .add_service(health)
         .add_service(reflection_v1)

@@ -21,7 +21,7 @@ use super::caller::{self, Principal};
 
 /// The metadata key a caller may use to name its call; audit events carry
 /// it.
-pub const REQUEST_ID_HEADER: &str = "x-request-id";
+const REQUEST_ID_HEADER: &str = "x-request-id";
 
 /// An authenticated caller with the roles they hold.
 pub struct Caller {
@@ -59,6 +59,12 @@ impl App {
             now: self.clock.now(),
             request_id,
         }
+    }
+
+    /// The caller of `request` as an actor, for calls whose authorization
+    /// is decided elsewhere (approvals, by the compiled approval rules).
+    pub fn actor_of<T>(&self, request: &Request<T>) -> std::result::Result<Actor, Status> {
+        Ok(self.actor(caller::principal(request)?, request))
     }
 
     /// Whether `caller` may do `action` on `scope`.
@@ -120,8 +126,9 @@ impl App {
         })
     }
 
-    /// Loads record `id` (INVALID_ARGUMENT for a malformed id, NOT_FOUND when
-    /// missing) and authorizes `action` in the catalog `catalog_of` names.
+    /// Loads record `id` (see [`App::load_visible`]: a missing one is
+    /// NOT_FOUND only for callers with the right in every catalog) and
+    /// authorizes `action` in the catalog `catalog_of` names.
     pub fn authorize_record<R: Record>(
         &self,
         caller: &Caller,

@@ -119,7 +119,6 @@ impl Interceptor for Authenticator {
     }
 }
 
-/// The principal the interceptor attached to `request`.
 /// The token of an `authorization` value of the Bearer scheme, whose name
 /// is case-insensitive (RFC 7235).
 fn bearer_token(value: &str) -> Option<&str> {
@@ -127,6 +126,7 @@ fn bearer_token(value: &str) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then_some(token)
 }
 
+/// The principal the interceptor attached to `request`.
 pub fn principal<T>(request: &Request<T>) -> Result<&Principal, Status> {
     request
         .extensions()

@@ -30,7 +30,7 @@ impl AssignmentRequestsApi {
         request: Request<DecideAssignmentRequestRequest>,
         approve: bool,
     ) -> Result<Response<AssignmentRequest>, Status> {
-        let actor = self.app.caller(&request)?.actor;
+        let actor = self.app.actor_of(&request)?;
         let r = request.into_inner();
         let input = approval::DecisionInput {
             id: r.id,

@@ -322,14 +322,10 @@ pub fn revoke_role(
 }
 
 /// The audit event of a role grant or revocation: in the catalog, or
-/// tenant-wide for tenant roles.
+/// tenant-wide for tenant roles (which have no catalog).
 fn role_event(assignment: &RoleAssignment, verb: &'static str) -> Draft {
-    let catalog = match assignment.catalog_id.as_str() {
-        TENANT_SCOPE => "",
-        catalog => catalog,
-    };
     Draft::new(RoleAssignment::KIND, verb, assignment.id())
-        .catalog(catalog)
+        .catalog(&assignment.catalog_id)
         .user(&assignment.principal_id)
         .detail("role", assignment.role().as_str_name())
 }

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 
 use cedar_policy::{Entity, EntityUid, RestrictedExpression};
 
-use crate::domain::catalog::{ROLES_BY_PRINCIPAL, TENANT_SCOPE};
+use crate::domain::catalog::ROLES_BY_PRINCIPAL;
 use crate::domain::directory::targets;
 use crate::error::Result;
 use crate::pb::{AdminRole, RoleAssignment, User, UserState};
@@ -18,7 +18,6 @@ use super::entities::user_uid;
 
 pub const GLOBAL_ADMIN: &str = "global-admin";
 pub const CATALOG_CREATOR: &str = "catalog-creator";
-pub const DECISION_READER: &str = "decision-reader";
 
 /// What an administrative action acts on.
 #[derive(Debug, Clone, Copy)]
@@ -75,10 +74,8 @@ pub fn stored_roles(view: &(impl ReadView + ?Sized), principal: &str) -> Result<
         let name = match role {
             AdminRole::GlobalAdmin => Some(GLOBAL_ADMIN.to_string()),
             AdminRole::CatalogCreator => Some(CATALOG_CREATOR.to_string()),
-            _ if assignment.catalog_id != TENANT_SCOPE => {
-                catalog_role_name(&assignment.catalog_id, role)
-            }
-            _ => None,
+            // Catalog roles always name their catalog (check_role_args).
+            _ => catalog_role_name(&assignment.catalog_id, role),
         };
         roles.extend(name);
     }

@@ -217,8 +217,9 @@ impl PolicyEngine {
         })
     }
 
-    /// Parses `rules` and validates them, with the invariants, against the
-    /// schema; the error is Cedar's message.
+    /// Parses `rules`, validates them against the schema and sets them
+    /// beside the invariants as decisions will (so an id clash is caught
+    /// too); the error is Cedar's message.
     pub fn check(&self, rules: &[Rule]) -> Result<(), String> {
         self.policy_set(rules).map(|_| ())
     }
