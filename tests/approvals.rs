@@ -699,3 +699,26 @@ async fn a_later_stage_nobody_can_approve_ends_the_request_denied() {
         RequestState::Delivered
     );
 }
+
+/// "What must I decide?" asked by an administrator or a service principal
+/// that is not a directory user: nothing, not NOT_FOUND.
+#[tokio::test]
+async fn pending_approvals_of_a_caller_outside_the_directory_are_empty() {
+    let server = TestServer::start_with_settings(|settings| {
+        settings.auth.service_principals = vec![entitlements::config::ServicePrincipal {
+            id: "portal".into(),
+            roles: vec!["decision-reader".into()],
+        }];
+    })
+    .await;
+    cast(&server).await;
+    approval_policy(&server, "pol", vec![stage(vec![user_approver("ann")])]).await;
+    let id = server.request_add("alice", "pol").await.unwrap().id;
+    assert_eq!(server.pending_approvals("ann").await, vec![id]);
+    for outsider in [ADMIN, "portal", "nobody-at-all"] {
+        assert!(
+            server.pending_approvals(outsider).await.is_empty(),
+            "{outsider}"
+        );
+    }
+}

@@ -17,7 +17,7 @@ use crate::domain::validate::Check;
 use crate::error::{Error, Result};
 use crate::pb::{
     ApprovalStage, ApprovalStageStatus, AssignmentPolicy, AssignmentRequest, RequestState,
-    StageDecision, StageState,
+    StageDecision, StageState, User,
 };
 use crate::policy::compile::actions::APPROVE;
 use crate::policy::entities::{Stage, approval_slice, request_uid, user_uid};
@@ -291,19 +291,32 @@ pub fn timeout_if_due(txn: &mut dyn Txn, id: &str, actor: &Actor) -> Result<bool
     Ok(true)
 }
 
+/// Every group `user_id` is in, directly or through nesting; none for a
+/// caller who is not a directory user (a service principal, or an
+/// administrator known only from the configuration).
+fn groups_of(view: &(impl ReadView + ?Sized), user_id: &str) -> Result<BTreeSet<String>> {
+    if !records::exists::<User>(view, user_id)? {
+        return Ok(BTreeSet::new());
+    }
+    Ok(subject_of(view, user_id)?
+        .group_parents
+        .into_keys()
+        .collect())
+}
+
 /// Requests whose current stage `user_id` may decide and has not decided,
 /// ordered by id: from the approver indexes, by name and through the
-/// user's groups (nested ones included).
+/// user's groups (nested ones included). A caller who is not a directory
+/// user decides nothing: the list is empty.
 pub fn pending_for(
     view: &(impl ReadView + ?Sized),
     user_id: &str,
 ) -> Result<Vec<AssignmentRequest>> {
-    let subject = subject_of(view, user_id)?;
     let mut ids: BTreeSet<String> =
         targets(view, AssignmentRequest::KIND, PENDING_FOR_USER, user_id)?
             .into_iter()
             .collect();
-    for group in subject.group_parents.keys() {
+    for group in &groups_of(view, user_id)? {
         ids.extend(targets(
             view,
             AssignmentRequest::KIND,
