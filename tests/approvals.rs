@@ -163,8 +163,10 @@ async fn three_stages_run_in_order() {
     approval_policy(&server, "pol", stages).await;
     let id = server.request_add("alice", "pol").await.unwrap().id;
 
-    // Only the current stage can be decided, and only by its approvers.
-    refused(&server, "bob", &id, 2, Code::FailedPrecondition).await;
+    // Only the current stage can be decided, and only by its approvers:
+    // before stage 2 starts bob is nobody's approver and learns nothing
+    // about the request.
+    refused(&server, "bob", &id, 2, Code::PermissionDenied).await;
     assert!(server.pending_approvals("bob").await.is_empty());
     let after_first = server.decide("ann", &id, 1, true).await.unwrap();
     assert_eq!(after_first.state(), RequestState::PendingApproval);

@@ -304,6 +304,36 @@ fn groups_of(view: &(impl ReadView + ?Sized), user_id: &str) -> Result<BTreeSet<
         .collect())
 }
 
+/// Whether `user_id` is or was an approver of `request`: resolved for one
+/// of its stages (by name, as a role holder, or through a group) or the
+/// author of one of its decisions. Approvers see the requests they are
+/// asked to decide, so they may learn their state.
+pub fn is_approver_of(
+    view: &(impl ReadView + ?Sized),
+    request: &AssignmentRequest,
+    user_id: &str,
+) -> Result<bool> {
+    let stages = &request.approval_stages;
+    let named = stages.iter().any(|stage| {
+        stage.approver_user_ids.iter().any(|u| u == user_id)
+            || stage.decisions.iter().any(|d| d.approver_id == user_id)
+    });
+    if named {
+        return Ok(true);
+    }
+    if stages
+        .iter()
+        .all(|stage| stage.approver_group_ids.is_empty())
+    {
+        return Ok(false);
+    }
+    let groups = groups_of(view, user_id)?;
+    Ok(stages
+        .iter()
+        .flat_map(|stage| &stage.approver_group_ids)
+        .any(|group| groups.contains(group)))
+}
+
 /// Requests whose current stage `user_id` may decide and has not decided,
 /// ordered by id: from the approver indexes, by name and through the
 /// user's groups (nested ones included). A caller who is not a directory
