@@ -36,6 +36,7 @@ use crate::config::{Settings, TlsSettings};
 use crate::decision::state::DecisionState;
 use crate::domain::catalog::ensure_general_catalog;
 use crate::domain::entity::Actor;
+use crate::domain::migrations;
 use crate::domain::settings::ensure_settings;
 use crate::pb;
 use crate::pb::access_packages_server::AccessPackagesServer;
@@ -145,6 +146,7 @@ pub async fn run(
 
     let data_dir = settings.data_dir.clone();
     let store = Arc::new(tokio::task::spawn_blocking(move || SledStore::open(&data_dir)).await??);
+    migrations::run(store.as_ref()).await?;
     let system = Actor::new(SYSTEM_ACTOR, clock.now());
     ensure_general_catalog(store.as_ref(), system.clone()).await?;
     ensure_settings(store.as_ref(), system).await?;

@@ -163,8 +163,10 @@ async fn three_stages_run_in_order() {
     approval_policy(&server, "pol", stages).await;
     let id = server.request_add("alice", "pol").await.unwrap().id;
 
-    // Only the current stage can be decided, and only by its approvers.
-    refused(&server, "bob", &id, 2, Code::FailedPrecondition).await;
+    // Only the current stage can be decided, and only by its approvers:
+    // before stage 2 starts bob is nobody's approver and learns nothing
+    // about the request.
+    refused(&server, "bob", &id, 2, Code::PermissionDenied).await;
     assert!(server.pending_approvals("bob").await.is_empty());
     let after_first = server.decide("ann", &id, 1, true).await.unwrap();
     assert_eq!(after_first.state(), RequestState::PendingApproval);
@@ -501,5 +503,224 @@ async fn racing_approvers_on_one_stage() {
                 .await
                 .unwrap();
         }
+    }
+}
+
+/// A stage whose primary and fallback approvers resolve to nobody but the
+/// target could never be decided: a request whose first stage that is, is
+/// refused at creation, saying which stage and why, and nothing is stored.
+#[tokio::test]
+async fn a_request_nobody_can_approve_is_refused_at_creation() {
+    let server = TestServer::start().await;
+    cast(&server).await;
+    server.add_group("empty", &[]).await;
+    server.set_user_state("zed", UserState::Blocked).await;
+    let with_fallback = |primary: approver::Approver, fallback: approver::Approver| {
+        let mut only = stage(vec![primary]);
+        only.fallback_approvers = vec![Approver {
+            approver: Some(fallback),
+        }];
+        only
+    };
+    // (policy, its only stage, who asks, why nobody can decide)
+    let cases = [
+        (
+            "no-manager",
+            stage(vec![approver::Approver::ManagerLevel(1)]),
+            "ann",
+            "primary: the target has no active manager; fallback: none named",
+        ),
+        (
+            "no-sponsor",
+            stage(vec![approver::Approver::InternalSponsors(true)]),
+            "ann",
+            "primary: the target has no active internal sponsor",
+        ),
+        (
+            "empty-group",
+            stage(vec![group_approver("empty")]),
+            "ann",
+            "primary: group \"empty\" has no active member other than the target",
+        ),
+        (
+            "blocked",
+            stage(vec![user_approver("zed")]),
+            "ann",
+            "primary: user \"zed\" is USER_STATE_BLOCKED",
+        ),
+        (
+            "only-the-target",
+            stage(vec![user_approver("ann")]),
+            "ann",
+            "primary: user \"ann\" is the target",
+        ),
+        (
+            "empty-fallback",
+            with_fallback(approver::Approver::ManagerLevel(2), group_approver("empty")),
+            "mary",
+            "primary: the target has no active second-level manager; fallback: group \"empty\"",
+        ),
+    ];
+    for (id, only, _, _) in &cases {
+        approval_policy(&server, id, vec![only.clone()]).await;
+    }
+    let mark = server.write_mark().await;
+    for (id, _, requestor, why) in cases {
+        let status = expect_code(
+            server
+                .request_add(requestor, id)
+                .await
+                .map(tonic::Response::new),
+            Code::FailedPrecondition,
+        );
+        let violations = {
+            use tonic_types::StatusExt;
+            status
+                .get_details_precondition_failure()
+                .unwrap()
+                .violations
+        };
+        assert_eq!(violations.len(), 1, "{id}: {status:?}");
+        assert_eq!(violations[0].r#type, "NO_APPROVERS", "{id}");
+        assert_eq!(
+            violations[0].subject,
+            format!("assignment_policy/{id}/stage/1")
+        );
+        assert!(
+            violations[0].description.starts_with(why),
+            "{id}: {:?}",
+            violations[0].description
+        );
+        assert!(status.message().contains("stage 1"), "{id}: {status:?}");
+    }
+    server.assert_no_writes_since(mark).await;
+    assert!(server.user_requests("ann").await.is_empty());
+
+    // Extensions that need approval are refused the same way.
+    let mut extended = stage(vec![approver::Approver::ManagerLevel(1)]);
+    extended.decision_timeout = Some(days(1));
+    server
+        .add_policy(AssignmentPolicy {
+            approval_settings: Some(ApprovalSettings {
+                approval_required_for_add: false,
+                approval_required_for_update: true,
+                stages: vec![extended],
+            }),
+            ..policy(
+                "extend",
+                "pkg",
+                AllowedTargetScope::AllDirectoryUsers,
+                after(days(30)),
+            )
+        })
+        .await;
+    let held = server.request_add("ann", "extend").await.unwrap();
+    let mark = server.write_mark().await;
+    let extension = AssignmentRequest {
+        r#type: RequestType::UserUpdate as i32,
+        assignment_id: held.assignment_id,
+        ..Default::default()
+    };
+    let refused = server.request("ann", extension).await;
+    expect_code(refused.map(tonic::Response::new), Code::FailedPrecondition);
+    server.assert_no_writes_since(mark).await;
+}
+
+/// A later stage that resolves to nobody when it starts ends the request
+/// DENIED at once, with the reason in its history and the audit trail,
+/// instead of leaving it in nobody's inbox until the timeout.
+#[tokio::test]
+async fn a_later_stage_nobody_can_approve_ends_the_request_denied() {
+    let server = TestServer::start().await;
+    cast(&server).await;
+    approval_policy(
+        &server,
+        "pol",
+        vec![
+            stage(vec![user_approver("ann")]),
+            stage(vec![approver::Approver::ManagerLevel(1)]),
+        ],
+    )
+    .await;
+    let id = server.request_add("alice", "pol").await.unwrap().id;
+    // alice's manager leaves after the request was made.
+    server.set_user_state("mary", UserState::Blocked).await;
+
+    let denied = server.decide("ann", &id, 1, true).await.unwrap();
+    assert_eq!(denied.state(), RequestState::Denied);
+    let stages: Vec<_> = denied.approval_stages.iter().map(|s| s.state()).collect();
+    assert_eq!(stages, [StageState::Approved, StageState::NoApprovers]);
+    assert!(denied.approval_stages[1].approver_user_ids.is_empty());
+    let last = denied.history.last().unwrap();
+    assert!(
+        last.reason
+            .starts_with("NO_APPROVERS: stage 2 of policy \"pol\""),
+        "{last:?}"
+    );
+    assert!(last.reason.contains("no active manager"), "{last:?}");
+    assert!(denied.complete_time.is_some());
+    assert!(server.pending_approvals("mary").await.is_empty());
+    assert!(server.grants("alice").await.is_empty());
+
+    let events = server
+        .audit(ADMIN)
+        .list_audit_events(ListAuditEventsRequest {
+            filter: Some(AuditFilter {
+                target_type: "request".into(),
+                target_id: id.clone(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    let actions: Vec<_> = events.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(
+        actions,
+        [
+            "request.created",
+            "request.stage_decided",
+            "request.no_approvers"
+        ]
+    );
+    assert_eq!(events[2].actor, "ann");
+    assert_eq!(events[2].outcome, "REQUEST_STATE_DENIED");
+
+    // Once alice has a manager again, she may ask again and be approved.
+    server.set_user_state("mary", UserState::Active).await;
+    let again = server.request_add("alice", "pol").await.unwrap().id;
+    server.decide("ann", &again, 1, true).await.unwrap();
+    assert_eq!(
+        server
+            .decide("mary", &again, 2, true)
+            .await
+            .unwrap()
+            .state(),
+        RequestState::Delivered
+    );
+}
+
+/// "What must I decide?" asked by an administrator or a service principal
+/// that is not a directory user: nothing, not NOT_FOUND.
+#[tokio::test]
+async fn pending_approvals_of_a_caller_outside_the_directory_are_empty() {
+    let server = TestServer::start_with_settings(|settings| {
+        settings.auth.service_principals = vec![entitlements::config::ServicePrincipal {
+            id: "portal".into(),
+            roles: vec!["decision-reader".into()],
+        }];
+    })
+    .await;
+    cast(&server).await;
+    approval_policy(&server, "pol", vec![stage(vec![user_approver("ann")])]).await;
+    let id = server.request_add("alice", "pol").await.unwrap().id;
+    assert_eq!(server.pending_approvals("ann").await, vec![id]);
+    for outsider in [ADMIN, "portal", "nobody-at-all"] {
+        assert!(
+            server.pending_approvals(outsider).await.is_empty(),
+            "{outsider}"
+        );
     }
 }

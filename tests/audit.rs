@@ -437,30 +437,31 @@ async fn every_action_records_exactly_one_event_with_its_actor_and_target() {
         .step("guest deleted", &[("user.deleted", "system", erin)])
         .await;
 
-    // Deletes, including a user who still holds access.
-    let held = s.request_add("bob", "self").await.unwrap();
+    // Deletes, including a user who still holds access (carol: bob
+    // approves for "approved" and cannot be deleted while it names him).
+    let held = s.request_add("carol", "self").await.unwrap();
     trail
         .step(
-            "bob adds",
+            "carol adds",
             &[
-                ("request.created", "bob", &held.id),
-                ("request.delivered", "bob", &held.id),
+                ("request.created", "carol", &held.id),
+                ("request.delivered", "carol", &held.id),
             ],
         )
         .await;
     s.directory(ADMIN)
         .delete_user(DeleteUserRequest {
-            id: "bob".into(),
+            id: "carol".into(),
             etag: String::new(),
         })
         .await
         .unwrap();
     trail
         .step(
-            "delete bob",
+            "delete carol",
             &[
                 ("assignment.removed", ADMIN, &held.assignment_id),
-                ("user.deleted", ADMIN, "bob"),
+                ("user.deleted", ADMIN, "carol"),
             ],
         )
         .await;

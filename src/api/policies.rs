@@ -6,6 +6,7 @@ use tonic::{Request, Response, Status};
 
 use crate::domain::assignment_policy::POLICIES_BY_PACKAGE;
 use crate::domain::crud::{self, CreateArgs};
+use crate::domain::validate::is_valid_id;
 use crate::error::{Error, Result};
 use crate::pb::assignment_policies_server::AssignmentPolicies;
 use crate::pb::*;
@@ -16,7 +17,7 @@ use crate::store::records::{Record, Source};
 use super::App;
 use super::authz::{Caller, PackageCatalogs};
 use super::paging::PageRequest;
-use crate::policy::admin::Scope;
+use crate::policy::admin::{ANY_CATALOG, Scope};
 
 pub struct AssignmentPoliciesApi {
     app: App,
@@ -102,10 +103,18 @@ impl AssignmentPolicies for AssignmentPoliciesApi {
             .as_ref()
             .map(|p| p.access_package_id.clone())
             .unwrap_or_default();
-        if !package.is_empty() {
-            let catalog = self.app.package_catalog(&package)?;
-            self.app
-                .authorize(&caller, "CreateAssignmentPolicy", Scope::Catalog(&catalog))?;
+        // A malformed package id is left to the create's validation.
+        if is_valid_id(&package) {
+            // A package in a catalog the caller may not manage, and one
+            // that does not exist, get the same answer.
+            let package: AccessPackage =
+                self.app
+                    .load_visible(&caller, "CreateAssignmentPolicy", &package, ANY_CATALOG)?;
+            self.app.authorize(
+                &caller,
+                "CreateAssignmentPolicy",
+                Scope::Catalog(&package.catalog_id),
+            )?;
         }
         let actor = caller.actor;
         let r = request.into_inner();

@@ -3,6 +3,7 @@
 use tonic::{Request, Response, Status};
 
 use crate::domain::crud;
+use crate::domain::entity::Actor;
 use crate::domain::request::{REQUESTS_BY_PACKAGE, REQUESTS_BY_REQUESTOR, REQUESTS_BY_TARGET};
 use crate::error::Error;
 use crate::pb::assignment_requests_server::AssignmentRequests;
@@ -15,6 +16,9 @@ use super::authz::{Caller, RecordFilter};
 use super::paging::PageRequest;
 use crate::policy::admin::{ANY_RECORD, Scope};
 use crate::store::records;
+
+/// The right that makes a request visible.
+const READ: &str = "GetAssignmentRequest";
 
 pub struct AssignmentRequestsApi {
     app: App,
@@ -31,6 +35,12 @@ impl AssignmentRequestsApi {
         approve: bool,
     ) -> Result<Response<AssignmentRequest>, Status> {
         let actor = self.app.actor_of(&request)?;
+        let action = if approve {
+            "ApproveAssignmentRequest"
+        } else {
+            "DenyAssignmentRequest"
+        };
+        self.check_decider(&request, &actor, action)?;
         let r = request.into_inner();
         let input = approval::DecisionInput {
             id: r.id,
@@ -41,6 +51,49 @@ impl AssignmentRequestsApi {
         let decided =
             approval::decide(self.app.store(), self.app.policies.clone(), actor, input).await?;
         Ok(Response::new(decided))
+    }
+
+    /// Before anything about the request is told, that the caller may hear
+    /// it: its approvers (of any stage so far) and whoever may read it go on
+    /// to the decision, which may then say that the request is no longer
+    /// pending; anyone else is PERMISSION_DENIED whether or not the request
+    /// exists and whatever state it is in. Only a caller who may read every
+    /// request learns that an id does not exist. Approvers, the usual
+    /// callers, pass without their roles being loaded.
+    fn check_decider(
+        &self,
+        request: &Request<DecideAssignmentRequestRequest>,
+        actor: &Actor,
+        action: &str,
+    ) -> Result<(), Status> {
+        let store = self.app.store();
+        let known = match crud::get::<AssignmentRequest>(store, &request.get_ref().id) {
+            Ok(found) if approval::is_approver_of(store, &found, &actor.id)? => true,
+            Ok(found) => {
+                let caller = self.app.caller(request)?;
+                RecordFilter::new(&self.app, &caller, READ).sees(
+                    &found.access_package_id,
+                    &found.target_id,
+                    &found.requestor_id,
+                )
+            }
+            Err(missing @ Error::NotFound { .. }) => {
+                let caller = self.app.caller(request)?;
+                if self.app.permits(&caller, READ, ANY_RECORD, None)? {
+                    return Err(missing.into());
+                }
+                false
+            }
+            Err(other) => return Err(other.into()),
+        };
+        if known {
+            return Ok(());
+        }
+        Err(Error::PermissionDenied {
+            message: format!("{:?} may not call {action} here", actor.id),
+            policy_ids: Vec::new(),
+        }
+        .into())
     }
 
     /// Authorizes `action` on a stored request.
@@ -60,19 +113,32 @@ impl AssignmentRequestsApi {
     }
 
     /// Who may ask for a change: anyone for their own access (USER_*),
-    /// assignment managers and up for others' (ADMIN_*). Requests naming
-    /// nothing that exists are left to the workflow's own checks.
+    /// assignment managers and up for others' (ADMIN_*). An ADMIN_* request
+    /// naming a policy, or any change naming an assignment, that does not
+    /// exist is authorized as one on a record of nobody's in no catalog:
+    /// only who may change every record learns that it does not exist,
+    /// everyone else gets the answer they get for a record of someone else.
+    /// A USER_ADD names its policy the way a link to it does, and one that
+    /// does not exist is left to the workflow (NOT_FOUND).
     fn authorize_create(&self, caller: &Caller, input: &AssignmentRequest) -> Result<(), Error> {
         let on_behalf = matches!(
             input.r#type(),
             RequestType::AdminAdd | RequestType::AdminUpdate | RequestType::AdminRemove
         );
         let store = self.app.store();
+        let missing = || {
+            self.app.authorize_with(
+                caller,
+                "CreateAssignmentRequest",
+                ANY_RECORD,
+                Some(on_behalf),
+            )
+        };
         let (package, target) = if input.is_add() {
             let Some(policy) =
                 records::load::<AssignmentPolicy>(store, &input.assignment_policy_id)?
             else {
-                return Ok(());
+                return if on_behalf { missing() } else { Ok(()) };
             };
             let target = if on_behalf || !input.target_id.is_empty() {
                 input.target_id.clone()
@@ -82,7 +148,7 @@ impl AssignmentRequestsApi {
             (policy.access_package_id, target)
         } else {
             let Some(assignment) = records::load::<Assignment>(store, &input.assignment_id)? else {
-                return Ok(());
+                return missing();
             };
             (assignment.access_package_id, assignment.target_id)
         };
@@ -120,6 +186,9 @@ impl AssignmentRequests for AssignmentRequestsApi {
     ) -> Result<Response<AssignmentRequest>, Status> {
         let caller = self.app.caller(&request)?;
         if let Some(input) = &request.get_ref().assignment_request {
+            // Malformed input is refused before authorization looks up
+            // the ids it names.
+            requests::check_shape(input)?;
             self.authorize_create(&caller, input)?;
         }
         let actor = caller.actor;

@@ -13,6 +13,7 @@ use crate::pb::{
 use crate::store::records::{self, IndexEntry, Record, Reference};
 use crate::store::{ReadView, Txn};
 
+use super::directory::require_present_user;
 use super::entity::{Actor, Entity};
 use super::request::{OPEN_BY_POLICY, cancel_open};
 use super::validate::{Check, MAX_DESCRIPTION, MAX_LIST, MAX_NAME};
@@ -45,8 +46,40 @@ impl Record for crate::pb::AssignmentPolicy {
         )]
     }
 
+    /// Its package, and every user, group and connected organization it
+    /// names (as requestors or approvers): none of them can be deleted
+    /// while the policy names it, or re-creating the id would silently
+    /// hand the policy to whoever then holds it.
     fn references(&self) -> Vec<Reference> {
-        vec![Reference::new(AccessPackage::KIND, &self.access_package_id)]
+        let mut refs = vec![Reference::new(AccessPackage::KIND, &self.access_package_id)];
+        let targets = self.specific_allowed_targets.clone().unwrap_or_default();
+        refs.extend(
+            targets
+                .user_ids
+                .iter()
+                .map(|u| Reference::new(User::KIND, u)),
+        );
+        refs.extend(
+            targets
+                .group_ids
+                .iter()
+                .map(|g| Reference::new(Group::KIND, g)),
+        );
+        refs.extend(
+            targets
+                .connected_organization_ids
+                .iter()
+                .map(|o| Reference::new(ConnectedOrganization::KIND, o)),
+        );
+        refs.extend(
+            self.named_approvers()
+                .filter_map(|approver| match approver {
+                    approver::Approver::UserId(user) => Some(Reference::new(User::KIND, user)),
+                    approver::Approver::GroupId(group) => Some(Reference::new(Group::KIND, group)),
+                    _ => None,
+                }),
+        );
+        refs
     }
 }
 
@@ -120,7 +153,7 @@ impl Entity for crate::pb::AssignmentPolicy {
         records::require::<AccessPackage>(view, &self.access_package_id)?;
         let targets = self.specific_allowed_targets.clone().unwrap_or_default();
         for user in &targets.user_ids {
-            records::require::<User>(view, user)?;
+            require_present_user(view, user)?;
         }
         for group in &targets.group_ids {
             records::require::<Group>(view, group)?;
@@ -128,21 +161,15 @@ impl Entity for crate::pb::AssignmentPolicy {
         for organization in &targets.connected_organization_ids {
             records::require::<ConnectedOrganization>(view, organization)?;
         }
-        for stage in self.approval_settings.iter().flat_map(|a| &a.stages) {
-            for approver in stage
-                .primary_approvers
-                .iter()
-                .chain(&stage.fallback_approvers)
-            {
-                match &approver.approver {
-                    Some(approver::Approver::UserId(user)) => {
-                        records::require::<User>(view, user)?;
-                    }
-                    Some(approver::Approver::GroupId(group)) => {
-                        records::require::<Group>(view, group)?;
-                    }
-                    _ => {}
+        for approver in self.named_approvers() {
+            match approver {
+                approver::Approver::UserId(user) => {
+                    require_present_user(view, user)?;
                 }
+                approver::Approver::GroupId(group) => {
+                    records::require::<Group>(view, group)?;
+                }
+                _ => {}
             }
         }
         Ok(())
@@ -163,6 +190,20 @@ impl Entity for crate::pb::AssignmentPolicy {
 impl crate::pb::AssignmentPolicy {
     pub fn scope(&self) -> AllowedTargetScope {
         AllowedTargetScope::try_from(self.allowed_target_scope).unwrap_or_default()
+    }
+
+    /// Every approver of every stage, primary and fallback.
+    fn named_approvers(&self) -> impl Iterator<Item = &approver::Approver> {
+        self.approval_settings
+            .iter()
+            .flat_map(|a| &a.stages)
+            .flat_map(|stage| {
+                stage
+                    .primary_approvers
+                    .iter()
+                    .chain(&stage.fallback_approvers)
+            })
+            .filter_map(|a| a.approver.as_ref())
     }
 
     fn validate_scope(&self, check: &mut Check) {

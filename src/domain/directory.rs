@@ -3,7 +3,7 @@
 use std::collections::{HashSet, VecDeque};
 
 use crate::audit::{self, Draft};
-use crate::error::{Error, Result};
+use crate::error::{Error, PreconditionViolation, Result};
 use crate::pb::{
     ConnectedOrganization, ConnectedOrganizationState, Group, GroupMembership, User, UserKind,
     UserState, group_membership, identity_source,
@@ -60,16 +60,25 @@ impl Record for User {
         entries
     }
 
-    /// A deleted user no longer holds its organization in use.
+    /// The user's organization and sponsors; a deleted user no longer
+    /// holds them in use.
     fn references(&self) -> Vec<Reference> {
-        if self.connected_organization_id.is_empty() || self.state == UserState::Deleted as i32 {
-            Vec::new()
-        } else {
-            vec![Reference::new(
+        if self.state == UserState::Deleted as i32 {
+            return Vec::new();
+        }
+        let mut refs: Vec<Reference> = self
+            .sponsor_ids
+            .iter()
+            .filter(|sponsor| **sponsor != self.id)
+            .map(|sponsor| Reference::new(User::KIND, sponsor))
+            .collect();
+        if !self.connected_organization_id.is_empty() {
+            refs.push(Reference::new(
                 ConnectedOrganization::KIND,
                 &self.connected_organization_id,
-            )]
+            ));
         }
+        refs
     }
 }
 
@@ -175,10 +184,35 @@ impl Entity for User {
             records::require::<ConnectedOrganization>(view, &self.connected_organization_id)?;
         }
         for sponsor in &self.sponsor_ids {
-            records::require::<User>(view, sponsor)?;
+            require_present_user(view, sponsor)?;
         }
         Ok(())
     }
+}
+
+/// Loads a user that another record is to name: NOT_FOUND when there is
+/// none, FAILED_PRECONDITION when they are deleted (a deleted user can
+/// sponsor, approve or request nothing, so naming one would dangle).
+pub fn require_present_user(view: &(impl ReadView + ?Sized), id: &str) -> Result<User> {
+    let user: User = records::require(view, id)?;
+    if user.state == UserState::Deleted as i32 {
+        return Err(Error::FailedPrecondition {
+            message: format!("user {id:?} is deleted"),
+            violations: vec![PreconditionViolation {
+                kind: "DELETED".into(),
+                subject: format!("{}/{id}", User::KIND),
+                description: "a deleted user cannot be named".into(),
+            }],
+        });
+    }
+    Ok(user)
+}
+
+/// Refuses to delete a user that other records name (policies, connected
+/// organizations, other users' sponsor lists). Group memberships do not
+/// count: they end with the user.
+pub fn ensure_user_unreferenced(view: &(impl ReadView + ?Sized), id: &str) -> Result<()> {
+    records::ensure_unreferenced(view, User::KIND, id, Some(GroupMembership::KIND))
 }
 
 /// The domain part of an email address, lower-case.
@@ -196,6 +230,7 @@ pub fn delete_user(txn: &mut dyn Txn, id: &str, etag: &str, actor: &Actor) -> Re
             "user {id:?} is already deleted"
         )));
     }
+    ensure_user_unreferenced(txn, id)?;
     for group in targets(txn, GroupMembership::KIND, GROUPS_OF_USER, id)? {
         remove_membership(txn, &membership_id(&group, &Member::User(id.to_string())))?;
     }
@@ -460,6 +495,15 @@ impl Record for ConnectedOrganization {
         self.id.clone()
     }
 
+    /// Its sponsors: they cannot be deleted while they sponsor it.
+    fn references(&self) -> Vec<Reference> {
+        self.internal_sponsor_ids
+            .iter()
+            .chain(&self.external_sponsor_ids)
+            .map(|sponsor| Reference::new(User::KIND, sponsor))
+            .collect()
+    }
+
     fn uniques(&self) -> Vec<(&'static str, String)> {
         self.identity_sources
             .iter()
@@ -550,7 +594,7 @@ impl Entity for ConnectedOrganization {
             .iter()
             .chain(&self.external_sponsor_ids)
         {
-            records::require::<User>(view, sponsor)?;
+            require_present_user(view, sponsor)?;
         }
         Ok(())
     }

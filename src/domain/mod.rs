@@ -6,6 +6,7 @@ pub mod catalog;
 pub mod crud;
 pub mod directory;
 pub mod entity;
+pub mod migrations;
 pub mod package;
 pub mod request;
 pub mod request_events;

@@ -81,8 +81,7 @@ pub fn record(
                 with_reason(delivered(txn, new, event("delivered"))?)
             }
             RequestState::Delivered => assignment_ended(txn, new, &catalog)?,
-            RequestState::Denied if timed_out(new) => with_reason(event("timed_out")),
-            RequestState::Denied => with_reason(event("denied")),
+            RequestState::Denied => with_reason(event(denial_verb(new))),
             RequestState::Canceled => with_reason(event("canceled")),
             RequestState::DeliveryFailed => with_reason(event("delivery_failed")),
             _ => continue,
@@ -99,11 +98,14 @@ fn is_update(request: &AssignmentRequest) -> bool {
     )
 }
 
-fn timed_out(request: &AssignmentRequest) -> bool {
-    request
-        .approval_stages
-        .last()
-        .is_some_and(|s| s.state() == StageState::TimedOut)
+/// A denial by the service has its own action: the last stage timed out,
+/// or nobody could decide it.
+fn denial_verb(request: &AssignmentRequest) -> &'static str {
+    match request.approval_stages.last().map(|s| s.state()) {
+        Some(StageState::TimedOut) => "timed_out",
+        Some(StageState::NoApprovers) => "no_approvers",
+        _ => "denied",
+    }
 }
 
 /// A delivered add or extension: the assignment as it now stands (and for

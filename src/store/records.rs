@@ -161,27 +161,10 @@ pub fn save<R: Record>(txn: &mut dyn Txn, old: Option<&R>, new: &R) -> Result<()
 }
 
 /// Deletes a record and everything [`save`] wrote for it. FAILED_PRECONDITION
-/// (naming up to ten referrers) while other records refer to it.
+/// (see [`ensure_unreferenced`]) while other records refer to it.
 pub fn remove<R: Record>(txn: &mut dyn Txn, record: &R) -> Result<()> {
     let id = record.id();
-    let referrers = referrers(txn, R::KIND, &id, 10)?;
-    if !referrers.is_empty() {
-        let names: Vec<String> = referrers
-            .iter()
-            .map(|r| format!("{} {:?}", r.kind_name, r.id))
-            .collect();
-        return Err(Error::FailedPrecondition {
-            message: format!("{} {:?} is in use by {}", R::KIND, id, names.join(", ")),
-            violations: referrers
-                .into_iter()
-                .map(|r| PreconditionViolation {
-                    kind: "IN_USE".into(),
-                    subject: format!("{}/{}", r.kind_name, r.id),
-                    description: format!("refers to {} {id:?}", R::KIND),
-                })
-                .collect(),
-        });
-    }
+    ensure_unreferenced(txn, R::KIND, &id, None)?;
     for (name, value) in record.uniques() {
         txn.delete(unique_key(R::KIND, name, &value));
     }
@@ -193,6 +176,39 @@ pub fn remove<R: Record>(txn: &mut dyn Txn, record: &R) -> Result<()> {
     }
     txn.delete(record_key(R::KIND, &id));
     Ok(())
+}
+
+/// The most referrers an "in use" refusal names.
+const NAMED_REFERRERS: usize = 10;
+
+/// FAILED_PRECONDITION naming (up to ten of) the records that refer to
+/// (`kind`, `id`), apart from those of kind `ignored` (references that go
+/// away with the record, e.g. a user's group memberships).
+pub fn ensure_unreferenced(
+    view: &(impl ReadView + ?Sized),
+    kind: &str,
+    id: &str,
+    ignored: Option<&str>,
+) -> Result<()> {
+    let referrers = referrers_except(view, kind, id, ignored, NAMED_REFERRERS)?;
+    if referrers.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<String> = referrers
+        .iter()
+        .map(|r| format!("{} {:?}", r.kind_name, r.id))
+        .collect();
+    Err(Error::FailedPrecondition {
+        message: format!("{kind} {id:?} is in use by {}", names.join(", ")),
+        violations: referrers
+            .into_iter()
+            .map(|r| PreconditionViolation {
+                kind: "IN_USE".into(),
+                subject: format!("{}/{}", r.kind_name, r.id),
+                description: format!("refers to {kind} {id:?}"),
+            })
+            .collect(),
+    })
 }
 
 /// A record that refers to another.
@@ -209,9 +225,19 @@ pub fn referrers(
     id: &str,
     limit: usize,
 ) -> StoreResult<Vec<Referrer>> {
+    referrers_except(view, kind, id, None, limit)
+}
+
+/// Like [`referrers`], leaving out referrers of kind `ignored`.
+pub fn referrers_except(
+    view: &(impl ReadView + ?Sized),
+    kind: &str,
+    id: &str,
+    ignored: Option<&str>,
+    limit: usize,
+) -> StoreResult<Vec<Referrer>> {
     let prefix = keys::prefix(&[keys::REFERENCE, kind, id]);
     view.scan(&prefix, None)
-        .take(limit)
         .map(|item| {
             let (key, _) = item?;
             let rest = &key[prefix.len()..];
@@ -224,7 +250,29 @@ pub fn referrers(
                 id: String::from_utf8_lossy(&rest[sep + 1..]).into_owned(),
             })
         })
+        .filter(|referrer| match referrer {
+            Ok(r) => Some(r.kind_name.as_str()) != ignored,
+            Err(_) => true,
+        })
+        .take(limit)
         .collect()
+}
+
+/// Writes the reference entries of every stored record of kind `R` again:
+/// for records stored before `R` named (some of) what it refers to. Returns
+/// how many records it visited.
+pub fn restore_references<R: Record>(txn: &mut dyn Txn) -> Result<usize> {
+    let stored: Vec<R> = txn
+        .scan(&keys::prefix(&[keys::RECORD, R::KIND]), None)
+        .map(|item| item.and_then(|(_, bytes)| codec::decode(&bytes)))
+        .collect::<StoreResult<_>>()?;
+    for record in &stored {
+        let id = record.id();
+        for target in record.references() {
+            txn.put(reference_key(&target, R::KIND, &id), Vec::new());
+        }
+    }
+    Ok(stored.len())
 }
 
 /// Where a listing takes its ids from.

@@ -5,10 +5,10 @@
 //! transaction on the single committer, so racing approvers cannot both
 //! take the last approval.
 
-use std::collections::{BTreeSet, HashSet, VecDeque};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use crate::domain::directory::{GROUPS_IN_GROUP, USERS_IN_GROUP, targets};
+use crate::domain::directory::targets;
 use crate::domain::entity::Actor;
 use crate::domain::request::{
     PENDING_FOR_GROUP, PENDING_FOR_USER, current_stage, save_request, transition,
@@ -16,9 +16,8 @@ use crate::domain::request::{
 use crate::domain::validate::Check;
 use crate::error::{Error, Result};
 use crate::pb::{
-    ApprovalStage, ApprovalStageStatus, Approver, AssignmentPolicy, AssignmentRequest,
-    ConnectedOrganization, GroupMembership, RequestState, StageDecision, StageState, User,
-    UserState, approver,
+    ApprovalStage, ApprovalStageStatus, AssignmentPolicy, AssignmentRequest, RequestState,
+    StageDecision, StageState, User,
 };
 use crate::policy::compile::actions::APPROVE;
 use crate::policy::entities::{Stage, approval_slice, request_uid, user_uid};
@@ -26,12 +25,15 @@ use crate::policy::{Facts, PolicyEngine};
 use crate::store::records::{self, Record};
 use crate::store::{ReadView, Store, Txn, write};
 
+use super::approvers::{self, NoApprovers, Resolved, Roles, StageApprovers};
 use super::eligibility::{PolicyScope, require_allowed, subject_of};
 use super::lifecycle::{deliver_update, schedule_or_deliver};
 use super::requests::MAX_JUSTIFICATION;
 use super::{epoch_seconds, schedule, timestamp};
 
-/// Puts a request into PENDING_APPROVAL and starts its first stage.
+/// Puts a request into PENDING_APPROVAL and starts its first stage;
+/// FAILED_PRECONDITION when nobody could decide that stage (the request is
+/// refused rather than left waiting for its timeout).
 pub fn begin(
     txn: &mut dyn Txn,
     request: &mut AssignmentRequest,
@@ -39,7 +41,10 @@ pub fn begin(
     actor: &Actor,
 ) -> Result<()> {
     transition(request, RequestState::PendingApproval, actor, "")?;
-    start_stage(txn, request, policy, 1, actor)
+    match start_stage(txn, request, policy, 1, actor)? {
+        Some(nobody) => Err(nobody.refusal()),
+        None => Ok(()),
+    }
 }
 
 fn stage_definition(policy: &AssignmentPolicy, stage: i32) -> Result<&ApprovalStage> {
@@ -55,154 +60,41 @@ fn stage_definition(policy: &AssignmentPolicy, stage: i32) -> Result<&ApprovalSt
         })
 }
 
-/// Role holders relative to the request's target.
-#[derive(Default)]
-struct Roles {
-    manager: Vec<String>,
-    second_manager: Vec<String>,
-    internal_sponsors: Vec<String>,
-    external_sponsors: Vec<String>,
-}
-
-fn active_user(view: &(impl ReadView + ?Sized), id: &str) -> Result<Option<User>> {
-    Ok(records::load::<User>(view, id)?.filter(|u| u.state() != UserState::Deleted))
-}
-
-fn active_users(view: &(impl ReadView + ?Sized), ids: &[String]) -> Result<Vec<String>> {
-    let mut users = Vec::new();
-    for id in ids {
-        if active_user(view, id)?.is_some() {
-            users.push(id.clone());
-        }
-    }
-    Ok(users)
-}
-
-impl Roles {
-    fn resolve(view: &(impl ReadView + ?Sized), request: &AssignmentRequest) -> Result<Self> {
-        let mut roles = Roles::default();
-        let target = records::load::<User>(view, &request.target_id)?;
-        let manager = match &target {
-            Some(t) if !t.manager_id.is_empty() => active_user(view, &t.manager_id)?,
-            _ => None,
-        };
-        if let Some(manager) = &manager {
-            roles.manager.push(manager.id.clone());
-            if !manager.manager_id.is_empty() && active_user(view, &manager.manager_id)?.is_some() {
-                roles.second_manager.push(manager.manager_id.clone());
-            }
-        }
-        let organization = match &target {
-            Some(t) => t.connected_organization_id.clone(),
-            None => request
-                .external_requestor
-                .as_ref()
-                .map(|e| e.connected_organization_id.clone())
-                .unwrap_or_default(),
-        };
-        if let Some(org) = records::load::<ConnectedOrganization>(view, &organization)? {
-            roles.internal_sponsors = active_users(view, &org.internal_sponsor_ids)?;
-            roles.external_sponsors = active_users(view, &org.external_sponsor_ids)?;
-        }
-        Ok(roles)
-    }
-}
-
-/// Who a list of approvers names, excluding the target.
-#[derive(Default)]
-struct Resolved {
-    users: BTreeSet<String>,
-    groups: BTreeSet<String>,
-}
-
-fn resolve(
-    view: &(impl ReadView + ?Sized),
-    approvers: &[Approver],
-    roles: &Roles,
-    target: &str,
-) -> Result<Resolved> {
-    let mut resolved = Resolved::default();
-    for approver in approvers {
-        let users: Vec<String> = match &approver.approver {
-            Some(approver::Approver::UserId(id)) => active_users(view, std::slice::from_ref(id))?,
-            Some(approver::Approver::GroupId(id)) => {
-                if has_member_other_than(view, id, target)? {
-                    resolved.groups.insert(id.clone());
-                }
-                Vec::new()
-            }
-            Some(approver::Approver::ManagerLevel(2)) => roles.second_manager.clone(),
-            Some(approver::Approver::ManagerLevel(_)) => roles.manager.clone(),
-            Some(approver::Approver::InternalSponsors(_)) => roles.internal_sponsors.clone(),
-            Some(approver::Approver::ExternalSponsors(_)) => roles.external_sponsors.clone(),
-            None => Vec::new(),
-        };
-        resolved
-            .users
-            .extend(users.into_iter().filter(|u| u != target));
-    }
-    Ok(resolved)
-}
-
-/// Whether a group has (directly or through nesting) an active member who
-/// is not `target`.
-fn has_member_other_than(
-    view: &(impl ReadView + ?Sized),
-    group: &str,
-    target: &str,
-) -> Result<bool> {
-    let mut seen = HashSet::new();
-    let mut queue = VecDeque::from([group.to_string()]);
-    while let Some(group) = queue.pop_front() {
-        if !seen.insert(group.clone()) {
-            continue;
-        }
-        for user in targets(view, GroupMembership::KIND, USERS_IN_GROUP, &group)? {
-            if user != target && active_user(view, &user)?.is_some() {
-                return Ok(true);
-            }
-        }
-        queue.extend(targets(
-            view,
-            GroupMembership::KIND,
-            GROUPS_IN_GROUP,
-            &group,
-        )?);
-    }
-    Ok(false)
-}
-
+/// Starts `stage` of a request: who may decide it is resolved now. A stage
+/// nobody could decide is recorded as such (NO_APPROVERS) and returned.
 fn start_stage(
     txn: &mut dyn Txn,
     request: &mut AssignmentRequest,
     policy: &AssignmentPolicy,
     stage: i32,
     actor: &Actor,
-) -> Result<()> {
+) -> Result<Option<NoApprovers>> {
     let definition = stage_definition(policy, stage)?;
     let roles = Roles::resolve(txn, request)?;
-    let primary = resolve(
-        txn,
-        &definition.primary_approvers,
-        &roles,
-        &request.target_id,
-    )?;
-    let fallback = primary.users.is_empty() && primary.groups.is_empty();
-    let approvers = if fallback {
-        resolve(
-            txn,
-            &definition.fallback_approvers,
-            &roles,
-            &request.target_id,
-        )?
-    } else {
-        primary
-    };
+    let (approvers, fallback, nobody) =
+        match approvers::for_stage(txn, definition, &roles, &request.target_id)? {
+            StageApprovers::Primary(approvers) => (approvers, false, None),
+            StageApprovers::Fallback(approvers) => (approvers, true, None),
+            StageApprovers::Nobody(why) => (
+                Resolved::default(),
+                true,
+                Some(NoApprovers {
+                    policy: policy.id.clone(),
+                    stage,
+                    why,
+                }),
+            ),
+        };
     let now = epoch_seconds(actor.now);
     let timeout = definition.decision_timeout.map_or(0, |d| d.seconds);
+    let state = if nobody.is_some() {
+        StageState::NoApprovers
+    } else {
+        StageState::Pending
+    };
     request.approval_stages.push(ApprovalStageStatus {
         stage,
-        state: StageState::Pending as i32,
+        state: state as i32,
         start_time: Some(timestamp(now)),
         due_time: Some(timestamp(now.saturating_add(timeout))),
         fallback,
@@ -215,7 +107,7 @@ fn start_stage(
         internal_sponsor_ids: roles.internal_sponsors,
         external_sponsor_ids: roles.external_sponsors,
     });
-    Ok(())
+    Ok(nobody)
 }
 
 /// Every stage approved: the request goes on as if it had needed no
@@ -335,7 +227,11 @@ pub async fn decide(
                 .as_ref()
                 .map_or(0, |a| a.stages.len()) as i32;
             if input.stage < stages {
-                start_stage(txn, &mut request, &policy, input.stage + 1, &actor)?;
+                let next = input.stage + 1;
+                if let Some(nobody) = start_stage(txn, &mut request, &policy, next, &actor)? {
+                    let reason = nobody.denial_reason();
+                    transition(&mut request, RequestState::Denied, &actor, &reason)?;
+                }
             } else {
                 approved(txn, &mut request, &policy, &actor)?;
             }
@@ -395,19 +291,62 @@ pub fn timeout_if_due(txn: &mut dyn Txn, id: &str, actor: &Actor) -> Result<bool
     Ok(true)
 }
 
+/// Every group `user_id` is in, directly or through nesting; none for a
+/// caller who is not a directory user (a service principal, or an
+/// administrator known only from the configuration).
+fn groups_of(view: &(impl ReadView + ?Sized), user_id: &str) -> Result<BTreeSet<String>> {
+    if !records::exists::<User>(view, user_id)? {
+        return Ok(BTreeSet::new());
+    }
+    Ok(subject_of(view, user_id)?
+        .group_parents
+        .into_keys()
+        .collect())
+}
+
+/// Whether `user_id` is or was an approver of `request`: resolved for one
+/// of its stages (by name, as a role holder, or through a group) or the
+/// author of one of its decisions. Approvers see the requests they are
+/// asked to decide, so they may learn their state.
+pub fn is_approver_of(
+    view: &(impl ReadView + ?Sized),
+    request: &AssignmentRequest,
+    user_id: &str,
+) -> Result<bool> {
+    let stages = &request.approval_stages;
+    let named = stages.iter().any(|stage| {
+        stage.approver_user_ids.iter().any(|u| u == user_id)
+            || stage.decisions.iter().any(|d| d.approver_id == user_id)
+    });
+    if named {
+        return Ok(true);
+    }
+    if stages
+        .iter()
+        .all(|stage| stage.approver_group_ids.is_empty())
+    {
+        return Ok(false);
+    }
+    let groups = groups_of(view, user_id)?;
+    Ok(stages
+        .iter()
+        .flat_map(|stage| &stage.approver_group_ids)
+        .any(|group| groups.contains(group)))
+}
+
 /// Requests whose current stage `user_id` may decide and has not decided,
 /// ordered by id: from the approver indexes, by name and through the
-/// user's groups (nested ones included).
+/// user's groups (nested ones included). A caller who is not a directory
+/// user decides nothing: the list is empty.
 pub fn pending_for(
     view: &(impl ReadView + ?Sized),
     user_id: &str,
 ) -> Result<Vec<AssignmentRequest>> {
-    let subject = subject_of(view, user_id)?;
     let mut ids: BTreeSet<String> =
         targets(view, AssignmentRequest::KIND, PENDING_FOR_USER, user_id)?
             .into_iter()
             .collect();
-    for group in subject.group_parents.keys() {
+    for group in &groups_of(view, user_id)? {
         ids.extend(targets(
             view,
             AssignmentRequest::KIND,

@@ -208,7 +208,9 @@ fn apply_guest_lifecycle(txn: &mut dyn Txn, user_id: &str, actor: &Actor) -> Res
 }
 
 /// Deletes a governed guest whose deletion is due, unless they are no
-/// longer blocked or hold an assignment again; false when nothing was due.
+/// longer blocked; false when nothing was due. A guest who holds an
+/// assignment again, or whom a policy, organization or user still names
+/// (as approver, requestor or sponsor), stays blocked and is not deleted.
 pub fn delete_guest_if_due(txn: &mut dyn Txn, user_id: &str, actor: &Actor) -> Result<bool> {
     let Some(old) = records::load::<User>(txn, user_id)? else {
         return Ok(false);
@@ -220,19 +222,28 @@ pub fn delete_guest_if_due(txn: &mut dyn Txn, user_id: &str, actor: &Actor) -> R
         return Ok(false);
     }
     if holds_any_assignment(txn, user_id)? {
-        let mut user = old.clone();
-        user.scheduled_delete_time = None;
-        stamp(&mut user, Some(&old), actor, txn.revision());
-        records::save(txn, Some(&old), &user)?;
-        let draft = user
-            .audit(txn, Draft::new(User::KIND, "updated", user_id), Some(&old))?
-            .detail("fields", vec!["scheduled_delete_time".to_string()])
-            .detail("reason", "the guest holds an assignment again");
-        audit::append(txn, actor, draft)?;
+        call_off_deletion(txn, &old, "the guest holds an assignment again", actor)?;
+        return Ok(true);
+    }
+    if let Err(in_use) = directory::ensure_user_unreferenced(txn, user_id) {
+        call_off_deletion(txn, &old, &in_use.to_string(), actor)?;
         return Ok(true);
     }
     delete_user(txn, user_id, "", actor)?;
     Ok(true)
+}
+
+/// Clears a guest's scheduled deletion, saying why in the audit trail.
+fn call_off_deletion(txn: &mut dyn Txn, old: &User, why: &str, actor: &Actor) -> Result<()> {
+    let mut user = old.clone();
+    user.scheduled_delete_time = None;
+    stamp(&mut user, Some(old), actor, txn.revision());
+    records::save(txn, Some(old), &user)?;
+    let draft = user
+        .audit(txn, Draft::new(User::KIND, "updated", &old.id), Some(old))?
+        .detail("fields", vec!["scheduled_delete_time".to_string()])
+        .detail("reason", why);
+    audit::append(txn, actor, draft)
 }
 
 /// A new request in SUBMITTED, by `actor`.

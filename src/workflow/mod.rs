@@ -4,6 +4,7 @@
 
 pub mod answers;
 pub mod approval;
+pub mod approvers;
 pub mod eligibility;
 pub mod external;
 pub mod grants;

@@ -25,7 +25,8 @@ use crate::policy::entities::Subject;
 const METHOD: &str = "CreateAssignmentRequest";
 pub const MAX_JUSTIFICATION: usize = 4096;
 
-fn check_shape(input: &AssignmentRequest) -> Result<RequestType> {
+/// INVALID_ARGUMENT unless the request is well formed; its type.
+pub fn check_shape(input: &AssignmentRequest) -> Result<RequestType> {
     let mut check = Check::new("assignment_request");
     let kind = RequestType::try_from(input.r#type).unwrap_or_default();
     match kind {
