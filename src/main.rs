@@ -33,7 +33,7 @@ enum Command {
 enum AuditCommand {
     /// Write the audit events the caller may see as JSON lines, oldest
     /// first.
-    Export(ExportArgs),
+    Export(Box<ExportArgs>),
 }
 
 #[derive(clap::Args)]
@@ -103,7 +103,7 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Token(args) => mint(args),
         Command::Audit(AuditCommand::Export(args)) => {
-            let written = entitlements::audit::export::run(args).await?;
+            let written = entitlements::audit::export::run(*args).await?;
             eprintln!("exported {written} audit events");
             Ok(())
         }
