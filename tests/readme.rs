@@ -621,7 +621,7 @@ fn text_logs_written_to_a_pipe_carry_no_colour_codes() {
     let status = server.interrupt();
     let log = server.log();
     assert!(status.success(), "{log}");
-    assert!(log.contains("serving"), "{log}");
+    // The development-authentication warning, at least.
     assert!(log.contains("WARN"), "{log}");
     assert!(!log.contains('\x1b'), "{log:?}");
 }
