@@ -33,7 +33,7 @@ enum Command {
 enum AuditCommand {
     /// Write the audit events the caller may see as JSON lines, oldest
     /// first.
-    Export(ExportArgs),
+    Export(Box<ExportArgs>),
 }
 
 #[derive(clap::Args)]
@@ -71,8 +71,11 @@ fn mint(args: TokenArgs) -> anyhow::Result<()> {
 
 fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // Colour codes only for a person at a terminal: logs piped to a file or
+    // a collector stay plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
@@ -103,7 +106,7 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Token(args) => mint(args),
         Command::Audit(AuditCommand::Export(args)) => {
-            let written = entitlements::audit::export::run(args).await?;
+            let written = entitlements::audit::export::run(*args).await?;
             eprintln!("exported {written} audit events");
             Ok(())
         }

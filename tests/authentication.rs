@@ -965,6 +965,79 @@ async fn mutual_tls_requires_a_client_certificate_from_the_client_ca() {
         .expect("mutual TLS after failed handshakes");
 }
 
+/// Runs `entitlements audit export` with `args`, off the test's runtime
+/// (which serves the server).
+async fn audit_export(args: Vec<String>) -> std::process::Output {
+    tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_entitlements"))
+            .args(["audit", "export"])
+            .args(args)
+            .output()
+            .expect("run entitlements audit export")
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn audit_export_presents_its_client_certificate_to_a_mutual_tls_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Authority::new("Test CA");
+    let server = tls_server(dir.path(), &ca, Some(&ca)).await;
+    let client = ca.issue(
+        &["client.example.test"],
+        ExtendedKeyUsagePurpose::ClientAuth,
+    );
+    create_group(
+        &mut directory(
+            tls_channel(server.address, &ca.pem(), Some(&client)),
+            Credentials::dev_user(ADMIN),
+        ),
+        "exported-over-mtls",
+    )
+    .await
+    .expect("mutual TLS with the development header");
+
+    let path = |p: PathBuf| p.to_str().unwrap().to_string();
+    let ca_file = path(write(dir.path(), "export-ca.pem", ca.pem()));
+    let cert_file = path(write(dir.path(), "client.pem", &client.0));
+    let key_file = path(write(dir.path(), "client.key", &client.1));
+    let base = |with_identity: bool| {
+        let mut args = vec![
+            "--server".to_string(),
+            format!("https://localhost:{}", server.address.port()),
+            "--ca-cert".into(),
+            ca_file.clone(),
+            "--dev-user".into(),
+            ADMIN.into(),
+            "--action".into(),
+            "group.created".into(),
+        ];
+        if with_identity {
+            args.extend(["--client-cert".into(), cert_file.clone()]);
+            args.extend(["--client-key".into(), key_file.clone()]);
+        }
+        args
+    };
+
+    let output = audit_export(base(true)).await;
+    assert!(output.status.success(), "{output:?}");
+    let lines: Vec<serde_json::Value> = String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert!(
+        lines.iter().any(|l| l["target_id"] == "exported-over-mtls"),
+        "{lines:?}"
+    );
+
+    // Without the certificate the server refuses the handshake.
+    let output = audit_export(base(false)).await;
+    assert!(!output.status.success(), "{output:?}");
+    assert!(output.stdout.is_empty(), "{output:?}");
+}
+
 // ------------------------------------------------------ startup refusals
 
 fn settings(dev_auth: bool, hs256_secret: Option<PathBuf>) -> Settings {

@@ -2,12 +2,12 @@
 //! server and writes one JSON object per line.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use prost_types::Timestamp;
 use tonic::metadata::MetadataValue;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
 use crate::api::caller::DEV_USER_HEADER;
 use crate::pb::audit_log_client::AuditLogClient;
@@ -29,6 +29,13 @@ pub struct ExportArgs {
     /// CA certificate (PEM) to trust; required for https://
     #[arg(long)]
     pub ca_cert: Option<PathBuf>,
+    /// Client certificate (PEM) to present, for a server that requires
+    /// mutual TLS; needs --client-key
+    #[arg(long, requires = "client_key")]
+    pub client_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM)
+    #[arg(long, requires = "client_cert")]
+    pub client_key: Option<PathBuf>,
     /// Write here instead of standard output
     #[arg(long, short)]
     pub output: Option<PathBuf>,
@@ -63,14 +70,22 @@ async fn connect(args: &ExportArgs) -> anyhow::Result<Channel> {
             .ca_cert
             .as_ref()
             .context("an https:// server needs --ca-cert (the CA certificate to trust)")?;
-        let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
-        let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem));
+        let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read(ca)?));
+        if let (Some(cert), Some(key)) = (&args.client_cert, &args.client_key) {
+            tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
+        }
         endpoint = endpoint.tls_config(tls)?;
+    } else if args.client_cert.is_some() {
+        anyhow::bail!("--client-cert needs an https:// server");
     }
     endpoint
         .connect()
         .await
         .with_context(|| format!("connecting to {}", args.server))
+}
+
+fn read(path: &Path) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("reading {}", path.display()))
 }
 
 /// Exports every matching event the caller may see; returns how many.
@@ -135,5 +150,36 @@ mod tests {
         let cli = Cli::parse_from(["export", "--server", "https://127.0.0.1:1"]);
         let error = run(cli.export).await.unwrap_err();
         assert!(error.to_string().contains("--ca-cert"), "{error:#}");
+    }
+
+    #[test]
+    fn a_client_certificate_comes_with_its_key() {
+        let alone = Cli::try_parse_from(["export", "--client-cert", "client.pem"]);
+        assert!(alone.is_err());
+        let key_alone = Cli::try_parse_from(["export", "--client-key", "client.key"]);
+        assert!(key_alone.is_err());
+        Cli::try_parse_from([
+            "export",
+            "--client-cert",
+            "client.pem",
+            "--client-key",
+            "client.key",
+        ])
+        .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_client_certificate_over_plaintext_is_refused_before_connecting() {
+        let cli = Cli::parse_from([
+            "export",
+            "--server",
+            "http://127.0.0.1:1",
+            "--client-cert",
+            "client.pem",
+            "--client-key",
+            "client.key",
+        ]);
+        let error = run(cli.export).await.unwrap_err();
+        assert!(error.to_string().contains("https://"), "{error:#}");
     }
 }

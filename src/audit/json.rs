@@ -15,6 +15,11 @@ fn rfc3339(time: Option<Timestamp>) -> Json {
 fn value_json(value: &Value) -> Json {
     match &value.kind {
         None | Some(Kind::NullValue(_)) => Json::Null,
+        // Whole numbers (times in epoch seconds, counts) print as integers,
+        // as they were recorded, not as 1700000000.0.
+        Some(Kind::NumberValue(n)) if n.fract() == 0.0 && n.abs() < 9_007_199_254_740_992.0 => {
+            json!(*n as i64)
+        }
         Some(Kind::NumberValue(n)) => json!(n),
         Some(Kind::StringValue(s)) => json!(s),
         Some(Kind::BoolValue(b)) => json!(b),
@@ -77,7 +82,8 @@ mod tests {
         let line = event_json(&event);
         assert_eq!(line["action"], "assignment.expired");
         assert_eq!(line["time"], "1970-01-01T00:00:00Z");
-        assert_eq!(line["details"]["start"], 7.0);
+        assert_eq!(line["details"]["start"], 7);
+        assert!(line.to_string().contains(r#""start":7}"#), "{line}");
         assert_eq!(line["details"]["roles"][0], "r/x");
         assert_eq!(line["hash"], "ab01");
     }
