@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use crate::store::Rollback;
-use crate::store::acknowledged::Mark;
+use crate::store::acknowledged::{FILE_NAME, Mark};
 use crate::store::codec;
 use crate::store::sled_store::SledStore;
 
@@ -14,6 +14,12 @@ use super::chain::Head;
 /// Accepts the loss in the store in `dir` (the server must be stopped) and
 /// returns what was lost, also logged as a warning.
 pub fn accept(dir: &Path) -> anyhow::Result<String> {
+    // Opening would create an empty store in a mistyped directory.
+    anyhow::ensure!(
+        dir.join(FILE_NAME).is_file(),
+        "{} holds no store with an acknowledged mark",
+        dir.display()
+    );
     let Some(lost) = SledStore::accept_rollback(dir)? else {
         return Ok(format!(
             "the store in {} holds everything it acknowledged; nothing was lost",
