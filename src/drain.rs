@@ -35,12 +35,7 @@ impl Drain {
         let _ = receiver.wait_for(|draining| *draining).await;
     }
 
-    /// The status a stream ends with when the server drains.
-    pub fn status(&self) -> Status {
-        Status::unavailable("the server is shutting down")
-    }
-
-    /// `stream` until draining starts, then [`Drain::status`]. Items the
+    /// `stream` until draining starts, then UNAVAILABLE. Items the
     /// stream already has ready are delivered first (a health Watch sends
     /// its NOT_SERVING before it ends).
     pub fn ending<T, S>(&self, mut stream: S) -> ReceiverStream<Result<T, Status>>
@@ -59,7 +54,9 @@ impl Drain {
                         None => return,
                     },
                     () = drain.started() => {
-                        let _ = sender.send(Err(drain.status())).await;
+                        let _ = sender
+                            .send(Err(Status::unavailable("the server is shutting down")))
+                            .await;
                         return;
                     }
                 };
