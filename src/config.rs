@@ -2,6 +2,10 @@
 //! built-in defaults, the TOML file given by `--config` (or
 //! `ENTITLEMENTS_CONFIG`), `ENTITLEMENTS_*` environment variables (nested
 //! keys with `__`, e.g. `ENTITLEMENTS_AUTH__JWT_ISSUER`), flags.
+//!
+//! An unknown key, in the file or as an `ENTITLEMENTS_*` variable, is an
+//! error rather than ignored: a misspelt `jwt_audience` would otherwise
+//! silently switch the audience check off.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -19,6 +23,7 @@ pub enum LogFormat {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Settings {
     /// Address the gRPC server listens on.
     pub listen: SocketAddr,
@@ -39,6 +44,19 @@ pub struct Settings {
     /// How many days audit events are kept; 0 keeps everything. Requests
     /// and assignments are never pruned.
     pub audit_retention_days: u32,
+    /// How long in-flight calls may take to finish after a shutdown signal,
+    /// in milliseconds.
+    pub drain_deadline_ms: u64,
+    /// The most client connections open at once; beyond it new connections
+    /// are closed as soon as they are accepted.
+    pub max_connections: usize,
+    /// How long a new connection may take to send its first bytes (the
+    /// HTTP/2 preface, or with TLS the start of the handshake), in
+    /// milliseconds.
+    pub handshake_timeout_ms: u64,
+    /// How long a connection may stay silent (nothing received, nothing
+    /// sent) before it is closed, in milliseconds.
+    pub idle_timeout_ms: u64,
     /// Trust the development header naming the caller. Loopback only.
     pub dev_auth: bool,
     pub auth: AuthSettings,
@@ -48,8 +66,8 @@ pub struct Settings {
 
 /// How callers prove who they are: bearer JWTs verified with one of the
 /// keys below, and who is special.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct AuthSettings {
     /// HS256 shared secret (the file's bytes, surrounding whitespace
     /// trimmed).
@@ -62,14 +80,57 @@ pub struct AuthSettings {
     pub jwt_issuer: Option<String>,
     /// Required `aud` claim.
     pub jwt_audience: Option<String>,
+    /// Clock skew tolerated when checking `exp` and `nbf`, in seconds.
+    pub jwt_leeway_seconds: u64,
     /// Subjects that are service principals rather than people, with the
     /// roles they hold (e.g. "decision-reader").
     pub service_principals: Vec<ServicePrincipal>,
-    /// Subjects that are global administrators from the start.
+    /// Subjects that are global administrators from the start (in the
+    /// environment also as a comma-separated list).
+    #[serde(deserialize_with = "list_or_comma_separated")]
     pub global_admins: Vec<String>,
 }
 
+impl Default for AuthSettings {
+    fn default() -> Self {
+        Self {
+            jwt_hs256_secret_file: None,
+            jwt_public_key_file: None,
+            jwt_jwks_file: None,
+            jwt_issuer: None,
+            jwt_audience: None,
+            jwt_leeway_seconds: 60,
+            service_principals: Vec::new(),
+            global_admins: Vec::new(),
+        }
+    }
+}
+
+/// A list given as a list, or as one comma-separated text (what an
+/// environment variable can hold: `ENTITLEMENTS_AUTH__GLOBAL_ADMINS=a,b`).
+fn list_or_comma_separated<'de, D>(deserializer: D) -> Result<Vec<String>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum ListOrText {
+        List(Vec<String>),
+        Text(String),
+    }
+    Ok(match ListOrText::deserialize(deserializer)? {
+        ListOrText::List(items) => items,
+        ListOrText::Text(text) => text
+            .split(',')
+            .map(str::trim)
+            .filter(|item| !item.is_empty())
+            .map(str::to_string)
+            .collect(),
+    })
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ServicePrincipal {
     pub id: String,
     #[serde(default)]
@@ -77,6 +138,7 @@ pub struct ServicePrincipal {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TlsSettings {
     /// Server certificate chain, PEM.
     pub cert_file: PathBuf,
@@ -97,6 +159,10 @@ impl Default for Settings {
             watch_retention: 100_000,
             audit_retention_days: 0,
             watch_checkpoint_ms: 1000,
+            drain_deadline_ms: 30_000,
+            max_connections: 512,
+            handshake_timeout_ms: 10_000,
+            idle_timeout_ms: 300_000,
             dev_auth: false,
             auth: AuthSettings::default(),
             tls: None,
@@ -138,11 +204,36 @@ pub struct ServeArgs {
     pub config: Option<PathBuf>,
 }
 
+const ENV_PREFIX: &str = "ENTITLEMENTS_";
+
+/// figment reports an unknown key from the environment by its path
+/// (`AUTH.JWT_AUDIANCE`); the operator needs the variable they set.
+fn name_unknown_variable(error: figment::Error) -> anyhow::Error {
+    let from_environment = error
+        .metadata
+        .as_ref()
+        .is_some_and(|source| source.name.contains("environment"));
+    if from_environment && matches!(error.kind, figment::error::Kind::UnknownField(..)) {
+        let variable = format!("{ENV_PREFIX}{}", error.path.join("__").to_uppercase());
+        return anyhow::anyhow!("unknown setting {variable} in the environment: {error}");
+    }
+    error.into()
+}
+
+/// `ENTITLEMENTS_*` variables that are not settings: the settings file
+/// and the `audit export` client's token.
+const NOT_SETTINGS: [&str; 2] = ["config", "token"];
+
 impl Settings {
     /// How long audit events are kept; None keeps everything.
     pub fn audit_retention(&self) -> Option<Duration> {
         (self.audit_retention_days > 0)
             .then(|| Duration::from_secs(u64::from(self.audit_retention_days) * 24 * 3600))
+    }
+
+    /// How long in-flight calls may take to finish after a shutdown signal.
+    pub fn drain_deadline(&self) -> Duration {
+        Duration::from_millis(self.drain_deadline_ms)
     }
 
     pub fn load(args: &ServeArgs) -> anyhow::Result<Self> {
@@ -156,13 +247,10 @@ impl Settings {
             figment = figment.merge(Toml::file_exact(file));
         }
         let mut settings: Settings = figment
-            .merge(
-                Env::prefixed("ENTITLEMENTS_")
-                    .ignore(&["config"])
-                    .split("__"),
-            )
+            .merge(Env::prefixed(ENV_PREFIX).ignore(&NOT_SETTINGS).split("__"))
             .merge(Serialized::defaults(args))
-            .extract()?;
+            .extract()
+            .map_err(name_unknown_variable)?;
         settings
             .auth
             .global_admins
@@ -189,6 +277,79 @@ mod tests {
         assert_eq!(settings.data_dir, PathBuf::from("/var/lib/x"));
         assert_eq!(settings.log_format, LogFormat::Text);
         assert_eq!(settings.listen, Settings::default().listen);
+    }
+
+    /// Loads settings with only `env` set among `ENTITLEMENTS_*` variables
+    /// and `file` as the settings file; the error text if refused.
+    // figment's Jail takes closures returning its (large) error type.
+    #[allow(clippy::result_large_err)]
+    fn load_with(env: &[(&str, &str)], file: &str) -> Result<Settings, String> {
+        let mut loaded = None;
+        figment::Jail::expect_with(|jail| {
+            for (name, value) in env {
+                jail.set_env(name, value);
+            }
+            jail.create_file("settings.toml", file)?;
+            let args = ServeArgs {
+                config: Some(jail.directory().join("settings.toml")),
+                ..Default::default()
+            };
+            loaded = Some(Settings::load(&args).map_err(|e| format!("{e:#}")));
+            Ok(())
+        });
+        loaded.expect("the jail ran")
+    }
+
+    #[test]
+    fn unknown_keys_in_the_file_are_refused_by_name() {
+        let error = load_with(&[], "[auth]\njwt_audiance = \"api\"\n").unwrap_err();
+        assert!(error.contains("jwt_audiance"), "{error}");
+        let error = load_with(&[], "listen_address = \"127.0.0.1:1\"\n").unwrap_err();
+        assert!(error.contains("listen_address"), "{error}");
+        let error = load_with(
+            &[],
+            "[tls]\ncert_file = \"c\"\nkey_file = \"k\"\nca = \"x\"\n",
+        )
+        .unwrap_err();
+        assert!(error.contains("ca"), "{error}");
+    }
+
+    #[test]
+    fn unknown_environment_variables_are_refused_by_name() {
+        let error = load_with(&[("ENTITLEMENTS_AUTH__JWT_AUDIANCE", "api")], "").unwrap_err();
+        assert!(error.contains("ENTITLEMENTS_AUTH__JWT_AUDIANCE"), "{error}");
+        let error = load_with(&[("ENTITLEMENTS_LISTEN_ADDRESS", "127.0.0.1:1")], "").unwrap_err();
+        assert!(error.contains("ENTITLEMENTS_LISTEN_ADDRESS"), "{error}");
+        // The settings file variable and the export client's token are not
+        // settings, and not refused.
+        let settings = load_with(
+            &[
+                ("ENTITLEMENTS_TOKEN", "t"),
+                ("ENTITLEMENTS_AUTH__JWT_AUDIENCE", "api"),
+            ],
+            "",
+        )
+        .unwrap();
+        assert_eq!(settings.auth.jwt_audience.as_deref(), Some("api"));
+    }
+
+    #[test]
+    fn list_settings_take_a_comma_separated_environment_value() {
+        let settings =
+            load_with(&[("ENTITLEMENTS_AUTH__GLOBAL_ADMINS", "alice, bob")], "").unwrap();
+        assert_eq!(settings.auth.global_admins, ["alice", "bob"]);
+        let settings = load_with(&[("ENTITLEMENTS_AUTH__GLOBAL_ADMINS", "[carol]")], "").unwrap();
+        assert_eq!(settings.auth.global_admins, ["carol"]);
+        let settings = load_with(&[], "[auth]\nglobal_admins = [\"dave\", \"erin\"]\n").unwrap();
+        assert_eq!(settings.auth.global_admins, ["dave", "erin"]);
+    }
+
+    #[test]
+    fn jwt_leeway_defaults_to_a_minute() {
+        let settings = load_with(&[], "").unwrap();
+        assert_eq!(settings.auth.jwt_leeway_seconds, 60);
+        let settings = load_with(&[("ENTITLEMENTS_AUTH__JWT_LEEWAY_SECONDS", "5")], "").unwrap();
+        assert_eq!(settings.auth.jwt_leeway_seconds, 5);
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod clock;
 pub mod config;
 pub mod decision;
 pub mod domain;
+pub mod drain;
 pub mod error;
 pub mod policy;
 pub mod server;

@@ -2,6 +2,7 @@ use std::sync::Arc;
 
 use std::path::PathBuf;
 
+use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use entitlements::api::jwt::{TokenClaims, mint_hs256};
 use entitlements::audit::export::ExportArgs;
@@ -27,6 +28,21 @@ enum Command {
     /// Work with a running server's audit trail.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Work with a stopped server's store.
+    #[command(subcommand)]
+    Store(StoreCommand),
+}
+
+#[derive(Subcommand)]
+enum StoreCommand {
+    /// Accept that the store lost acknowledged writes (the server refuses
+    /// to start on it otherwise): record what it holds now as acknowledged,
+    /// and print what was lost.
+    AcceptRollback {
+        /// The server's data directory (the server must be stopped).
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -110,10 +126,18 @@ async fn main() -> anyhow::Result<()> {
             eprintln!("exported {written} audit events");
             Ok(())
         }
+        Command::Store(StoreCommand::AcceptRollback { data_dir }) => {
+            init_logging(LogFormat::Text);
+            println!("{}", entitlements::audit::rollback::accept(&data_dir)?);
+            Ok(())
+        }
         Command::Serve(args) => {
             let settings = Settings::load(&args)?;
             init_logging(settings.log_format);
-            let listener = tokio::net::TcpListener::bind(settings.listen).await?;
+            entitlements::server::ensure_dev_auth_on_loopback(&settings, settings.listen)?;
+            let listener = tokio::net::TcpListener::bind(settings.listen)
+                .await
+                .with_context(|| format!("cannot listen on {}", settings.listen))?;
             entitlements::server::run(
                 &settings,
                 Arc::new(SystemClock),

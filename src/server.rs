@@ -1,6 +1,15 @@
 //! Assembles and runs the gRPC server: health (per service, tied to the
 //! store), reflection (v1 and v1alpha), and the entitlements services behind
-//! the caller-identity interceptor.
+//! the caller-identity interceptor, on connections accepted within limits.
+//!
+//! The server stops on the shutdown signal, or on its own when the store
+//! fails (fail-stop): either way health turns NOT_SERVING, accepting stops,
+//! long-lived streams end with UNAVAILABLE and in-flight calls get the drain
+//! deadline. After a store failure `run` returns an error, so the process
+//! exits non-zero and a restart recovers exactly what was acknowledged.
+
+mod health;
+mod listener;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -9,8 +18,8 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tonic::server::NamedService;
 use tonic::transport::Server;
-use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
+use tonic_health::pb::health_server::HealthServer;
 use tonic_health::server::HealthReporter;
 
 use crate::api::App;
@@ -53,6 +62,8 @@ use crate::policy::PolicyEngine;
 use crate::store::Store;
 use crate::store::sled_store::SledStore;
 use crate::workflow::scheduler::{self, SYSTEM_ACTOR};
+use health::DrainingHealth;
+use listener::{FirstBytes, Limits};
 
 /// Names of every entitlements service, as health checks know them.
 pub const SERVICE_NAMES: [&str; 10] = [
@@ -73,11 +84,8 @@ pub const SERVICE_NAMES: [&str; 10] = [
 /// loopback. A server nobody could call refuses to start.
 pub fn authenticator(settings: &Settings, address: SocketAddr) -> anyhow::Result<Authenticator> {
     let jwt = JwtVerifier::from_settings(&settings.auth)?;
+    ensure_dev_auth_on_loopback(settings, address)?;
     if settings.dev_auth {
-        anyhow::ensure!(
-            address.ip().is_loopback(),
-            "--dev-auth trusts a plain header and works only on a loopback address, not {address}"
-        );
         tracing::warn!(
             "development authentication: the {DEV_USER_HEADER} header names the caller, unchecked"
         );
@@ -88,6 +96,16 @@ pub fn authenticator(settings: &Settings, address: SocketAddr) -> anyhow::Result
          or auth.jwt_jwks_file, or run with --dev-auth on loopback for development"
     );
     Ok(Authenticator::new(&settings.auth, jwt, settings.dev_auth))
+}
+
+/// `--dev-auth` trusts a plain header, so it is refused off loopback. The
+/// binary checks this before it binds: a refused server never listens.
+pub fn ensure_dev_auth_on_loopback(settings: &Settings, address: SocketAddr) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        !settings.dev_auth || address.ip().is_loopback(),
+        "--dev-auth trusts a plain header and works only on a loopback address, not {address}"
+    );
+    Ok(())
 }
 
 fn tls_config(tls: &TlsSettings) -> anyhow::Result<ServerTlsConfig> {
@@ -104,9 +122,6 @@ fn tls_config(tls: &TlsSettings) -> anyhow::Result<ServerTlsConfig> {
     Ok(config)
 }
 
-/// How long in-flight calls may take to finish after a shutdown signal.
-pub const DRAIN_DEADLINE: Duration = Duration::from_secs(30);
-
 /// Loads the operator's policies, or the built-in ones.
 pub fn load_policies(settings: &Settings) -> anyhow::Result<PolicyEngine> {
     match &settings.policies {
@@ -122,9 +137,15 @@ async fn report(reporter: &HealthReporter, status: ServingStatus) {
     }
 }
 
-/// Runs the server on `listener` until `shutdown` resolves, then drains
-/// in-flight calls and closes the store. `ready` is called with the bound
-/// address once every service is SERVING.
+/// Why the server stopped.
+enum Stop {
+    Requested,
+    StoreFailed(String),
+}
+
+/// Runs the server on `listener` until `shutdown` resolves (or the store
+/// fails), then drains in-flight calls and closes the store. `ready` is
+/// called with the bound address once every service is SERVING.
 pub async fn run(
     settings: &Settings,
     clock: Arc<dyn Clock>,
@@ -141,8 +162,10 @@ pub async fn run(
     if let Some(tls) = &settings.tls {
         server = server.tls_config(tls_config(tls)?)?;
     }
-    let (reporter, health) = tonic_health::server::health_reporter();
+    let reporter = HealthReporter::new();
     report(&reporter, ServingStatus::NotServing).await;
+    let (drain_signal, drain) = crate::drain::channel();
+    let health = HealthServer::new(DrainingHealth::new(reporter.clone(), drain.clone()));
 
     let data_dir = settings.data_dir.clone();
     let store = Arc::new(tokio::task::spawn_blocking(move || SledStore::open(&data_dir)).await??);
@@ -179,7 +202,30 @@ pub async fn run(
     ready(address);
 
     let draining = reporter.clone();
-    let (began, shutdown_began) = tokio::sync::oneshot::channel::<()>();
+    let failing = store.clone();
+    let (began, stop_began) = tokio::sync::oneshot::channel::<Stop>();
+    let stop = async move {
+        let stop = tokio::select! {
+            () = shutdown => Stop::Requested,
+            reason = failing.failure() => Stop::StoreFailed(reason),
+        };
+        match &stop {
+            Stop::Requested => tracing::info!("shutting down: finishing in-flight calls"),
+            Stop::StoreFailed(reason) => tracing::error!(
+                %reason,
+                "the store could not make a write durable; stopping so that a restart \
+                 recovers exactly what was acknowledged"
+            ),
+        }
+        report(&draining, ServingStatus::NotServing).await;
+        drain_signal.start();
+        let _ = began.send(stop);
+    };
+    let first_bytes = match settings.tls {
+        Some(_) => FirstBytes::Any,
+        None => FirstBytes::Http2Preface,
+    };
+    let incoming = listener::incoming(listener, Limits::from_settings(settings), first_bytes);
     let serving = server
         .add_service(health)
         .add_service(reflection_v1)
@@ -224,37 +270,37 @@ pub async fn run(
             DecisionsApi::new(
                 app,
                 Duration::from_millis(settings.watch_checkpoint_ms.max(1)),
+                drain,
             ),
             auth,
         ))
-        // Without TCP_NODELAY, Nagle's algorithm holds back the last
-        // segment of multi-frame responses until the peer's delayed ack
-        // (~40 ms on Linux).
-        .serve_with_incoming_shutdown(
-            TcpIncoming::from(listener).with_nodelay(Some(true)),
-            async move {
-                shutdown.await;
-                tracing::info!("shutting down: finishing in-flight calls");
-                report(&draining, ServingStatus::NotServing).await;
-                let _ = began.send(());
-            },
-        );
+        .serve_with_incoming_shutdown(incoming, stop);
     // In-flight calls get a deadline: a client that never lets go of its
     // connection must not keep the process (and the store) open forever.
-    let deadline = async {
-        match shutdown_began.await {
-            Ok(()) => tokio::time::sleep(DRAIN_DEADLINE).await,
-            Err(_) => std::future::pending().await,
+    tokio::pin!(serving);
+    let mut stop_began = stop_began;
+    let deadline = settings.drain_deadline();
+    let stopped = tokio::select! {
+        served = &mut serving => {
+            served?;
+            stop_began.await.ok()
+        }
+        stop = &mut stop_began => {
+            match tokio::time::timeout(deadline, &mut serving).await {
+                Ok(served) => served?,
+                Err(_) => tracing::warn!(?deadline, "in-flight calls did not finish in time; stopping anyway"),
+            }
+            stop.ok()
         }
     };
-    tokio::select! {
-        served = serving => served?,
-        _ = deadline => tracing::warn!(?DRAIN_DEADLINE, "in-flight calls did not finish in time; stopping anyway"),
-    }
 
     let _ = stop_background.send(true);
     background.await?;
-    tokio::task::spawn_blocking(move || store.close()).await??;
+    let closed = tokio::task::spawn_blocking(move || store.close()).await?;
+    if let Some(Stop::StoreFailed(reason)) = stopped {
+        anyhow::bail!("stopped because the store could not make a write durable: {reason}");
+    }
+    closed?;
     tracing::info!("stopped cleanly");
     Ok(())
 }

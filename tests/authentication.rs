@@ -315,7 +315,7 @@ async fn only_valid_bearer_tokens_authenticate() {
         ),
         (
             "expired",
-            bearer(with(claims(ADMIN), "exp", Some(json!(now() - 60)))),
+            bearer(with(claims(ADMIN), "exp", Some(json!(now() - 600)))),
         ),
         (
             "not yet valid",
@@ -400,6 +400,81 @@ async fn only_valid_bearer_tokens_authenticate() {
 }
 
 #[tokio::test]
+async fn a_future_nbf_written_as_a_string_is_unauthenticated() {
+    let keys = tempfile::tempdir().unwrap();
+    let server = hs256_server(keys.path(), false).await;
+    let future = now() + 600;
+    for (case, nbf) in [
+        ("nbf as a string", json!(future.to_string())),
+        ("nbf as a number", json!(future)),
+    ] {
+        let not_yet = with(
+            with(claims(ADMIN), "nbf", Some(nbf)),
+            "exp",
+            Some(json!(now() + 1200)),
+        );
+        let mut client = directory(
+            server.channel(),
+            Credentials::bearer(&hs256(SECRET, &not_yet)),
+        );
+        unauthenticated(case, list_users(&mut client).await);
+    }
+}
+
+#[tokio::test]
+async fn clock_skew_on_exp_and_nbf_is_tolerated_up_to_the_configured_leeway() {
+    let keys = tempfile::tempdir().unwrap();
+    let token = |exp: i64, nbf: i64| {
+        let claims = with(
+            with(claims(ADMIN), "exp", Some(json!(exp))),
+            "nbf",
+            Some(json!(nbf)),
+        );
+        Credentials::bearer(&hs256(SECRET, &claims))
+    };
+    let just_expired = token(now() - 20, now() - 600);
+    let almost_valid = token(now() + 600, now() + 20);
+
+    // The default leeway is a minute.
+    let lenient = hs256_server(keys.path(), false).await;
+    for (case, credentials) in [
+        ("expired 20 s ago", just_expired.clone()),
+        ("valid in 20 s", almost_valid.clone()),
+    ] {
+        list_users(&mut directory(lenient.channel(), credentials))
+            .await
+            .unwrap_or_else(|status| panic!("{case}: {status:?}"));
+    }
+    for (case, credentials) in [
+        ("expired 5 min ago", token(now() - 300, now() - 600)),
+        ("valid in 5 min", token(now() + 600, now() + 300)),
+    ] {
+        unauthenticated(
+            case,
+            list_users(&mut directory(lenient.channel(), credentials)).await,
+        );
+    }
+
+    let secret = write(keys.path(), "strict.secret", SECRET);
+    let strict = TestServer::start_with_settings(|settings| {
+        settings.dev_auth = false;
+        settings.auth.jwt_hs256_secret_file = Some(secret);
+        settings.auth.jwt_leeway_seconds = 0;
+        expect_issuer_and_audience(settings);
+    })
+    .await;
+    for (case, credentials) in [
+        ("expired 20 s ago, no leeway", just_expired),
+        ("valid in 20 s, no leeway", almost_valid),
+    ] {
+        unauthenticated(
+            case,
+            list_users(&mut directory(strict.channel(), credentials)).await,
+        );
+    }
+}
+
+#[tokio::test]
 async fn issuer_and_audience_are_checked_only_when_configured() {
     let keys = tempfile::tempdir().unwrap();
     let secret = write(keys.path(), "hs256.secret", SECRET);
@@ -426,7 +501,7 @@ async fn issuer_and_audience_are_checked_only_when_configured() {
             panic!("{case}: {status:?}");
         }
     }
-    let expired = with(bare, "exp", Some(json!(now() - 60)));
+    let expired = with(bare, "exp", Some(json!(now() - 600)));
     unauthenticated(
         "expired",
         list_users(&mut directory(
@@ -540,7 +615,7 @@ async fn rs256_tokens_verify_with_the_public_key_pem() {
             "expired, signed by the trusted key",
             rs256(
                 RSA_SIGNER,
-                &with(claims(ADMIN), "exp", Some(json!(now() - 60))),
+                &with(claims(ADMIN), "exp", Some(json!(now() - 600))),
             ),
         ),
         (

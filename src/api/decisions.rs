@@ -12,6 +12,7 @@ use tonic::{Request, Response, Status};
 use crate::decision::events::RevisionEvents;
 use crate::decision::state::State;
 use crate::domain::validate::Check;
+use crate::drain::Drain;
 use crate::error::Error;
 use crate::pb::decisions_server::Decisions;
 use crate::pb::grant_event::Kind;
@@ -32,13 +33,16 @@ const CONSISTENCY_WAIT: Duration = Duration::from_secs(1);
 pub struct DecisionsApi {
     app: App,
     checkpoint_every: Duration,
+    /// Ends WatchGrants streams when the server stops.
+    drain: Drain,
 }
 
 impl DecisionsApi {
-    pub fn new(app: App, checkpoint_every: Duration) -> Self {
+    pub fn new(app: App, checkpoint_every: Duration, drain: Drain) -> Self {
         Self {
             app,
             checkpoint_every,
+            drain,
         }
     }
 
@@ -112,6 +116,25 @@ fn watch_message(events: RevisionEvents) -> WatchGrantsResponse {
 }
 
 type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchGrantsResponse, Status>> + Send>>;
+
+type WatchSender = tokio::sync::mpsc::Sender<Result<WatchGrantsResponse, Status>>;
+
+/// Sends the events already queued for a watcher (every event up to the
+/// applied revision is); returns the revision delivered, or None when the
+/// watcher has gone.
+async fn send_queued(
+    live: &mut tokio::sync::broadcast::Receiver<RevisionEvents>,
+    sender: &WatchSender,
+    mut delivered: Revision,
+) -> Option<Revision> {
+    while let Ok(events) = live.try_recv() {
+        if events.revision > delivered {
+            delivered = events.revision;
+            sender.send(Ok(watch_message(events))).await.ok()?;
+        }
+    }
+    Some(delivered)
+}
 
 #[tonic::async_trait]
 impl Decisions for DecisionsApi {
@@ -306,6 +329,7 @@ impl Decisions for DecisionsApi {
         })?;
         let (sender, receiver) = tokio::sync::mpsc::channel(256);
         let every = self.checkpoint_every;
+        let drain = self.drain.clone();
         tokio::spawn(async move {
             let mut delivered: Revision = from;
             for events in past {
@@ -330,19 +354,23 @@ impl Decisions for DecisionsApi {
                     },
                     _ = ticker.tick() => {
                         // Every event up to the applied revision is already
-                        // queued for this watcher: drain them, then promise
+                        // queued for this watcher: send them, then promise
                         // nothing older is still to come.
                         let applied = decisions.revision();
-                        while let Ok(events) = live.try_recv() {
-                            if events.revision > delivered {
-                                delivered = events.revision;
-                                if sender.send(Ok(watch_message(events))).await.is_err() {
-                                    return;
-                                }
-                            }
-                        }
-                        delivered = delivered.max(applied);
+                        let Some(sent) = send_queued(&mut live, &sender, delivered).await else {
+                            return;
+                        };
+                        delivered = sent.max(applied);
                         Ok(WatchGrantsResponse { revision: delivered, events: Vec::new(), checkpoint: true })
+                    }
+                    () = drain.started() => {
+                        // The server stops: end with where to resume.
+                        let Some(sent) = send_queued(&mut live, &sender, delivered).await else {
+                            return;
+                        };
+                        Err(Status::unavailable(format!(
+                            "the server is shutting down; resume from revision {sent}"
+                        )))
                     }
                 };
                 let failed = message.is_err();

@@ -25,6 +25,8 @@ pub struct JwtVerifier {
     keys: Vec<Key>,
     issuer: Option<String>,
     audience: Option<String>,
+    /// Clock skew tolerated on `exp` and `nbf`, in seconds.
+    leeway: u64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -120,6 +122,7 @@ impl JwtVerifier {
             keys,
             issuer: auth.jwt_issuer.clone(),
             audience: auth.jwt_audience.clone(),
+            leeway: auth.jwt_leeway_seconds,
         }))
     }
 
@@ -135,7 +138,7 @@ impl JwtVerifier {
         for key in candidates {
             let mut validation = Validation::new(key.algorithm);
             validation.validate_nbf = true;
-            validation.leeway = 0;
+            validation.leeway = self.leeway;
             // A configured issuer or audience must be present, not merely
             // match when present.
             let mut required = vec!["exp", "sub"];

@@ -8,6 +8,7 @@ use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::error::Error;
+use crate::store::StoreError;
 
 /// The ErrorInfo domain of every error this service raises.
 pub const ERROR_DOMAIN: &str = "entitlements";
@@ -52,6 +53,12 @@ impl From<Error> for Status {
             ),
             Error::Unauthenticated(_) => Status::unauthenticated(message),
             Error::OutOfRange(_) => Status::out_of_range(message),
+            // The store stopped (it failed, or the server is stopping): the
+            // outcome of a write is unknown until the restart, so retrying
+            // (with the same request_id) elsewhere or later is right.
+            Error::Store(StoreError::Failed(_) | StoreError::Closed) => {
+                Status::unavailable(message)
+            }
             Error::Store(error) => {
                 tracing::error!(%error, "store failure");
                 Status::internal(message)

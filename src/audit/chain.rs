@@ -20,7 +20,7 @@ use crate::store::{ReadView, StoreResult, Txn, codec, keys};
 use super::event::{Draft, sequence_key};
 use crate::domain::crud::new_id;
 
-const HEAD_KEY: &str = "audit_head";
+const HEAD_KEY: &str = keys::AUDIT_HEAD;
 const ANCHOR_KEY: &str = "audit_anchor";
 
 /// The newest event: where the next one links, and the revision of the

@@ -2,7 +2,8 @@
 //! transaction that makes the change ([`chain::append`]); queries over it
 //! ([`query`]); the history it allows to reconstruct ([`history`]);
 //! retention ([`retention`]); and its JSON form ([`json`]) that `entitlements
-//! audit export` ([`export`]) writes.
+//! audit export` ([`export`]) writes; and what a store that lost
+//! acknowledged commits lacks, in audit events ([`rollback`]).
 
 pub mod chain;
 pub mod event;
@@ -11,6 +12,7 @@ pub mod history;
 pub mod json;
 pub mod query;
 pub mod retention;
+pub mod rollback;
 
 pub use chain::append;
 pub use event::Draft;

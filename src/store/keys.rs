@@ -20,6 +20,15 @@ pub const REFERENCE: &str = "f";
 pub const REQUEST_ID: &str = "q";
 pub const META: &str = "m";
 
+/// The metadata naming the head of the audit chain. The store records its
+/// value (opaque to it) in the acknowledged mark, so that start-up can tell
+/// a store that lost acknowledged commits from one that holds them.
+pub const AUDIT_HEAD: &str = "audit_head";
+
+pub fn audit_head_key() -> Vec<u8> {
+    key(&[META, AUDIT_HEAD])
+}
+
 /// A complete key.
 pub fn key(parts: &[&str]) -> Vec<u8> {
     let mut out = Vec::with_capacity(parts.iter().map(|p| p.len() + 1).sum());

@@ -4,12 +4,16 @@
 //! on the store's single committer, so it sees every earlier write and no
 //! concurrent one, and its result is acknowledged only once durable.
 
+pub mod acknowledged;
 pub mod codec;
 pub mod keys;
 pub mod records;
 pub mod sled_store;
 
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+
+use acknowledged::Mark;
 
 /// A point in the store's history. Every committed write gets the next one.
 pub type Revision = u64;
@@ -24,8 +28,51 @@ pub enum StoreError {
     Io(#[from] std::io::Error),
     #[error("stored data is unreadable: {0}")]
     Corrupt(String),
+    /// A write could not be made durable (a full or failing disk). The
+    /// store refuses everything from then on and the server stops, so
+    /// that a restart recovers exactly what was acknowledged.
+    #[error("the store could not make a write durable and is stopping: {0}")]
+    Failed(String),
+    #[error(
+        "{0}; refusing to start. Restore the data directory from a backup, or accept the loss \
+         with `entitlements store accept-rollback --data-dir {dir}`",
+        dir = .0.data_dir.display()
+    )]
+    RolledBack(Box<Rollback>),
     #[error("the store is closed")]
     Closed,
+}
+
+/// A store that lacks commits it acknowledged: what it holds and what
+/// clients were told was durable.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rollback {
+    pub data_dir: PathBuf,
+    pub store: Mark,
+    pub acknowledged: Mark,
+}
+
+impl std::fmt::Display for Rollback {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (holds, acknowledged) = (self.store.revision, self.acknowledged.revision);
+        if holds < acknowledged {
+            write!(
+                f,
+                "the store in {} is at revision {holds}, but revision {acknowledged} was \
+                 acknowledged: revisions {} to {acknowledged} are missing (its log lost its \
+                 tail, e.g. to a damaged record, or the directory was restored from an older copy)",
+                self.data_dir.display(),
+                holds + 1
+            )
+        } else {
+            write!(
+                f,
+                "the store in {} is at revision {holds}, but its audit trail differs from the \
+                 one acknowledged at that revision (the directory was replaced)",
+                self.data_dir.display()
+            )
+        }
+    }
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -123,14 +170,13 @@ where
         commit
     });
     let durable = store.submit(job).await.unwrap_or(Err(StoreError::Closed));
-    let result = outcome
-        .lock()
-        .expect("outcome slot poisoned")
-        .take()
-        .unwrap_or(Err(E::from(StoreError::Closed)));
-    let value = result?;
-    Ok(Committed {
-        value,
-        revision: durable.map_err(E::from)?,
-    })
+    let result = outcome.lock().expect("outcome slot poisoned").take();
+    match (result, durable) {
+        // The job's own refusal: it wrote nothing.
+        (Some(Err(refused)), _) => Err(refused),
+        (Some(Ok(value)), Ok(revision)) => Ok(Committed { value, revision }),
+        // Not durable, or never run (the store failed or closed first).
+        (_, Err(error)) => Err(E::from(error)),
+        (None, Ok(_)) => Err(E::from(StoreError::Closed)),
+    }
 }

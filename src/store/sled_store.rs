@@ -9,22 +9,34 @@
 //! metadata nor drains the device's write cache. Concurrent writers thus
 //! share one sync, and because jobs run one at a time, a job that checks a
 //! precondition (an etag, a request still pending) sees no concurrent change.
+//!
+//! After each durable batch, and before answering it, the committer records
+//! the batch's revision and the audit chain's head in the acknowledged mark
+//! (see [`super::acknowledged`]); opening refuses a store that is behind it.
+//!
+//! A batch that cannot be made durable is not retried: sled has applied it
+//! in memory already, and a later sync might or might not carry it to disk.
+//! The store fails instead: that batch and every queued or later write is
+//! refused, reads are refused (they could show the failed batch), and
+//! [`SledStore::failure`] resolves so the server can stop. A restart
+//! recovers what was acknowledged.
 
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::ops::Bound;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, mpsc};
 use std::sync::{Mutex, RwLock};
 use std::thread::JoinHandle;
 
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
+use super::acknowledged::{AcknowledgedFile, Mark};
 use super::{
-    Change, CommitObserver, KeyValue, ReadView, Revision, Store, StoreError, StoreResult, Txn,
-    WriteJob, keys,
+    Change, CommitObserver, KeyValue, ReadView, Revision, Rollback, Store, StoreError, StoreResult,
+    Txn, WriteJob, keys,
 };
 
 /// A key written (Some) or deleted (None) by a commit.
@@ -50,27 +62,119 @@ pub struct SledStore {
     observers: Observers,
     queue: Mutex<Option<mpsc::Sender<Pending>>>,
     committer: Mutex<Option<JoinHandle<()>>>,
+    /// Why the store failed, once a batch could not be made durable.
+    failure: watch::Receiver<Option<String>>,
 }
 
-impl SledStore {
-    pub fn open(dir: &Path) -> StoreResult<Self> {
+/// The store as found on disk, before anything is served from it.
+struct OnDisk {
+    dir: PathBuf,
+    db: sled::Db,
+    /// What the store holds: its revision and audit head.
+    holds: Mark,
+    acknowledged: AcknowledgedFile,
+    /// What clients were last told was durable, if ever recorded.
+    mark: Option<Mark>,
+}
+
+impl OnDisk {
+    fn open(dir: &Path) -> StoreResult<Self> {
         std::fs::create_dir_all(dir)?;
         let db = sled::Config::new().path(dir).open()?;
         let revision = match db.get(keys::key(&[keys::META, REVISION_KEY]))? {
             Some(bytes) => decode_revision(&bytes)?,
             None => 0,
         };
+        let audit_head = db
+            .get(keys::audit_head_key())?
+            .map_or_else(Vec::new, |head| head.to_vec());
+        let (acknowledged, mark) = AcknowledgedFile::open(dir)?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            db,
+            holds: Mark {
+                revision,
+                audit_head,
+            },
+            acknowledged,
+            mark,
+        })
+    }
+
+    /// What the store lacks of what was acknowledged, if anything.
+    fn rollback(&self) -> Option<Rollback> {
+        let mark = self.mark.as_ref()?;
+        let behind = self.holds.revision < mark.revision
+            || (self.holds.revision == mark.revision && self.holds.audit_head != mark.audit_head);
+        behind.then(|| Rollback {
+            data_dir: self.dir.clone(),
+            store: self.holds.clone(),
+            acknowledged: mark.clone(),
+        })
+    }
+
+    /// Brings the mark up to what the store holds.
+    fn mark_as_acknowledged(&mut self) -> StoreResult<()> {
+        if self.mark.as_ref() != Some(&self.holds) {
+            self.acknowledged.record(&self.holds)?;
+            self.mark = Some(self.holds.clone());
+        }
+        Ok(())
+    }
+}
+
+impl SledStore {
+    /// Opens (or creates) the store in `dir`. A store that is behind what
+    /// it acknowledged is refused with [`StoreError::RolledBack`].
+    pub fn open(dir: &Path) -> StoreResult<Self> {
+        let mut on_disk = OnDisk::open(dir)?;
+        if let Some(rollback) = on_disk.rollback() {
+            return Err(StoreError::RolledBack(Box::new(rollback)));
+        }
+        if on_disk.mark.is_none() && on_disk.holds.revision > 0 {
+            tracing::warn!(
+                revision = on_disk.holds.revision,
+                "the store has no acknowledged mark (it predates it, or the file was removed); \
+                 starting one at its current revision"
+            );
+        }
+        on_disk.mark_as_acknowledged()?;
+        Self::start(on_disk)
+    }
+
+    /// Accepts that the store in `dir` lost acknowledged commits: the mark
+    /// is set back to what the store holds, so it opens again. Returns what
+    /// was lost, or None when nothing was.
+    pub fn accept_rollback(dir: &Path) -> StoreResult<Option<Rollback>> {
+        let mut on_disk = OnDisk::open(dir)?;
+        let lost = on_disk.rollback();
+        on_disk.mark_as_acknowledged()?;
+        Ok(lost)
+    }
+
+    fn start(on_disk: OnDisk) -> StoreResult<Self> {
+        let OnDisk {
+            dir,
+            db,
+            holds,
+            acknowledged,
+            ..
+        } = on_disk;
         // sled keeps its log in `<dir>/db`; syncing it makes a flush durable.
         let log = File::open(dir.join("db"))?;
-        File::open(dir)?.sync_all()?;
-        let revision = Arc::new(AtomicU64::new(revision));
+        File::open(&dir)?.sync_all()?;
+        let revision = Arc::new(AtomicU64::new(holds.revision));
         let observers = Observers::default();
+        let (failed, failure) = watch::channel(None);
         let (sender, receiver) = mpsc::channel();
         let committer = Committer {
             tree: db.clone(),
             log,
             revision: Arc::clone(&revision),
             observers: Arc::clone(&observers),
+            acknowledged,
+            audit_head: holds.audit_head,
+            failed,
         };
         let handle = std::thread::Builder::new()
             .name("store-committer".into())
@@ -81,10 +185,32 @@ impl SledStore {
             observers,
             queue: Mutex::new(Some(sender)),
             committer: Mutex::new(Some(handle)),
+            failure,
         })
     }
 
-    /// Stops accepting writes, lets queued ones finish, and flushes.
+    /// Resolves with the reason once a write could not be made durable;
+    /// never while the store is healthy.
+    pub async fn failure(&self) -> String {
+        let mut failure = self.failure.clone();
+        let reason = failure
+            .wait_for(Option::is_some)
+            .await
+            .map(|reason| reason.clone().unwrap_or_default());
+        match reason {
+            Ok(reason) => reason,
+            // The committer stopped without failing: the store was closed.
+            Err(_) => std::future::pending().await,
+        }
+    }
+
+    /// The failure that stopped the store, as the error every call now gets.
+    fn failed(&self) -> Option<StoreError> {
+        self.failure.borrow().clone().map(StoreError::Failed)
+    }
+
+    /// Stops accepting writes, lets queued ones finish, and flushes (unless
+    /// the store failed: nothing after the failure may reach the disk).
     pub fn close(&self) -> StoreResult<()> {
         drop(self.queue.lock().expect("queue lock poisoned").take());
         if let Some(handle) = self
@@ -94,6 +220,9 @@ impl SledStore {
             .take()
         {
             let _ = handle.join();
+        }
+        if let Some(failed) = self.failed() {
+            return Err(failed);
         }
         self.tree.flush()?;
         Ok(())
@@ -108,6 +237,9 @@ impl Drop for SledStore {
 
 impl ReadView for SledStore {
     fn get(&self, key: &[u8]) -> StoreResult<Option<Vec<u8>>> {
+        if let Some(failed) = self.failed() {
+            return Err(failed);
+        }
         Ok(self.tree.get(key)?.map(|v| v.to_vec()))
     }
 
@@ -116,6 +248,9 @@ impl ReadView for SledStore {
         prefix: &[u8],
         start_after: Option<&[u8]>,
     ) -> Box<dyn Iterator<Item = StoreResult<KeyValue>> + 'a> {
+        if let Some(failed) = self.failed() {
+            return Box::new(std::iter::once(Err(failed)));
+        }
         Box::new(sled_scan(&self.tree, prefix, start_after))
     }
 
@@ -124,6 +259,9 @@ impl ReadView for SledStore {
         prefix: &[u8],
         start_before: Option<&[u8]>,
     ) -> Box<dyn Iterator<Item = StoreResult<KeyValue>> + 'a> {
+        if let Some(failed) = self.failed() {
+            return Box::new(std::iter::once(Err(failed)));
+        }
         // Every key under the prefix sorts below the prefix with its last
         // byte (the separator) raised by one.
         let mut past_prefix = prefix.to_vec();
@@ -144,6 +282,10 @@ impl ReadView for SledStore {
 impl Store for SledStore {
     fn submit(&self, job: WriteJob) -> oneshot::Receiver<StoreResult<Revision>> {
         let (reply, receiver) = oneshot::channel();
+        if let Some(failed) = self.failed() {
+            let _ = reply.send(Err(failed));
+            return receiver;
+        }
         let queue = self.queue.lock().expect("queue lock poisoned");
         if let Some(sender) = queue.as_ref() {
             // A send error drops `reply`, which the receiver reports as closed.
@@ -157,6 +299,9 @@ impl Store for SledStore {
     }
 
     fn flush(&self) -> StoreResult<()> {
+        if let Some(failed) = self.failed() {
+            return Err(failed);
+        }
         self.tree.flush()?;
         Ok(())
     }
@@ -211,10 +356,14 @@ struct Committer {
     log: File,
     revision: Arc<AtomicU64>,
     observers: Observers,
+    acknowledged: AcknowledgedFile,
+    /// The audit head as of the last durable batch.
+    audit_head: Vec<u8>,
+    failed: watch::Sender<Option<String>>,
 }
 
 impl Committer {
-    fn run(self, queue: mpsc::Receiver<Pending>) {
+    fn run(mut self, queue: mpsc::Receiver<Pending>) {
         while let Ok(first) = queue.recv() {
             let mut pending = vec![first];
             while pending.len() < MAX_BATCH {
@@ -223,16 +372,21 @@ impl Committer {
                     Err(_) => break,
                 }
             }
-            if let Err(error) = self.commit_batch(pending) {
-                // The batch may be half-applied in memory: refuse all further
-                // writes rather than acknowledge anything on top of it.
-                tracing::error!(%error, "store write failed; no further writes are accepted");
+            if let Err(reason) = self.commit_batch(pending) {
+                // The batch is applied in memory but not durable: refuse it,
+                // everything queued behind it and everything after, rather
+                // than acknowledge anything on top of it.
+                tracing::error!(%reason, "the store could not make a write durable; it accepts no more reads or writes");
+                for Pending { reply, .. } in queue.try_iter() {
+                    let _ = reply.send(Err(StoreError::Failed(reason.clone())));
+                }
                 return;
             }
         }
     }
 
-    fn commit_batch(&self, pending: Vec<Pending>) -> StoreResult<()> {
+    /// Commits a batch; the error is why it could not be made durable.
+    fn commit_batch(&mut self, pending: Vec<Pending>) -> Result<(), String> {
         let mut batch = Overlay::new();
         let mut revision = self.revision.load(Ordering::Acquire);
         let mut replies = Vec::with_capacity(pending.len());
@@ -262,6 +416,7 @@ impl Committer {
         } else {
             self.make_durable(batch, revision)
         };
+        let result = result.map_err(|error| error.to_string());
         match result {
             Ok(()) => {
                 self.revision.store(revision, Ordering::Release);
@@ -287,18 +442,24 @@ impl Committer {
                 }
                 Ok(())
             }
-            Err(error) => {
+            Err(reason) => {
+                // Failed before anyone hears of it: a caller told its write
+                // failed must not then read that write.
+                self.failed.send_replace(Some(reason.clone()));
                 for (reply, _) in replies {
-                    let _ = reply.send(Err(StoreError::Corrupt(format!(
-                        "write not acknowledged: {error}"
-                    ))));
+                    let _ = reply.send(Err(StoreError::Failed(reason.clone())));
                 }
-                Err(error)
+                Err(reason)
             }
         }
     }
 
-    fn make_durable(&self, overlay: Overlay, revision: Revision) -> StoreResult<()> {
+    /// Applies the batch, makes it durable, then records it as about to be
+    /// acknowledged: one sync of sled's log and one of the mark.
+    fn make_durable(&mut self, overlay: Overlay, revision: Revision) -> StoreResult<()> {
+        if let Some(head) = overlay.get(&keys::audit_head_key()) {
+            self.audit_head = head.clone().unwrap_or_default();
+        }
         let mut batch = sled::Batch::default();
         for (key, value) in overlay {
             match value {
@@ -313,6 +474,10 @@ impl Committer {
         self.tree.apply_batch(batch)?;
         self.tree.flush()?;
         self.log.sync_data()?;
+        self.acknowledged.record(&Mark {
+            revision,
+            audit_head: self.audit_head.clone(),
+        })?;
         Ok(())
     }
 }

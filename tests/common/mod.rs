@@ -3,6 +3,7 @@
 //! clients that call it as a given user.
 #![allow(dead_code)]
 
+pub mod binary;
 pub mod world;
 
 use std::path::{Path, PathBuf};
