@@ -182,11 +182,12 @@ pub async fn run(
         .await??,
     );
     store.observe(decisions.clone());
-    let app = App::new(store.clone(), clock.clone(), policies, decisions);
+    let app = App::new(store.clone(), clock.clone(), policies.clone(), decisions);
     let (stop_background, background_stop) = tokio::sync::watch::channel(false);
     let background = scheduler::spawn(
         store.clone(),
         clock,
+        policies,
         scheduler::Options {
             interval: Duration::from_millis(settings.scheduler_interval_ms.max(1)),
             audit_retention: settings.audit_retention(),

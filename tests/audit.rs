@@ -59,6 +59,20 @@ impl<'a> Trail<'a> {
     /// The events added since the last step; asserts they are exactly
     /// `expected` (in any order within the step).
     async fn step(&mut self, what: &str, expected: &[(&str, &str, &str)]) -> Vec<AuditEvent> {
+        self.check(what, expected, false).await
+    }
+
+    /// Like [`Trail::step`], in the order of `expected`.
+    async fn in_order(&mut self, what: &str, expected: &[(&str, &str, &str)]) -> Vec<AuditEvent> {
+        self.check(what, expected, true).await
+    }
+
+    async fn check(
+        &mut self,
+        what: &str,
+        expected: &[(&str, &str, &str)],
+        ordered: bool,
+    ) -> Vec<AuditEvent> {
         // Timed work lands a moment after the clock moves: wait for it.
         let events = eventually(what, || async {
             let events: Vec<AuditEvent> = all_events(self.server, ADMIN, AuditFilter::default())
@@ -77,8 +91,10 @@ impl<'a> Trail<'a> {
             .iter()
             .map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string()))
             .collect();
-        got.sort();
-        want.sort();
+        if !ordered {
+            got.sort();
+            want.sort();
+        }
         assert_eq!(got, want, "{what}");
         for event in &events {
             assert!(!event.request_id.is_empty(), "{what}: {event:?}");
@@ -493,6 +509,232 @@ async fn every_action_records_exactly_one_event_with_its_actor_and_target() {
     assert_eq!(check.events_checked, trail.seen);
 }
 
+#[tokio::test]
+async fn multi_event_changes_record_cause_before_effect() {
+    let server = TestServer::start().await;
+    let s = &server;
+    for user in ["alice", "bob", "carol", "dave"] {
+        s.add_member_user(user).await;
+    }
+    s.add_organization(
+        "fabrikam",
+        "fabrikam.example",
+        ConnectedOrganizationState::Configured,
+    )
+    .await;
+    s.add_catalog("c1", true).await;
+    s.add_resource("app", "c1", "application").await;
+    s.add_package("pkg", "c1", &["app"]).await;
+    s.add_package("pkg2", "c1", &["app"]).await;
+    s.add_policy(policy("self", "pkg", Scope::AllMemberUsers, never()))
+        .await;
+    let approved_by_bob = |id: &str, package: &str, scope: Scope, expiration: Expiration| {
+        let mut approved = policy(id, package, scope, expiration);
+        approved.approval_settings = Some(approval(vec![stage(vec![user_approver("bob")])], false));
+        approved
+    };
+    s.add_policy(approved_by_bob(
+        "approved",
+        "pkg2",
+        Scope::AllMemberUsers,
+        never(),
+    ))
+    .await;
+    s.add_policy(approved_by_bob(
+        "partners",
+        "pkg",
+        Scope::AllConfiguredConnectedOrganizationUsers,
+        after(days(10)),
+    ))
+    .await;
+    let mut trail = Trail::new(s).await;
+
+    // An approved request is delivered, and only then does its external
+    // requestor join the directory.
+    let erin = "erin@fabrikam.example";
+    let asked = s
+        .request_external(erin, "partners", external(erin, ""))
+        .await
+        .unwrap();
+    trail
+        .in_order("guest asks", &[("request.created", erin, &asked.id)])
+        .await;
+    s.decide("bob", &asked.id, 1, true).await.unwrap();
+    let delivered = s.get_request(&asked.id).await;
+    trail
+        .in_order(
+            "guest approved",
+            &[
+                ("request.stage_decided", "bob", &asked.id),
+                ("request.delivered", "bob", &asked.id),
+                ("user.created", "bob", erin),
+            ],
+        )
+        .await;
+
+    // The guest's only assignment expires, and then they are blocked.
+    advance_days(s, 11);
+    trail
+        .in_order(
+            "expiry blocks the guest",
+            &[
+                ("assignment.expired", "system", &delivered.assignment_id),
+                ("user.blocked", "system", erin),
+            ],
+        )
+        .await;
+
+    // A request that would now be refused is denied after its approval.
+    let refused = s.request_add("dave", "approved").await.unwrap();
+    s.set_user_state("dave", UserState::Blocked).await;
+    s.decide("bob", &refused.id, 1, true).await.unwrap();
+    trail
+        .in_order(
+            "refused at delivery",
+            &[
+                ("request.created", "dave", &refused.id),
+                ("user.updated", ADMIN, "dave"),
+                ("request.stage_decided", "bob", &refused.id),
+                ("request.denied", "bob", &refused.id),
+            ],
+        )
+        .await;
+
+    // Deleting a user ends their assignments and cancels their requests.
+    let held = s.request_add("alice", "self").await.unwrap();
+    let waiting = s.request_add("alice", "approved").await.unwrap();
+    trail
+        .step(
+            "alice asks",
+            &[
+                ("request.created", "alice", &held.id),
+                ("request.delivered", "alice", &held.id),
+                ("request.created", "alice", &waiting.id),
+            ],
+        )
+        .await;
+    s.directory(ADMIN)
+        .delete_user(DeleteUserRequest {
+            id: "alice".into(),
+            etag: String::new(),
+        })
+        .await
+        .unwrap();
+    trail
+        .in_order(
+            "delete alice",
+            &[
+                ("user.deleted", ADMIN, "alice"),
+                ("assignment.removed", ADMIN, &held.assignment_id),
+                ("request.canceled", ADMIN, &waiting.id),
+            ],
+        )
+        .await;
+
+    // Deleting a policy cancels the requests waiting on it.
+    let orphan = s.request_add("carol", "approved").await.unwrap();
+    trail
+        .in_order("carol asks", &[("request.created", "carol", &orphan.id)])
+        .await;
+    s.policies(ADMIN)
+        .delete_assignment_policy(DeleteAssignmentPolicyRequest {
+            id: "approved".into(),
+            etag: String::new(),
+        })
+        .await
+        .unwrap();
+    trail
+        .in_order(
+            "delete the policy",
+            &[
+                ("assignment_policy.deleted", ADMIN, "approved"),
+                ("request.canceled", ADMIN, &orphan.id),
+            ],
+        )
+        .await;
+
+    // Deleting a catalog revokes its roles.
+    s.add_catalog("c9", false).await;
+    s.grant_role(AdminRole::CatalogOwner, "dave", "c9").await;
+    trail
+        .in_order(
+            "catalog with an owner",
+            &[
+                ("catalog.created", ADMIN, "c9"),
+                (
+                    "role_assignment.granted",
+                    ADMIN,
+                    "c9/ADMIN_ROLE_CATALOG_OWNER/dave",
+                ),
+            ],
+        )
+        .await;
+    s.catalogs(ADMIN)
+        .delete_catalog(DeleteCatalogRequest {
+            id: "c9".into(),
+            etag: String::new(),
+        })
+        .await
+        .unwrap();
+    trail
+        .in_order(
+            "delete the catalog",
+            &[
+                ("catalog.deleted", ADMIN, "c9"),
+                (
+                    "role_assignment.revoked",
+                    ADMIN,
+                    "c9/ADMIN_ROLE_CATALOG_OWNER/dave",
+                ),
+            ],
+        )
+        .await;
+
+    // A governed guest who gives up their last assignment is blocked after
+    // the removal.
+    s.set_user_state(erin, UserState::Active).await;
+    trail
+        .step("unblock erin", &[("user.updated", ADMIN, erin)])
+        .await;
+    let assigned = s
+        .request(
+            ADMIN,
+            AssignmentRequest {
+                r#type: RequestType::AdminAdd as i32,
+                assignment_policy_id: "partners".into(),
+                target_id: erin.into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    trail
+        .in_order(
+            "erin assigned",
+            &[
+                ("request.created", ADMIN, &assigned.id),
+                ("request.delivered", ADMIN, &assigned.id),
+            ],
+        )
+        .await;
+    let given_up = s
+        .request(erin, user_remove(&assigned.assignment_id))
+        .await
+        .unwrap();
+    trail
+        .in_order(
+            "erin gives up her last assignment",
+            &[
+                ("request.created", erin, &given_up.id),
+                ("assignment.removed", erin, &assigned.assignment_id),
+                ("user.blocked", erin, erin),
+            ],
+        )
+        .await;
+    let check = verify(s).await;
+    assert!(check.intact, "{check:?}");
+}
+
 // ------------------------------------------------------------ tampering
 
 #[tokio::test]
@@ -594,16 +836,25 @@ async fn holders_at(
     at: i64,
     request: AccessAtTimeReportRequest,
 ) -> Vec<String> {
+    let at = prost_types::Timestamp {
+        seconds: at,
+        nanos: 0,
+    };
+    holders_at_time(server, at, request).await
+}
+
+async fn holders_at_time(
+    server: &TestServer,
+    at: prost_types::Timestamp,
+    request: AccessAtTimeReportRequest,
+) -> Vec<String> {
     let mut users = Vec::new();
     let mut page_token = String::new();
     loop {
         let page = server
             .reports(ADMIN)
             .access_at_time_report(AccessAtTimeReportRequest {
-                at: Some(prost_types::Timestamp {
-                    seconds: at,
-                    nanos: 0,
-                }),
+                at: Some(at),
                 page_size: 2,
                 page_token,
                 ..request.clone()
@@ -620,27 +871,103 @@ async fn holders_at(
     }
 }
 
+#[tokio::test]
+async fn point_in_time_answers_keep_sub_second_precision() {
+    let server = TestServer::start().await;
+    let s = &server;
+    for user in ["early", "late"] {
+        s.add_member_user(user).await;
+    }
+    s.add_catalog("c1", false).await;
+    s.add_resource("r1", "c1", "application").await;
+    s.add_package("p1", "c1", &["r1"]).await;
+    s.add_policy(policy("open", "p1", Scope::AllMemberUsers, never()))
+        .await;
+    let t0 = s.clock_seconds();
+    let at = |seconds: i64, millis: i32| prost_types::Timestamp {
+        seconds: t0 + seconds,
+        nanos: millis * 1_000_000,
+    };
+    let set_clock = |time: prost_types::Timestamp| {
+        let since_epoch = Duration::new(time.seconds as u64, time.nanos as u32);
+        s.clock.set(std::time::UNIX_EPOCH + since_epoch);
+    };
+    set_clock(at(5, 0));
+    let early = s.request_add("early", "open").await.unwrap();
+    set_clock(at(10, 171));
+    let late = s.request_add("late", "open").await.unwrap();
+    set_clock(at(12, 171));
+    s.request("early", user_remove(&early.assignment_id))
+        .await
+        .unwrap();
+    set_clock(at(20, 0));
+
+    let package = AccessAtTimeReportRequest {
+        access_package_id: "p1".into(),
+        ..Default::default()
+    };
+    for (moment, holders) in [
+        (at(10, 20), vec!["early"]),
+        (at(10, 171), vec!["early", "late"]),
+        (at(12, 20), vec!["early", "late"]),
+        (at(12, 171), vec!["late"]),
+    ] {
+        assert_eq!(
+            holders_at_time(s, moment, package.clone()).await,
+            holders,
+            "at {moment}"
+        );
+    }
+    // The rows and the records carry the times to the nanosecond.
+    let rows = s
+        .reports(ADMIN)
+        .access_at_time_report(AccessAtTimeReportRequest {
+            at: Some(at(11, 0)),
+            ..package
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .rows;
+    let start_of = |user: &str| rows.iter().find(|r| r.user_id == user).unwrap().start_time;
+    assert_eq!(start_of("late"), Some(at(10, 171)));
+    assert_eq!(start_of("early"), Some(at(5, 0)));
+    assert_eq!(
+        s.assignment(&late.assignment_id).await.start_time,
+        Some(at(10, 171))
+    );
+    assert_eq!(
+        s.assignment(&early.assignment_id).await.ended_time,
+        Some(at(12, 171))
+    );
+}
+
 /// A replay of the trail from the first event: who held `package` at `at`.
 fn replay(events: &[AuditEvent], package: &str, at: i64) -> Vec<String> {
-    use entitlements::audit::event::{number_detail, text_detail};
+    use entitlements::audit::event::{text_detail, time_detail};
+    use entitlements::clock::Moment;
     use std::collections::BTreeMap;
+    let at = Moment::from_timestamp(prost_types::Timestamp {
+        seconds: at,
+        nanos: 0,
+    });
     // assignment -> (user, start, end)
-    let mut held: BTreeMap<String, (String, i64, Option<i64>)> = BTreeMap::new();
+    let mut held: BTreeMap<String, (String, Moment, Option<Moment>)> = BTreeMap::new();
     for event in events
         .iter()
         .filter(|e| e.access_package_id == package)
-        .filter(|e| e.time.is_some_and(|t| t.seconds <= at))
+        .filter(|e| e.time.is_some_and(|t| Moment::from_timestamp(t) <= at))
     {
         let assignment = text_detail(event, "assignment_id").to_string();
         match event.action.as_str() {
             "request.delivered" if text_detail(event, "request_type").ends_with("_ADD") => {
-                let start = number_detail(event, "start").unwrap_or(0);
-                let end = number_detail(event, "end");
+                let start = time_detail(event, "start").unwrap_or_default();
+                let end = time_detail(event, "end");
                 held.insert(assignment, (event.user_id.clone(), start, end));
             }
             "request.delivered" => {
                 if let Some(entry) = held.get_mut(&assignment) {
-                    entry.2 = number_detail(event, "end");
+                    entry.2 = time_detail(event, "end");
                 }
             }
             "assignment.removed" | "assignment.expired" => {

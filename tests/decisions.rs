@@ -1,8 +1,9 @@
 //! The Decisions service over real gRPC: every way of asking agrees with a
-//! brute-force reference computed from the assignments, WatchGrants
-//! replays, resumes, checkpoints and refuses what it no longer retains,
-//! consistency tokens are honored, eligibility is explained, and callers
-//! may only ask what they are allowed to.
+//! brute-force reference computed from the assignments (blocked users
+//! holding nothing, ends applied before the scheduler records them),
+//! WatchGrants replays, resumes, checkpoints and refuses what it no longer
+//! retains or has not reached, consistency tokens are honored, eligibility
+//! is explained, and callers may only ask what they are allowed to.
 
 mod common;
 
@@ -366,6 +367,15 @@ async fn consistency_case(seed: u64) {
         }
     }
     quiesce(&server).await;
+    // A blocked user holds nothing; one blocked and unblocked again holds
+    // what they held.
+    let blocked = users[rng.below(users.len())].clone();
+    let toggled = users[rng.below(users.len())].clone();
+    if toggled != blocked {
+        server.set_user_state(&toggled, UserState::Blocked).await;
+        server.set_user_state(&toggled, UserState::Active).await;
+    }
+    server.set_user_state(&blocked, UserState::Blocked).await;
     let now = server.clock_seconds();
     let rev = revision(&server).await;
 
@@ -381,6 +391,9 @@ async fn consistency_case(seed: u64) {
             continue;
         }
         active_pairs.insert((a.target_id.clone(), a.access_package_id.clone()));
+        if a.target_id == blocked {
+            continue;
+        }
         by_package
             .entry(a.access_package_id.clone())
             .or_default()
@@ -1238,4 +1251,218 @@ async fn callers_may_ask_about_themselves_unless_trusted_with_everyone() {
         .into_inner();
     assert_eq!(full.results.len(), 1000);
     assert!(full.results.iter().all(|r| r.allowed));
+}
+
+// ---------------------------------------------------------------- one answer
+
+/// Whether each way of asking "who holds what now" says `user` holds
+/// `package` (which gives `resource`'s member role), by API.
+async fn answers(
+    server: &TestServer,
+    user: &str,
+    package: &str,
+    resource: &str,
+) -> BTreeMap<&'static str, bool> {
+    let mut decisions = server.decisions(ADMIN);
+    let check = AccessCheck {
+        user_id: user.into(),
+        resource_id: resource.into(),
+        role_id: "member".into(),
+    };
+    let mut found = BTreeMap::new();
+    let checked = decisions
+        .check_access(CheckAccessRequest {
+            user_id: user.into(),
+            resource_id: resource.into(),
+            role_id: "member".into(),
+            min_revision: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    found.insert("CheckAccess", checked.allowed);
+    let batch = decisions
+        .batch_check_access(BatchCheckAccessRequest {
+            checks: vec![check],
+            min_revision: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    found.insert("BatchCheckAccess", batch.results[0].allowed);
+    let effective = decisions
+        .list_effective_grants(ListEffectiveGrantsRequest {
+            user_id: user.into(),
+            min_revision: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    found.insert(
+        "ListEffectiveGrants",
+        effective.grants.iter().any(|g| g.resource_id == resource),
+    );
+    found.insert(
+        "ListUserGrants",
+        server
+            .user_grants(user)
+            .await
+            .iter()
+            .any(|g| g.resource_id == resource),
+    );
+    for (name, target) in [
+        (
+            "WhoHasAccess(package)",
+            who_has_access_request::Target::AccessPackageId(package.into()),
+        ),
+        (
+            "WhoHasAccess(resource)",
+            who_has_access_request::Target::ResourceId(resource.into()),
+        ),
+    ] {
+        let holders = decisions
+            .who_has_access(WhoHasAccessRequest {
+                target: Some(target),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .holders;
+        found.insert(name, holders.iter().any(|h| h.user_id == user));
+    }
+    let mut reports = server.reports(ADMIN);
+    let by_package = reports
+        .package_access_report(PackageAccessReportRequest {
+            access_package_id: package.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    found.insert(
+        "PackageAccessReport",
+        by_package.rows.iter().any(|r| r.user_id == user),
+    );
+    let by_user = reports
+        .user_access_report(UserAccessReportRequest {
+            user_id: user.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    found.insert(
+        "UserAccessReport",
+        by_user.held.iter().any(|r| r.access_package_id == package),
+    );
+    found
+}
+
+#[track_caller]
+fn assert_all(answers: &BTreeMap<&'static str, bool>, holds: bool, what: &str) {
+    let disagreeing: Vec<_> = answers.iter().filter(|(_, h)| **h != holds).collect();
+    assert!(
+        disagreeing.is_empty(),
+        "{what}: expected holds={holds}, but {disagreeing:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_blocked_user_holds_nothing_until_unblocked_and_watchers_see_both() {
+    let server = TestServer::start_with_settings(|s| s.watch_checkpoint_ms = 20).await;
+    watch_world(&server).await;
+    let held = add(&server, "a", "q-pol").await;
+    add(&server, "b", "q-pol").await;
+    assert_all(&answers(&server, "a", "q", "r1").await, true, "active");
+    let before = revision(&server).await;
+
+    let blocked = server.set_user_state("a", UserState::Blocked).await;
+    assert_all(&answers(&server, "a", "q", "r1").await, false, "blocked");
+    assert_all(&answers(&server, "b", "q", "r1").await, true, "b meanwhile");
+    // The assignment stays: unblocking gives the same access back.
+    let unblocked = server.set_user_state("a", UserState::Active).await;
+    assert_all(&answers(&server, "a", "q", "r1").await, true, "unblocked");
+    let assignments = server.user_assignments("a").await;
+    assert_eq!(assignments.len(), 1);
+    assert_eq!(assignments[0].id, held.assignment_id);
+    assert_eq!(assignments[0].state(), AssignmentState::Delivered);
+
+    let until = unblocked.info.as_ref().unwrap().revision;
+    let messages = watch_until(&server, before, until).await;
+    let grant = |added: bool, resource: &str| GrantEvent {
+        kind: if added {
+            grant_event::Kind::Added
+        } else {
+            grant_event::Kind::Removed
+        } as i32,
+        user_id: "a".into(),
+        resource_id: resource.into(),
+        role_id: "member".into(),
+    };
+    assert_eq!(
+        messages,
+        vec![
+            WatchGrantsResponse {
+                revision: blocked.info.unwrap().revision,
+                events: vec![grant(false, "r0"), grant(false, "r1")],
+                checkpoint: false,
+            },
+            WatchGrantsResponse {
+                revision: until,
+                events: vec![grant(true, "r0"), grant(true, "r1")],
+                checkpoint: false,
+            },
+        ]
+    );
+}
+
+#[tokio::test]
+async fn grant_reads_agree_past_an_end_before_the_scheduler_runs() {
+    // The scheduler ran once at start and does not run again in this test.
+    let server = TestServer::start_with_settings(|s| s.scheduler_interval_ms = 3_600_000).await;
+    watch_world(&server).await;
+    server
+        .add_policy(policy(
+            "q-short",
+            "q",
+            AllowedTargetScope::AllMemberUsers,
+            after(seconds(60)),
+        ))
+        .await;
+    let short = add(&server, "a", "q-short").await;
+    server.clock.advance(Duration::from_millis(59_900));
+    assert_all(
+        &answers(&server, "a", "q", "r1").await,
+        true,
+        "before the end",
+    );
+    server.clock.advance(Duration::from_millis(100));
+    assert_all(&answers(&server, "a", "q", "r1").await, false, "at the end");
+    // Nothing recorded the expiry yet: the reads applied the end themselves.
+    let assignment = server.assignment(&short.assignment_id).await;
+    assert_eq!(assignment.state(), AssignmentState::Delivered);
+}
+
+#[tokio::test]
+async fn a_watch_from_a_revision_the_server_has_not_reached_is_out_of_range() {
+    let server = TestServer::start_with_settings(|s| s.watch_checkpoint_ms = 20).await;
+    watch_world(&server).await;
+    add(&server, "a", "p-pol").await;
+    let current = revision(&server).await;
+    let status = expect_code(
+        server
+            .decisions(ADMIN)
+            .watch_grants(WatchGrantsRequest {
+                from_revision: current + 1,
+            })
+            .await,
+        Code::OutOfRange,
+    );
+    assert!(
+        status.message().contains(&format!("(at {current})")),
+        "{status:?}"
+    );
+    // The current revision itself is fine: nothing is still to come.
+    assert!(watch_until(&server, current, current).await.is_empty());
 }

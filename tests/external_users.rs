@@ -322,16 +322,19 @@ async fn an_approval_that_comes_after_the_block_delivers_nothing() {
     );
 
     // Sam approves the request that was waiting, but a blocked guest gets
-    // nothing: delivery fails, and the deletion goes ahead on time.
+    // nothing: decided again at delivery, the request is denied by the
+    // invariant, and the deletion goes ahead on time.
     let approved = server
         .decide("sam", &full.id, 1, true)
         .await
         .expect("approve");
-    assert_eq!(approved.state(), RequestState::DeliveryFailed);
+    assert_eq!(approved.state(), RequestState::Denied);
+    let last = approved.history.last().unwrap();
     assert_eq!(
-        approved.history.last().unwrap().reason,
-        "the target is USER_STATE_BLOCKED"
+        last.reason,
+        "refused at delivery: forbidden by invariant/target-active"
     );
+    assert_eq!(last.policy_ids, ["invariant/target-active"]);
     assert!(active_assignments(&server, erin).await.is_empty());
     advance_days(&server, 30);
     user_reaches(&server, erin, UserState::Deleted).await;

@@ -2,13 +2,14 @@
 
 use tonic::{Request, Response, Status};
 
+use crate::clock::Moment;
 use crate::domain::assignment::{ASSIGNMENTS_BY_PACKAGE, ASSIGNMENTS_BY_TARGET};
 use crate::domain::crud;
 use crate::domain::validate::Check;
+use crate::error::Error;
 use crate::pb::assignments_server::Assignments;
 use crate::pb::*;
-use crate::store::records::{self, Record, Source};
-use crate::workflow::grants::user_grants;
+use crate::store::records::{Record, Source};
 
 use super::App;
 use super::authz::RecordFilter;
@@ -96,9 +97,21 @@ impl Assignments for AssignmentsApi {
         check.finish()?;
         self.app
             .authorized(&request, "ListUserGrants", Scope::User(user_id))?;
-        records::require::<User>(self.app.store(), user_id)?;
-        Ok(Response::new(ListUserGrantsResponse {
-            grants: user_grants(self.app.store(), user_id)?,
-        }))
+        // The decision view's answer, so that this agrees with CheckAccess
+        // and ListEffectiveGrants (ends passed, blocked users).
+        let state = self.app.decisions.read();
+        if !state.users.contains_key(user_id) {
+            return Err(Error::not_found(User::KIND, user_id).into());
+        }
+        let grants = state
+            .effective_grants(user_id, Moment::of(self.app.clock.now()))
+            .into_iter()
+            .map(|((resource_id, role_id), sources)| Grant {
+                resource_id,
+                role_id,
+                assignment_ids: sources.into_iter().map(|s| s.assignment_id).collect(),
+            })
+            .collect();
+        Ok(Response::new(ListUserGrantsResponse { grants }))
     }
 }

@@ -9,6 +9,7 @@ use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
+use crate::clock::Moment;
 use crate::decision::events::RevisionEvents;
 use crate::decision::state::State;
 use crate::domain::validate::Check;
@@ -20,7 +21,6 @@ use crate::pb::*;
 use crate::policy::admin::Scope;
 use crate::policy::entities::Subject;
 use crate::store::Revision;
-use crate::workflow::epoch_seconds;
 
 use super::App;
 use super::paging::PageRequest;
@@ -64,8 +64,8 @@ impl DecisionsApi {
         )))
     }
 
-    fn now(&self) -> i64 {
-        epoch_seconds(self.app.clock.now())
+    fn now(&self) -> Moment {
+        Moment::of(self.app.clock.now())
     }
 
     /// Checks the id of the user a question is about, and that the caller
@@ -90,7 +90,7 @@ fn subject_of(state: &State, user_id: &str) -> Result<Subject, Status> {
         .ok_or_else(|| Error::not_found("user", user_id).into())
 }
 
-fn check_one(state: &State, check: &AccessCheck, now: i64) -> AccessCheckResult {
+fn check_one(state: &State, check: &AccessCheck, now: Moment) -> AccessCheckResult {
     let assignment_ids = state.check(&check.user_id, &check.resource_id, &check.role_id, now);
     AccessCheckResult {
         allowed: !assignment_ids.is_empty(),
@@ -197,7 +197,7 @@ impl Decisions for DecisionsApi {
             &self.app.policies,
             &subject,
             &r.access_package_ids,
-            self.now(),
+            self.now().seconds(),
         )?;
         Ok(Response::new(ListRequestablePackagesResponse {
             packages,
@@ -218,7 +218,8 @@ impl Decisions for DecisionsApi {
         let package = state.packages.get(&r.access_package_id).ok_or_else(|| {
             Status::from(Error::not_found("access_package", &r.access_package_id))
         })?;
-        let policies = state.explain(&self.app.policies, &subject, package, self.now())?;
+        let policies =
+            state.explain(&self.app.policies, &subject, package, self.now().seconds())?;
         Ok(Response::new(ExplainEligibilityResponse {
             allowed: policies.iter().any(|p| p.allowed),
             policies,
@@ -321,6 +322,15 @@ impl Decisions for DecisionsApi {
             .authorized(&request, "WatchGrants", Scope::Tenant)?;
         let from = request.get_ref().from_revision;
         let decisions = self.app.decisions.clone();
+        // A revision this server has not reached (a token from another
+        // server, or from before a restore) would turn every checkpoint
+        // into a promise about changes it has not seen.
+        let current = decisions.revision();
+        if from > current {
+            return Err(Status::out_of_range(format!(
+                "revision {from} is ahead of this server (at {current}); resync with ListEffectiveGrants"
+            )));
+        }
         let (past, mut live) = decisions.events.replay(from).map_err(|e| {
             Status::out_of_range(format!(
                 "revision {from} is no longer retained (oldest: {}); resync with ListEffectiveGrants",

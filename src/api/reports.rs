@@ -4,7 +4,8 @@
 use tonic::{Request, Response, Status};
 
 use crate::audit::history::{self, Holding};
-use crate::domain::assignment::{ACTIVE_BY_END, ASSIGNMENTS_BY_PACKAGE, ASSIGNMENTS_BY_TARGET};
+use crate::clock::Moment;
+use crate::domain::assignment::ACTIVE_BY_END;
 use crate::domain::crud::{self, Listed};
 use crate::domain::request::{REQUESTS_BY_PACKAGE, REQUESTS_BY_TARGET, time_key};
 use crate::domain::validate::Check;
@@ -13,7 +14,6 @@ use crate::pb::reports_server::Reports;
 use crate::pb::*;
 use crate::policy::admin::{ANY_CATALOG, Scope};
 use crate::store::records::{self, Record, Source};
-use crate::workflow::{epoch_seconds, timestamp};
 
 use super::App;
 use super::authz::{Caller, PackageCatalogs, VisibleCatalogs};
@@ -32,8 +32,8 @@ impl ReportsApi {
         Self { app }
     }
 
-    fn now(&self) -> i64 {
-        epoch_seconds(self.app.clock.now())
+    fn now(&self) -> Moment {
+        Moment::of(self.app.clock.now())
     }
 
     /// The package (NOT_FOUND when missing), once the caller may run
@@ -74,30 +74,43 @@ fn holding_row(holding: Holding) -> AccessRow {
         catalog_id: holding.catalog_id,
         assignment_policy_id: holding.assignment_policy_id,
         request_id: holding.request_id,
-        start_time: Some(timestamp(holding.start)),
-        end_time: holding.end.map(timestamp),
+        start_time: Some(holding.start.timestamp()),
+        end_time: holding.end.map(Moment::timestamp),
     }
 }
 
-/// Active assignments from `source` the caller sees, one page.
+/// One page of `held` (the ids, in order, of assignments the decision view
+/// says give access now: the same answer as CheckAccess and WhoHasAccess),
+/// as rows of the catalogs `visible` accepts.
 fn held_page(
     app: &App,
-    visible: &VisibleCatalogs<'_>,
-    source: Source<'_>,
+    visible: impl Fn(&str) -> bool,
+    held: Vec<String>,
     page: &PageRequest,
 ) -> Result<(Vec<AccessRow>, String)> {
     let catalogs = PackageCatalogs::new(app);
-    let keep = |a: &Assignment| {
-        a.is_active() && visible.sees(&catalogs.of(&a.access_package_id).unwrap_or_default())
-    };
-    let listed = crud::list(app.store(), source, keep, page.size, page.after())?;
-    let token = page.next_token(&listed, |a: &Assignment| a.id.clone());
-    let rows = listed
-        .items
-        .iter()
-        .map(|a| row(a, &catalogs.of(&a.access_package_id).unwrap_or_default()))
-        .collect();
-    Ok((rows, token))
+    let mut rows = Vec::new();
+    let mut more = false;
+    let after = page.after().unwrap_or_default();
+    for id in held.iter().filter(|id| id.as_str() > after) {
+        let Some(assignment) = records::load::<Assignment>(app.store(), id)? else {
+            continue;
+        };
+        let catalog = catalogs
+            .of(&assignment.access_package_id)
+            .unwrap_or_default();
+        if !assignment.is_active() || !visible(&catalog) {
+            continue;
+        }
+        if rows.len() == page.size {
+            more = true;
+            break;
+        }
+        rows.push(row(&assignment, &catalog));
+    }
+    let listed = Listed { items: rows, more };
+    let token = page.next_token(&listed, |row: &AccessRow| row.assignment_id.clone());
+    Ok((listed.items, token))
 }
 
 #[tonic::async_trait]
@@ -111,20 +124,18 @@ impl Reports for ReportsApi {
         let package =
             self.authorize_package(&caller, "PackageAccessReport", &r.access_package_id)?;
         let page = PageRequest::parse(r.page_size, &r.page_token, &[&package.id])?;
-        let source = Source::Index {
-            kind: Assignment::KIND,
-            name: ASSIGNMENTS_BY_PACKAGE,
-            value: &package.id,
-        };
-        let keep = |a: &Assignment| a.is_active();
-        let listed = crud::list(self.app.store(), source, keep, page.size, page.after())?;
-        let next_page_token = page.next_token(&listed, |a: &Assignment| a.id.clone());
+        let mut held: Vec<String> = self
+            .app
+            .decisions
+            .read()
+            .package_holders(&package.id, self.now())
+            .into_values()
+            .flatten()
+            .collect();
+        held.sort();
+        let (rows, next_page_token) = held_page(&self.app, |_| true, held, &page)?;
         Ok(Response::new(AccessReportResponse {
-            rows: listed
-                .items
-                .iter()
-                .map(|a| row(a, &package.catalog_id))
-                .collect(),
+            rows,
             next_page_token,
         }))
     }
@@ -138,19 +149,22 @@ impl Reports for ReportsApi {
         let user: User = crud::get(self.app.store(), &r.user_id)?;
         let page = PageRequest::parse(r.page_size, &r.page_token, &[&user.id])?;
         let visible = VisibleCatalogs::new(&self.app, &caller, "UserAccessReport");
-        let source = Source::Index {
-            kind: Assignment::KIND,
-            name: ASSIGNMENTS_BY_TARGET,
-            value: &user.id,
-        };
-        let (held, next_page_token) = held_page(&self.app, &visible, source, &page)?;
+        let now = self.now();
+        let held_now: Vec<String> = self
+            .app
+            .decisions
+            .read()
+            .effective_assignments(&user.id, now)
+            .map(|a| a.id.clone())
+            .collect();
+        let (held, next_page_token) = held_page(&self.app, |c| visible.sees(c), held_now, &page)?;
         let requestable = if page.after().is_some() {
             Vec::new()
         } else {
             let state = self.app.decisions.read();
             match state.subject(&user.id) {
                 Some(subject) => state
-                    .requestable(&self.app.policies, &subject, &[], self.now())?
+                    .requestable(&self.app.policies, &subject, &[], now.seconds())?
                     .into_iter()
                     .filter(|p| visible.sees(&p.catalog_id))
                     .collect(),
@@ -192,12 +206,12 @@ impl Reports for ReportsApi {
         let visible = VisibleCatalogs::new(&self.app, &caller, "ExpiringAssignmentsReport");
         let catalogs = PackageCatalogs::new(&self.app);
         // Page positions are (end time key, assignment id) in the index.
-        let now_key = time_key(now);
+        let now_key = time_key(now.seconds());
         let after = page
             .after()
             .and_then(|key| key.split_once('/'))
             .unwrap_or((&now_key, ""));
-        let last = time_key(now.saturating_add(within));
+        let last = time_key(now.seconds().saturating_add(within));
         let mut rows = Vec::new();
         let mut more = false;
         for entry in records::index_range(
@@ -294,7 +308,7 @@ impl Reports for ReportsApi {
         let caller = self.app.caller(&request)?;
         let r = request.into_inner();
         let now = self.now();
-        let at = r.at.map(|t| t.seconds);
+        let at = r.at.map(Moment::from_timestamp);
         let by_role = !r.resource_id.is_empty() || !r.role_id.is_empty();
         let mut check = Check::new("");
         check.require(at.is_some(), "at", "is required");
@@ -325,7 +339,7 @@ impl Reports for ReportsApi {
             r.page_size,
             &r.page_token,
             &[
-                &at.to_string(),
+                &at.nanos().to_string(),
                 &r.access_package_id,
                 &r.resource_id,
                 &r.role_id,

@@ -1,7 +1,10 @@
 //! The AssignmentRequests service.
 
+use std::collections::HashMap;
+
 use tonic::{Request, Response, Status};
 
+use crate::clock::Moment;
 use crate::domain::crud;
 use crate::domain::entity::Actor;
 use crate::domain::request::{REQUESTS_BY_PACKAGE, REQUESTS_BY_REQUESTOR, REQUESTS_BY_TARGET};
@@ -299,9 +302,29 @@ impl AssignmentRequests for AssignmentRequestsApi {
             items,
         };
         let next_page_token = page.next_token(&listed, |q: &AssignmentRequest| q.id.clone());
+        let now = Moment::of(self.app.clock.now());
+        let mut refused_if_approved = HashMap::new();
+        for pending in &listed.items {
+            let refusal = approval::refusal_if_approved_now(
+                &self.app.policies,
+                self.app.store(),
+                pending,
+                now,
+            )?;
+            if let Some(refusal) = refusal {
+                refused_if_approved.insert(
+                    pending.id.clone(),
+                    DeliveryRefusal {
+                        reason: refusal.reason,
+                        policy_ids: refusal.policy_ids,
+                    },
+                );
+            }
+        }
         Ok(Response::new(ListPendingApprovalsResponse {
             assignment_requests: listed.items,
             next_page_token,
+            refused_if_approved,
         }))
     }
 

@@ -11,6 +11,7 @@ use prost::Message;
 use prost_types::Timestamp;
 use sha2::{Digest, Sha256};
 
+use crate::clock::Moment;
 use crate::domain::entity::Actor;
 use crate::error::Result;
 use crate::pb::AuditEvent;
@@ -38,8 +39,9 @@ pub struct Head {
 }
 
 /// Where the retained chain starts: events before `first` were pruned;
-/// `previous_hash` is the hash `first` links to and `pruned_until` the time
-/// of the newest pruned event (0 when nothing was pruned).
+/// `previous_hash` is the hash `first` links to and `pruned_until` (epoch
+/// seconds) with `pruned_until_nanos` the time of the newest pruned event
+/// (0 when nothing was pruned).
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Anchor {
     #[prost(uint64, tag = "1")]
@@ -48,6 +50,18 @@ pub struct Anchor {
     pub previous_hash: Vec<u8>,
     #[prost(int64, tag = "3")]
     pub pruned_until: i64,
+    #[prost(int32, tag = "4")]
+    pub pruned_until_nanos: i32,
+}
+
+impl Anchor {
+    /// The time of the newest pruned event.
+    pub fn pruned_until(&self) -> Moment {
+        Moment::from_timestamp(Timestamp {
+            seconds: self.pruned_until,
+            nanos: self.pruned_until_nanos,
+        })
+    }
 }
 
 /// The hash the first event links to.
@@ -78,6 +92,7 @@ pub fn anchor(view: &(impl ReadView + ?Sized)) -> StoreResult<Anchor> {
         first: 1,
         previous_hash: GENESIS.to_vec(),
         pruned_until: 0,
+        pruned_until_nanos: 0,
     }))
 }
 

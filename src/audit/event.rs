@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use prost_types::value::Kind;
 use prost_types::{ListValue, Struct, Value};
 
+use crate::clock::Moment;
 use crate::pb::AuditEvent;
 use crate::store::records::{IndexEntry, Record};
 
@@ -165,14 +166,17 @@ impl From<bool> for Detail {
 
 impl From<i64> for Detail {
     fn from(number: i64) -> Self {
-        // JSON numbers: exact up to 2^53, which covers epoch seconds.
+        // JSON numbers: exact up to 2^53, which covers counts and sequence
+        // numbers (times are RFC 3339 text).
         Detail(Some(value(Kind::NumberValue(number as f64))))
     }
 }
 
-impl From<Option<i64>> for Detail {
-    fn from(number: Option<i64>) -> Self {
-        Detail(number.and_then(|n| Detail::from(n).0))
+/// A time, as RFC 3339 text with every digit of its fraction (a JSON
+/// number would lose the nanoseconds).
+impl From<Option<prost_types::Timestamp>> for Detail {
+    fn from(time: Option<prost_types::Timestamp>) -> Self {
+        Detail(time.map(|t| value(Kind::StringValue(t.to_string()))))
     }
 }
 
@@ -197,12 +201,18 @@ pub fn text_detail<'a>(event: &'a AuditEvent, key: &str) -> &'a str {
     }
 }
 
-/// A number detail of a stored event.
-pub fn number_detail(event: &AuditEvent, key: &str) -> Option<i64> {
-    match detail(event, key) {
-        Some(Kind::NumberValue(number)) => Some(*number as i64),
-        _ => None,
-    }
+/// A time detail of a stored event. Events recorded before times were kept
+/// to the nanosecond carry whole epoch seconds, as a number.
+pub fn time_detail(event: &AuditEvent, key: &str) -> Option<Moment> {
+    let time = match detail(event, key)? {
+        Kind::StringValue(text) => text.parse::<prost_types::Timestamp>().ok()?,
+        Kind::NumberValue(seconds) => prost_types::Timestamp {
+            seconds: *seconds as i64,
+            nanos: 0,
+        },
+        _ => return None,
+    };
+    Some(Moment::from_timestamp(time))
 }
 
 /// A list-of-texts detail of a stored event.
@@ -226,4 +236,34 @@ fn detail<'a>(event: &'a AuditEvent, key: &str) -> Option<&'a Kind> {
         .as_ref()
         .and_then(|d| d.fields.get(key))
         .and_then(|v| v.kind.as_ref())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn time_details_keep_nanoseconds_and_older_whole_seconds_still_read() {
+        let start = prost_types::Timestamp {
+            seconds: 1_893_456_010,
+            nanos: 171_000_000,
+        };
+        let draft = Draft::new("request", "delivered", "r1")
+            .detail("start", Some(start))
+            .detail("end", 1_893_456_020_i64);
+        let event = AuditEvent {
+            details: draft.details_struct(),
+            ..Default::default()
+        };
+        assert_eq!(text_detail(&event, "start"), "2030-01-01T00:00:10.171Z");
+        assert_eq!(
+            time_detail(&event, "start"),
+            Some(Moment::from_timestamp(start))
+        );
+        assert_eq!(
+            time_detail(&event, "end").map(Moment::seconds),
+            Some(1_893_456_020)
+        );
+        assert_eq!(time_detail(&event, "previous_end"), None);
+    }
 }

@@ -9,6 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::clock::Moment;
 use crate::domain::assignment::ASSIGNMENTS_BY_PACKAGE;
 use crate::domain::directory::targets;
 use crate::domain::package::PACKAGES_BY_RESOURCE;
@@ -18,7 +19,7 @@ use crate::store::ReadView;
 use crate::store::records::{self, Record};
 
 use super::chain;
-use super::event::{list_detail, number_detail, text_detail};
+use super::event::{list_detail, text_detail, time_detail};
 use super::query::{self, Filter, Order};
 
 /// Actions that change who holds a package, and the package details they
@@ -57,8 +58,8 @@ pub struct Holding {
     pub catalog_id: String,
     pub assignment_policy_id: String,
     pub request_id: String,
-    pub start: i64,
-    pub end: Option<i64>,
+    pub start: Moment,
+    pub end: Option<Moment>,
 }
 
 impl Holding {
@@ -70,8 +71,11 @@ impl Holding {
             catalog_id: catalog_id.to_string(),
             assignment_policy_id: assignment.assignment_policy_id.clone(),
             request_id: assignment.request_id.clone(),
-            start: assignment.start_time.map_or(0, |t| t.seconds),
-            end: assignment.end_time.map(|t| t.seconds),
+            start: assignment
+                .start_time
+                .map(Moment::from_timestamp)
+                .unwrap_or_default(),
+            end: assignment.end_time.map(Moment::from_timestamp),
         }
     }
 
@@ -83,46 +87,47 @@ impl Holding {
             catalog_id: event.catalog_id.clone(),
             assignment_policy_id: text_detail(event, keys::POLICY).to_string(),
             request_id: text_detail(event, keys::REQUEST).to_string(),
-            start: number_detail(event, keys::START).unwrap_or(0),
-            end: number_detail(event, keys::END),
+            start: time_detail(event, keys::START).unwrap_or_default(),
+            end: time_detail(event, keys::END),
         }
     }
 
-    fn covers(&self, at: i64) -> bool {
+    fn covers(&self, at: Moment) -> bool {
         self.start <= at && self.end.is_none_or(|end| at < end)
     }
 }
 
-fn time_of(event: &AuditEvent) -> i64 {
-    event.time.map_or(0, |t| t.seconds)
+fn time_of(event: &AuditEvent) -> Moment {
+    event.time.map(Moment::from_timestamp).unwrap_or_default()
 }
 
 /// Events matching `filter` after `at`, newest first.
 fn events_after<'v>(
     view: &'v (impl ReadView + ?Sized),
     filter: &'v Filter,
-    at: i64,
+    at: Moment,
 ) -> Result<impl Iterator<Item = Result<AuditEvent>> + 'v> {
     Ok(query::events(view, filter, Order::NewestFirst, None)?
         .take_while(move |event| event.as_ref().map_or(true, |e| time_of(e) > at)))
 }
 
 /// OUT_OF_RANGE when events after `at` may have been pruned.
-fn check_retained(view: &(impl ReadView + ?Sized), at: i64) -> Result<()> {
-    let pruned_until = chain::anchor(view)?.pruned_until;
+fn check_retained(view: &(impl ReadView + ?Sized), at: Moment) -> Result<()> {
+    let pruned_until = chain::anchor(view)?.pruned_until();
     if at < pruned_until {
         return Err(Error::OutOfRange(format!(
-            "history before {pruned_until} (epoch seconds) was pruned by audit retention"
+            "history before {} was pruned by audit retention",
+            pruned_until.timestamp()
         )));
     }
     Ok(())
 }
 
-/// Who held `package_id` at `at` (epoch seconds), by assignment id.
+/// Who held `package_id` at `at`, by assignment id.
 pub fn package_holders(
     view: &(impl ReadView + ?Sized),
     package_id: &str,
-    at: i64,
+    at: Moment,
 ) -> Result<Vec<Holding>> {
     check_retained(view, at)?;
     let catalog = records::load::<AccessPackage>(view, package_id)?
@@ -156,7 +161,7 @@ fn undo_assignment_change(holdings: &mut BTreeMap<String, Holding>, event: &Audi
         }
         DELIVERED => {
             if let Some(holding) = holdings.get_mut(assignment) {
-                holding.end = number_detail(event, keys::PREVIOUS_END);
+                holding.end = time_detail(event, keys::PREVIOUS_END);
             }
         }
         REMOVED | EXPIRED => {
@@ -172,7 +177,7 @@ pub fn packages_with_role(
     view: &(impl ReadView + ?Sized),
     resource_id: &str,
     role_id: &str,
-    at: i64,
+    at: Moment,
 ) -> Result<BTreeSet<String>> {
     check_retained(view, at)?;
     let wanted = role_key(resource_id, role_id);

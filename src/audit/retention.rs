@@ -10,7 +10,6 @@ use crate::error::Result;
 use crate::pb::AuditEvent;
 use crate::store::records::{self, Record};
 use crate::store::{Txn, codec, keys};
-use crate::workflow::epoch_seconds;
 
 use super::chain::{self, Anchor};
 use super::event::Draft;
@@ -22,7 +21,10 @@ pub const PRUNE_LIMIT: usize = 10_000;
 /// Removes up to [`PRUNE_LIMIT`] of the oldest events from before
 /// `now - keep`; returns how many. Runs inside one write transaction.
 pub fn prune(txn: &mut dyn Txn, actor: &Actor, keep: Duration) -> Result<usize> {
-    let cutoff = epoch_seconds(actor.now).saturating_sub(keep.as_secs() as i64);
+    let cutoff = actor
+        .moment()
+        .seconds()
+        .saturating_sub(keep.as_secs() as i64);
     let prefix = keys::prefix(&[keys::RECORD, AuditEvent::KIND]);
     let mut expired = Vec::new();
     for item in txn.scan(&prefix, None).take(PRUNE_LIMIT) {
@@ -38,12 +40,14 @@ pub fn prune(txn: &mut dyn Txn, actor: &Actor, keep: Duration) -> Result<usize> 
     for event in &expired {
         records::remove(txn, event)?;
     }
+    let pruned_until = last.time.unwrap_or_default();
     chain::write_anchor(
         txn,
         &Anchor {
             first: last.sequence + 1,
             previous_hash: last.hash.clone(),
-            pruned_until: last.time.map_or(0, |t| t.seconds),
+            pruned_until: pruned_until.seconds,
+            pruned_until_nanos: pruned_until.nanos,
         },
     );
     let count = expired.len();

@@ -1,9 +1,13 @@
-//! The questions the decision API answers, over the in-memory state. Time
-//! enters as epoch seconds: an assignment past its end gives nothing even
-//! before background work has recorded its expiry.
+//! The questions the decision API answers, over the in-memory state. Every
+//! question about who holds what now goes through one rule
+//! ([`State::effective_assignments`]): an assignment gives access from its
+//! start (inclusive) to its end (exclusive), compared at full precision, so
+//! one past its end gives nothing even before background work has recorded
+//! its expiry; and a blocked or deleted user holds nothing.
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::clock::Moment;
 use crate::error::{Error, Result};
 use crate::pb::{
     AccessPackage, AllowedTargetScope, Assignment, AssignmentPolicy, ExpirationType, GrantSource,
@@ -18,29 +22,40 @@ use super::state::State;
 
 /// Whether an assignment gives access at `now` (start inclusive, end
 /// exclusive).
-fn in_effect(assignment: &Assignment, now: i64) -> bool {
-    let started = assignment.start_time.is_none_or(|t| t.seconds <= now);
-    let not_ended = assignment.end_time.is_none_or(|t| now < t.seconds);
+fn in_effect(assignment: &Assignment, now: Moment) -> bool {
+    let started = assignment
+        .start_time
+        .is_none_or(|t| Moment::from_timestamp(t) <= now);
+    let not_ended = assignment
+        .end_time
+        .is_none_or(|t| now < Moment::from_timestamp(t));
     started && not_ended
 }
 
 impl State {
-    /// The user's assignments in effect at `now`.
-    fn effective_assignments<'a>(
+    /// Whether `assignment` gives access at `now`: it is in effect, and its
+    /// holder is not blocked or deleted (their assignments stay, and give
+    /// access again once the user is unblocked).
+    fn gives_access(&self, assignment: &Assignment, now: Moment) -> bool {
+        in_effect(assignment, now) && self.may_hold_access(&assignment.target_id)
+    }
+
+    /// The user's assignments that give access at `now`, by id.
+    pub fn effective_assignments<'a>(
         &'a self,
         user: &str,
-        now: i64,
+        now: Moment,
     ) -> impl Iterator<Item = &'a Assignment> + 'a {
         self.assignments_by_user
             .get(user)
             .into_iter()
             .flatten()
             .filter_map(|id| self.assignments.get(id))
-            .filter(move |a| in_effect(a, now))
+            .filter(move |a| self.gives_access(a, now))
     }
 
     /// The assignments through which `user` holds (`resource`, `role`) now.
-    pub fn check(&self, user: &str, resource: &str, role: &str, now: i64) -> Vec<String> {
+    pub fn check(&self, user: &str, resource: &str, role: &str, now: Moment) -> Vec<String> {
         self.effective_assignments(user, now)
             .filter(|a| {
                 self.packages.get(&a.access_package_id).is_some_and(|p| {
@@ -57,7 +72,7 @@ impl State {
     pub fn effective_grants(
         &self,
         user: &str,
-        now: i64,
+        now: Moment,
     ) -> BTreeMap<(String, String), Vec<GrantSource>> {
         let mut grants: BTreeMap<(String, String), Vec<GrantSource>> = BTreeMap::new();
         for assignment in self.effective_assignments(user, now) {
@@ -81,12 +96,16 @@ impl State {
     }
 
     /// Who holds `package` now: user -> assignment ids.
-    pub fn package_holders(&self, package: &str, now: i64) -> BTreeMap<String, Vec<String>> {
+    pub fn package_holders(&self, package: &str, now: Moment) -> BTreeMap<String, Vec<String>> {
         let mut holders = BTreeMap::new();
         for (user, ids) in self.holders_by_package.get(package).into_iter().flatten() {
             let effective: Vec<String> = ids
                 .iter()
-                .filter(|id| self.assignments.get(*id).is_some_and(|a| in_effect(a, now)))
+                .filter(|id| {
+                    self.assignments
+                        .get(*id)
+                        .is_some_and(|a| self.gives_access(a, now))
+                })
                 .cloned()
                 .collect();
             if !effective.is_empty() {
@@ -101,7 +120,7 @@ impl State {
         &self,
         resource: &str,
         role: Option<&str>,
-        now: i64,
+        now: Moment,
     ) -> BTreeMap<String, Vec<String>> {
         let mut holders: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
         for package in self

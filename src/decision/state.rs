@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use crate::domain::directory::Member;
 use crate::pb::{
     AccessPackage, AllowedTargetScope, Assignment, AssignmentPolicy, Catalog,
-    ConnectedOrganization, ConnectedOrganizationState, GroupMembership, User, UserKind,
+    ConnectedOrganization, ConnectedOrganizationState, GroupMembership, User, UserKind, UserState,
 };
 use crate::policy::entities::{Subject, group_ancestry};
 use crate::store::records::Record;
@@ -175,10 +175,21 @@ impl State {
         })
     }
 
+    /// Whether `user` may hold access at all: blocked and deleted users hold
+    /// nothing, whatever their assignments.
+    pub fn may_hold_access(&self, user: &str) -> bool {
+        self.users
+            .get(user)
+            .is_none_or(|u| !matches!(u.state(), UserState::Blocked | UserState::Deleted))
+    }
+
     /// A user's grants through active assignments (ignoring end times: the
-    /// grants the committed state gives).
+    /// grants the committed state gives), none while the user is blocked.
     fn committed_grants(&self, user: &str) -> BTreeSet<(String, String)> {
         let mut grants = BTreeSet::new();
+        if !self.may_hold_access(user) {
+            return grants;
+        }
         for id in self.assignments_by_user.get(user).into_iter().flatten() {
             let Some(assignment) = self.assignments.get(id) else {
                 continue;
@@ -192,7 +203,8 @@ impl State {
         grants
     }
 
-    /// Users whose grants a write of `kind`/`id` may change.
+    /// Users whose grants a write of `kind`/`id` may change (a user's own
+    /// record too: blocking takes their grants, unblocking gives them back).
     fn affected_users(
         &self,
         kind: &str,
@@ -207,6 +219,7 @@ impl State {
                 .into_iter()
                 .chain(new_assignment.map(|a| a.target_id.clone()))
                 .collect(),
+            "user" => BTreeSet::from([id.to_string()]),
             "access_package" => self
                 .holders_by_package
                 .get(id)

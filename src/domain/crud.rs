@@ -152,10 +152,12 @@ pub async fn delete<E: Entity>(
     let committed = write(store, move |txn| {
         let old: E = records::require(txn, &id)?;
         check_etag(&etag, old.etag(), E::KIND, &id)?;
-        old.before_remove(txn, &actor)?;
-        records::remove(txn, &old)?;
+        // The deletion is recorded before what it brings about (requests
+        // canceled, roles revoked): cause before effect.
         let draft = old.audit(txn, Draft::new(E::KIND, "deleted", id.clone()), None)?;
-        audit::append(txn, &actor, draft)
+        audit::append(txn, &actor, draft)?;
+        old.before_remove(txn, &actor)?;
+        records::remove(txn, &old)
     })
     .await?;
     Ok(committed.revision)

@@ -5,6 +5,7 @@
 use std::time::SystemTime;
 
 use crate::audit::Draft;
+use crate::clock::Moment;
 use crate::error::{Error, Result};
 use crate::pb::RecordInfo;
 use crate::store::records::Record;
@@ -30,6 +31,11 @@ impl Actor {
             now,
             request_id: String::new(),
         }
+    }
+
+    /// When the actor acts.
+    pub fn moment(&self) -> Moment {
+        Moment::of(self.now)
     }
 }
 

@@ -133,7 +133,7 @@ pub fn can_transition(from: RequestState, to: RequestState) -> bool {
             Submitted,
             PendingApproval | Scheduled | Delivering | Denied | Canceled
         ) | (PendingApproval, Scheduled | Delivering | Denied | Canceled)
-            | (Scheduled, Delivering | Canceled)
+            | (Scheduled, Delivering | Denied | Canceled)
             | (Delivering, Delivered | DeliveryFailed | PartiallyDelivered)
     )
 }
@@ -175,6 +175,7 @@ pub fn transition(
         time: Some(time),
         actor: actor.id.clone(),
         reason: reason.to_string(),
+        policy_ids: Vec::new(),
     });
     if is_final(to) {
         request.complete_time = Some(time);

@@ -17,10 +17,6 @@ use super::entity::Actor;
 /// The target type of request events.
 pub const REQUEST: &str = "request";
 
-fn seconds(time: Option<prost_types::Timestamp>) -> Option<i64> {
-    time.map(|t| t.seconds)
-}
-
 /// Appends the events of saving `new` over `old`.
 pub fn record(
     txn: &mut dyn Txn,
@@ -75,6 +71,7 @@ pub fn record(
             draft
                 .outcome(change.state().as_str_name())
                 .detail("reason", &change.reason)
+                .detail("policy_ids", change.policy_ids.clone())
         };
         let draft = match change.state() {
             RequestState::Delivered if new.is_add() || is_update(new) => {
@@ -116,10 +113,10 @@ fn delivered(txn: &dyn Txn, request: &AssignmentRequest, draft: Draft) -> Result
         .detail(keys::ASSIGNMENT, &assignment.id)
         .detail(keys::POLICY, &assignment.assignment_policy_id)
         .detail(keys::REQUEST, &assignment.request_id)
-        .detail(keys::START, seconds(assignment.start_time))
-        .detail(keys::END, seconds(assignment.end_time));
+        .detail(keys::START, assignment.start_time)
+        .detail(keys::END, assignment.end_time);
     Ok(if is_update(request) {
-        draft.detail(keys::PREVIOUS_END, seconds(request.previous_end_time))
+        draft.detail(keys::PREVIOUS_END, request.previous_end_time)
     } else {
         draft
     })
@@ -145,7 +142,7 @@ fn assignment_ended(txn: &dyn Txn, request: &AssignmentRequest, catalog: &str) -
         .detail(keys::ASSIGNMENT, &assignment.id)
         .detail(keys::POLICY, &assignment.assignment_policy_id)
         .detail(keys::REQUEST, &assignment.request_id)
-        .detail(keys::START, seconds(assignment.start_time))
-        .detail(keys::END, seconds(assignment.end_time));
+        .detail(keys::START, assignment.start_time)
+        .detail(keys::END, assignment.end_time);
     Ok(draft)
 }

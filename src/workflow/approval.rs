@@ -8,11 +8,10 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use crate::clock::Moment;
 use crate::domain::directory::targets;
 use crate::domain::entity::Actor;
-use crate::domain::request::{
-    PENDING_FOR_GROUP, PENDING_FOR_USER, current_stage, save_request, transition,
-};
+use crate::domain::request::{PENDING_FOR_GROUP, PENDING_FOR_USER, current_stage, transition};
 use crate::domain::validate::Check;
 use crate::error::{Error, Result};
 use crate::pb::{
@@ -26,10 +25,10 @@ use crate::store::records::{self, Record};
 use crate::store::{ReadView, Store, Txn, write};
 
 use super::approvers::{self, NoApprovers, Resolved, Roles, StageApprovers};
-use super::eligibility::{PolicyScope, require_allowed, subject_of};
-use super::lifecycle::{deliver_update, schedule_or_deliver};
+use super::eligibility::{PolicyScope, Refusal, redecide, require_allowed, subject_of};
+use super::lifecycle::{deliver_update, save, schedule_or_deliver, still_allowed};
 use super::requests::MAX_JUSTIFICATION;
-use super::{epoch_seconds, schedule, timestamp};
+use super::schedule;
 
 /// Puts a request into PENDING_APPROVAL and starts its first stage;
 /// FAILED_PRECONDITION when nobody could decide that stage (the request is
@@ -85,8 +84,8 @@ fn start_stage(
                 }),
             ),
         };
-    let now = epoch_seconds(actor.now);
-    let timeout = definition.decision_timeout.map_or(0, |d| d.seconds);
+    let now = actor.moment();
+    let timeout = definition.decision_timeout.unwrap_or_default();
     let state = if nobody.is_some() {
         StageState::NoApprovers
     } else {
@@ -95,8 +94,8 @@ fn start_stage(
     request.approval_stages.push(ApprovalStageStatus {
         stage,
         state: state as i32,
-        start_time: Some(timestamp(now)),
-        due_time: Some(timestamp(now.saturating_add(timeout))),
+        start_time: Some(now.timestamp()),
+        due_time: Some(now.after(timeout).timestamp()),
         fallback,
         approvals_required: definition.approvals_required,
         decisions: Vec::new(),
@@ -110,30 +109,38 @@ fn start_stage(
     Ok(nobody)
 }
 
-/// Every stage approved: the request goes on as if it had needed no
-/// approval, with its schedule counted from now.
+/// Every stage approved: the request is decided again as it stands now
+/// (DENIED if something forbids it by now), then goes on as if it had
+/// needed no approval, with its schedule counted from now.
 fn approved(
     txn: &mut dyn Txn,
+    engine: &PolicyEngine,
     request: &mut AssignmentRequest,
     policy: &AssignmentPolicy,
     actor: &Actor,
 ) -> Result<()> {
-    let now = epoch_seconds(actor.now);
+    let now = actor.moment();
     if request.is_add() {
         let window = schedule::for_add(policy, request.schedule.as_ref(), now);
         request.effective_schedule = Some(window.to_schedule());
-        schedule_or_deliver(txn, request, now, actor)
+        if still_allowed(txn, engine, request, window.start, actor)? {
+            schedule_or_deliver(txn, request, actor)?;
+        }
+        Ok(())
     } else {
         let asked_end = request
             .schedule
             .as_ref()
             .and_then(|s| s.end_time)
-            .map(|t| t.seconds);
+            .map(Moment::from_timestamp);
         let end = schedule::for_update(policy, asked_end, now);
         if let Some(effective) = request.effective_schedule.as_mut() {
-            effective.end_time = end.map(timestamp);
+            effective.end_time = end.map(Moment::timestamp);
         }
-        deliver_update(txn, request, actor)
+        if still_allowed(txn, engine, request, now, actor)? {
+            deliver_update(txn, request, actor)?;
+        }
+        Ok(())
     }
 }
 
@@ -176,14 +183,14 @@ pub async fn decide(
         };
         let entities =
             approval_slice(&approver, &stage, &scope.target(&policy)).map_err(Error::internal)?;
-        let now = epoch_seconds(actor.now);
+        let now = actor.moment();
         let decision = engine
             .decide(
                 &scope.set,
                 user_uid(&actor.id),
                 APPROVE,
                 request_uid(&old.id),
-                Facts::Approval { now },
+                Facts::Approval { now: now.seconds() },
                 &entities,
             )
             .map_err(Error::internal)?;
@@ -213,7 +220,7 @@ pub async fn decide(
             approver_id: actor.id.clone(),
             approved: input.approve,
             justification: input.justification.clone(),
-            time: Some(timestamp(now)),
+            time: Some(now.timestamp()),
         });
         let approvals = status.decisions.iter().filter(|d| d.approved).count() as i32;
         if !input.approve {
@@ -233,10 +240,10 @@ pub async fn decide(
                     transition(&mut request, RequestState::Denied, &actor, &reason)?;
                 }
             } else {
-                approved(txn, &mut request, &policy, &actor)?;
+                approved(txn, &engine, &mut request, &policy, &actor)?;
             }
         }
-        save_request(txn, Some(&old), &mut request, &actor)?;
+        save(txn, Some(&old), &mut request, &actor)?;
         Ok::<_, Error>(request)
     })
     .await?;
@@ -278,7 +285,7 @@ pub fn timeout_if_due(txn: &mut dyn Txn, id: &str, actor: &Actor) -> Result<bool
     };
     let due = current_stage(&old)
         .and_then(|s| s.due_time)
-        .is_some_and(|due| due.seconds <= epoch_seconds(actor.now));
+        .is_some_and(|due| Moment::from_timestamp(due) <= actor.moment());
     if old.state() != RequestState::PendingApproval || !due {
         return Ok(false);
     }
@@ -287,7 +294,7 @@ pub fn timeout_if_due(txn: &mut dyn Txn, id: &str, actor: &Actor) -> Result<bool
     stage.set_state(StageState::TimedOut);
     let reason = format!("TIMED_OUT: stage {} had no decision in time", stage.stage);
     transition(&mut request, RequestState::Denied, actor, &reason)?;
-    save_request(txn, Some(&old), &mut request, actor)?;
+    save(txn, Some(&old), &mut request, actor)?;
     Ok(true)
 }
 
@@ -332,6 +339,22 @@ pub fn is_approver_of(
         .iter()
         .flat_map(|stage| &stage.approver_group_ids)
         .any(|group| groups.contains(group)))
+}
+
+/// The refusal `request` would meet if its last stage were approved now
+/// (see [`still_allowed`]), if any: approvers see it before they decide.
+pub fn refusal_if_approved_now(
+    engine: &PolicyEngine,
+    view: &(impl ReadView + ?Sized),
+    request: &AssignmentRequest,
+    now: Moment,
+) -> Result<Option<Refusal>> {
+    let start = if request.is_add() {
+        schedule::start_for_add(request.schedule.as_ref(), now)
+    } else {
+        now
+    };
+    redecide(engine, view, request, now, start)
 }
 
 /// Requests whose current stage `user_id` may decide and has not decided,

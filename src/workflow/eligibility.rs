@@ -1,6 +1,7 @@
 //! Asks Cedar whether a change to a user's access may happen through a
-//! policy: inside the write job that makes the change, or before it (see
-//! [`Foreseen`]).
+//! policy: inside the write job that makes the change, before it (see
+//! [`Foreseen`]), or again when a request that waited is delivered (see
+//! [`redecide`]).
 
 pub mod read_set;
 
@@ -8,14 +9,20 @@ use std::sync::Arc;
 
 use cedar_policy::PolicySet;
 
+use crate::clock::Moment;
 use crate::domain::assignment_policy::POLICIES_BY_PACKAGE;
 use crate::domain::directory::targets;
 use crate::error::{Error, Result};
-use crate::pb::{AccessPackage, AssignmentPolicy, Catalog, User};
+use crate::pb::{
+    AccessPackage, AssignmentPolicy, AssignmentRequest, Catalog, RequestType, Schedule, User,
+};
+use crate::policy::compile::actions::{ADMIN_ASSIGN, EXTEND_ACCESS, REQUEST_ACCESS};
 use crate::policy::entities::{Subject, Target, load_subject, policy_uid, slice, user_uid};
 use crate::policy::{ChangeContext, Decision, PolicyEngine};
 use crate::store::ReadView;
 use crate::store::records::{self, Record};
+
+use super::external;
 
 use read_set::{ReadSet, Recording};
 
@@ -193,18 +200,103 @@ pub fn require(
     require_allowed(&decision, what)
 }
 
+/// Why a decision refused, in words.
+fn because(decision: &Decision) -> String {
+    if decision.policy_ids.is_empty() {
+        "no policy permits it".to_string()
+    } else {
+        format!("forbidden by {}", decision.policy_ids.join(", "))
+    }
+}
+
 /// PERMISSION_DENIED (with the deciding policy ids) unless allowed.
 pub fn require_allowed(decision: &Decision, what: impl FnOnce() -> String) -> Result<()> {
     if decision.allowed {
         return Ok(());
     }
-    let because = if decision.policy_ids.is_empty() {
-        "no policy permits it".to_string()
-    } else {
-        format!("forbidden by {}", decision.policy_ids.join(", "))
-    };
     Err(Error::PermissionDenied {
-        message: format!("{}: {because}", what()),
+        message: format!("{}: {}", what(), because(decision)),
         policy_ids: decision.policy_ids.clone(),
     })
+}
+
+/// Whether a schedule names its own start or end.
+pub fn is_custom(schedule: Option<&Schedule>) -> bool {
+    schedule.is_some_and(|s| s.start_time.is_some() || s.end_time.is_some())
+}
+
+/// Why a request that waited may not be delivered after all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub reason: String,
+    /// The deciding Cedar policies (empty when nothing permitted it, or
+    /// when its policy or package is gone).
+    pub policy_ids: Vec<String>,
+}
+
+/// The Cedar action a request of `kind` was decided on when it was made
+/// (None for kinds that never wait).
+fn action_of(kind: RequestType) -> Option<&'static str> {
+    match kind {
+        RequestType::UserAdd => Some(REQUEST_ACCESS),
+        RequestType::AdminAdd => Some(ADMIN_ASSIGN),
+        RequestType::UserUpdate => Some(EXTEND_ACCESS),
+        _ => None,
+    }
+}
+
+/// Decides a request that waited (for approval, or for its start) again,
+/// as it was decided when it was made: the same Cedar action through its
+/// policy, now, for access starting at `start`, against the directory,
+/// packages and policies as they are. Every rule that forbids the change
+/// is thus checked again at delivery: the invariants (a blocked or deleted
+/// target, a disabled catalog), separation of duties (an incompatible
+/// package or group gained while the request waited), the policy's end
+/// date, and eligibility (the target must still be in the policy's scope).
+/// None when it may go on.
+pub fn redecide(
+    engine: &PolicyEngine,
+    view: &(impl ReadView + ?Sized),
+    request: &AssignmentRequest,
+    now: Moment,
+    start: Moment,
+) -> Result<Option<Refusal>> {
+    let Some(action) = action_of(request.r#type()) else {
+        return Ok(None);
+    };
+    let gone = |kind: &str, id: &str| {
+        Ok(Some(Refusal {
+            reason: format!("{kind} {id:?} no longer exists"),
+            policy_ids: Vec::new(),
+        }))
+    };
+    let Some(policy) = records::load::<AssignmentPolicy>(view, &request.assignment_policy_id)?
+    else {
+        return gone(AssignmentPolicy::KIND, &request.assignment_policy_id);
+    };
+    if !records::exists::<AccessPackage>(view, &policy.access_package_id)? {
+        return gone(AccessPackage::KIND, &policy.access_package_id);
+    }
+    let subject = match (
+        records::load::<User>(view, &request.target_id)?,
+        &request.external_requestor,
+    ) {
+        (Some(user), _) => load_subject(view, user)?,
+        (None, Some(matched)) => external::subject_of(view, &request.target_id, matched)?,
+        (None, None) => return gone(User::KIND, &request.target_id),
+    };
+    let by_user = matches!(
+        request.r#type(),
+        RequestType::UserAdd | RequestType::UserUpdate
+    );
+    let context = ChangeContext {
+        now: now.seconds(),
+        start: start.seconds(),
+        custom_schedule: by_user && is_custom(request.schedule.as_ref()),
+    };
+    let decision = decide(engine, view, &subject, &policy, action, context)?;
+    Ok((!decision.allowed).then(|| Refusal {
+        reason: format!("refused at delivery: {}", because(&decision)),
+        policy_ids: decision.policy_ids,
+    }))
 }

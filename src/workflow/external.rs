@@ -16,8 +16,8 @@ use crate::pb::{
     ExternalRequestor, IdentitySource, User, UserKind, UserState, identity_source,
 };
 use crate::policy::entities::Subject;
-use crate::store::Txn;
 use crate::store::records::{self, Record};
+use crate::store::{ReadView, Txn};
 
 /// The subject an external requestor is decided as, and the requestor with
 /// the organization they were matched to.
@@ -51,35 +51,59 @@ pub fn requestor(
         }
         None => None,
     };
-    let user = User {
-        id: id.to_string(),
+    let matched = ExternalRequestor {
         display_name: if external.display_name.trim().is_empty() {
             email.chars().take(MAX_NAME).collect()
         } else {
             external.display_name.clone()
         },
-        email: email.clone(),
-        kind: UserKind::Guest as i32,
-        state: UserState::Active as i32,
+        email,
+        tenant_id: external.tenant_id.clone(),
         connected_organization_id: organization
             .as_ref()
             .map(|o| o.id.clone())
             .unwrap_or_default(),
-        ..Default::default()
-    };
-    let matched = ExternalRequestor {
-        email,
-        tenant_id: external.tenant_id.clone(),
-        display_name: user.display_name.clone(),
-        connected_organization_id: user.connected_organization_id.clone(),
     };
     let subject = Subject {
-        user,
+        user: guest(id, &matched),
         in_directory: false,
         organization,
         ..Default::default()
     };
     Ok((subject, Some(matched)))
+}
+
+/// The guest user a matched external requestor is (and becomes in the
+/// directory once their request is delivered).
+pub fn guest(id: &str, matched: &ExternalRequestor) -> User {
+    User {
+        id: id.to_string(),
+        display_name: matched.display_name.clone(),
+        email: matched.email.clone(),
+        kind: UserKind::Guest as i32,
+        state: UserState::Active as i32,
+        connected_organization_id: matched.connected_organization_id.clone(),
+        ..Default::default()
+    }
+}
+
+/// A matched external requestor not (yet) in the directory, as decisions
+/// see them.
+pub fn subject_of(
+    view: &(impl ReadView + ?Sized),
+    id: &str,
+    matched: &ExternalRequestor,
+) -> Result<Subject> {
+    let organization = match matched.connected_organization_id.as_str() {
+        "" => None,
+        org => records::load::<ConnectedOrganization>(view, org)?,
+    };
+    Ok(Subject {
+        user: guest(id, matched),
+        in_directory: false,
+        organization,
+        ..Default::default()
+    })
 }
 
 fn match_organization(

@@ -2,8 +2,16 @@
 //! removal, expiry or the target leaving), and the timed work that starts
 //! scheduled requests and expires assignments. Each function runs inside
 //! one write transaction.
+//!
+//! A request that waited (for approval, or for its start) is decided again
+//! when it is about to be delivered ([`eligibility::redecide`]), in the
+//! transaction that delivers it: whatever forbids it by then (an
+//! incompatible package or group gained meanwhile, a blocked target, a
+//! policy that no longer admits the target) ends it DENIED, with the
+//! deciding Cedar policy ids in its history and in the audit trail.
 
 use crate::audit::{self, Draft};
+use crate::clock::Moment;
 use crate::domain::assignment::{ACTIVE_PAIR, ASSIGNMENTS_BY_TARGET};
 use crate::domain::crud::new_id;
 use crate::domain::directory::{self, targets};
@@ -16,13 +24,68 @@ use crate::pb::{
     Assignment, AssignmentRequest, AssignmentState, EndReason, ExternalUserLifecycle, RequestState,
     RequestType, User, UserKind, UserState,
 };
+use crate::policy::PolicyEngine;
 use crate::store::Txn;
 use crate::store::records::{self, Record};
 
-use super::{epoch_seconds, timestamp};
+use super::eligibility::{self, Refusal};
+use super::external;
 
-/// Delivers an add request: makes the assignment it asked for. If the target
-/// meanwhile got the package another way, delivery fails instead.
+/// Stores a changed request with its audit events, then what its delivery
+/// brings about: an external requestor joins the directory as a governed
+/// guest, or a governed guest who gave up or lost their last assignment is
+/// blocked. The trail thus tells the cause before its effects.
+pub fn save(
+    txn: &mut dyn Txn,
+    old: Option<&AssignmentRequest>,
+    request: &mut AssignmentRequest,
+    actor: &Actor,
+) -> Result<()> {
+    save_request(txn, old, request, actor)?;
+    let delivered_now = request.state() == RequestState::Delivered
+        && old.is_none_or(|o| o.state() != RequestState::Delivered);
+    if !delivered_now {
+        return Ok(());
+    }
+    match request.r#type() {
+        RequestType::UserAdd | RequestType::AdminAdd | RequestType::SystemAdd => {
+            create_governed_guest(txn, request, actor)
+        }
+        RequestType::UserRemove | RequestType::AdminRemove | RequestType::SystemRemove => {
+            apply_guest_lifecycle(txn, &request.target_id, actor)
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Ends a waiting request DENIED: its delivery was refused.
+fn refuse(request: &mut AssignmentRequest, refusal: Refusal, actor: &Actor) -> Result<()> {
+    transition(request, RequestState::Denied, actor, &refusal.reason)?;
+    if let Some(change) = request.history.last_mut() {
+        change.policy_ids = refusal.policy_ids;
+    }
+    Ok(())
+}
+
+/// Decides again a request that waited (see [`eligibility::redecide`]),
+/// for access starting at `start`; true when it may go on, otherwise it is
+/// now DENIED.
+pub fn still_allowed(
+    txn: &dyn Txn,
+    engine: &PolicyEngine,
+    request: &mut AssignmentRequest,
+    start: Moment,
+    actor: &Actor,
+) -> Result<bool> {
+    match eligibility::redecide(engine, txn, request, actor.moment(), start)? {
+        None => Ok(true),
+        Some(refusal) => refuse(request, refusal, actor).map(|()| false),
+    }
+}
+
+/// Delivers an add request decided in this transaction: makes the
+/// assignment it asked for. If the target meanwhile got the package another
+/// way, delivery fails instead.
 pub fn deliver_add(
     txn: &mut dyn Txn,
     request: &mut AssignmentRequest,
@@ -38,15 +101,6 @@ pub fn deliver_add(
             &format!("the target already holds the package (assignment {existing})"),
         );
     }
-    // Delivery may come long after the request (approval, a scheduled
-    // start): a target blocked or deleted meanwhile gets nothing.
-    if let Some(target) = records::load::<User>(txn, &request.target_id)?
-        && target.state() != UserState::Active
-    {
-        let reason = format!("the target is {}", target.state().as_str_name());
-        return transition(request, RequestState::DeliveryFailed, actor, &reason);
-    }
-    create_governed_guest(txn, request, actor)?;
     let window = request.effective_schedule.unwrap_or_default();
     let assignment = Assignment {
         id: new_id(),
@@ -66,18 +120,14 @@ pub fn deliver_add(
     transition(request, RequestState::Delivered, actor, "")
 }
 
-/// An add request goes SCHEDULED for a future start, or is delivered now.
+/// An add request decided in this transaction goes SCHEDULED for a future
+/// start, or is delivered now.
 pub fn schedule_or_deliver(
     txn: &mut dyn Txn,
     request: &mut AssignmentRequest,
-    now: i64,
     actor: &Actor,
 ) -> Result<()> {
-    let start = request
-        .effective_schedule
-        .and_then(|s| s.start_time)
-        .map_or(now, |t| t.seconds);
-    if start > now {
+    if start_of(request).is_some_and(|start| start > actor.moment()) {
         transition(request, RequestState::Scheduled, actor, "")
     } else {
         deliver_add(txn, request, actor)
@@ -97,14 +147,8 @@ fn create_governed_guest(
         return Ok(());
     }
     let mut guest = User {
-        id: request.target_id.clone(),
-        display_name: external.display_name.clone(),
-        email: external.email.clone(),
-        kind: UserKind::Guest as i32,
-        state: UserState::Active as i32,
-        connected_organization_id: external.connected_organization_id.clone(),
         governed: true,
-        ..Default::default()
+        ..external::guest(&request.target_id, external)
     };
     stamp(&mut guest, None, actor, txn.revision());
     records::save(txn, None, &guest)?;
@@ -158,8 +202,7 @@ fn end_assignment(
     assignment.set_end_reason(reason);
     assignment.ended_time = Some(crate::clock::to_timestamp(actor.now));
     assignment.info = Some(record_info(actor, txn.revision(), old.info.as_ref()));
-    records::save(txn, Some(old), &assignment)?;
-    apply_guest_lifecycle(txn, &assignment.target_id, actor)
+    records::save(txn, Some(old), &assignment)
 }
 
 fn holds_any_assignment(txn: &dyn Txn, user_id: &str) -> Result<bool> {
@@ -190,9 +233,8 @@ fn apply_guest_lifecycle(txn: &mut dyn Txn, user_id: &str, actor: &Actor) -> Res
         ExternalUserLifecycle::BlockSignIn => user.set_state(UserState::Blocked),
         ExternalUserLifecycle::BlockSignInAndDelete => {
             user.set_state(UserState::Blocked);
-            let after = settings.delete_after.map_or(0, |d| d.seconds);
-            user.scheduled_delete_time =
-                Some(timestamp(epoch_seconds(actor.now).saturating_add(after)));
+            let after = settings.delete_after.unwrap_or_default();
+            user.scheduled_delete_time = Some(actor.moment().after(after).timestamp());
         }
     }
     stamp(&mut user, Some(&old), actor, txn.revision());
@@ -200,10 +242,7 @@ fn apply_guest_lifecycle(txn: &mut dyn Txn, user_id: &str, actor: &Actor) -> Res
     let draft = user
         .audit(txn, Draft::new(User::KIND, "blocked", user_id), Some(&old))?
         .detail("reason", "a governed guest lost their last assignment")
-        .detail(
-            "scheduled_delete_time",
-            user.scheduled_delete_time.map(|t| t.seconds),
-        );
+        .detail("scheduled_delete_time", user.scheduled_delete_time);
     audit::append(txn, actor, draft)
 }
 
@@ -217,7 +256,7 @@ pub fn delete_guest_if_due(txn: &mut dyn Txn, user_id: &str, actor: &Actor) -> R
     };
     let due = old
         .scheduled_delete_time
-        .is_some_and(|t| t.seconds <= epoch_seconds(actor.now));
+        .is_some_and(|t| Moment::from_timestamp(t) <= actor.moment());
     if !due || old.state() != UserState::Blocked {
         return Ok(false);
     }
@@ -260,6 +299,7 @@ pub fn submitted(r#type: RequestType, actor: &Actor) -> AssignmentRequest {
         time: Some(crate::clock::to_timestamp(actor.now)),
         actor: actor.id.clone(),
         reason: String::new(),
+        policy_ids: Vec::new(),
     });
     request
 }
@@ -280,7 +320,7 @@ fn system_remove(
     request.assignment_id = assignment.id.clone();
     request.justification = why.to_string();
     deliver_remove(txn, &mut request, reason, actor)?;
-    save_request(txn, None, &mut request, actor)
+    save(txn, None, &mut request, actor)
 }
 
 /// Expires an assignment whose end has come. Returns false (and changes
@@ -291,7 +331,7 @@ pub fn expire_if_due(txn: &mut dyn Txn, assignment_id: &str, actor: &Actor) -> R
     };
     let due = assignment
         .end_time
-        .is_some_and(|end| end.seconds <= epoch_seconds(actor.now));
+        .is_some_and(|end| Moment::from_timestamp(end) <= actor.moment());
     if !assignment.is_active() || !due {
         return Ok(false);
     }
@@ -299,30 +339,42 @@ pub fn expire_if_due(txn: &mut dyn Txn, assignment_id: &str, actor: &Actor) -> R
     Ok(true)
 }
 
-/// Delivers a scheduled request whose start has come; false when it is no
-/// longer due.
-pub fn start_if_due(txn: &mut dyn Txn, request_id: &str, actor: &Actor) -> Result<bool> {
+/// When an add request's access starts (None: at once).
+fn start_of(request: &AssignmentRequest) -> Option<Moment> {
+    request
+        .effective_schedule
+        .and_then(|s| s.start_time)
+        .map(Moment::from_timestamp)
+}
+
+/// Delivers a scheduled request whose start has come, if it is still
+/// allowed (DENIED otherwise); false when it is no longer due.
+pub fn start_if_due(
+    txn: &mut dyn Txn,
+    engine: &PolicyEngine,
+    request_id: &str,
+    actor: &Actor,
+) -> Result<bool> {
     let Some(old) = records::load::<AssignmentRequest>(txn, request_id)? else {
         return Ok(false);
     };
-    let start = old
-        .effective_schedule
-        .as_ref()
-        .and_then(|s| s.start_time)
-        .map_or(0, |t| t.seconds);
-    if old.state() != RequestState::Scheduled || start > epoch_seconds(actor.now) {
+    let start = start_of(&old).unwrap_or_default();
+    if old.state() != RequestState::Scheduled || start > actor.moment() {
         return Ok(false);
     }
     let mut request = old.clone();
-    deliver_add(txn, &mut request, actor)?;
-    save_request(txn, Some(&old), &mut request, actor)?;
+    if still_allowed(txn, engine, &mut request, start, actor)? {
+        deliver_add(txn, &mut request, actor)?;
+    }
+    save(txn, Some(&old), &mut request, actor)?;
     Ok(true)
 }
 
-/// Deletes a user: their assignments end, their open requests are
-/// canceled, and the user turns DELETED.
+/// Deletes a user: the user turns DELETED, then their assignments end and
+/// their open requests are canceled (in that order in the audit trail:
+/// cause before effect).
 pub fn delete_user(txn: &mut dyn Txn, id: &str, etag: &str, actor: &Actor) -> Result<User> {
-    records::require::<User>(txn, id)?;
+    let user = directory::delete_user(txn, id, etag, actor)?;
     for assignment_id in targets(txn, Assignment::KIND, ASSIGNMENTS_BY_TARGET, id)? {
         let assignment: Assignment = records::require(txn, &assignment_id)?;
         if assignment.is_active() {
@@ -342,9 +394,5 @@ pub fn delete_user(txn: &mut dyn Txn, id: &str, etag: &str, actor: &Actor) -> Re
         actor,
         "canceled: the target was deleted",
     )?;
-    directory::delete_user(txn, id, etag, actor)
-}
-
-pub fn now_timestamp(actor: &Actor) -> prost_types::Timestamp {
-    timestamp(epoch_seconds(actor.now))
+    Ok(user)
 }

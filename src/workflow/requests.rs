@@ -4,9 +4,10 @@
 
 use std::sync::Arc;
 
+use crate::clock::Moment;
 use crate::domain::assignment::ACTIVE_PAIR;
 use crate::domain::entity::Actor;
-use crate::domain::request::{OPEN_ADD, OPEN_CHANGE, pair_key, save_request, transition};
+use crate::domain::request::{OPEN_ADD, OPEN_CHANGE, pair_key, transition};
 use crate::domain::validate::{self, Check};
 use crate::error::{Error, Result};
 use crate::pb::{
@@ -18,8 +19,8 @@ use crate::policy::{ChangeContext, PolicyEngine};
 use crate::store::records::{self, Record};
 use crate::store::{Store, Txn, write};
 
-use super::lifecycle::{deliver_remove, deliver_update, schedule_or_deliver, submitted};
-use super::{answers, approval, eligibility, epoch_seconds, external, schedule, timestamp};
+use super::lifecycle::{deliver_remove, deliver_update, save, schedule_or_deliver, submitted};
+use super::{answers, approval, eligibility, external, schedule};
 use crate::policy::entities::Subject;
 
 const METHOD: &str = "CreateAssignmentRequest";
@@ -123,7 +124,7 @@ async fn commit(
             }
             _ => remove(txn, &engine, &actor, kind, input)?,
         };
-        save_request(txn, None, &mut request, &actor)?;
+        save(txn, None, &mut request, &actor)?;
         records::remember_request(txn, &actor.id, METHOD, &request_id, &request);
         Ok::<_, Error>(request)
     })
@@ -146,21 +147,19 @@ fn self_target(actor: &Actor, input: &AssignmentRequest, kind: RequestType) -> R
     }
 }
 
-fn is_custom(schedule: Option<&Schedule>) -> bool {
-    schedule.is_some_and(|s| s.start_time.is_some() || s.end_time.is_some())
-}
-
 /// The context of the eligibility decision on an add through `policy`.
 fn add_context(
     policy: &AssignmentPolicy,
     input: &AssignmentRequest,
     by_user: bool,
-    now: i64,
+    now: Moment,
 ) -> ChangeContext {
     ChangeContext {
-        now,
-        start: schedule::for_add(policy, input.schedule.as_ref(), now).start,
-        custom_schedule: by_user && is_custom(input.schedule.as_ref()),
+        now: now.seconds(),
+        start: schedule::for_add(policy, input.schedule.as_ref(), now)
+            .start
+            .seconds(),
+        custom_schedule: by_user && eligibility::is_custom(input.schedule.as_ref()),
     }
 }
 
@@ -175,7 +174,7 @@ fn foresee_user_add(
     input: &AssignmentRequest,
 ) -> Option<eligibility::Foreseen> {
     let target_id = self_target(actor, input, RequestType::UserAdd).ok()?;
-    let now = epoch_seconds(actor.now);
+    let now = actor.moment();
     eligibility::Foreseen::decide(
         engine,
         store,
@@ -245,7 +244,7 @@ fn add(
     }
     check_requestor_input(&policy, &input, by_user)?;
 
-    let now = epoch_seconds(actor.now);
+    let now = actor.moment();
     let window = schedule::for_add(&policy, input.schedule.as_ref(), now);
     let context = add_context(&policy, &input, by_user, now);
     let action = if by_user {
@@ -282,7 +281,7 @@ fn add(
     if by_user && approval.approval_required_for_add && !approval.stages.is_empty() {
         approval::begin(txn, &mut request, &policy, actor)?;
     } else {
-        schedule_or_deliver(txn, &mut request, now, actor)?;
+        schedule_or_deliver(txn, &mut request, actor)?;
     }
     Ok(request)
 }
@@ -374,16 +373,16 @@ fn update(
     let assignment = changed_assignment(txn, actor, kind, &input)?;
     let policy: AssignmentPolicy = records::require(txn, &assignment.assignment_policy_id)?;
     check_requestor_input(&policy, &input, by_user)?;
-    let now = epoch_seconds(actor.now);
+    let now = actor.moment();
     let asked_end = input
         .schedule
         .as_ref()
         .and_then(|s| s.end_time)
-        .map(|t| t.seconds);
+        .map(Moment::from_timestamp);
     if by_user {
         let context = ChangeContext {
-            now,
-            start: now,
+            now: now.seconds(),
+            start: now.seconds(),
             custom_schedule: asked_end.is_some(),
         };
         eligibility::require(
@@ -407,7 +406,7 @@ fn update(
     let mut request = request_for(kind, actor, &assignment, input);
     request.effective_schedule = Some(Schedule {
         start_time: assignment.start_time,
-        end_time: end.map(timestamp),
+        end_time: end.map(Moment::timestamp),
     });
     let approval = policy.approval_settings.clone().unwrap_or_default();
     if by_user && approval.approval_required_for_update && !approval.stages.is_empty() {
@@ -429,7 +428,7 @@ fn remove(
     let assignment = changed_assignment(txn, actor, kind, &input)?;
     if by_user {
         let policy: AssignmentPolicy = records::require(txn, &assignment.assignment_policy_id)?;
-        let now = epoch_seconds(actor.now);
+        let now = actor.moment().seconds();
         let context = ChangeContext {
             now,
             start: now,
@@ -470,7 +469,7 @@ pub async fn cancel(store: &dyn Store, actor: Actor, id: String) -> Result<Assig
         let old: AssignmentRequest = records::require(txn, &id)?;
         let mut request = old.clone();
         transition(&mut request, RequestState::Canceled, &actor, "canceled")?;
-        save_request(txn, Some(&old), &mut request, &actor)?;
+        save(txn, Some(&old), &mut request, &actor)?;
         Ok::<_, Error>(request)
     })
     .await?;

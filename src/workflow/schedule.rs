@@ -1,22 +1,21 @@
 //! When access starts and ends: what was asked, bounded by the policy.
 
+use crate::clock::Moment;
 use crate::error::{Error, Result};
 use crate::pb::{AssignmentPolicy, ExpirationType, Schedule};
 
-use super::timestamp;
-
-/// A start and an optional end, in epoch seconds.
+/// A start and an optional end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Window {
-    pub start: i64,
-    pub end: Option<i64>,
+    pub start: Moment,
+    pub end: Option<Moment>,
 }
 
 impl Window {
     pub fn to_schedule(self) -> Schedule {
         Schedule {
-            start_time: Some(timestamp(self.start)),
-            end_time: self.end.map(timestamp),
+            start_time: Some(self.start.timestamp()),
+            end_time: self.end.map(Moment::timestamp),
         }
     }
 
@@ -33,18 +32,16 @@ impl Window {
 }
 
 /// The latest end the policy allows for access starting at `start`.
-pub fn policy_end(policy: &AssignmentPolicy, start: i64) -> Option<i64> {
+pub fn policy_end(policy: &AssignmentPolicy, start: Moment) -> Option<Moment> {
     let expiration = policy.expiration.unwrap_or_default();
     match expiration.r#type() {
-        ExpirationType::AfterDuration => {
-            expiration.duration.map(|d| start.saturating_add(d.seconds))
-        }
-        ExpirationType::OnDate => expiration.end_time.map(|t| t.seconds),
+        ExpirationType::AfterDuration => expiration.duration.map(|d| start.after(d)),
+        ExpirationType::OnDate => expiration.end_time.map(Moment::from_timestamp),
         ExpirationType::None | ExpirationType::Unspecified => None,
     }
 }
 
-fn earliest(a: Option<i64>, b: Option<i64>) -> Option<i64> {
+fn earliest(a: Option<Moment>, b: Option<Moment>) -> Option<Moment> {
     match (a, b) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
@@ -53,21 +50,30 @@ fn earliest(a: Option<i64>, b: Option<i64>) -> Option<i64> {
 
 /// The window for new access: it starts when asked (not before `now`) and
 /// ends at the earlier of the asked end and the policy's limit.
-pub fn for_add(policy: &AssignmentPolicy, asked: Option<&Schedule>, now: i64) -> Window {
-    let start = asked
-        .and_then(|s| s.start_time)
-        .map_or(now, |t| t.seconds)
-        .max(now);
-    let asked_end = asked.and_then(|s| s.end_time).map(|t| t.seconds);
+pub fn for_add(policy: &AssignmentPolicy, asked: Option<&Schedule>, now: Moment) -> Window {
+    let start = start_for_add(asked, now);
+    let asked_end = asked.and_then(|s| s.end_time).map(Moment::from_timestamp);
     Window {
         start,
         end: earliest(asked_end, policy_end(policy, start)),
     }
 }
 
+/// When new access starts: when asked, but not before `now`.
+pub fn start_for_add(asked: Option<&Schedule>, now: Moment) -> Moment {
+    asked
+        .and_then(|s| s.start_time)
+        .map_or(now, Moment::from_timestamp)
+        .max(now)
+}
+
 /// The new end of an extended assignment: the policy's limit counts from
 /// the extension.
-pub fn for_update(policy: &AssignmentPolicy, asked_end: Option<i64>, now: i64) -> Option<i64> {
+pub fn for_update(
+    policy: &AssignmentPolicy,
+    asked_end: Option<Moment>,
+    now: Moment,
+) -> Option<Moment> {
     earliest(asked_end, policy_end(policy, now))
 }
 
@@ -75,6 +81,10 @@ pub fn for_update(policy: &AssignmentPolicy, asked_end: Option<i64>, now: i64) -
 mod tests {
     use super::*;
     use crate::pb::Expiration;
+
+    fn at(seconds: i64) -> Moment {
+        Moment::from_timestamp(prost_types::Timestamp { seconds, nanos: 0 })
+    }
 
     fn after(seconds: i64) -> AssignmentPolicy {
         AssignmentPolicy {
@@ -92,22 +102,28 @@ mod tests {
         let policy = after(100);
         let asked = |end| Schedule {
             start_time: None,
-            end_time: Some(timestamp(end)),
+            end_time: Some(at(end).timestamp()),
         };
         assert_eq!(
-            for_add(&policy, None, 1000),
+            for_add(&policy, None, at(1000)),
             Window {
-                start: 1000,
-                end: Some(1100)
+                start: at(1000),
+                end: Some(at(1100))
             }
         );
-        assert_eq!(for_add(&policy, Some(&asked(1050)), 1000).end, Some(1050));
-        assert_eq!(for_add(&policy, Some(&asked(5000)), 1000).end, Some(1100));
-        assert_eq!(for_update(&policy, None, 2000), Some(2100));
+        assert_eq!(
+            for_add(&policy, Some(&asked(1050)), at(1000)).end,
+            Some(at(1050))
+        );
+        assert_eq!(
+            for_add(&policy, Some(&asked(5000)), at(1000)).end,
+            Some(at(1100))
+        );
+        assert_eq!(for_update(&policy, None, at(2000)), Some(at(2100)));
         assert!(
             Window {
-                start: 10,
-                end: Some(10)
+                start: at(10),
+                end: Some(at(10))
             }
             .check()
             .is_err()
@@ -117,9 +133,9 @@ mod tests {
     #[test]
     fn a_start_in_the_past_means_now() {
         let schedule = Schedule {
-            start_time: Some(timestamp(5)),
+            start_time: Some(at(5).timestamp()),
             end_time: None,
         };
-        assert_eq!(for_add(&after(10), Some(&schedule), 100).start, 100);
+        assert_eq!(for_add(&after(10), Some(&schedule), at(100)).start, at(100));
     }
 }

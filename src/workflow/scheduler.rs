@@ -11,18 +11,18 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::audit;
-use crate::clock::Clock;
+use crate::clock::{Clock, Moment};
 use crate::domain::assignment::ACTIVE_BY_END;
 use crate::domain::directory::USERS_BY_DELETE_TIME;
 use crate::domain::entity::Actor;
 use crate::domain::request::{SCHEDULED_BY_START, STAGE_DUE, time_key};
 use crate::error::{Error, Result};
 use crate::pb::{Assignment, AssignmentRequest, User};
+use crate::policy::PolicyEngine;
 use crate::store::records::{self, Record};
 use crate::store::{Store, Txn, write};
 
 use super::approval::timeout_if_due;
-use super::epoch_seconds;
 use super::lifecycle::{delete_guest_if_due, expire_if_due, start_if_due};
 
 /// The principal recorded for changes the service makes on its own.
@@ -38,27 +38,61 @@ fn due(store: &dyn Store, kind: &str, index: &str, now: i64) -> Result<Vec<Strin
         .collect()
 }
 
-/// Does one item of due work; false when it turned out not to be due.
-type Work = fn(&mut dyn Txn, &str, &Actor) -> Result<bool>;
+/// The kinds of timed work.
+#[derive(Debug, Clone, Copy)]
+enum Work {
+    Start,
+    Expire,
+    TimeOut,
+    DeleteGuest,
+}
+
+impl Work {
+    /// Does the work on one item; false when it turned out not to be due.
+    fn run(
+        self,
+        txn: &mut dyn Txn,
+        engine: &PolicyEngine,
+        id: &str,
+        actor: &Actor,
+    ) -> Result<bool> {
+        match self {
+            Work::Start => start_if_due(txn, engine, id, actor),
+            Work::Expire => expire_if_due(txn, id, actor),
+            Work::TimeOut => timeout_if_due(txn, id, actor),
+            Work::DeleteGuest => delete_guest_if_due(txn, id, actor),
+        }
+    }
+}
 
 /// Each kind of timed work: the records, their time index, the work.
 const DUE_WORK: [(&str, &str, Work); 4] = [
-    (AssignmentRequest::KIND, SCHEDULED_BY_START, start_if_due),
-    (Assignment::KIND, ACTIVE_BY_END, expire_if_due),
-    (AssignmentRequest::KIND, STAGE_DUE, timeout_if_due),
-    (User::KIND, USERS_BY_DELETE_TIME, delete_guest_if_due),
+    (AssignmentRequest::KIND, SCHEDULED_BY_START, Work::Start),
+    (Assignment::KIND, ACTIVE_BY_END, Work::Expire),
+    (AssignmentRequest::KIND, STAGE_DUE, Work::TimeOut),
+    (User::KIND, USERS_BY_DELETE_TIME, Work::DeleteGuest),
 ];
 
 /// Runs everything due at the clock's current time; returns how many items
 /// changed something.
-pub async fn run_due(store: &dyn Store, clock: &dyn Clock) -> Result<usize> {
+pub async fn run_due(
+    store: &dyn Store,
+    clock: &dyn Clock,
+    engine: &Arc<PolicyEngine>,
+) -> Result<usize> {
     let actor = Actor::new(SYSTEM_ACTOR, clock.now());
-    let now = epoch_seconds(actor.now);
+    // The time indexes hold whole seconds: an item due later within this
+    // second is found, re-checked at full precision and left for later.
+    let now = Moment::of(actor.now).seconds();
     let mut done = 0;
     for (kind, index, work) in DUE_WORK {
         for id in due(store, kind, index, now)? {
             let actor = actor.clone();
-            if write(store, move |txn| work(txn, &id, &actor)).await?.value {
+            let engine = engine.clone();
+            if write(store, move |txn| work.run(txn, &engine, &id, &actor))
+                .await?
+                .value
+            {
                 done += 1;
             }
         }
@@ -96,12 +130,13 @@ async fn prune_audit(store: &dyn Store, clock: &dyn Clock, keep: Duration) -> Re
 pub fn spawn(
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
+    engine: Arc<PolicyEngine>,
     options: Options,
     mut stop: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         loop {
-            if let Err(error) = run_due(store.as_ref(), clock.as_ref()).await {
+            if let Err(error) = run_due(store.as_ref(), clock.as_ref(), &engine).await {
                 tracing::error!(%error, "background work failed; retrying next round");
             }
             if let Some(keep) = options.audit_retention
