@@ -35,7 +35,7 @@ use crate::clock::Clock;
 use crate::config::{Settings, TlsSettings};
 use crate::decision::state::DecisionState;
 use crate::domain::catalog::ensure_general_catalog;
-use crate::domain::entity::Actor;
+use crate::domain::entity::{Actor, SYSTEM_ACTOR};
 use crate::domain::settings::ensure_settings;
 use crate::pb;
 use crate::pb::access_packages_server::AccessPackagesServer;
@@ -51,7 +51,7 @@ use crate::pb::settings_server::SettingsServer;
 use crate::policy::PolicyEngine;
 use crate::store::Store;
 use crate::store::sled_store::SledStore;
-use crate::workflow::scheduler::{self, SYSTEM_ACTOR};
+use crate::workflow::scheduler;
 
 /// Names of every entitlements service, as health checks know them.
 pub const SERVICE_NAMES: [&str; 10] = [
@@ -86,7 +86,7 @@ pub fn authenticator(settings: &Settings, address: SocketAddr) -> anyhow::Result
         "no way to authenticate callers: configure auth.jwt_hs256_secret_file, auth.jwt_public_key_file \
          or auth.jwt_jwks_file, or run with --dev-auth on loopback for development"
     );
-    Ok(Authenticator::new(&settings.auth, jwt, settings.dev_auth))
+    Authenticator::new(&settings.auth, jwt, settings.dev_auth)
 }
 
 fn tls_config(tls: &TlsSettings) -> anyhow::Result<ServerTlsConfig> {
