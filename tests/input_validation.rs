@@ -58,6 +58,37 @@ fn bad_durations() -> Vec<(&'static str, Duration)> {
     ]
 }
 
+/// What refused calls leave as it was: the store's revision and the head
+/// of the audit trail.
+struct Untouched {
+    mark: u64,
+    head: u64,
+}
+
+impl Untouched {
+    async fn now(server: &TestServer) -> Self {
+        let mark = server.write_mark().await;
+        let head = audit_head(server).await;
+        Self { mark, head }
+    }
+
+    /// Asserts nothing changed; returns a fresh write mark.
+    async fn check(self, server: &TestServer) -> u64 {
+        assert_eq!(audit_head(server).await, self.head, "audit events appended");
+        server.assert_no_writes_since(self.mark).await
+    }
+}
+
+async fn audit_head(server: &TestServer) -> u64 {
+    server
+        .audit(ADMIN)
+        .verify_audit_log(VerifyAuditLogRequest {})
+        .await
+        .expect("verify the audit log")
+        .into_inner()
+        .last_sequence
+}
+
 /// A catalog, a package and a self-service policy lasting 30 days; users
 /// alice and bob.
 async fn world(server: &TestServer) {
@@ -92,7 +123,7 @@ async fn policy_end_dates_outside_the_timestamp_range_or_in_the_past_are_refused
     let server = TestServer::start().await;
     world(&server).await;
     let mut policies = server.policies(ADMIN);
-    let mark = server.write_mark().await;
+    let untouched = Untouched::now(&server).await;
     for (case, end) in bad_ends() {
         let status = expect_invalid(
             policies
@@ -124,7 +155,7 @@ async fn policy_end_dates_outside_the_timestamp_range_or_in_the_past_are_refused
             &["assignment_policy.expiration.end_time"],
         );
     }
-    let mark = server.assert_no_writes_since(mark).await;
+    let mark = untouched.check(&server).await;
 
     // An end date that passed after it was set does not block other
     // changes to the policy.
@@ -161,7 +192,7 @@ async fn policy_durations_outside_the_duration_range_are_refused() {
     let server = TestServer::start().await;
     world(&server).await;
     let mut policies = server.policies(ADMIN);
-    let mark = server.write_mark().await;
+    let untouched = Untouched::now(&server).await;
     for (case, duration) in bad_durations() {
         let lasting = policy("p2", "pkg", Scope::AllMemberUsers, after(duration));
         let status = expect_invalid(
@@ -220,7 +251,7 @@ async fn policy_durations_outside_the_duration_range_are_refused() {
             &["within"],
         );
     }
-    server.assert_no_writes_since(mark).await;
+    untouched.check(&server).await;
 }
 
 /// A USER_ADD through "pol" with `schedule`.
@@ -240,7 +271,7 @@ fn scheduled(start: Option<Timestamp>, end: Option<Timestamp>) -> AssignmentRequ
 async fn request_schedules_outside_the_timestamp_range_or_ending_in_the_past_are_refused() {
     let server = TestServer::start().await;
     world(&server).await;
-    let mark = server.write_mark().await;
+    let untouched = Untouched::now(&server).await;
     for (case, end) in bad_ends() {
         let status = expect_invalid(
             server
@@ -279,7 +310,7 @@ async fn request_schedules_outside_the_timestamp_range_or_ending_in_the_past_are
             .map(tonic::Response::new),
         &["assignment_request.schedule.start_time"],
     );
-    server.assert_no_writes_since(mark).await;
+    untouched.check(&server).await;
 
     // The largest valid times are taken and read back.
     let last = at(YEAR_9999_END, 999_999_999);
@@ -294,7 +325,7 @@ async fn request_schedules_outside_the_timestamp_range_or_ending_in_the_past_are
 async fn report_and_audit_times_outside_the_timestamp_range_are_refused() {
     let server = TestServer::start().await;
     world(&server).await;
-    let mark = server.write_mark().await;
+    let untouched = Untouched::now(&server).await;
     let mut reports = server.reports(ADMIN);
     let mut audit = server.audit(ADMIN);
     let invalid = [
@@ -334,7 +365,7 @@ async fn report_and_audit_times_outside_the_timestamp_range_are_refused() {
             );
         }
     }
-    server.assert_no_writes_since(mark).await;
+    untouched.check(&server).await;
 }
 
 // -------------------------------------------------------------- reserved ids
@@ -342,7 +373,7 @@ async fn report_and_audit_times_outside_the_timestamp_range_are_refused() {
 #[tokio::test]
 async fn a_user_cannot_take_the_id_the_service_acts_under() {
     let server = TestServer::start().await;
-    let mark = server.write_mark().await;
+    let untouched = Untouched::now(&server).await;
     for id in ["system", "SYSTEM", "System"] {
         let status = expect_invalid(
             server
@@ -366,7 +397,7 @@ async fn a_user_cannot_take_the_id_the_service_acts_under() {
         Code::Unauthenticated,
     );
     assert!(status.message().contains("reserved"), "{status:?}");
-    server.assert_no_writes_since(mark).await;
+    untouched.check(&server).await;
 }
 
 #[test]
@@ -419,7 +450,7 @@ async fn a_request_id_reused_for_a_different_user_is_refused() {
         .await
         .unwrap()
         .into_inner();
-    let mark = server.write_mark().await;
+    let untouched = Untouched::now(&server).await;
     for _ in 0..3 {
         let retried = directory
             .create_user(request("Ann"))
@@ -430,7 +461,7 @@ async fn a_request_id_reused_for_a_different_user_is_refused() {
     }
     let status = expect_invalid(directory.create_user(request("Bea")).await, &["request_id"]);
     assert!(status.message().contains("CreateUser"), "{status:?}");
-    server.assert_no_writes_since(mark).await;
+    untouched.check(&server).await;
 }
 
 #[tokio::test]
@@ -452,7 +483,7 @@ async fn a_request_id_reused_for_a_different_assignment_request_is_refused() {
         .await
         .unwrap()
         .into_inner();
-    let mark = server.write_mark().await;
+    let untouched = Untouched::now(&server).await;
     let retried = requests
         .create_assignment_request(request("project"))
         .await
@@ -465,7 +496,7 @@ async fn a_request_id_reused_for_a_different_assignment_request_is_refused() {
             .await,
         &["request_id"],
     );
-    server.assert_no_writes_since(mark).await;
+    untouched.check(&server).await;
     // Another caller's request ids are its own.
     let bobs = server
         .requests("bob")
