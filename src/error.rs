@@ -86,10 +86,6 @@ pub struct PreconditionFailure {
 }
 
 impl PreconditionFailure {
-    pub fn message(&self) -> &str {
-        &self.message
-    }
-
     pub fn violations(&self) -> &[PreconditionViolation] {
         &self.violations
     }

@@ -80,7 +80,7 @@ pub fn is_valid_id(value: &str) -> bool {
 /// Ids that name the service itself in the audit trail. No user, service
 /// principal or caller may take one, in any letter case, so nobody's
 /// actions pass for the service's own.
-pub const RESERVED_IDS: [&str; 1] = [SYSTEM_ACTOR];
+const RESERVED_IDS: [&str; 1] = [SYSTEM_ACTOR];
 
 pub fn is_reserved_id(value: &str) -> bool {
     RESERVED_IDS.iter().any(|r| r.eq_ignore_ascii_case(value))
