@@ -9,13 +9,93 @@ pub struct FieldViolation {
     pub description: String,
 }
 
+/// What blocks a change: the `type` of a google.rpc.PreconditionFailure
+/// violation, which a program can act on without reading messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PreconditionKind {
+    /// Other records refer to the object (the subjects name them).
+    InUse,
+    /// The object's state does not allow the change: a deleted user, a
+    /// request that is no longer waiting, an assignment that has ended.
+    State,
+    /// The user already holds the package through an active assignment.
+    AlreadyAssigned,
+    /// Another open request already covers the same user and package, or
+    /// the same assignment.
+    RequestOpen,
+    /// The approval stage was decided already.
+    StageDecided,
+    /// The approval stage has not started yet.
+    StageNotStarted,
+    /// The approver already decided this stage.
+    AlreadyDecided,
+    /// The assignment policy no longer has the request's approval stage.
+    StageRemoved,
+    /// The object is built in (the General catalog).
+    BuiltIn,
+    /// Nesting the group would make it its own ancestor.
+    NestingCycle,
+    /// The object named is deleted, so naming it would leave a dangling
+    /// reference.
+    Deleted,
+    /// An approval stage's approvers resolve to nobody who could decide.
+    NoApprovers,
+}
+
+impl PreconditionKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InUse => "IN_USE",
+            Self::State => "STATE",
+            Self::AlreadyAssigned => "ALREADY_ASSIGNED",
+            Self::RequestOpen => "REQUEST_OPEN",
+            Self::StageDecided => "STAGE_DECIDED",
+            Self::StageNotStarted => "STAGE_NOT_STARTED",
+            Self::AlreadyDecided => "ALREADY_DECIDED",
+            Self::StageRemoved => "STAGE_REMOVED",
+            Self::BuiltIn => "BUILT_IN",
+            Self::NestingCycle => "NESTING_CYCLE",
+            Self::Deleted => "DELETED",
+            Self::NoApprovers => "NO_APPROVERS",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct PreconditionViolation {
-    /// A short machine-readable category, e.g. "IN_USE".
-    pub kind: String,
-    /// What the violation is about, e.g. "access_package/p1".
+    pub kind: PreconditionKind,
+    /// What the violation is about, as `<kind>/<id>`, e.g.
+    /// "access_package/p1".
     pub subject: String,
     pub description: String,
+}
+
+impl PreconditionViolation {
+    pub fn new(
+        kind: PreconditionKind,
+        subject: impl Into<String>,
+        description: impl Into<String>,
+    ) -> Self {
+        Self {
+            kind,
+            subject: subject.into(),
+            description: description.into(),
+        }
+    }
+}
+
+/// A FAILED_PRECONDITION: a message and at least one violation. The fields
+/// are private so that no refusal leaves a program guessing what blocks it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PreconditionFailure {
+    message: String,
+    violations: Vec<PreconditionViolation>,
+}
+
+impl PreconditionFailure {
+    pub fn violations(&self) -> &[PreconditionViolation] {
+        &self.violations
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -30,11 +110,8 @@ pub enum Error {
         id: String,
         message: String,
     },
-    #[error("{message}")]
-    FailedPrecondition {
-        message: String,
-        violations: Vec<PreconditionViolation>,
-    },
+    #[error("{}", .0.message)]
+    FailedPrecondition(PreconditionFailure),
     #[error("{0}")]
     Aborted(String),
     #[error("{message}")]
@@ -42,6 +119,17 @@ pub enum Error {
         message: String,
         /// The Cedar policies that decided the denial.
         policy_ids: Vec<String>,
+    },
+    /// PERMISSION_DENIED because an assignment policy does not let the
+    /// target have the change (eligibility, separation of duties, lifetime).
+    #[error("{message}")]
+    Ineligible {
+        message: String,
+        assignment_policy_id: String,
+        /// The Cedar policies that decided the denial.
+        policy_ids: Vec<String>,
+        /// Machine-readable reasons (see `policy::reasons`).
+        reasons: Vec<String>,
     },
     #[error("{0}")]
     Unauthenticated(String),
@@ -85,10 +173,32 @@ impl Error {
         Self::Internal(error.to_string())
     }
 
-    pub fn precondition(message: impl Into<String>) -> Self {
-        Self::FailedPrecondition {
+    /// FAILED_PRECONDITION with one violation of `kind` about `subject`
+    /// (`<record kind>/<id>`); the description is the message too.
+    pub fn precondition(
+        kind: PreconditionKind,
+        subject: impl Into<String>,
+        description: impl Into<String>,
+    ) -> Self {
+        let violation = PreconditionViolation::new(kind, subject, description);
+        Self::FailedPrecondition(PreconditionFailure {
+            message: violation.description.clone(),
+            violations: vec![violation],
+        })
+    }
+
+    /// FAILED_PRECONDITION with `message`, `first` and any `more`
+    /// violations.
+    pub fn preconditions(
+        message: impl Into<String>,
+        first: PreconditionViolation,
+        more: impl IntoIterator<Item = PreconditionViolation>,
+    ) -> Self {
+        let mut violations = vec![first];
+        violations.extend(more);
+        Self::FailedPrecondition(PreconditionFailure {
             message: message.into(),
-            violations: Vec::new(),
-        }
+            violations,
+        })
     }
 }

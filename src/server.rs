@@ -44,7 +44,7 @@ use crate::clock::Clock;
 use crate::config::{Settings, TlsSettings};
 use crate::decision::state::DecisionState;
 use crate::domain::catalog::ensure_general_catalog;
-use crate::domain::entity::Actor;
+use crate::domain::entity::{Actor, SYSTEM_ACTOR};
 use crate::domain::migrations;
 use crate::domain::settings::ensure_settings;
 use crate::pb;
@@ -61,7 +61,7 @@ use crate::pb::settings_server::SettingsServer;
 use crate::policy::PolicyEngine;
 use crate::store::Store;
 use crate::store::sled_store::SledStore;
-use crate::workflow::scheduler::{self, SYSTEM_ACTOR};
+use crate::workflow::scheduler;
 use health::DrainingHealth;
 use listener::{FirstBytes, Limits};
 
@@ -95,7 +95,7 @@ pub fn authenticator(settings: &Settings, address: SocketAddr) -> anyhow::Result
         "no way to authenticate callers: configure auth.jwt_hs256_secret_file, auth.jwt_public_key_file \
          or auth.jwt_jwks_file, or run with --dev-auth on loopback for development"
     );
-    Ok(Authenticator::new(&settings.auth, jwt, settings.dev_auth))
+    Authenticator::new(&settings.auth, jwt, settings.dev_auth)
 }
 
 /// `--dev-auth` trusts a plain header, so it is refused off loopback. The

@@ -800,11 +800,15 @@ async fn create_access_package_is_idempotent_by_request_id() {
     let mark = server.write_mark().await;
     assert_eq!(
         alice
-            .create_access_package(request("Changed"))
+            .create_access_package(request("Sales"))
             .await
             .unwrap()
             .into_inner(),
         first
+    );
+    expect_invalid(
+        alice.create_access_package(request("Changed")).await,
+        &["request_id"],
     );
     server.assert_no_writes_since(mark).await;
 

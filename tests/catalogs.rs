@@ -481,11 +481,16 @@ async fn create_catalog_is_idempotent_per_caller_and_request_id() {
         .into_inner();
     let mark = server.write_mark().await;
     let retried = alice
-        .create_catalog(request("Different"))
+        .create_catalog(request("HR"))
         .await
         .unwrap()
         .into_inner();
     assert_eq!(retried, first);
+    // The same request id for a different catalog is a mistake, not a retry.
+    expect_invalid(
+        alice.create_catalog(request("Different")).await,
+        &["request_id"],
+    );
     server.assert_no_writes_since(mark).await;
 
     let bobs = server
@@ -1012,15 +1017,19 @@ async fn create_resource_is_idempotent_by_request_id() {
         .unwrap()
         .into_inner();
     let mark = server.write_mark().await;
-    // A different payload under the same request id: still the first result,
-    // not a second resource.
     assert_eq!(
         catalogs
-            .create_resource(request("marketing"))
+            .create_resource(request("sales"))
             .await
             .unwrap()
             .into_inner(),
         first
+    );
+    // A different payload under the same request id: refused, not a second
+    // resource and not the first one passed off as its result.
+    expect_invalid(
+        catalogs.create_resource(request("marketing")).await,
+        &["request_id"],
     );
     server.assert_no_writes_since(mark).await;
     assert_eq!(resource_ids(&mut catalogs, "c1", "").await, [first.id]);

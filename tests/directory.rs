@@ -1732,17 +1732,17 @@ async fn a_retried_create_with_the_same_request_id_returns_the_first_result() {
         .into_inner();
     let mark = server.write_mark().await;
 
-    // Same payload, and a different one: the first result either way.
+    // The same payload gets the first result; a different one is refused
+    // (see tests/input_validation.rs).
     let same = create_group_as(&mut alice, "", "Sales", "req-1")
         .await
         .unwrap()
         .into_inner();
-    let different = create_group_as(&mut alice, "chosen", "Marketing", "req-1")
-        .await
-        .unwrap()
-        .into_inner();
     assert_eq!(same, first);
-    assert_eq!(different, first);
+    expect_invalid(
+        create_group_as(&mut alice, "chosen", "Marketing", "req-1").await,
+        &["request_id"],
+    );
     server.assert_no_writes_since(mark).await;
     assert_eq!(
         group_ids(&mut alice, ListGroupsRequest::default()).await,

@@ -12,7 +12,7 @@ use tonic::service::Interceptor;
 use tonic::{Request, Status};
 
 use crate::config::AuthSettings;
-use crate::domain::validate::is_valid_id;
+use crate::domain::validate::{is_reserved_id, is_valid_id, reserved_id_message};
 use crate::policy::admin::GLOBAL_ADMIN;
 
 use super::jwt::JwtVerifier;
@@ -56,7 +56,29 @@ pub struct Authenticator {
 }
 
 impl Authenticator {
-    pub fn new(auth: &AuthSettings, jwt: Option<JwtVerifier>, dev_header: bool) -> Self {
+    /// Refuses configured identities that take an id reserved for the
+    /// service itself.
+    pub fn new(
+        auth: &AuthSettings,
+        jwt: Option<JwtVerifier>,
+        dev_header: bool,
+    ) -> anyhow::Result<Self> {
+        let configured = auth
+            .service_principals
+            .iter()
+            .map(|s| ("auth.service_principals", &s.id))
+            .chain(
+                auth.global_admins
+                    .iter()
+                    .map(|id| ("auth.global_admins", id)),
+            );
+        for (setting, id) in configured {
+            anyhow::ensure!(
+                !is_reserved_id(id),
+                "{setting}: {}",
+                reserved_id_message(id)
+            );
+        }
         let identities = Identities {
             services: auth
                 .service_principals
@@ -65,11 +87,11 @@ impl Authenticator {
                 .collect(),
             global_admins: auth.global_admins.clone(),
         };
-        Self {
+        Ok(Self {
             jwt: jwt.map(Arc::new),
             dev_header,
             identities: Arc::new(identities),
-        }
+        })
     }
 
     fn subject(&self, metadata: &MetadataMap) -> Result<String, Status> {
@@ -112,6 +134,12 @@ impl Interceptor for Authenticator {
             return Err(Status::unauthenticated(
                 "the caller's id is not a valid user id",
             ));
+        }
+        if is_reserved_id(&id) {
+            return Err(Status::unauthenticated(format!(
+                "the caller's id {}",
+                reserved_id_message(&id)
+            )));
         }
         let principal = self.identities.principal(id);
         request.extensions_mut().insert(principal);

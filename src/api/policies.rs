@@ -43,11 +43,21 @@ impl AssignmentPoliciesApi {
 }
 
 /// Compiles a policy and validates the result; INVALID_ARGUMENT with the
-/// Cedar message when it does not validate.
+/// Cedar message when it does not validate. Runs after the policy's own
+/// checks, which bound the extra condition's nesting and depth.
 fn compiles(
     engine: Arc<PolicyEngine>,
 ) -> impl FnOnce(&AssignmentPolicy) -> Result<()> + Send + 'static {
     move |policy| {
+        // The extra condition must be one Cedar expression, nothing more.
+        if !policy.extra_condition.is_empty()
+            && let Err(message) = engine.check_condition(&policy.extra_condition)
+        {
+            return Err(Error::invalid(
+                "assignment_policy.extra_condition",
+                format!("is not a Cedar expression: {message}"),
+            ));
+        }
         let mut rules = compile_policy(policy);
         rules.extend(condition_rule(policy));
         engine.check(&rules).map_err(|message| {
@@ -74,20 +84,6 @@ fn condition_rule(policy: &AssignmentPolicy) -> Option<Rule> {
         policy.extra_condition
     );
     Some(Rule { id, text })
-}
-
-/// The extra condition must be one Cedar expression, nothing more.
-fn check_condition(policy: Option<&AssignmentPolicy>) -> Result<()> {
-    let condition = policy.map(|p| p.extra_condition.trim()).unwrap_or_default();
-    if !condition.is_empty()
-        && let Err(e) = condition.parse::<cedar_policy::Expression>()
-    {
-        return Err(Error::invalid(
-            "assignment_policy.extra_condition",
-            format!("is not a Cedar expression: {e}"),
-        ));
-    }
-    Ok(())
 }
 
 #[tonic::async_trait]
@@ -118,7 +114,6 @@ impl AssignmentPolicies for AssignmentPoliciesApi {
         }
         let actor = caller.actor;
         let r = request.into_inner();
-        check_condition(r.assignment_policy.as_ref())?;
         let args = CreateArgs {
             entity: r.assignment_policy,
             chosen_id: r.assignment_policy_id,
@@ -196,7 +191,6 @@ impl AssignmentPolicies for AssignmentPoliciesApi {
         self.authorize_policy(&caller, "UpdateAssignmentPolicy", &id)?;
         let actor = caller.actor;
         let r = request.into_inner();
-        check_condition(r.assignment_policy.as_ref())?;
         let policy = crud::update_checked(
             self.app.store(),
             actor,

@@ -186,11 +186,7 @@ impl Reports for ReportsApi {
         let r = request.into_inner();
         let within = r.within.map_or(0, |d| d.seconds);
         let mut check = Check::new("");
-        check.require(
-            within > 0 && within <= MAX_WINDOW_SECONDS,
-            "within",
-            "must be more than zero and at most 3650 days",
-        );
+        check.whole_seconds("within", r.within.as_ref(), 1, MAX_WINDOW_SECONDS);
         check.optional_id("catalog_id", &r.catalog_id);
         check.optional_id("access_package_id", &r.access_package_id);
         check.finish()?;
@@ -311,12 +307,18 @@ impl Reports for ReportsApi {
         let at = r.at.map(Moment::from_timestamp);
         let by_role = !r.resource_id.is_empty() || !r.role_id.is_empty();
         let mut check = Check::new("");
-        check.require(at.is_some(), "at", "is required");
-        check.require(
-            at.is_none_or(|at| at <= now),
-            "at",
-            "must not be in the future",
-        );
+        match &r.at {
+            None => check.fail("at", "is required"),
+            Some(at) => {
+                if check.timestamp("at", at) {
+                    check.require(
+                        Moment::from_timestamp(*at) <= now,
+                        "at",
+                        "must not be in the future",
+                    );
+                }
+            }
+        }
         check.require(
             by_role == r.access_package_id.is_empty(),
             "access_package_id",

@@ -191,7 +191,7 @@ impl AssignmentRequests for AssignmentRequestsApi {
         if let Some(input) = &request.get_ref().assignment_request {
             // Malformed input is refused before authorization looks up
             // the ids it names.
-            requests::check_shape(input)?;
+            requests::check_shape(input, caller.actor.now)?;
             self.authorize_create(&caller, input)?;
         }
         let actor = caller.actor;

@@ -13,6 +13,20 @@ use crate::store::StoreError;
 /// The ErrorInfo domain of every error this service raises.
 pub const ERROR_DOMAIN: &str = "entitlements";
 
+/// PERMISSION_DENIED by Cedar policies, with ErrorInfo reason POLICY_DENIED
+/// and `metadata`.
+fn policy_denied<const N: usize>(message: String, metadata: [(&str, String); N]) -> Status {
+    let metadata: HashMap<String, String> = metadata
+        .into_iter()
+        .map(|(key, value)| (key.to_string(), value))
+        .collect();
+    Status::with_error_details(
+        Code::PermissionDenied,
+        message,
+        ErrorDetails::with_error_info("POLICY_DENIED", ERROR_DOMAIN, metadata),
+    )
+}
+
 impl From<Error> for Status {
     fn from(error: Error) -> Self {
         let message = error.to_string();
@@ -34,22 +48,33 @@ impl From<Error> for Status {
                 message.clone(),
                 ErrorDetails::with_resource_info(kind, id, "", message),
             ),
-            Error::FailedPrecondition { violations, .. } => {
+            Error::FailedPrecondition(failure) => {
                 let mut details = ErrorDetails::new();
-                for v in violations {
-                    details.add_precondition_failure_violation(v.kind, v.subject, v.description);
+                for v in failure.violations() {
+                    details.add_precondition_failure_violation(
+                        v.kind.as_str(),
+                        &v.subject,
+                        &v.description,
+                    );
                 }
                 Status::with_error_details(Code::FailedPrecondition, message, details)
             }
             Error::Aborted(_) => Status::aborted(message),
-            Error::PermissionDenied { policy_ids, .. } => Status::with_error_details(
-                Code::PermissionDenied,
+            Error::PermissionDenied { policy_ids, .. } => {
+                policy_denied(message, [("policy_ids", policy_ids.join(","))])
+            }
+            Error::Ineligible {
+                assignment_policy_id,
+                policy_ids,
+                reasons,
+                ..
+            } => policy_denied(
                 message,
-                ErrorDetails::with_error_info(
-                    "POLICY_DENIED",
-                    ERROR_DOMAIN,
-                    HashMap::from([("policy_ids".to_string(), policy_ids.join(","))]),
-                ),
+                [
+                    ("policy_ids", policy_ids.join(",")),
+                    ("assignment_policy_id", assignment_policy_id),
+                    ("reasons", reasons.join(",")),
+                ],
             ),
             Error::Unauthenticated(_) => Status::unauthenticated(message),
             Error::OutOfRange(_) => Status::out_of_range(message),

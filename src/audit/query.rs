@@ -53,7 +53,14 @@ impl Filter {
             "target_type",
             "is required with target_id",
         );
-        if let (Some(start), Some(end)) = (&f.start_time, &f.end_time) {
+        let start_valid = f
+            .start_time
+            .is_none_or(|t| check.timestamp("start_time", &t));
+        let end_valid = f.end_time.is_none_or(|t| check.timestamp("end_time", &t));
+        if let (Some(start), Some(end)) = (&f.start_time, &f.end_time)
+            && start_valid
+            && end_valid
+        {
             check.require(
                 seconds_nanos(start) < seconds_nanos(end),
                 "end_time",

@@ -10,11 +10,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::clock::Moment;
 use crate::error::{Error, Result};
 use crate::pb::{
-    AccessPackage, AllowedTargetScope, Assignment, AssignmentPolicy, ExpirationType, GrantSource,
-    PolicyEligibility, PolicyRequirements, RequestablePackage, UserState,
+    AccessPackage, Assignment, AssignmentPolicy, ExpirationType, GrantSource, PolicyEligibility,
+    PolicyRequirements, RequestablePackage,
 };
 use crate::policy::compile::actions::REQUEST_ACCESS;
 use crate::policy::entities::{Subject, Target, policy_uid, slice, user_uid};
+use crate::policy::reasons::reasons;
 use crate::policy::{ChangeContext, Decision, PolicyEngine};
 use crate::store::records::Record;
 
@@ -187,11 +188,7 @@ impl State {
             })
             .collect();
         let entities = slice(subject, &targets).map_err(Error::internal)?;
-        let context = ChangeContext {
-            now,
-            start: now,
-            custom_schedule: false,
-        };
+        let context = request_context(now);
         let principal = user_uid(&subject.user.id);
         policies
             .iter()
@@ -277,6 +274,10 @@ impl State {
     ) -> Result<Vec<PolicyEligibility>> {
         let policies = self.package_policies(&package.id);
         let decisions = self.may_request(engine, subject, package, &policies, now)?;
+        let catalog = self
+            .catalogs
+            .get(&package.catalog_id)
+            .ok_or_else(|| Error::not_found(AccessPackage::KIND, &package.id))?;
         Ok(policies
             .into_iter()
             .zip(decisions)
@@ -286,116 +287,29 @@ impl State {
                 reasons: if decision.allowed {
                     Vec::new()
                 } else {
-                    self.reasons(subject, policy, package)
+                    let target = Target {
+                        policy,
+                        package,
+                        catalog,
+                    };
+                    reasons(subject, &target, REQUEST_ACCESS, request_context(now))
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect()
                 },
                 policy_ids: decision.policy_ids,
             })
             .collect())
     }
+}
 
-    /// Readable reasons a request through `policy` is refused.
-    fn reasons(
-        &self,
-        subject: &Subject,
-        policy: &AssignmentPolicy,
-        package: &AccessPackage,
-    ) -> Vec<String> {
-        let mut reasons = Vec::new();
-        let user = &subject.user;
-        if user.state() != UserState::Active {
-            reasons.push(format!(
-                "user {} is {}",
-                user.id,
-                user.state().as_str_name()
-            ));
-        }
-        if let Some(catalog) = self.catalogs.get(&package.catalog_id) {
-            if catalog.enabled == Some(false) {
-                reasons.push(format!("catalog {} is disabled", catalog.id));
-            }
-            if crate::domain::assignment_policy::is_external_scope(policy.scope())
-                && catalog.externally_visible != Some(true)
-            {
-                reasons.push(format!("catalog {} is not externally visible", catalog.id));
-            }
-        }
-        for held in package
-            .incompatible_package_ids
-            .iter()
-            .filter(|p| subject.held_packages.contains(p))
-        {
-            reasons.push(format!("holds incompatible package {held}"));
-        }
-        for group in package
-            .incompatible_group_ids
-            .iter()
-            .filter(|g| subject.group_parents.contains_key(*g))
-        {
-            reasons.push(format!("is in incompatible group {group}"));
-        }
-        if !policy.requestor_settings.is_some_and(|s| s.enable_self_add) {
-            reasons.push(format!(
-                "policy {} does not let users request for themselves",
-                policy.id
-            ));
-        }
-        let targets = policy.specific_allowed_targets.clone().unwrap_or_default();
-        let in_org = |ids: &[String]| {
-            subject
-                .organization
-                .as_ref()
-                .is_some_and(|o| ids.contains(&o.id))
-        };
-        match policy.scope() {
-            AllowedTargetScope::NotSpecified => {
-                reasons.push("only administrators assign this policy".into())
-            }
-            AllowedTargetScope::SpecificDirectorySubjects => {
-                let listed = targets.user_ids.contains(&user.id);
-                let in_group = targets
-                    .group_ids
-                    .iter()
-                    .any(|g| subject.group_parents.contains_key(g));
-                if !listed && !in_group {
-                    let groups: Vec<_> = targets
-                        .group_ids
-                        .iter()
-                        .map(|g| format!("group {g}"))
-                        .collect();
-                    reasons.push(if groups.is_empty() {
-                        "not one of the listed users".to_string()
-                    } else {
-                        format!("not listed and not in {}", groups.join(" or "))
-                    });
-                }
-            }
-            AllowedTargetScope::AllMemberUsers if user.kind() == crate::pb::UserKind::Guest => {
-                reasons.push("guests are not members".into())
-            }
-            AllowedTargetScope::SpecificConnectedOrganizationUsers
-                if !in_org(&targets.connected_organization_ids) =>
-            {
-                reasons.push("not a user of the listed connected organizations".into())
-            }
-            AllowedTargetScope::AllConfiguredConnectedOrganizationUsers
-                if !subject.organization.as_ref().is_some_and(|o| {
-                    o.state() == crate::pb::ConnectedOrganizationState::Configured
-                }) =>
-            {
-                reasons.push("not a user of a configured connected organization".into())
-            }
-            AllowedTargetScope::AllExternalUsers if subject.organization.is_none() => {
-                reasons.push("not an external user".into())
-            }
-            _ => {}
-        }
-        if reasons.is_empty() && !policy.extra_condition.is_empty() {
-            reasons.push(format!(
-                "does not meet the condition {}",
-                policy.extra_condition
-            ));
-        }
-        reasons
+/// The context of "may the user request now?": a request starting now,
+/// on the policy's schedule.
+fn request_context(now: i64) -> ChangeContext {
+    ChangeContext {
+        now,
+        start: now,
+        custom_schedule: false,
     }
 }
 

@@ -3,6 +3,7 @@
 //! `policy::compile`; this module checks their shape and references.
 
 use std::collections::HashSet;
+use std::time::SystemTime;
 
 use crate::audit::Draft;
 use crate::error::Result;
@@ -146,6 +147,24 @@ impl Entity for crate::pb::AssignmentPolicy {
                 "extra_condition",
                 format!("must be at most {MAX_CONDITION} characters"),
             );
+        } else {
+            check.cedar("extra_condition", &self.extra_condition);
+        }
+    }
+
+    /// An ON_DATE end must be a valid time still to come when it is set;
+    /// one that passed since does not block other changes to the policy.
+    fn validate_at(&self, now: SystemTime, old: Option<&Self>, check: &mut Check) {
+        let end_of = |policy: &Self| {
+            policy
+                .expiration
+                .filter(|e| e.r#type() == ExpirationType::OnDate)
+                .and_then(|e| e.end_time)
+        };
+        if let Some(end) = end_of(self)
+            && old.and_then(end_of) != Some(end)
+        {
+            check.future_timestamp("expiration.end_time", &end, now);
         }
     }
 
@@ -348,13 +367,12 @@ impl crate::pb::AssignmentPolicy {
                     "expiration.end_time",
                     "must be empty for AFTER_DURATION",
                 );
-                match &expiration.duration {
-                    Some(d) if d.nanos == 0 && (1..=MAX_DURATION_SECONDS).contains(&d.seconds) => {}
-                    _ => check.fail(
-                        "expiration.duration",
-                        "must be whole seconds, from 1 second to 3660 days",
-                    ),
-                }
+                check.whole_seconds(
+                    "expiration.duration",
+                    expiration.duration.as_ref(),
+                    1,
+                    MAX_DURATION_SECONDS,
+                );
             }
             Ok(ExpirationType::OnDate) => {
                 check.require(
@@ -416,13 +434,12 @@ fn validate_stage(check: &mut Check, field: &str, stage: &ApprovalStage) {
             validate_approver(check, &format!("{field}.{list}[{i}]"), approver);
         }
     }
-    match &stage.decision_timeout {
-        Some(d) if d.nanos == 0 && (1..=MAX_DURATION_SECONDS).contains(&d.seconds) => {}
-        _ => check.fail(
-            &format!("{field}.decision_timeout"),
-            "must be whole seconds, from 1 second to 3660 days",
-        ),
-    }
+    check.whole_seconds(
+        &format!("{field}.decision_timeout"),
+        stage.decision_timeout.as_ref(),
+        1,
+        MAX_DURATION_SECONDS,
+    );
     if !(1..=MAX_APPROVERS as i32).contains(&stage.approvals_required) {
         check.fail(
             &format!("{field}.approvals_required"),

@@ -4,12 +4,12 @@
 use std::collections::HashSet;
 
 use crate::audit::{self, Draft};
-use crate::error::{Error, Result};
+use crate::error::{Error, PreconditionKind, Result};
 use crate::pb::{AdminRole, Catalog, CatalogKind, Resource, RoleAssignment, User, UserState};
 use crate::store::records::{self, IndexEntry, Record, Reference};
 use crate::store::{ReadView, Store, Txn, write};
 
-use super::directory::targets;
+use super::directory::{deleted_user, targets};
 use super::entity::{Actor, Entity, record_info, stamp};
 use super::validate::{Check, MAX_DESCRIPTION, MAX_LIST, MAX_NAME, MAX_TYPE};
 use super::{mutable_fields, tracked_fields};
@@ -60,10 +60,11 @@ impl Entity for Catalog {
     /// as a revocation.
     fn before_remove(&self, txn: &mut dyn Txn, actor: &Actor) -> Result<()> {
         if self.kind == CatalogKind::BuiltIn as i32 {
-            return Err(Error::precondition(format!(
-                "catalog {:?} is built in and cannot be deleted",
-                self.id
-            )));
+            return Err(Error::precondition(
+                PreconditionKind::BuiltIn,
+                records::subject::<Catalog>(&self.id),
+                format!("catalog {:?} is built in and cannot be deleted", self.id),
+            ));
         }
         for id in targets(txn, RoleAssignment::KIND, ROLES_BY_CATALOG, &self.id)? {
             if let Some(assignment) = records::load::<RoleAssignment>(txn, &id)? {
@@ -185,23 +186,10 @@ impl Entity for Resource {
             if self.roles.iter().any(|r| r.id == role.id) {
                 continue;
             }
-            let users = records::referrers(
-                view,
-                RESOURCE_ROLE_KIND,
-                &resource_role_key(&self.id, &role.id),
-                10,
-            )?;
+            let key = resource_role_key(&self.id, &role.id);
+            let users = records::referrers(view, RESOURCE_ROLE_KIND, &key, 10)?;
             if !users.is_empty() {
-                let names: Vec<_> = users
-                    .iter()
-                    .map(|u| format!("{} {:?}", u.kind_name, u.id))
-                    .collect();
-                return Err(Error::precondition(format!(
-                    "role {:?} of resource {:?} is used by {}",
-                    role.id,
-                    self.id,
-                    names.join(", ")
-                )));
+                return Err(records::in_use(RESOURCE_ROLE_KIND, &key, &users));
             }
         }
         Ok(())
@@ -279,10 +267,7 @@ pub fn grant_role(
 ) -> Result<RoleAssignment> {
     let user: User = records::require(txn, &assignment.principal_id)?;
     if user.state == UserState::Deleted as i32 {
-        return Err(Error::precondition(format!(
-            "user {:?} is deleted",
-            user.id
-        )));
+        return Err(deleted_user(&user.id));
     }
     if !assignment.catalog_id.is_empty() {
         records::require::<Catalog>(txn, &assignment.catalog_id)?;

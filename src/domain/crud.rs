@@ -4,6 +4,7 @@
 
 use crate::audit::{self, Draft};
 use crate::error::{Error, Result};
+use crate::store::idempotency::Idempotency;
 use crate::store::records::{self, Record, Source};
 use crate::store::{ReadView, Revision, Store, Txn, write};
 
@@ -44,8 +45,11 @@ pub async fn create_checked<E: Entity>(
     } = args;
     validate::request_id(&request_id)?;
     let mut entity = entity.ok_or_else(|| Error::invalid(E::FIELD, "is required"))?;
+    let idempotency = Idempotency::new(&actor.id, method, &request_id, || {
+        vec![chosen_id.clone().into_bytes(), entity.canonical_encoding()]
+    });
     let mut check = Check::new("");
-    check.optional_id(&format!("{}_id", E::FIELD), &chosen_id);
+    E::check_chosen_id(&mut check, &format!("{}_id", E::FIELD), &chosen_id);
     check.finish()?;
     // Shape checks that compare against the id (e.g. "not the object
     // itself") see the id the object will have; an assigned id is new.
@@ -53,10 +57,11 @@ pub async fn create_checked<E: Entity>(
     entity.normalize(None);
     let mut check = Check::new(E::FIELD);
     entity.validate(&mut check);
+    entity.validate_at(actor.now, None, &mut check);
     check.finish()?;
 
     let committed = write(store, move |txn| {
-        if let Some(first) = records::recall_request::<E>(txn, &actor.id, method, &request_id)? {
+        if let Some(first) = idempotency.recall::<E>(txn)? {
             return Ok(first);
         }
         let id = if chosen_id.is_empty() {
@@ -78,7 +83,7 @@ pub async fn create_checked<E: Entity>(
         let draft = entity.audit(txn, Draft::new(E::KIND, "created", entity.id()), None)?;
         audit::append(txn, &actor, draft)?;
         finish(txn, &entity)?;
-        records::remember_request(txn, &actor.id, method, &request_id, &entity);
+        idempotency.remember(txn, &entity);
         Ok(entity)
     })
     .await?;
@@ -125,6 +130,7 @@ pub async fn update_checked<E: Entity>(
         new.normalize(Some(&old));
         let mut check = Check::new(E::FIELD);
         new.validate(&mut check);
+        new.validate_at(actor.now, Some(&old), &mut check);
         check.finish()?;
         new.check_against(txn, Some(&old))?;
         extra_check(&new)?;

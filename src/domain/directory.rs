@@ -1,9 +1,11 @@
 //! Users, groups (nested), group memberships and connected organizations.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
+
+use prost::Message;
 
 use crate::audit::{self, Draft};
-use crate::error::{Error, PreconditionViolation, Result};
+use crate::error::{Error, PreconditionKind, Result};
 use crate::pb::{
     ConnectedOrganization, ConnectedOrganizationState, Group, GroupMembership, User, UserKind,
     UserState, group_membership, identity_source,
@@ -82,9 +84,36 @@ impl Record for User {
     }
 }
 
+/// The field number of `User.attributes` in directory.proto.
+const USER_ATTRIBUTES_TAG: u32 = 8;
+
 impl Entity for User {
     const FIELD: &'static str = "user";
     tracked_fields!();
+
+    /// The encoding with `attributes` (a map, which encodes in no fixed
+    /// order) last, in key order.
+    fn canonical_encoding(&self) -> Vec<u8> {
+        let mut user = self.clone();
+        let attributes: BTreeMap<String, String> =
+            std::mem::take(&mut user.attributes).into_iter().collect();
+        let mut bytes = user.encode_to_vec();
+        prost::encoding::btree_map::encode(
+            prost::encoding::string::encode,
+            prost::encoding::string::encoded_len,
+            prost::encoding::string::encode,
+            prost::encoding::string::encoded_len,
+            USER_ATTRIBUTES_TAG,
+            &attributes,
+            &mut bytes,
+        );
+        bytes
+    }
+
+    /// Users act, so they may not take an id reserved for the service.
+    fn check_chosen_id(check: &mut Check, field: &str, id: &str) {
+        check.actor_id(field, id);
+    }
 
     fn audit(&self, _: &dyn ReadView, draft: Draft, _: Option<&Self>) -> Result<Draft> {
         Ok(draft.user(&self.id).outcome(self.state().as_str_name()))
@@ -172,10 +201,7 @@ impl Entity for User {
 
     fn check_against(&self, view: &dyn ReadView, old: Option<&Self>) -> Result<()> {
         if old.is_some_and(|o| o.state == UserState::Deleted as i32) {
-            return Err(Error::precondition(format!(
-                "user {:?} is deleted",
-                self.id
-            )));
+            return Err(deleted_user(&self.id));
         }
         if !self.manager_id.is_empty() {
             records::require::<User>(view, &self.manager_id)?;
@@ -190,20 +216,27 @@ impl Entity for User {
     }
 }
 
+/// FAILED_PRECONDITION: user `id` is deleted, so nothing more happens to
+/// them.
+pub fn deleted_user(id: &str) -> Error {
+    Error::precondition(
+        PreconditionKind::State,
+        records::subject::<User>(id),
+        format!("user {id:?} is deleted"),
+    )
+}
+
 /// Loads a user that another record is to name: NOT_FOUND when there is
 /// none, FAILED_PRECONDITION when they are deleted (a deleted user can
 /// sponsor, approve or request nothing, so naming one would dangle).
 pub fn require_present_user(view: &(impl ReadView + ?Sized), id: &str) -> Result<User> {
     let user: User = records::require(view, id)?;
     if user.state == UserState::Deleted as i32 {
-        return Err(Error::FailedPrecondition {
-            message: format!("user {id:?} is deleted"),
-            violations: vec![PreconditionViolation {
-                kind: "DELETED".into(),
-                subject: format!("{}/{id}", User::KIND),
-                description: "a deleted user cannot be named".into(),
-            }],
-        });
+        return Err(Error::precondition(
+            PreconditionKind::Deleted,
+            records::subject::<User>(id),
+            format!("user {id:?} is deleted: a deleted user cannot be named"),
+        ));
     }
     Ok(user)
 }
@@ -226,9 +259,11 @@ pub fn delete_user(txn: &mut dyn Txn, id: &str, etag: &str, actor: &Actor) -> Re
     let old: User = records::require(txn, id)?;
     super::entity::check_etag(etag, &old.etag, User::KIND, id)?;
     if old.state == UserState::Deleted as i32 {
-        return Err(Error::precondition(format!(
-            "user {id:?} is already deleted"
-        )));
+        return Err(Error::precondition(
+            PreconditionKind::State,
+            records::subject::<User>(id),
+            format!("user {id:?} is already deleted"),
+        ));
     }
     ensure_user_unreferenced(txn, id)?;
     for group in targets(txn, GroupMembership::KIND, GROUPS_OF_USER, id)? {
@@ -395,15 +430,17 @@ pub fn add_member(
         Member::User(id) => {
             let user: User = records::require(txn, id)?;
             if user.state == UserState::Deleted as i32 {
-                return Err(Error::precondition(format!("user {id:?} is deleted")));
+                return Err(deleted_user(id));
             }
         }
         Member::Group(id) => {
             records::require::<Group>(txn, id)?;
             if id == group_id || ancestors(txn, group_id)?.contains(id.as_str()) {
-                return Err(Error::precondition(format!(
-                    "adding group {id:?} to group {group_id:?} would make a nesting cycle"
-                )));
+                return Err(Error::precondition(
+                    PreconditionKind::NestingCycle,
+                    records::subject::<Group>(id),
+                    format!("adding group {id:?} to group {group_id:?} would make a nesting cycle"),
+                ));
             }
         }
     }

@@ -13,6 +13,11 @@ use crate::store::{ReadView, Revision, Txn};
 
 use super::validate::Check;
 
+/// The actor recorded for changes the service makes on its own (timed
+/// work, start-up). No user or other caller may take this id, so the
+/// audit trail never confuses anyone with the service.
+pub const SYSTEM_ACTOR: &str = "system";
+
 /// Who makes a change, when, and in which call: the caller's request id,
 /// or empty, in which case the change's audit events share a generated one.
 #[derive(Debug, Clone)]
@@ -57,11 +62,27 @@ pub trait Entity: Record {
     /// Copies `field` (one of MUTABLE) from `from`.
     fn copy_field(&mut self, from: &Self, field: &str);
 
+    /// The record's protobuf encoding, the same for equal records (it
+    /// fingerprints the body of idempotent creates). Only map fields
+    /// encode in no fixed order; records with maps override this.
+    fn canonical_encoding(&self) -> Vec<u8> {
+        self.encode_to_vec()
+    }
+
+    /// Checks the id a client chose for a new record.
+    fn check_chosen_id(check: &mut Check, field: &str, id: &str) {
+        check.optional_id(field, id);
+    }
+
     /// Fills defaults and canonical forms before checks; `old` is the stored
     /// version on update.
     fn normalize(&mut self, _old: Option<&Self>) {}
     /// Checks the shape of the record (violations under `check`'s prefix).
     fn validate(&self, check: &mut Check);
+    /// Checks what depends on the time of the write (an end must not have
+    /// passed), for values that `old`, the stored version on update, does
+    /// not already hold.
+    fn validate_at(&self, _now: SystemTime, _old: Option<&Self>, _check: &mut Check) {}
     /// Checks the record against stored state: referenced objects exist and
     /// rules across objects hold.
     fn check_against(&self, _view: &dyn ReadView, _old: Option<&Self>) -> Result<()> {

@@ -2,7 +2,7 @@
 //! transitions, and resolving open requests when what they depend on goes
 //! away (so no request is left pending against a deleted user or policy).
 
-use crate::error::{Error, Result};
+use crate::error::{Error, PreconditionKind, Result};
 use crate::pb::{
     ApprovalStageStatus, AssignmentRequest, RequestState, RequestType, StageState, StateChange,
 };
@@ -158,12 +158,16 @@ pub fn transition(
 ) -> Result<()> {
     let from = request.state();
     if !can_transition(from, to) {
-        return Err(Error::precondition(format!(
-            "request {:?} is {} and cannot become {}",
-            request.id,
-            from.as_str_name(),
-            to.as_str_name()
-        )));
+        return Err(Error::precondition(
+            PreconditionKind::State,
+            records::subject::<AssignmentRequest>(&request.id),
+            format!(
+                "request {:?} is {} and cannot become {}",
+                request.id,
+                from.as_str_name(),
+                to.as_str_name()
+            ),
+        ));
     }
     request.set_state(to);
     if to == RequestState::Canceled {

@@ -67,10 +67,12 @@ impl Entity for TenantSettings {
             "external_user_lifecycle",
             "is not a known lifecycle",
         );
-        match self.delete_after {
-            Some(d) if d.nanos == 0 && (0..=MAX_DURATION_SECONDS).contains(&d.seconds) => {}
-            _ => check.fail("delete_after", "must be whole seconds, from 0 to 3660 days"),
-        }
+        check.whole_seconds(
+            "delete_after",
+            self.delete_after.as_ref(),
+            0,
+            MAX_DURATION_SECONDS,
+        );
     }
 }
 

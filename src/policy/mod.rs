@@ -3,11 +3,15 @@
 //! them, and evaluates decisions against a policy set per access package:
 //! the invariants, the package's separation-of-duties rules and its
 //! assignment policies. Cedar evaluates every policy in a set, so a
-//! decision never sees other packages' policies.
+//! decision never sees other packages' policies. Cedar text is bounded
+//! (`domain::validate::cedar`) before it is parsed, and parsed and
+//! validated on a thread of its own with a deep stack: Cedar's parser
+//! recurses per nesting level and would otherwise abort the process.
 
 pub mod admin;
 pub mod compile;
 pub mod entities;
+pub mod reasons;
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -16,10 +20,12 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{Context as _, anyhow, bail};
 use cedar_policy::{
-    Authorizer, Context, Decision as CedarDecision, Entities, Entity, EntityUid, Policy, PolicyId,
-    PolicySet, Request, RestrictedExpression, Schema, ValidationMode, Validator,
+    AuthorizationError, Authorizer, Context, Decision as CedarDecision, Entities, Entity,
+    EntityUid, EvaluationError, Policy, PolicyId, PolicySet, Request, Response,
+    RestrictedExpression, Schema, ValidationMode, Validator,
 };
 
+use crate::domain::validate::cedar as cedar_limits;
 use crate::pb::{AccessPackage, AssignmentPolicy};
 use crate::store::records::Record;
 use compile::Rule;
@@ -36,6 +42,41 @@ const BUILTIN_POLICIES: &[(&str, &str)] = &[
 /// Files whose name starts with this hold administration policies; the
 /// others hold invariants of access changes.
 const ADMIN_FILE_PREFIX: &str = "admin";
+
+/// The stack of the thread that parses and validates Cedar text (and
+/// re-runs a decision that reached Cedar's recursion limit). In a debug
+/// build Cedar takes about 57 KiB of stack per nesting level to parse, and
+/// about 20 KiB (validation) or 51 KiB (evaluation) per level of an
+/// expression tree; within the limits of `domain::validate::cedar` (16
+/// levels of nesting, trees 64 deep) that is under 4 MiB, and release
+/// builds take a fraction. The margin is wide because a stack that runs
+/// short aborts the process, and because Cedar's validator, when it
+/// reaches its recursion limit, passes a policy unchecked. Only the pages
+/// used are ever touched.
+const CEDAR_STACK_BYTES: usize = 64 << 20;
+
+/// Runs `work` on a thread with [`CEDAR_STACK_BYTES`] of stack; panics
+/// propagate. Every parse of Cedar text goes through here.
+fn on_deep_stack<T: Send>(work: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|scope| {
+        let thread = std::thread::Builder::new()
+            .name("cedar-check".into())
+            .stack_size(CEDAR_STACK_BYTES)
+            .spawn_scoped(scope, work)
+            .expect("the system can start a thread");
+        thread
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
+}
+
+/// Refuses Cedar text deeper than the limits before Cedar parses it.
+fn check_depth(name: &str, text: &str) -> anyhow::Result<()> {
+    match cedar_limits::problem(text) {
+        Some(problem) => bail!("{name} {problem}"),
+        None => Ok(()),
+    }
+}
 
 /// The outcome of one decision.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -148,10 +189,22 @@ impl PolicyEngine {
         Self::from_sources(&schema, files)
     }
 
+    /// The engine for a schema and policy files, each within the nesting
+    /// and depth limits of `domain::validate::cedar`, parsed and validated
+    /// on a deep stack.
     pub fn from_sources(
         schema_text: &str,
         files: impl IntoIterator<Item = (String, String)>,
     ) -> anyhow::Result<Self> {
+        let files: Vec<(String, String)> = files.into_iter().collect();
+        check_depth("schema.cedarschema", schema_text)?;
+        for (name, text) in &files {
+            check_depth(name, text)?;
+        }
+        on_deep_stack(|| Self::parse_sources(schema_text, files))
+    }
+
+    fn parse_sources(schema_text: &str, files: Vec<(String, String)>) -> anyhow::Result<Self> {
         let (schema, _warnings) = Schema::from_cedarschema_str(schema_text)
             .map_err(|e| anyhow!("schema.cedarschema: {}", cedar_message(&e)))?;
         let mut invariants = Vec::new();
@@ -219,9 +272,25 @@ impl PolicyEngine {
 
     /// Parses `rules`, validates them against the schema and sets them
     /// beside the invariants as decisions will (so an id clash is caught
-    /// too); the error is Cedar's message.
+    /// too); the error is Cedar's message. Runs on a deep stack: the rules
+    /// carry a caller's condition, checked against the limits beforehand.
     pub fn check(&self, rules: &[Rule]) -> Result<(), String> {
-        self.policy_set(rules).map(|_| ())
+        on_deep_stack(|| self.policy_set(rules).map(|_| ()))
+    }
+
+    /// Whether a caller's extra condition is one Cedar expression and
+    /// nothing more (it must not close the policy it is set into); the
+    /// error is Cedar's message.
+    pub fn check_condition(&self, condition: &str) -> Result<(), String> {
+        if let Some(problem) = cedar_limits::problem(condition) {
+            return Err(problem);
+        }
+        on_deep_stack(|| {
+            condition
+                .parse::<cedar_policy::Expression>()
+                .map(|_| ())
+                .map_err(|e| cedar_message(&e))
+        })
     }
 
     /// `rules` with the invariants. Only the rules are validated here:
@@ -261,10 +330,20 @@ impl PolicyEngine {
         }
         let mut rules = compile::compile_package(package);
         for policy in policies {
+            // Stored before conditions were bounded: it decides nothing
+            // (nobody gets access through it) rather than take the process
+            // down, until an update gives it a condition within bounds.
+            if let Some(problem) = cedar_limits::problem(&policy.extra_condition) {
+                tracing::error!(
+                    policy = %policy.id,
+                    "assignment policy left out of decisions: its extra_condition {problem}"
+                );
+                continue;
+            }
             rules.extend(compile::compile_policy(policy));
         }
         let set = Arc::new(
-            self.policy_set(&rules)
+            on_deep_stack(|| self.policy_set(&rules))
                 .map_err(|e| anyhow!("package {}: {e}", package.id))?,
         );
         shards.insert(
@@ -314,7 +393,14 @@ impl PolicyEngine {
         let action = compile::entity_uid("Action", action);
         let context = facts.into().context()?;
         let request = Request::new(principal, action, resource, context, Some(&self.schema))?;
-        let response = Authorizer::new().is_authorized(&request, set, entities);
+        let mut response = Authorizer::new().is_authorized(&request, set, entities);
+        // Cedar skips a policy whose evaluation nears the end of the stack
+        // (a forbid cut short would not apply): such a decision is made
+        // again on a deep stack. Only deep conditions on small stacks (debug
+        // builds) get here.
+        if ran_out_of_stack(&response) {
+            response = on_deep_stack(|| Authorizer::new().is_authorized(&request, set, entities));
+        }
         let diagnostics = response.diagnostics();
         Ok(Decision {
             allowed: response.decision() == CedarDecision::Allow,
@@ -322,6 +408,17 @@ impl PolicyEngine {
             errors: diagnostics.errors().map(ToString::to_string).collect(),
         })
     }
+}
+
+/// Whether Cedar stopped evaluating a policy at its recursion limit.
+fn ran_out_of_stack(response: &Response) -> bool {
+    response.diagnostics().errors().any(|error| {
+        matches!(
+            error,
+            AuthorizationError::PolicyEvaluationError(e)
+                if matches!(e.inner(), EvaluationError::RecursionLimit(_))
+        )
+    })
 }
 
 /// Strict validation against the schema; the error lists every problem.

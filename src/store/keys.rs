@@ -8,7 +8,7 @@
 //! | `i`   | kind, index name, value, target id          | empty                 |
 //! | `u`   | kind, constraint, value                     | owning id             |
 //! | `f`   | target kind, target id, source kind, src id | empty                 |
-//! | `q`   | caller, method, request id                  | first result          |
+//! | `q`   | caller, method, request id                  | body fingerprint, first result |
 //! | `m`   | name                                        | store metadata        |
 
 const SEP: u8 = 0;

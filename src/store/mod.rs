@@ -6,6 +6,7 @@
 
 pub mod acknowledged;
 pub mod codec;
+pub mod idempotency;
 pub mod keys;
 pub mod records;
 pub mod sled_store;

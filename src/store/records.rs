@@ -7,7 +7,7 @@
 use std::collections::BTreeSet;
 
 use super::{ReadView, StoreError, StoreResult, Txn, codec, keys};
-use crate::error::{Error, PreconditionViolation, Result};
+use crate::error::{Error, PreconditionKind, PreconditionViolation, Result};
 
 /// A secondary index entry: `target` is listed under (`name`, `value`).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -90,6 +90,11 @@ pub fn load<R: Record>(view: &(impl ReadView + ?Sized), id: &str) -> StoreResult
     view.get(&record_key(R::KIND, id))?
         .map(|bytes| codec::decode(&bytes))
         .transpose()
+}
+
+/// How precondition violations name a record: `<kind>/<id>`.
+pub fn subject<R: Record>(id: &str) -> String {
+    format!("{}/{id}", R::KIND)
 }
 
 /// Loads a record or fails with NOT_FOUND.
@@ -194,21 +199,29 @@ pub fn ensure_unreferenced(
     if referrers.is_empty() {
         return Ok(());
     }
+    Err(in_use(kind, id, &referrers))
+}
+
+/// FAILED_PRECONDITION: `kind` `id` is in use by `referrers` (at least
+/// one), each named as an IN_USE violation.
+pub fn in_use(kind: &str, id: &str, referrers: &[Referrer]) -> Error {
     let names: Vec<String> = referrers
         .iter()
         .map(|r| format!("{} {:?}", r.kind_name, r.id))
         .collect();
-    Err(Error::FailedPrecondition {
-        message: format!("{kind} {id:?} is in use by {}", names.join(", ")),
-        violations: referrers
-            .into_iter()
-            .map(|r| PreconditionViolation {
-                kind: "IN_USE".into(),
-                subject: format!("{}/{}", r.kind_name, r.id),
-                description: format!("refers to {kind} {id:?}"),
-            })
-            .collect(),
-    })
+    let mut violations = referrers.iter().map(|r| {
+        PreconditionViolation::new(
+            PreconditionKind::InUse,
+            format!("{}/{}", r.kind_name, r.id),
+            format!("refers to {kind} {id:?}"),
+        )
+    });
+    let first = violations.next().expect("in use by at least one referrer");
+    Error::preconditions(
+        format!("{kind} {id:?} is in use by {}", names.join(", ")),
+        first,
+        violations,
+    )
 }
 
 /// A record that refers to another.
@@ -361,34 +374,4 @@ pub fn index_range<'v>(
             Ok((value, _)) => *value <= last_value,
             Err(_) => true,
         })
-}
-
-/// The record a request id first produced, if that request was seen before.
-pub fn recall_request<R: Record>(
-    view: &(impl ReadView + ?Sized),
-    caller: &str,
-    method: &str,
-    request_id: &str,
-) -> StoreResult<Option<R>> {
-    if request_id.is_empty() {
-        return Ok(None);
-    }
-    view.get(&keys::key(&[keys::REQUEST_ID, caller, method, request_id]))?
-        .map(|bytes| codec::decode(&bytes))
-        .transpose()
-}
-
-pub fn remember_request<R: Record>(
-    txn: &mut dyn Txn,
-    caller: &str,
-    method: &str,
-    request_id: &str,
-    result: &R,
-) {
-    if !request_id.is_empty() {
-        txn.put(
-            keys::key(&[keys::REQUEST_ID, caller, method, request_id]),
-            codec::encode(result),
-        );
-    }
 }

@@ -13,7 +13,7 @@ use crate::domain::directory::targets;
 use crate::domain::entity::Actor;
 use crate::domain::request::{PENDING_FOR_GROUP, PENDING_FOR_USER, current_stage, transition};
 use crate::domain::validate::Check;
-use crate::error::{Error, Result};
+use crate::error::{Error, PreconditionKind, Result};
 use crate::pb::{
     ApprovalStage, ApprovalStageStatus, AssignmentPolicy, AssignmentRequest, RequestState,
     StageDecision, StageState, User,
@@ -52,10 +52,11 @@ fn stage_definition(policy: &AssignmentPolicy, stage: i32) -> Result<&ApprovalSt
         .as_ref()
         .and_then(|a| a.stages.get((stage - 1) as usize))
         .ok_or_else(|| {
-            Error::precondition(format!(
-                "policy {:?} has no approval stage {stage}",
-                policy.id
-            ))
+            Error::precondition(
+                PreconditionKind::StageRemoved,
+                records::subject::<AssignmentPolicy>(&policy.id),
+                format!("policy {:?} has no approval stage {stage}", policy.id),
+            )
         })
 }
 
@@ -201,10 +202,14 @@ pub async fn decide(
             )
         })?;
         if current.decisions.iter().any(|d| d.approver_id == actor.id) {
-            return Err(Error::precondition(format!(
-                "user {:?} already decided stage {} of request {:?}",
-                actor.id, input.stage, old.id
-            )));
+            return Err(Error::precondition(
+                PreconditionKind::AlreadyDecided,
+                records::subject::<AssignmentRequest>(&old.id),
+                format!(
+                    "user {:?} already decided stage {} of request {:?}",
+                    actor.id, input.stage, old.id
+                ),
+            ));
         }
         let definition = stage_definition(&policy, input.stage)?;
         if definition.approver_justification_required && input.justification.trim().is_empty() {
@@ -253,26 +258,36 @@ pub async fn decide(
 /// The current stage, if `stage` of `request` may still be decided;
 /// FAILED_PRECONDITION otherwise.
 fn check_decidable(request: &AssignmentRequest, stage: i32) -> Result<&ApprovalStageStatus> {
+    let subject = records::subject::<AssignmentRequest>(&request.id);
+    let no_stage_waiting = || {
+        Error::precondition(
+            PreconditionKind::State,
+            subject.clone(),
+            format!(
+                "request {:?} is {}; it takes no decisions",
+                request.id,
+                request.state().as_str_name()
+            ),
+        )
+    };
     if request.state() != RequestState::PendingApproval {
-        return Err(Error::precondition(format!(
-            "request {:?} is {}; it takes no decisions",
-            request.id,
-            request.state().as_str_name()
-        )));
+        return Err(no_stage_waiting());
     }
-    let current = current_stage(request).ok_or_else(|| {
-        Error::precondition(format!("request {:?} has no stage waiting", request.id))
-    })?;
+    let current = current_stage(request).ok_or_else(no_stage_waiting)?;
     if current.stage != stage {
-        let why = if stage < current.stage {
-            "is already decided"
+        let (kind, why) = if stage < current.stage {
+            (PreconditionKind::StageDecided, "is already decided")
         } else {
-            "has not started"
+            (PreconditionKind::StageNotStarted, "has not started")
         };
-        return Err(Error::precondition(format!(
-            "stage {stage} of request {:?} {why}; the current stage is {}",
-            request.id, current.stage
-        )));
+        return Err(Error::precondition(
+            kind,
+            subject,
+            format!(
+                "stage {stage} of request {:?} {why}; the current stage is {}",
+                request.id, current.stage
+            ),
+        ));
     }
     Ok(current)
 }

@@ -9,7 +9,7 @@
 use std::collections::{BTreeSet, HashSet, VecDeque};
 
 use crate::domain::directory::{GROUPS_IN_GROUP, USERS_IN_GROUP, targets};
-use crate::error::{Error, PreconditionViolation, Result};
+use crate::error::{Error, PreconditionKind, PreconditionViolation, Result};
 use crate::pb::{
     ApprovalStage, Approver, AssignmentPolicy, AssignmentRequest, ConnectedOrganization,
     GroupMembership, User, UserState, approver,
@@ -250,19 +250,20 @@ impl NoApprovers {
 
     /// The refusal of a request whose first stage nobody could decide.
     pub fn refusal(&self) -> Error {
-        Error::FailedPrecondition {
-            message: self.description(),
-            violations: vec![PreconditionViolation {
-                kind: "NO_APPROVERS".into(),
-                subject: format!(
+        Error::preconditions(
+            self.description(),
+            PreconditionViolation::new(
+                PreconditionKind::NoApprovers,
+                format!(
                     "{}/{}/stage/{}",
                     AssignmentPolicy::KIND,
                     self.policy,
                     self.stage
                 ),
-                description: self.why.join("; "),
-            }],
-        }
+                self.why.join("; "),
+            ),
+            [],
+        )
     }
 
     /// Why a request whose later stage nobody could decide was denied.

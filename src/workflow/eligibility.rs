@@ -18,6 +18,7 @@ use crate::pb::{
 };
 use crate::policy::compile::actions::{ADMIN_ASSIGN, EXTEND_ACCESS, REQUEST_ACCESS};
 use crate::policy::entities::{Subject, Target, load_subject, policy_uid, slice, user_uid};
+use crate::policy::reasons::reasons;
 use crate::policy::{ChangeContext, Decision, PolicyEngine};
 use crate::store::ReadView;
 use crate::store::records::{self, Record};
@@ -192,12 +193,49 @@ pub fn require(
     view: &(impl ReadView + ?Sized),
     subject: &Subject,
     policy: &AssignmentPolicy,
-    action: &str,
+    action: &'static str,
     context: ChangeContext,
     what: impl FnOnce() -> String,
 ) -> Result<()> {
     let decision = decide(engine, view, subject, policy, action, context)?;
-    require_allowed(&decision, what)
+    require_eligible(view, &decision, subject, policy, action, context, what)
+}
+
+/// PERMISSION_DENIED unless `decision`, on `action` for `subject` through
+/// `policy` in `context`, allows it. The refusal names the assignment
+/// policy, the deciding Cedar policies and the codes of the reasons
+/// ExplainEligibility gives (see [`reasons`]); the message has their texts.
+pub fn require_eligible(
+    view: &(impl ReadView + ?Sized),
+    decision: &Decision,
+    subject: &Subject,
+    policy: &AssignmentPolicy,
+    action: &'static str,
+    context: ChangeContext,
+    what: impl FnOnce() -> String,
+) -> Result<()> {
+    if decision.allowed {
+        return Ok(());
+    }
+    let package: AccessPackage = records::require(view, &policy.access_package_id)?;
+    let catalog: Catalog = records::require(view, &package.catalog_id)?;
+    let target = Target {
+        policy,
+        package: &package,
+        catalog: &catalog,
+    };
+    let reasons = reasons(subject, &target, action, context);
+    let mut message = format!("{}: {}", what(), because(decision));
+    if !reasons.is_empty() {
+        let texts: Vec<String> = reasons.iter().map(ToString::to_string).collect();
+        message.push_str(&format!(" ({})", texts.join("; ")));
+    }
+    Err(Error::Ineligible {
+        message,
+        assignment_policy_id: policy.id.clone(),
+        policy_ids: decision.policy_ids.clone(),
+        reasons: reasons.iter().map(|r| r.code().to_string()).collect(),
+    })
 }
 
 /// Why a decision refused, in words.

@@ -3,19 +3,23 @@
 //! transaction: straight to DELIVERED when nothing needs to wait.
 
 use std::sync::Arc;
+use std::time::SystemTime;
+
+use prost::Message;
 
 use crate::clock::Moment;
 use crate::domain::assignment::ACTIVE_PAIR;
 use crate::domain::entity::Actor;
 use crate::domain::request::{OPEN_ADD, OPEN_CHANGE, pair_key, transition};
 use crate::domain::validate::{self, Check};
-use crate::error::{Error, Result};
+use crate::error::{Error, PreconditionKind, Result};
 use crate::pb::{
     Assignment, AssignmentPolicy, AssignmentRequest, EndReason, RequestState, RequestType,
     Schedule, User,
 };
 use crate::policy::compile::actions::{ADMIN_ASSIGN, EXTEND_ACCESS, REMOVE_ACCESS, REQUEST_ACCESS};
 use crate::policy::{ChangeContext, PolicyEngine};
+use crate::store::idempotency::Idempotency;
 use crate::store::records::{self, Record};
 use crate::store::{Store, Txn, write};
 
@@ -27,7 +31,7 @@ const METHOD: &str = "CreateAssignmentRequest";
 pub const MAX_JUSTIFICATION: usize = 4096;
 
 /// INVALID_ARGUMENT unless the request is well formed; its type.
-pub fn check_shape(input: &AssignmentRequest) -> Result<RequestType> {
+pub fn check_shape(input: &AssignmentRequest, now: SystemTime) -> Result<RequestType> {
     let mut check = Check::new("assignment_request");
     let kind = RequestType::try_from(input.r#type).unwrap_or_default();
     match kind {
@@ -77,6 +81,15 @@ pub fn check_shape(input: &AssignmentRequest) -> Result<RequestType> {
         MAX_JUSTIFICATION,
         false,
     );
+    // A start in the past means now; an end must still be to come.
+    if let Some(schedule) = &input.schedule {
+        if let Some(start) = &schedule.start_time {
+            check.timestamp("schedule.start_time", start);
+        }
+        if let Some(end) = &schedule.end_time {
+            check.future_timestamp("schedule.end_time", end, now);
+        }
+    }
     check.finish()?;
     Ok(kind)
 }
@@ -91,7 +104,7 @@ pub async fn create(
 ) -> Result<AssignmentRequest> {
     validate::request_id(&request_id)?;
     let input = input.ok_or_else(|| Error::invalid("assignment_request", "is required"))?;
-    let kind = check_shape(&input)?;
+    let kind = check_shape(&input, actor.now)?;
     let foreseen = match kind {
         RequestType::UserAdd => foresee_user_add(store, &engine, &actor, &input),
         _ => None,
@@ -109,10 +122,12 @@ async fn commit(
     request_id: String,
     foreseen: Option<eligibility::Foreseen>,
 ) -> Result<AssignmentRequest> {
+    // The request has no map fields, so its encoding is canonical.
+    let idempotency = Idempotency::new(&actor.id, METHOD, &request_id, || {
+        vec![input.encode_to_vec()]
+    });
     let committed = write(store, move |txn| {
-        if let Some(first) =
-            records::recall_request::<AssignmentRequest>(txn, &actor.id, METHOD, &request_id)?
-        {
+        if let Some(first) = idempotency.recall::<AssignmentRequest>(txn)? {
             return Ok(first);
         }
         let mut request = match kind {
@@ -125,7 +140,7 @@ async fn commit(
             _ => remove(txn, &engine, &actor, kind, input)?,
         };
         save(txn, None, &mut request, &actor)?;
-        records::remember_request(txn, &actor.id, METHOD, &request_id, &request);
+        idempotency.remember(txn, &request);
         Ok::<_, Error>(request)
     })
     .await?;
@@ -231,16 +246,24 @@ fn add(
     }
     let pair = pair_key(&target_id, &policy.access_package_id);
     if let Some(existing) = records::unique_owner::<Assignment>(txn, ACTIVE_PAIR, &pair)? {
-        return Err(Error::precondition(format!(
-            "user {target_id:?} already holds package {:?} (assignment {existing}); extend it instead",
-            policy.access_package_id
-        )));
+        return Err(Error::precondition(
+            PreconditionKind::AlreadyAssigned,
+            records::subject::<Assignment>(&existing),
+            format!(
+                "user {target_id:?} already holds package {:?} (assignment {existing}); extend it instead",
+                policy.access_package_id
+            ),
+        ));
     }
     if let Some(open) = records::unique_owner::<AssignmentRequest>(txn, OPEN_ADD, &pair)? {
-        return Err(Error::precondition(format!(
-            "request {open} for user {target_id:?} and package {:?} is still open",
-            policy.access_package_id
-        )));
+        return Err(Error::precondition(
+            PreconditionKind::RequestOpen,
+            records::subject::<AssignmentRequest>(&open),
+            format!(
+                "request {open} for user {target_id:?} and package {:?} is still open",
+                policy.access_package_id
+            ),
+        ));
     }
     check_requestor_input(&policy, &input, by_user)?;
 
@@ -252,20 +275,29 @@ fn add(
     } else {
         ADMIN_ASSIGN
     };
-    let decision = match target {
-        AddTarget::Directory(user) => {
-            eligibility::decide_for_user(foreseen, engine, txn, *user, &policy, action, context)?
-        }
-        AddTarget::External(subject) => {
-            eligibility::decide(engine, txn, &subject, &policy, action, context)?
-        }
+    let (decision, subject) = match target {
+        AddTarget::Directory(user) => (
+            eligibility::decide_for_user(foreseen, engine, txn, *user, &policy, action, context)?,
+            None,
+        ),
+        AddTarget::External(subject) => (
+            eligibility::decide(engine, txn, &subject, &policy, action, context)?,
+            Some(subject),
+        ),
     };
-    eligibility::require_allowed(&decision, || {
-        format!(
-            "user {target_id:?} may not get package {:?} through policy {:?}",
-            policy.access_package_id, policy.id
-        )
-    })?;
+    if !decision.allowed {
+        // The refusal explains itself with the subject the decision saw.
+        let subject = match subject {
+            Some(subject) => *subject,
+            None => eligibility::subject_of(txn, &target_id)?,
+        };
+        eligibility::require_eligible(txn, &decision, &subject, &policy, action, context, || {
+            format!(
+                "user {target_id:?} may not get package {:?} through policy {:?}",
+                policy.access_package_id, policy.id
+            )
+        })?;
+    }
     let window = window.check()?;
 
     let mut request = submitted(kind, actor);
@@ -328,19 +360,27 @@ fn changed_assignment(
         ));
     }
     if !assignment.is_active() {
-        return Err(Error::precondition(format!(
-            "assignment {:?} is {}",
-            assignment.id,
-            assignment.state().as_str_name()
-        )));
+        return Err(Error::precondition(
+            PreconditionKind::State,
+            records::subject::<Assignment>(&assignment.id),
+            format!(
+                "assignment {:?} is {}",
+                assignment.id,
+                assignment.state().as_str_name()
+            ),
+        ));
     }
     if let Some(open) =
         records::unique_owner::<AssignmentRequest>(txn, OPEN_CHANGE, &assignment.id)?
     {
-        return Err(Error::precondition(format!(
-            "request {open} for assignment {:?} is still open",
-            assignment.id
-        )));
+        return Err(Error::precondition(
+            PreconditionKind::RequestOpen,
+            records::subject::<AssignmentRequest>(&open),
+            format!(
+                "request {open} for assignment {:?} is still open",
+                assignment.id
+            ),
+        ));
     }
     Ok(assignment)
 }
@@ -595,7 +635,7 @@ mod tests {
     async fn a_user_add_foreseen_before_its_user_left_the_group_is_refused() {
         let refused = user_add_across(|txn| records::remove(txn, &membership())).await;
         assert!(
-            matches!(refused, Err(Error::PermissionDenied { .. })),
+            matches!(refused, Err(Error::Ineligible { .. })),
             "{refused:?}"
         );
     }

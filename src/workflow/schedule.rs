@@ -1,6 +1,7 @@
 //! When access starts and ends: what was asked, bounded by the policy.
 
 use crate::clock::Moment;
+use crate::domain::validate::MAX_TIMESTAMP_SECONDS;
 use crate::error::{Error, Result};
 use crate::pb::{AssignmentPolicy, ExpirationType, Schedule};
 
@@ -19,12 +20,18 @@ impl Window {
         }
     }
 
-    /// INVALID_ARGUMENT unless the window ends after it starts.
+    /// INVALID_ARGUMENT unless the window ends after it starts, at a time a
+    /// Timestamp can hold (a late start plus the policy's duration might
+    /// not).
     pub fn check(self) -> Result<Self> {
         match self.end {
             Some(end) if end <= self.start => Err(Error::invalid(
                 "assignment_request.schedule.end_time",
                 "must be after the start (and, for a policy with an end date, before that date)",
+            )),
+            Some(end) if end.seconds() > MAX_TIMESTAMP_SECONDS => Err(Error::invalid(
+                "assignment_request.schedule.start_time",
+                "is too late: with the policy's duration, access would end after 9999-12-31",
             )),
             _ => Ok(self),
         }

@@ -14,7 +14,7 @@ use crate::audit;
 use crate::clock::{Clock, Moment};
 use crate::domain::assignment::ACTIVE_BY_END;
 use crate::domain::directory::USERS_BY_DELETE_TIME;
-use crate::domain::entity::Actor;
+use crate::domain::entity::{Actor, SYSTEM_ACTOR};
 use crate::domain::request::{SCHEDULED_BY_START, STAGE_DUE, time_key};
 use crate::error::{Error, Result};
 use crate::pb::{Assignment, AssignmentRequest, User};
@@ -24,9 +24,6 @@ use crate::store::{Store, Txn, write};
 
 use super::approval::timeout_if_due;
 use super::lifecycle::{delete_guest_if_due, expire_if_due, start_if_due};
-
-/// The principal recorded for changes the service makes on its own.
-pub const SYSTEM_ACTOR: &str = "system";
 
 /// At most this many items per kind are handled per round.
 const ROUND_LIMIT: usize = 500;

@@ -1,0 +1,274 @@
+//! Why a change to someone's access through an assignment policy is
+//! refused, as reasons a person can read and codes a program can act on.
+//! ExplainEligibility lists the texts per policy; an eligibility refusal
+//! (PERMISSION_DENIED) carries the codes in its google.rpc.ErrorInfo. They
+//! mirror what the compiled policies and the shipped invariants check;
+//! Cedar's decision, with the ids of the policies that made it, stays the
+//! authority.
+
+use std::fmt;
+
+use crate::domain::assignment_policy::is_external_scope;
+use crate::pb::{
+    AllowedTargetScope, ConnectedOrganizationState, ExpirationType, UserKind, UserState,
+};
+
+use super::ChangeContext;
+use super::compile::actions::{ADMIN_ASSIGN, EXTEND_ACCESS, REMOVE_ACCESS, REQUEST_ACCESS};
+use super::entities::{Subject, Target};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reason {
+    UserNotActive {
+        user: String,
+        state: UserState,
+    },
+    CatalogDisabled {
+        catalog: String,
+    },
+    CatalogNotExternallyVisible {
+        catalog: String,
+    },
+    HoldsIncompatiblePackage {
+        package: String,
+    },
+    InIncompatibleGroup {
+        group: String,
+    },
+    /// The policy does not let users make this change themselves.
+    SelfServiceDisabled {
+        policy: String,
+        action: &'static str,
+    },
+    /// Nobody requests through a NOT_SPECIFIED policy.
+    AdministratorsOnly,
+    /// Outside the policy's scope; the text says how.
+    NotInScope(String),
+    CustomScheduleNotAllowed {
+        policy: String,
+    },
+    EndDatePassed {
+        policy: String,
+    },
+    ConditionNotMet {
+        condition: String,
+    },
+}
+
+impl Reason {
+    /// The stable, machine-readable name of the reason.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::UserNotActive { .. } => "USER_NOT_ACTIVE",
+            Self::CatalogDisabled { .. } => "CATALOG_DISABLED",
+            Self::CatalogNotExternallyVisible { .. } => "CATALOG_NOT_EXTERNALLY_VISIBLE",
+            Self::HoldsIncompatiblePackage { .. } => "HOLDS_INCOMPATIBLE_PACKAGE",
+            Self::InIncompatibleGroup { .. } => "IN_INCOMPATIBLE_GROUP",
+            Self::SelfServiceDisabled { .. } => "SELF_SERVICE_DISABLED",
+            Self::AdministratorsOnly => "ADMINISTRATORS_ONLY",
+            Self::NotInScope(_) => "NOT_IN_SCOPE",
+            Self::CustomScheduleNotAllowed { .. } => "CUSTOM_SCHEDULE_NOT_ALLOWED",
+            Self::EndDatePassed { .. } => "END_DATE_PASSED",
+            Self::ConditionNotMet { .. } => "CONDITION_NOT_MET",
+        }
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::UserNotActive { user, state } => {
+                write!(f, "user {user} is {}", state.as_str_name())
+            }
+            Self::CatalogDisabled { catalog } => write!(f, "catalog {catalog} is disabled"),
+            Self::CatalogNotExternallyVisible { catalog } => {
+                write!(f, "catalog {catalog} is not externally visible")
+            }
+            Self::HoldsIncompatiblePackage { package } => {
+                write!(f, "holds incompatible package {package}")
+            }
+            Self::InIncompatibleGroup { group } => write!(f, "is in incompatible group {group}"),
+            Self::SelfServiceDisabled { policy, action } => {
+                let what = match *action {
+                    EXTEND_ACCESS => "extend their own assignment",
+                    REMOVE_ACCESS => "remove their own assignment",
+                    _ => "request for themselves",
+                };
+                write!(f, "policy {policy} does not let users {what}")
+            }
+            Self::AdministratorsOnly => write!(f, "only administrators assign this policy"),
+            Self::NotInScope(how) => f.write_str(how),
+            Self::CustomScheduleNotAllowed { policy } => {
+                write!(
+                    f,
+                    "policy {policy} does not let requestors choose their schedule"
+                )
+            }
+            Self::EndDatePassed { policy } => {
+                write!(
+                    f,
+                    "access through policy {policy} would start after its end date"
+                )
+            }
+            Self::ConditionNotMet { condition } => {
+                write!(f, "does not meet the condition {condition}")
+            }
+        }
+    }
+}
+
+/// The reasons `subject` may not do `action` (one of the access-change
+/// actions) through `target` in `context`; empty when none is known.
+pub fn reasons(
+    subject: &Subject,
+    target: &Target<'_>,
+    action: &'static str,
+    context: ChangeContext,
+) -> Vec<Reason> {
+    let Target {
+        policy,
+        package,
+        catalog,
+    } = target;
+    let by_user = matches!(action, REQUEST_ACCESS | EXTEND_ACCESS);
+    let changes_access = by_user || action == ADMIN_ASSIGN;
+    let mut reasons = Vec::new();
+    let user = &subject.user;
+    if changes_access && user.state() != UserState::Active {
+        reasons.push(Reason::UserNotActive {
+            user: user.id.clone(),
+            state: user.state(),
+        });
+    }
+    if by_user {
+        if catalog.enabled == Some(false) {
+            reasons.push(Reason::CatalogDisabled {
+                catalog: catalog.id.clone(),
+            });
+        }
+        if is_external_scope(policy.scope()) && catalog.externally_visible != Some(true) {
+            reasons.push(Reason::CatalogNotExternallyVisible {
+                catalog: catalog.id.clone(),
+            });
+        }
+    }
+    if matches!(action, REQUEST_ACCESS | ADMIN_ASSIGN) {
+        for held in package
+            .incompatible_package_ids
+            .iter()
+            .filter(|p| subject.held_packages.contains(p))
+        {
+            reasons.push(Reason::HoldsIncompatiblePackage {
+                package: held.clone(),
+            });
+        }
+        for group in package
+            .incompatible_group_ids
+            .iter()
+            .filter(|g| subject.group_parents.contains_key(*g))
+        {
+            reasons.push(Reason::InIncompatibleGroup {
+                group: group.clone(),
+            });
+        }
+    }
+    let settings = policy.requestor_settings.unwrap_or_default();
+    let self_service = match action {
+        REQUEST_ACCESS => settings.enable_self_add,
+        EXTEND_ACCESS => settings.enable_self_update,
+        REMOVE_ACCESS => settings.enable_self_remove,
+        _ => true,
+    };
+    if !self_service {
+        reasons.push(Reason::SelfServiceDisabled {
+            policy: policy.id.clone(),
+            action,
+        });
+    }
+    if changes_access {
+        match policy.scope() {
+            AllowedTargetScope::NotSpecified if by_user => reasons.push(Reason::AdministratorsOnly),
+            _ => reasons.extend(outside_scope(subject, target).map(Reason::NotInScope)),
+        }
+    }
+    if by_user && context.custom_schedule && !settings.allow_custom_schedule {
+        reasons.push(Reason::CustomScheduleNotAllowed {
+            policy: policy.id.clone(),
+        });
+    }
+    let expiration = policy.expiration.unwrap_or_default();
+    if changes_access
+        && expiration.r#type() == ExpirationType::OnDate
+        && expiration
+            .end_time
+            .is_some_and(|end| context.start >= end.seconds)
+    {
+        reasons.push(Reason::EndDatePassed {
+            policy: policy.id.clone(),
+        });
+    }
+    if changes_access && reasons.is_empty() && !policy.extra_condition.is_empty() {
+        reasons.push(Reason::ConditionNotMet {
+            condition: policy.extra_condition.clone(),
+        });
+    }
+    reasons
+}
+
+/// How `subject` falls outside the policy's scope, if they do.
+fn outside_scope(subject: &Subject, target: &Target<'_>) -> Option<String> {
+    let user = &subject.user;
+    let targets = target
+        .policy
+        .specific_allowed_targets
+        .clone()
+        .unwrap_or_default();
+    let in_org = |ids: &[String]| {
+        subject
+            .organization
+            .as_ref()
+            .is_some_and(|o| ids.contains(&o.id))
+    };
+    match target.policy.scope() {
+        AllowedTargetScope::SpecificDirectorySubjects => {
+            let listed = targets.user_ids.contains(&user.id);
+            let in_group = targets
+                .group_ids
+                .iter()
+                .any(|g| subject.group_parents.contains_key(g));
+            if listed || in_group {
+                return None;
+            }
+            let groups: Vec<_> = targets
+                .group_ids
+                .iter()
+                .map(|g| format!("group {g}"))
+                .collect();
+            Some(if groups.is_empty() {
+                "not one of the listed users".to_string()
+            } else {
+                format!("not listed and not in {}", groups.join(" or "))
+            })
+        }
+        AllowedTargetScope::AllMemberUsers if user.kind() == UserKind::Guest => {
+            Some("guests are not members".into())
+        }
+        AllowedTargetScope::SpecificConnectedOrganizationUsers
+            if !in_org(&targets.connected_organization_ids) =>
+        {
+            Some("not a user of the listed connected organizations".into())
+        }
+        AllowedTargetScope::AllConfiguredConnectedOrganizationUsers
+            if subject
+                .organization
+                .as_ref()
+                .is_none_or(|o| o.state() != ConnectedOrganizationState::Configured) =>
+        {
+            Some("not a user of a configured connected organization".into())
+        }
+        AllowedTargetScope::AllExternalUsers if subject.organization.is_none() => {
+            Some("not an external user".into())
+        }
+        _ => None,
+    }
+}
