@@ -269,8 +269,10 @@ async fn every_failed_precondition_names_what_blocks_it() {
     // STAGE_DECIDED, STAGE_NOT_STARTED, ALREADY_DECIDED.
     let staged = server.request_add("carol", "staged-pol").await.unwrap();
     let subject = format!("assignment_request/{}", staged.id);
+    // An approver of the request (here of stage 1) learns that stage 2
+    // has not started; anyone else would not learn that the request exists.
     assert_eq!(
-        first(server.decide("bob", &staged.id, 2, true).await),
+        first(server.decide("ann", &staged.id, 2, true).await),
         pair("STAGE_NOT_STARTED", &subject)
     );
     server.decide("ann", &staged.id, 1, true).await.unwrap();

@@ -394,7 +394,7 @@ while [ $# -gt 0 ] && [ "$1" != -- ]; do
 done
 [ "$1" = -- ] || { echo "cargo stand-in: expected -- before the arguments" >&2; exit 97; }
 shift
-exec "$ENTITLEMENTS_BIN" "$@"
+exec "$README_TEST_BINARY" "$@"
 "#;
 
 impl Shell {
@@ -446,7 +446,7 @@ impl Shell {
             .env("PATH", path)
             .env("TMPDIR", self.root.path().join("tmp"))
             .env("README_OUT", &out)
-            .env("ENTITLEMENTS_BIN", env!("CARGO_BIN_EXE_entitlements"))
+            .env("README_TEST_BINARY", env!("CARGO_BIN_EXE_entitlements"))
             .stdin(Stdio::null())
             .process_group(0)
             .spawn()
