@@ -8,6 +8,7 @@ use entitlements::api::jwt::{TokenClaims, mint_hs256};
 use entitlements::audit::export::ExportArgs;
 use entitlements::clock::SystemClock;
 use entitlements::config::{LogFormat, ServeArgs, Settings};
+use entitlements::store::{Location, Store};
 use tracing_subscriber::EnvFilter;
 
 /// Entitlement management: catalogs, access packages, policies, requests,
@@ -31,6 +32,12 @@ enum Command {
     /// Work with a stopped server's store.
     #[command(subcommand)]
     Store(StoreCommand),
+    /// Create or upgrade a PostgreSQL store's schema.
+    Migrate {
+        /// The database: a postgres:// URL [env: ENTITLEMENTS_STORE]
+        #[arg(long, env = "ENTITLEMENTS_STORE")]
+        store: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -42,6 +49,17 @@ enum StoreCommand {
         /// The server's data directory (the server must be stopped).
         #[arg(long)]
         data_dir: PathBuf,
+    },
+    /// Copy a sled store into an empty PostgreSQL database: every key, the
+    /// revision and the metadata, so revisions and the audit chain carry
+    /// over. The server on the sled store must be stopped.
+    Copy {
+        /// The sled store: sled:DIR
+        #[arg(long)]
+        from: String,
+        /// The database: a postgres:// URL (its schema is created)
+        #[arg(long)]
+        to: String,
     },
 }
 
@@ -135,6 +153,39 @@ async fn main() -> anyhow::Result<()> {
         Command::Store(StoreCommand::AcceptRollback { data_dir }) => {
             init_logging(LogFormat::Text);
             println!("{}", entitlements::audit::rollback::accept(&data_dir)?);
+            Ok(())
+        }
+        Command::Migrate { store } => {
+            init_logging(LogFormat::Text);
+            let location = Location::parse(Some(&store), std::path::Path::new("data"))?;
+            let Location::Postgres(url) = &location else {
+                anyhow::bail!(
+                    "{location} needs no migration: sled stores are upgraded when the server starts"
+                );
+            };
+            let (before, after) = entitlements::store::postgres::migrate(url).await?;
+            println!("{location}: schema version {before} -> {after}");
+            Ok(())
+        }
+        Command::Store(StoreCommand::Copy { from, to }) => {
+            init_logging(LogFormat::Text);
+            let data = std::path::Path::new("data");
+            let (Location::Sled(dir), Location::Postgres(url)) =
+                (Location::parse(Some(&from), data)?, Location::parse(Some(&to), data)?)
+            else {
+                anyhow::bail!("store copy goes from sled:DIR to a postgres:// URL");
+            };
+            anyhow::ensure!(dir.is_dir(), "{} holds no store", dir.display());
+            let source = entitlements::store::sled_store::SledStore::open(&dir)?;
+            let revision = Store::revision(&source);
+            let copied = entitlements::store::postgres::copy::copy(&source, revision, &url).await?;
+            source.close()?;
+            println!(
+                "copied {} keys at revision {} from {from} to {}",
+                copied.keys,
+                copied.revision,
+                Location::Postgres(url)
+            );
             Ok(())
         }
         Command::Serve(args) => {

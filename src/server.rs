@@ -60,7 +60,6 @@ use crate::pb::reports_server::ReportsServer;
 use crate::pb::settings_server::SettingsServer;
 use crate::policy::PolicyEngine;
 use crate::store::Store;
-use crate::store::sled_store::SledStore;
 use crate::workflow::scheduler;
 use health::DrainingHealth;
 use listener::{FirstBytes, Limits};
@@ -167,8 +166,12 @@ pub async fn run(
     let (drain_signal, drain) = crate::drain::channel();
     let health = HealthServer::new(DrainingHealth::new(reporter.clone(), drain.clone()));
 
-    let data_dir = settings.data_dir.clone();
-    let store = Arc::new(tokio::task::spawn_blocking(move || SledStore::open(&data_dir)).await??);
+    let location = settings.store_location()?;
+    let opening = (location.clone(), settings.postgres_options());
+    let store: Arc<dyn Store> = tokio::task::spawn_blocking(move || {
+        crate::store::open(&opening.0, opening.1)
+    })
+    .await??;
     migrations::run(store.as_ref()).await?;
     let system = Actor::new(SYSTEM_ACTOR, clock.now());
     ensure_general_catalog(store.as_ref(), system.clone()).await?;
@@ -182,6 +185,7 @@ pub async fn run(
         .await??,
     );
     store.observe(decisions.clone());
+    store.follow();
     let app = App::new(store.clone(), clock.clone(), policies.clone(), decisions);
     let (stop_background, background_stop) = tokio::sync::watch::channel(false);
     let background = scheduler::spawn(
@@ -199,8 +203,27 @@ pub async fn run(
     let reflection_v1alpha = reflection_builder().build_v1alpha()?;
 
     report(&reporter, ServingStatus::Serving).await;
-    tracing::info!(%address, data_dir = %settings.data_dir.display(), "serving");
+    tracing::info!(%address, store = %location, "serving");
     ready(address);
+    // Health follows the store: NOT_SERVING while its database is
+    // unreachable, SERVING again once it is back (until shutdown).
+    let stopping = Arc::new(tokio::sync::Mutex::new(false));
+    let mut availability = store.availability();
+    let (following, stopped_following) = (reporter.clone(), stopping.clone());
+    tokio::spawn(async move {
+        while availability.changed().await.is_ok() {
+            let available = *availability.borrow_and_update();
+            let stopping = stopped_following.lock().await;
+            if *stopping {
+                return;
+            }
+            let status = match available {
+                true => ServingStatus::Serving,
+                false => ServingStatus::NotServing,
+            };
+            report(&following, status).await;
+        }
+    });
 
     let draining = reporter.clone();
     let failing = store.clone();
@@ -214,11 +237,15 @@ pub async fn run(
             Stop::Requested => tracing::info!("shutting down: finishing in-flight calls"),
             Stop::StoreFailed(reason) => tracing::error!(
                 %reason,
-                "the store could not make a write durable; stopping so that a restart \
-                 recovers exactly what was acknowledged"
+                "the store failed; stopping so that a restart recovers exactly what was \
+                 acknowledged"
             ),
         }
-        report(&draining, ServingStatus::NotServing).await;
+        {
+            let mut stopping = stopping.lock().await;
+            *stopping = true;
+            report(&draining, ServingStatus::NotServing).await;
+        }
         drain_signal.start();
         let _ = began.send(stop);
     };
@@ -299,7 +326,7 @@ pub async fn run(
     background.await?;
     let closed = tokio::task::spawn_blocking(move || store.close()).await?;
     if let Some(Stop::StoreFailed(reason)) = stopped {
-        anyhow::bail!("stopped because the store could not make a write durable: {reason}");
+        anyhow::bail!("stopped because the store failed: {reason}");
     }
     closed?;
     tracing::info!("stopped cleanly");

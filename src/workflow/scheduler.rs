@@ -133,10 +133,15 @@ pub fn spawn(
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         loop {
-            if let Err(error) = run_due(store.as_ref(), clock.as_ref(), &engine).await {
+            // With replicas over one database, one of them at a time does
+            // the work (each item is re-checked in its own transaction
+            // anyway, so a hand-over never fires anything twice).
+            let ours = store.runs_timed_work();
+            if ours && let Err(error) = run_due(store.as_ref(), clock.as_ref(), &engine).await {
                 tracing::error!(%error, "background work failed; retrying next round");
             }
-            if let Some(keep) = options.audit_retention
+            if ours
+                && let Some(keep) = options.audit_retention
                 && let Err(error) = prune_audit(store.as_ref(), clock.as_ref(), keep).await
             {
                 tracing::error!(%error, "audit retention failed; retrying next round");
