@@ -1,5 +1,8 @@
 # A throwaway PostgreSQL server for tests: source this file (bash), then
 #   start_pg; trap stop_pg EXIT
+# or run it: `bash .ci/pg.sh` starts a server, prints its URL on stdout (and
+# on stderr how to stop it), and leaves it running; `bash .ci/pg.sh stop DIR`
+# stops it and removes DIR.
 # start_pg installs PostgreSQL from the OS packages when it is missing (as
 # root), creates a cluster in a temporary directory owned by the server user
 # (postgres when run as root: initdb and postgres refuse root), starts it on
@@ -39,3 +42,17 @@ stop_pg() {
   "${as[@]}" "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -m fast -w -t 60 stop >/dev/null 2>&1 || true
   rm -rf "$PG_DIR"; unset PG_DIR
 }
+
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then
+  case "${1:-start}" in
+    start)
+      start_pg || exit 1
+      echo "$DATABASE_URL"
+      echo "PostgreSQL $PG_BIN on 127.0.0.1:$PG_PORT (data, socket and log in $PG_DIR);" \
+        "stop it with: bash $0 stop $PG_DIR" >&2 ;;
+    stop)
+      [ -n "${2:-}" ] || { echo "usage: $0 stop DIR" >&2; exit 2; }
+      PG_DIR=$2 PG_BIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n1) stop_pg ;;
+    *) echo "usage: $0 [start | stop DIR]" >&2; exit 2 ;;
+  esac
+fi

@@ -264,9 +264,10 @@ fn name_unknown_variable(error: figment::Error) -> anyhow::Error {
     error.into()
 }
 
-/// `ENTITLEMENTS_*` variables that are not settings: the settings file
-/// and the `audit export` client's token.
-const NOT_SETTINGS: [&str; 2] = ["config", "token"];
+/// `ENTITLEMENTS_*` variables that are not settings: the settings file,
+/// the `audit export` client's token, and the test suites' store switch
+/// and database (servers started by the tests inherit them).
+const NOT_SETTINGS: [&str; 4] = ["config", "token", "test_store", "test_database_url"];
 
 impl Settings {
     /// The store these settings name.

@@ -170,9 +170,10 @@ async fn main() -> anyhow::Result<()> {
         Command::Store(StoreCommand::Copy { from, to }) => {
             init_logging(LogFormat::Text);
             let data = std::path::Path::new("data");
-            let (Location::Sled(dir), Location::Postgres(url)) =
-                (Location::parse(Some(&from), data)?, Location::parse(Some(&to), data)?)
-            else {
+            let (Location::Sled(dir), Location::Postgres(url)) = (
+                Location::parse(Some(&from), data)?,
+                Location::parse(Some(&to), data)?,
+            ) else {
                 anyhow::bail!("store copy goes from sled:DIR to a postgres:// URL");
             };
             anyhow::ensure!(dir.is_dir(), "{} holds no store", dir.display());

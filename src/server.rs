@@ -168,10 +168,8 @@ pub async fn run(
 
     let location = settings.store_location()?;
     let opening = (location.clone(), settings.postgres_options());
-    let store: Arc<dyn Store> = tokio::task::spawn_blocking(move || {
-        crate::store::open(&opening.0, opening.1)
-    })
-    .await??;
+    let store: Arc<dyn Store> =
+        tokio::task::spawn_blocking(move || crate::store::open(&opening.0, opening.1)).await??;
     migrations::run(store.as_ref()).await?;
     let system = Actor::new(SYSTEM_ACTOR, clock.now());
     ensure_general_catalog(store.as_ref(), system.clone()).await?;

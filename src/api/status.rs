@@ -84,9 +84,7 @@ impl From<Error> for Status {
             // request_id) elsewhere or later is right.
             Error::Store(
                 StoreError::Failed(_) | StoreError::Closed | StoreError::Unavailable(_),
-            ) => {
-                Status::unavailable(message)
-            }
+            ) => Status::unavailable(message),
             Error::Store(error) => {
                 tracing::error!(%error, "store failure");
                 Status::internal(message)

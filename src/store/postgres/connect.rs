@@ -190,10 +190,9 @@ mod tests {
             without_password("postgres://app:s3cret@db:5432/ent"),
             "postgres://app@db:5432/ent"
         );
-        let target = Target::parse(
-            "postgres://app:s3cret@db/ent?sslmode=verify-full&application_name=x",
-        )
-        .unwrap();
+        let target =
+            Target::parse("postgres://app:s3cret@db/ent?sslmode=verify-full&application_name=x")
+                .unwrap();
         assert_eq!(target.display, "postgres://app@db/ent");
         assert_eq!(target.config.get_ssl_mode(), SslMode::Require);
         assert!(Target::parse("postgres://db/ent?nonsense=1").is_err());

@@ -600,7 +600,9 @@ impl Committer {
         match tokio::time::timeout(BATCH_TIMEOUT, result).await {
             Ok(Ok(())) => self.set_available(true),
             Ok(Err(error)) => self.lost(&error),
-            Err(_) => self.lost(&StoreError::Unavailable("the database did not answer".into())),
+            Err(_) => self.lost(&StoreError::Unavailable(
+                "the database did not answer".into(),
+            )),
         }
     }
 
@@ -623,8 +625,7 @@ impl Committer {
                 .map_err(|e| unavailable(&self.target.display, &e))?;
             let count = rows.len();
             let mut commits = Vec::with_capacity(count);
-            let mut expected = from + 1;
-            for row in rows {
+            for (expected, row) in (from + 1..).zip(rows) {
                 let revision: i64 = row.get(0);
                 if revision != expected {
                     let reason = format!(
@@ -636,7 +637,6 @@ impl Committer {
                 }
                 let writes = changes::decode(row.get(1))?;
                 commits.push((revision as Revision, writes));
-                expected += 1;
             }
             self.apply(&commits);
             if (count as i64) < CATCH_UP_ROWS {
@@ -738,7 +738,10 @@ impl Committer {
             let own = std::mem::take(&mut txn.own);
             if commit && !own.is_empty() {
                 revision += 1;
-                committed.push((revision, own.iter().map(|(k, v)| (k.clone(), v.clone())).collect()));
+                committed.push((
+                    revision,
+                    own.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                ));
                 batch.extend(own);
             }
             replies.push((reply, revision));
@@ -749,8 +752,7 @@ impl Committer {
             self.rollback().await;
             Ok(())
         } else {
-            match tokio::time::timeout(BATCH_TIMEOUT, self.write(&batch, &committed, base)).await
-            {
+            match tokio::time::timeout(BATCH_TIMEOUT, self.write(&batch, &committed, base)).await {
                 Ok(outcome) => outcome,
                 Err(_) => Err(StoreError::Unavailable(
                     "the database did not answer the commit in time; it may or may not have \
@@ -998,7 +1000,10 @@ async fn load(client: &mut Client, database: &str) -> StoreResult<(Mirror, Strin
     let revision: i64 = row.get(0);
     let schema: String = row.get(1);
     let rows = transaction
-        .query_raw("SELECT key, value FROM entitlements_kv", std::iter::empty::<i32>())
+        .query_raw(
+            "SELECT key, value FROM entitlements_kv",
+            std::iter::empty::<i32>(),
+        )
         .await
         .map_err(broken)?;
     futures_util::pin_mut!(rows);
