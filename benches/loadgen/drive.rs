@@ -102,12 +102,12 @@ pub struct Timing {
 /// Runs every RPC at `in_flight` concurrent calls: a warm-up per RPC, then
 /// alternating slices until each has had `timing.measured`.
 pub async fn measure(
-    address: SocketAddr,
+    addresses: &[SocketAddr],
     world: Arc<World>,
     in_flight: usize,
     timing: &Timing,
 ) -> anyhow::Result<BTreeMap<Rpc, Outcome>> {
-    let channels = connect(address, in_flight.min(MAX_CHANNELS)).await?;
+    let channels = connect(addresses, in_flight.min(MAX_CHANNELS)).await?;
     let mut seed = in_flight as u64 * 1_000_000;
     for rpc in ALL {
         seed += 1;
@@ -128,9 +128,11 @@ pub async fn measure(
     Ok(totals)
 }
 
-async fn connect(address: SocketAddr, count: usize) -> anyhow::Result<Vec<Channel>> {
+/// `count` connections, spread over the servers (replicas) in turn.
+async fn connect(addresses: &[SocketAddr], count: usize) -> anyhow::Result<Vec<Channel>> {
     let mut channels = Vec::with_capacity(count);
-    for _ in 0..count {
+    for i in 0..count {
+        let address = addresses[i % addresses.len()];
         // Separate connections (not clones of one) so the load really
         // spreads over several HTTP/2 connections.
         channels.push(
