@@ -1049,7 +1049,8 @@ async fn every_role_may_call_exactly_its_rpcs() {
 
 // ----------------------------------------------------------- list scoping
 
-/// A List call, unfiltered or with a filter that must not widen it.
+/// A List call, unfiltered or with a filter that must not widen it (a
+/// filter naming what the caller may not read is refused).
 #[derive(Debug, Clone, Copy)]
 enum List {
     Catalogs,
@@ -1093,6 +1094,9 @@ impl Sees {
 }
 
 const NOTHING: &[&str] = &[];
+/// A filter naming a catalog, resource or package the role may not read:
+/// PERMISSION_DENIED, as for a read of it.
+const DENIED: &[&str] = &["PERMISSION_DENIED"];
 
 fn scoping() -> Vec<(List, Sees)> {
     let c1_roles = &["c1/asg-manager", "c1/owner", "c1/pkg-manager", "c1/reader"];
@@ -1121,10 +1125,10 @@ fn scoping() -> Vec<(List, Sees)> {
             List::ResourcesOfC1,
             Sees {
                 global: &["r1"],
-                creator: NOTHING,
+                creator: DENIED,
                 c1: &["r1"],
-                plain: NOTHING,
-                c2_owner: NOTHING,
+                plain: DENIED,
+                c2_owner: DENIED,
             },
         ),
         (
@@ -1141,9 +1145,9 @@ fn scoping() -> Vec<(List, Sees)> {
             List::AccessPackagesOfC2,
             Sees {
                 global: &["p2"],
-                creator: NOTHING,
-                c1: NOTHING,
-                plain: NOTHING,
+                creator: DENIED,
+                c1: DENIED,
+                plain: DENIED,
                 c2_owner: &["p2"],
             },
         ),
@@ -1161,10 +1165,10 @@ fn scoping() -> Vec<(List, Sees)> {
             List::AssignmentPoliciesOfP1,
             Sees {
                 global: &["pol1"],
-                creator: NOTHING,
+                creator: DENIED,
                 c1: &["pol1"],
-                plain: NOTHING,
-                c2_owner: NOTHING,
+                plain: DENIED,
+                c2_owner: DENIED,
             },
         ),
         (
@@ -1190,10 +1194,10 @@ fn scoping() -> Vec<(List, Sees)> {
             List::RoleAssignmentsOfC1,
             Sees {
                 global: c1_roles,
-                creator: NOTHING,
+                creator: DENIED,
                 c1: c1_roles,
-                plain: NOTHING,
-                c2_owner: NOTHING,
+                plain: DENIED,
+                c2_owner: DENIED,
             },
         ),
         (
@@ -1409,6 +1413,8 @@ async fn every_list_shows_each_role_exactly_what_it_may_see() {
             let expected: Vec<String> = sees.of(role).iter().map(|s| s.to_string()).collect();
             match listed(&world.server, *list, role.user()).await {
                 Ok(labels) if labels == expected => {}
+                Err(status)
+                    if status.code() == Code::PermissionDenied && sees.of(role) == DENIED => {}
                 outcome => mismatches.push(format!(
                     "{list:?} as {role:?} ({}): expected {expected:?}, got {outcome:?}",
                     role.user()
@@ -1524,4 +1530,157 @@ async fn ids_cannot_be_probed_without_the_right_to_read_them() {
         .get_assignment(GetAssignmentRequest { id: "nope".into() })
         .await;
     expect_code(get_assignment, Code::PermissionDenied);
+}
+
+/// A List filter that names a catalog, resource or package is a read of
+/// it: a caller who may not read its catalog gets PERMISSION_DENIED
+/// whether or not it exists (no empty list for one and NOT_FOUND for the
+/// other), and only whoever may read every catalog learns NOT_FOUND.
+#[tokio::test]
+async fn list_filters_do_not_tell_whether_what_they_name_exists() {
+    let server = TestServer::start().await;
+    let s = &server;
+    for user in ["plain", "c1-reader"] {
+        s.add_member_user(user).await;
+    }
+    s.add_catalog(C1, false).await;
+    s.grant_role(AdminRole::CatalogReader, "c1-reader", C1)
+        .await;
+    s.add_resource("r1", C1, "group").await;
+    s.add_package("p1", C1, &["r1"]).await;
+    s.add_policy(open_policy("pol1", "p1")).await;
+    s.add_package("gone", C1, &["r1"]).await;
+    s.packages(ADMIN)
+        .delete_access_package(DeleteAccessPackageRequest {
+            id: "gone".into(),
+            etag: String::new(),
+        })
+        .await
+        .expect("delete a package");
+
+    // Each filter, with an id that exists and one that does not.
+    #[derive(Debug, Clone, Copy)]
+    enum Filter {
+        ResourcesOfCatalog,
+        PackagesOfCatalog,
+        PackagesOfResource,
+        PoliciesOfPackage,
+        RolesOfCatalog,
+        AccessAtTimeOfPackage,
+    }
+    let cases = [
+        (Filter::ResourcesOfCatalog, C1),
+        (Filter::PackagesOfCatalog, C1),
+        (Filter::PackagesOfResource, "r1"),
+        (Filter::PoliciesOfPackage, "p1"),
+        (Filter::RolesOfCatalog, C1),
+        (Filter::AccessAtTimeOfPackage, "p1"),
+        (Filter::AccessAtTimeOfPackage, "gone"),
+    ];
+    let list = |filter: Filter, who: &'static str, id: &str| {
+        let id = id.to_string();
+        async move {
+            let code = |result: Result<(), Status>| result.map_err(|s| s.code());
+            code(match filter {
+                Filter::ResourcesOfCatalog => s
+                    .catalogs(who)
+                    .list_resources(ListResourcesRequest {
+                        catalog_id: id,
+                        ..Default::default()
+                    })
+                    .await
+                    .map(drop),
+                Filter::PackagesOfCatalog => s
+                    .packages(who)
+                    .list_access_packages(ListAccessPackagesRequest {
+                        catalog_id: id,
+                        ..Default::default()
+                    })
+                    .await
+                    .map(drop),
+                Filter::PackagesOfResource => s
+                    .packages(who)
+                    .list_access_packages(ListAccessPackagesRequest {
+                        resource_id: id,
+                        ..Default::default()
+                    })
+                    .await
+                    .map(drop),
+                Filter::PoliciesOfPackage => s
+                    .policies(who)
+                    .list_assignment_policies(ListAssignmentPoliciesRequest {
+                        access_package_id: id,
+                        ..Default::default()
+                    })
+                    .await
+                    .map(drop),
+                Filter::RolesOfCatalog => s
+                    .catalogs(who)
+                    .list_role_assignments(ListRoleAssignmentsRequest {
+                        catalog_id: id,
+                        ..Default::default()
+                    })
+                    .await
+                    .map(drop),
+                Filter::AccessAtTimeOfPackage => s
+                    .reports(who)
+                    .access_at_time_report(AccessAtTimeReportRequest {
+                        at: Some(prost_types::Timestamp {
+                            seconds: epoch_seconds(),
+                            nanos: 0,
+                        }),
+                        access_package_id: id,
+                        ..Default::default()
+                    })
+                    .await
+                    .map(drop),
+            })
+        }
+    };
+    for (filter, existing) in cases {
+        assert_eq!(
+            list(filter, "c1-reader", existing).await,
+            Ok(()),
+            "{filter:?} {existing:?} as a reader of its catalog"
+        );
+        for id in [existing, "nope"] {
+            assert_eq!(
+                list(filter, "plain", id).await,
+                Err(Code::PermissionDenied),
+                "{filter:?} {id:?} as someone who may not read its catalog"
+            );
+        }
+        let missing = list(filter, ADMIN, "nope").await;
+        match filter {
+            // A report on a package that never existed is empty.
+            Filter::AccessAtTimeOfPackage => assert_eq!(missing, Ok(()), "{filter:?}"),
+            _ => assert_eq!(missing, Err(Code::NotFound), "{filter:?}"),
+        }
+    }
+
+    // Requests and assignments are read by their own rights, not the
+    // catalog's: a package filter lists what the caller may see of it,
+    // which tells nothing about whether it exists.
+    for id in ["p1", "nope"] {
+        let requests = s
+            .requests("plain")
+            .list_assignment_requests(ListAssignmentRequestsRequest {
+                access_package_id: id.into(),
+                ..Default::default()
+            })
+            .await
+            .expect("list requests by package")
+            .into_inner();
+        assert!(requests.assignment_requests.is_empty(), "{requests:?}");
+        let assignments = s
+            .assignments("plain")
+            .list_assignments(ListAssignmentsRequest {
+                access_package_id: id.into(),
+                ..Default::default()
+            })
+            .await
+            .expect("list assignments by package")
+            .into_inner();
+        assert!(assignments.assignments.is_empty(), "{assignments:?}");
+    }
 }

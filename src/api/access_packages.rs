@@ -7,7 +7,7 @@ use crate::domain::package::{PACKAGES_BY_CATALOG, PACKAGES_BY_RESOURCE};
 use crate::domain::validate::Check;
 use crate::pb::access_packages_server::AccessPackages;
 use crate::pb::*;
-use crate::store::records::{self, Record, Source};
+use crate::store::records::{Record, Source};
 
 use super::App;
 use super::paging::PageRequest;
@@ -75,12 +75,20 @@ impl AccessPackages for AccessPackagesApi {
         check.optional_id("catalog_id", &r.catalog_id);
         check.optional_id("resource_id", &r.resource_id);
         check.finish()?;
-        if !r.catalog_id.is_empty() {
-            records::require::<Catalog>(self.app.store(), &r.catalog_id)?;
-        }
-        if !r.resource_id.is_empty() {
-            records::require::<Resource>(self.app.store(), &r.resource_id)?;
-        }
+        self.app.authorize_filter(
+            &caller,
+            "ListAccessPackages",
+            "catalog_id",
+            &r.catalog_id,
+            |c: &Catalog| Ok(c.id.clone()),
+        )?;
+        self.app.authorize_filter(
+            &caller,
+            "ListAccessPackages",
+            "resource_id",
+            &r.resource_id,
+            |r: &Resource| Ok(r.catalog_id.clone()),
+        )?;
         let page = PageRequest::parse(
             r.page_size,
             &r.page_token,

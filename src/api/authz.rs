@@ -164,6 +164,29 @@ impl App {
         }
     }
 
+    /// Checks a List's filter that names record `id` (nothing when it is
+    /// empty; `field` names it in a malformed-id error), as a read of that
+    /// record: a caller who may not do `action` in the record's catalog
+    /// (`catalog_of`) is PERMISSION_DENIED whether or not it exists, and
+    /// only a caller who may do it in every catalog learns NOT_FOUND.
+    pub fn authorize_filter<R: Record>(
+        &self,
+        caller: &Caller,
+        action: &str,
+        field: &str,
+        id: &str,
+        catalog_of: impl FnOnce(&R) -> Result<String>,
+    ) -> Result<()> {
+        if id.is_empty() {
+            return Ok(());
+        }
+        let mut check = crate::domain::validate::Check::new("");
+        check.id(field, id);
+        check.finish()?;
+        self.authorize_record(caller, action, id, catalog_of)
+            .map(drop)
+    }
+
     /// The catalog of an access package.
     pub fn package_catalog(&self, package_id: &str) -> Result<String> {
         Ok(records::require::<AccessPackage>(self.store(), package_id)?.catalog_id)

@@ -192,12 +192,13 @@ impl Catalogs for CatalogsApi {
         let caller = self.app.caller(&request)?;
         let visible = self.app.catalog_filter(&caller, "ListResources");
         let r = request.into_inner();
-        let mut check = Check::new("");
-        check.optional_id("catalog_id", &r.catalog_id);
-        check.finish()?;
-        if !r.catalog_id.is_empty() {
-            records::require::<Catalog>(self.app.store(), &r.catalog_id)?;
-        }
+        self.app.authorize_filter(
+            &caller,
+            "ListResources",
+            "catalog_id",
+            &r.catalog_id,
+            |c: &Catalog| Ok(c.id.clone()),
+        )?;
         let page = PageRequest::parse(r.page_size, &r.page_token, &[&r.catalog_id, &r.r#type])?;
         let source = if r.catalog_id.is_empty() {
             Source::All
@@ -337,8 +338,14 @@ impl Catalogs for CatalogsApi {
         }
         check.optional_id("principal_id", &r.principal_id);
         check.finish()?;
-        if !r.catalog_id.is_empty() && r.catalog_id != TENANT_SCOPE {
-            records::require::<Catalog>(self.app.store(), &r.catalog_id)?;
+        if r.catalog_id != TENANT_SCOPE {
+            self.app.authorize_filter(
+                &caller,
+                "ListRoleAssignments",
+                "catalog_id",
+                &r.catalog_id,
+                |c: &Catalog| Ok(c.id.clone()),
+            )?;
         }
         let page = PageRequest::parse(
             r.page_size,

@@ -146,9 +146,13 @@ impl AssignmentPolicies for AssignmentPoliciesApi {
         let visible = self.app.catalog_filter(&caller, "ListAssignmentPolicies");
         let catalogs = PackageCatalogs::new(&self.app);
         let r = request.into_inner();
-        if !r.access_package_id.is_empty() {
-            crud::get::<AccessPackage>(self.app.store(), &r.access_package_id)?;
-        }
+        self.app.authorize_filter(
+            &caller,
+            "ListAssignmentPolicies",
+            "access_package_id",
+            &r.access_package_id,
+            |p: &AccessPackage| Ok(p.catalog_id.clone()),
+        )?;
         let page = PageRequest::parse(r.page_size, &r.page_token, &[&r.access_package_id])?;
         let source = if r.access_package_id.is_empty() {
             Source::All

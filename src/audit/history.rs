@@ -152,6 +152,25 @@ pub fn package_holders(
     Ok(holdings.into_values().filter(|h| h.covers(at)).collect())
 }
 
+/// The catalog the retained trail last recorded for package `package_id`
+/// (one that may no longer exist), if any event about it is retained.
+pub fn last_known_catalog(
+    view: &(impl ReadView + ?Sized),
+    package_id: &str,
+) -> Result<Option<String>> {
+    let filter = Filter {
+        access_package_id: package_id.to_string(),
+        ..Filter::default()
+    };
+    for event in query::events(view, &filter, Order::NewestFirst, None)? {
+        let event = event?;
+        if !event.catalog_id.is_empty() {
+            return Ok(Some(event.catalog_id));
+        }
+    }
+    Ok(None)
+}
+
 /// Takes one recorded change back.
 fn undo_assignment_change(holdings: &mut BTreeMap<String, Holding>, event: &AuditEvent) {
     let assignment = text_detail(event, keys::ASSIGNMENT);
