@@ -15,6 +15,7 @@ use crate::store::write;
 
 use super::App;
 use super::paging::PageRequest;
+use super::rpc::Rpc;
 use crate::policy::admin::Scope;
 
 /// Catalog roles are granted on their catalog, tenant roles on the tenant.
@@ -42,15 +43,13 @@ impl Catalogs for CatalogsApi {
         &self,
         request: Request<CreateCatalogRequest>,
     ) -> Result<Response<Catalog>, Status> {
-        let actor = self
-            .app
-            .authorized(&request, "CreateCatalog", Scope::Tenant)?;
+        let actor = self.app.authorized(&request, Scope::Tenant)?;
         let r = request.into_inner();
         let args = CreateArgs {
             entity: r.catalog,
             chosen_id: r.catalog_id,
             request_id: r.request_id,
-            method: "CreateCatalog",
+            method: Rpc::CreateCatalog.name(),
         };
         // Whoever creates a catalog owns it (when they are a directory user;
         // configured principals such as bootstrap admins need no ownership).
@@ -80,11 +79,8 @@ impl Catalogs for CatalogsApi {
         &self,
         request: Request<GetCatalogRequest>,
     ) -> Result<Response<Catalog>, Status> {
-        self.app.authorized(
-            &request,
-            "GetCatalog",
-            Scope::Catalog(&request.get_ref().id),
-        )?;
+        self.app
+            .authorized(&request, Scope::Catalog(&request.get_ref().id))?;
         Ok(Response::new(crud::get(
             self.app.store(),
             &request.get_ref().id,
@@ -96,7 +92,7 @@ impl Catalogs for CatalogsApi {
         request: Request<ListCatalogsRequest>,
     ) -> Result<Response<ListCatalogsResponse>, Status> {
         let caller = self.app.caller(&request)?;
-        let visible = self.app.catalog_filter(&caller, "ListCatalogs");
+        let visible = self.app.catalog_filter(&caller);
         let r = request.into_inner();
         let page = PageRequest::parse(r.page_size, &r.page_token, &[])?;
         let listed = crud::list(
@@ -123,9 +119,7 @@ impl Catalogs for CatalogsApi {
             .as_ref()
             .map(|c| c.id.clone())
             .unwrap_or_default();
-        let actor = self
-            .app
-            .authorized(&request, "UpdateCatalog", Scope::Catalog(&id))?;
+        let actor = self.app.authorized(&request, Scope::Catalog(&id))?;
         let r = request.into_inner();
         Ok(Response::new(
             crud::update(self.app.store(), actor, r.catalog, r.update_mask).await?,
@@ -136,11 +130,9 @@ impl Catalogs for CatalogsApi {
         &self,
         request: Request<DeleteCatalogRequest>,
     ) -> Result<Response<DeleteResponse>, Status> {
-        let actor = self.app.authorized(
-            &request,
-            "DeleteCatalog",
-            Scope::Catalog(&request.get_ref().id),
-        )?;
+        let actor = self
+            .app
+            .authorized(&request, Scope::Catalog(&request.get_ref().id))?;
         let r = request.into_inner();
         let revision = crud::delete::<Catalog>(self.app.store(), actor, r.id, r.etag).await?;
         Ok(Response::new(DeleteResponse { revision }))
@@ -156,15 +148,13 @@ impl Catalogs for CatalogsApi {
             .as_ref()
             .map(|c| c.catalog_id.clone())
             .unwrap_or_default();
-        let actor = self
-            .app
-            .authorized(&request, "CreateResource", Scope::Catalog(&catalog))?;
+        let actor = self.app.authorized(&request, Scope::Catalog(&catalog))?;
         let r = request.into_inner();
         let args = CreateArgs {
             entity: r.resource,
             chosen_id: r.resource_id,
             request_id: r.request_id,
-            method: "CreateResource",
+            method: Rpc::CreateResource.name(),
         };
         Ok(Response::new(
             crud::create(self.app.store(), actor, args).await?,
@@ -176,12 +166,11 @@ impl Catalogs for CatalogsApi {
         request: Request<GetResourceRequest>,
     ) -> Result<Response<Resource>, Status> {
         let caller = self.app.caller(&request)?;
-        let resource = self.app.authorize_record(
-            &caller,
-            "GetResource",
-            &request.get_ref().id,
-            |r: &Resource| Ok(r.catalog_id.clone()),
-        )?;
+        let resource =
+            self.app
+                .authorize_record(&caller, &request.get_ref().id, |r: &Resource| {
+                    Ok(r.catalog_id.clone())
+                })?;
         Ok(Response::new(resource))
     }
 
@@ -190,15 +179,12 @@ impl Catalogs for CatalogsApi {
         request: Request<ListResourcesRequest>,
     ) -> Result<Response<ListResourcesResponse>, Status> {
         let caller = self.app.caller(&request)?;
-        let visible = self.app.catalog_filter(&caller, "ListResources");
+        let visible = self.app.catalog_filter(&caller);
         let r = request.into_inner();
-        self.app.authorize_filter(
-            &caller,
-            "ListResources",
-            "catalog_id",
-            &r.catalog_id,
-            |c: &Catalog| Ok(c.id.clone()),
-        )?;
+        self.app
+            .authorize_filter(&caller, "catalog_id", &r.catalog_id, |c: &Catalog| {
+                Ok(c.id.clone())
+            })?;
         let page = PageRequest::parse(r.page_size, &r.page_token, &[&r.catalog_id, &r.r#type])?;
         let source = if r.catalog_id.is_empty() {
             Source::All
@@ -232,9 +218,7 @@ impl Catalogs for CatalogsApi {
             .map(|c| c.id.clone())
             .unwrap_or_default();
         self.app
-            .authorize_record(&caller, "UpdateResource", &id, |r: &Resource| {
-                Ok(r.catalog_id.clone())
-            })?;
+            .authorize_record(&caller, &id, |r: &Resource| Ok(r.catalog_id.clone()))?;
         let r = request.into_inner();
         Ok(Response::new(
             crud::update(self.app.store(), caller.actor, r.resource, r.update_mask).await?,
@@ -246,12 +230,10 @@ impl Catalogs for CatalogsApi {
         request: Request<DeleteResourceRequest>,
     ) -> Result<Response<DeleteResponse>, Status> {
         let caller = self.app.caller(&request)?;
-        self.app.authorize_record(
-            &caller,
-            "DeleteResource",
-            &request.get_ref().id,
-            |r: &Resource| Ok(r.catalog_id.clone()),
-        )?;
+        self.app
+            .authorize_record(&caller, &request.get_ref().id, |r: &Resource| {
+                Ok(r.catalog_id.clone())
+            })?;
         let r = request.into_inner();
         let revision =
             crud::delete::<Resource>(self.app.store(), caller.actor, r.id, r.etag).await?;
@@ -274,7 +256,7 @@ impl Catalogs for CatalogsApi {
             "role_assignment",
         )?;
         self.app
-            .authorize(&caller, "GrantRole", role_scope(&assignment.catalog_id))?;
+            .authorize(&caller, role_scope(&assignment.catalog_id))?;
         let actor = caller.actor.clone();
         let committed = write(self.app.store(), move |txn| {
             catalog::grant_role(txn, assignment, &actor)
@@ -300,8 +282,7 @@ impl Catalogs for CatalogsApi {
         let caller = self.app.caller(&request)?;
         let r = request.into_inner();
         let role = catalog::check_role_args(r.role, &r.principal_id, &r.catalog_id, "")?;
-        self.app
-            .authorize(&caller, "RevokeRole", role_scope(&r.catalog_id))?;
+        self.app.authorize(&caller, role_scope(&r.catalog_id))?;
         let (principal, catalog_id) = (r.principal_id.clone(), r.catalog_id.clone());
         let actor = caller.actor.clone();
         let committed = write(self.app.store(), move |txn| {
@@ -327,10 +308,8 @@ impl Catalogs for CatalogsApi {
         request: Request<ListRoleAssignmentsRequest>,
     ) -> Result<Response<ListRoleAssignmentsResponse>, Status> {
         let caller = self.app.caller(&request)?;
-        let visible = self.app.catalog_filter(&caller, "ListRoleAssignments");
-        let tenant_visible =
-            self.app
-                .permits(&caller, "ListRoleAssignments", Scope::Tenant, None)?;
+        let visible = self.app.catalog_filter(&caller);
+        let tenant_visible = self.app.permits(&caller, Scope::Tenant)?;
         let r = request.into_inner();
         let mut check = Check::new("");
         if r.catalog_id != TENANT_SCOPE {
@@ -339,13 +318,10 @@ impl Catalogs for CatalogsApi {
         check.optional_id("principal_id", &r.principal_id);
         check.finish()?;
         if r.catalog_id != TENANT_SCOPE {
-            self.app.authorize_filter(
-                &caller,
-                "ListRoleAssignments",
-                "catalog_id",
-                &r.catalog_id,
-                |c: &Catalog| Ok(c.id.clone()),
-            )?;
+            self.app
+                .authorize_filter(&caller, "catalog_id", &r.catalog_id, |c: &Catalog| {
+                    Ok(c.id.clone())
+                })?;
         }
         let page = PageRequest::parse(
             r.page_size,

@@ -17,6 +17,7 @@ use crate::store::records::{Record, Source};
 use super::App;
 use super::authz::{Caller, PackageCatalogs};
 use super::paging::PageRequest;
+use super::rpc::Rpc;
 use crate::policy::admin::{ANY_CATALOG, Scope};
 
 pub struct AssignmentPoliciesApi {
@@ -28,15 +29,10 @@ impl AssignmentPoliciesApi {
         Self { app }
     }
 
-    /// Loads a policy and authorizes `action` in its package's catalog.
-    fn authorize_policy(
-        &self,
-        caller: &Caller,
-        action: &str,
-        id: &str,
-    ) -> Result<AssignmentPolicy> {
+    /// Loads a policy and authorizes the caller in its package's catalog.
+    fn authorize_policy(&self, caller: &Caller, id: &str) -> Result<AssignmentPolicy> {
         self.app
-            .authorize_record(caller, action, id, |p: &AssignmentPolicy| {
+            .authorize_record(caller, id, |p: &AssignmentPolicy| {
                 self.app.package_catalog(&p.access_package_id)
             })
     }
@@ -103,14 +99,9 @@ impl AssignmentPolicies for AssignmentPoliciesApi {
         if is_valid_id(&package) {
             // A package in a catalog the caller may not manage, and one
             // that does not exist, get the same answer.
-            let package: AccessPackage =
-                self.app
-                    .load_visible(&caller, "CreateAssignmentPolicy", &package, ANY_CATALOG)?;
-            self.app.authorize(
-                &caller,
-                "CreateAssignmentPolicy",
-                Scope::Catalog(&package.catalog_id),
-            )?;
+            let package: AccessPackage = self.app.load_visible(&caller, &package, ANY_CATALOG)?;
+            self.app
+                .authorize(&caller, Scope::Catalog(&package.catalog_id))?;
         }
         let actor = caller.actor;
         let r = request.into_inner();
@@ -118,7 +109,7 @@ impl AssignmentPolicies for AssignmentPoliciesApi {
             entity: r.assignment_policy,
             chosen_id: r.assignment_policy_id,
             request_id: r.request_id,
-            method: "CreateAssignmentPolicy",
+            method: Rpc::CreateAssignmentPolicy.name(),
         };
         let check = compiles(self.app.policies.clone());
         let policy =
@@ -131,11 +122,9 @@ impl AssignmentPolicies for AssignmentPoliciesApi {
         request: Request<GetAssignmentPolicyRequest>,
     ) -> Result<Response<AssignmentPolicy>, Status> {
         let caller = self.app.caller(&request)?;
-        Ok(Response::new(self.authorize_policy(
-            &caller,
-            "GetAssignmentPolicy",
-            &request.get_ref().id,
-        )?))
+        Ok(Response::new(
+            self.authorize_policy(&caller, &request.get_ref().id)?,
+        ))
     }
 
     async fn list_assignment_policies(
@@ -143,12 +132,11 @@ impl AssignmentPolicies for AssignmentPoliciesApi {
         request: Request<ListAssignmentPoliciesRequest>,
     ) -> Result<Response<ListAssignmentPoliciesResponse>, Status> {
         let caller = self.app.caller(&request)?;
-        let visible = self.app.catalog_filter(&caller, "ListAssignmentPolicies");
+        let visible = self.app.catalog_filter(&caller);
         let catalogs = PackageCatalogs::new(&self.app);
         let r = request.into_inner();
         self.app.authorize_filter(
             &caller,
-            "ListAssignmentPolicies",
             "access_package_id",
             &r.access_package_id,
             |p: &AccessPackage| Ok(p.catalog_id.clone()),
@@ -192,7 +180,7 @@ impl AssignmentPolicies for AssignmentPoliciesApi {
             .as_ref()
             .map(|p| p.id.clone())
             .unwrap_or_default();
-        self.authorize_policy(&caller, "UpdateAssignmentPolicy", &id)?;
+        self.authorize_policy(&caller, &id)?;
         let actor = caller.actor;
         let r = request.into_inner();
         let policy = crud::update_checked(
@@ -211,7 +199,7 @@ impl AssignmentPolicies for AssignmentPoliciesApi {
         request: Request<DeleteAssignmentPolicyRequest>,
     ) -> Result<Response<DeleteResponse>, Status> {
         let caller = self.app.caller(&request)?;
-        self.authorize_policy(&caller, "DeleteAssignmentPolicy", &request.get_ref().id)?;
+        self.authorize_policy(&caller, &request.get_ref().id)?;
         let r = request.into_inner();
         let revision =
             crud::delete::<AssignmentPolicy>(self.app.store(), caller.actor, r.id, r.etag).await?;
@@ -223,7 +211,7 @@ impl AssignmentPolicies for AssignmentPoliciesApi {
         request: Request<GetCompiledPolicyRequest>,
     ) -> Result<Response<CompiledPolicy>, Status> {
         let caller = self.app.caller(&request)?;
-        let policy = self.authorize_policy(&caller, "GetCompiledPolicy", &request.get_ref().id)?;
+        let policy = self.authorize_policy(&caller, &request.get_ref().id)?;
         let rules = compile_policy(&policy);
         Ok(Response::new(CompiledPolicy {
             assignment_policy_id: policy.id,

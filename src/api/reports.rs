@@ -37,39 +37,27 @@ impl ReportsApi {
     }
 
     /// The package (NOT_FOUND when missing), once the caller may run
-    /// `action` in its catalog.
-    fn authorize_package(
-        &self,
-        caller: &Caller,
-        action: &str,
-        package_id: &str,
-    ) -> Result<AccessPackage> {
-        let package: AccessPackage =
-            self.app
-                .load_visible(caller, action, package_id, ANY_CATALOG)?;
+    /// their report in its catalog.
+    fn authorize_package(&self, caller: &Caller, package_id: &str) -> Result<AccessPackage> {
         self.app
-            .authorize(caller, action, Scope::Catalog(&package.catalog_id))?;
-        Ok(package)
+            .authorize_record(caller, package_id, |p: &AccessPackage| {
+                Ok(p.catalog_id.clone())
+            })
     }
 
-    /// Authorizes `action` on a package that may no longer exist: in its
+    /// Authorizes the caller's report on a package that may no longer exist: in its
     /// catalog, or the catalog the audit trail last recorded for it. A
     /// package the trail does not know needs the right in every catalog,
     /// so that a caller who may not read a package's catalog gets one
     /// answer whether or not it exists (or existed).
-    fn authorize_past_package(
-        &self,
-        caller: &Caller,
-        action: &str,
-        package_id: &str,
-    ) -> Result<()> {
+    fn authorize_past_package(&self, caller: &Caller, package_id: &str) -> Result<()> {
         let store = self.app.store();
         let catalog = match records::load::<AccessPackage>(store, package_id)? {
             Some(package) => Some(package.catalog_id),
             None => history::last_known_catalog(store, package_id)?,
         };
         let scope = catalog.as_deref().map_or(ANY_CATALOG, Scope::Catalog);
-        self.app.authorize(caller, action, scope)
+        self.app.authorize(caller, scope)
     }
 }
 
@@ -141,8 +129,7 @@ impl Reports for ReportsApi {
     ) -> std::result::Result<Response<AccessReportResponse>, Status> {
         let caller = self.app.caller(&request)?;
         let r = request.into_inner();
-        let package =
-            self.authorize_package(&caller, "PackageAccessReport", &r.access_package_id)?;
+        let package = self.authorize_package(&caller, &r.access_package_id)?;
         let page = PageRequest::parse(r.page_size, &r.page_token, &[&package.id])?;
         let mut held: Vec<String> = self
             .app
@@ -168,7 +155,7 @@ impl Reports for ReportsApi {
         let r = request.into_inner();
         let user: User = crud::get(self.app.store(), &r.user_id)?;
         let page = PageRequest::parse(r.page_size, &r.page_token, &[&user.id])?;
-        let visible = VisibleCatalogs::new(&self.app, &caller, "UserAccessReport");
+        let visible = VisibleCatalogs::new(&self.app, &caller);
         let now = self.now();
         let held_now: Vec<String> = self
             .app
@@ -211,7 +198,7 @@ impl Reports for ReportsApi {
         check.optional_id("access_package_id", &r.access_package_id);
         check.finish()?;
         if !r.access_package_id.is_empty() {
-            self.authorize_package(&caller, "ExpiringAssignmentsReport", &r.access_package_id)?;
+            self.authorize_package(&caller, &r.access_package_id)?;
         }
         let page = PageRequest::parse(
             r.page_size,
@@ -219,7 +206,7 @@ impl Reports for ReportsApi {
             &[&within.to_string(), &r.catalog_id, &r.access_package_id],
         )?;
         let now = self.now();
-        let visible = VisibleCatalogs::new(&self.app, &caller, "ExpiringAssignmentsReport");
+        let visible = VisibleCatalogs::new(&self.app, &caller);
         let catalogs = PackageCatalogs::new(&self.app);
         // Page positions are (end time key, assignment id) in the index.
         let now_key = time_key(now.seconds());
@@ -290,7 +277,7 @@ impl Reports for ReportsApi {
         ])?
         .ok_or_else(|| Error::invalid("access_package_id", "or user_id is required"))?;
         if index == REQUESTS_BY_PACKAGE {
-            self.authorize_package(&caller, "RequestHistoryReport", value)?;
+            self.authorize_package(&caller, value)?;
         } else {
             crud::get::<User>(self.app.store(), value)?;
         }
@@ -299,7 +286,7 @@ impl Reports for ReportsApi {
             &r.page_token,
             &[&r.access_package_id, &r.user_id],
         )?;
-        let visible = VisibleCatalogs::new(&self.app, &caller, "RequestHistoryReport");
+        let visible = VisibleCatalogs::new(&self.app, &caller);
         let catalogs = PackageCatalogs::new(&self.app);
         let source = Source::Index {
             kind: AssignmentRequest::KIND,
@@ -353,7 +340,7 @@ impl Reports for ReportsApi {
         check.finish()?;
         let at = at.unwrap_or_default();
         if !by_role {
-            self.authorize_past_package(&caller, "AccessAtTimeReport", &r.access_package_id)?;
+            self.authorize_past_package(&caller, &r.access_package_id)?;
         }
         let page = PageRequest::parse(
             r.page_size,
@@ -370,7 +357,7 @@ impl Reports for ReportsApi {
         } else {
             [r.access_package_id.clone()].into()
         };
-        let visible = VisibleCatalogs::new(&self.app, &caller, "AccessAtTimeReport");
+        let visible = VisibleCatalogs::new(&self.app, &caller);
         // \u{1} sorts below every id character, so keys sort like the
         // (package, assignment) pairs the rows come in.
         let key = |h: &Holding| format!("{}\u{1}{}", h.access_package_id, h.assignment_id);
