@@ -156,6 +156,21 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
     ready: impl FnOnce(SocketAddr),
 ) -> anyhow::Result<()> {
+    let (_, run_now) = scheduler::run_now();
+    run_with(settings, clock, listener, shutdown, ready, run_now).await
+}
+
+/// Like [`run`], with background work also run whenever the
+/// [`scheduler::RunNow`] paired with `run_now` asks (tests that move a
+/// manual clock use it to know that due work has run).
+pub async fn run_with(
+    settings: &Settings,
+    clock: Arc<dyn Clock>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    ready: impl FnOnce(SocketAddr),
+    run_now: scheduler::RunNowRequests,
+) -> anyhow::Result<()> {
     let address = listener.local_addr()?;
     let policies = Arc::new(load_policies(settings)?);
     // Settings are checked before the store is touched: a server that could
@@ -181,6 +196,7 @@ pub async fn run(
             audit_retention: settings.audit_retention(),
         },
         background_stop,
+        run_now,
     );
     let router = services(server, health, app, auth, settings, drain)?;
 

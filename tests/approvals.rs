@@ -297,7 +297,7 @@ async fn a_stage_times_out_with_the_manual_clock() {
     );
 
     server.clock.advance(Duration::from_secs(3599));
-    tokio::time::sleep(Duration::from_millis(40)).await;
+    server.run_due_work().await;
     assert_eq!(
         get(&server, &id).await.state(),
         RequestState::PendingApproval

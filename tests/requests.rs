@@ -960,7 +960,7 @@ async fn only_waiting_requests_can_be_canceled() {
         if how == Reach::Scheduled {
             // Once canceled, the start coming does not deliver it.
             advance(&server, 2 * DAY);
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            server.run_due_work().await;
             assert_eq!(server.get_request(&before.id).await, after);
         }
         if code.is_none() {
@@ -987,7 +987,7 @@ async fn a_scheduled_request_is_delivered_when_its_start_comes() {
     let request = request_scheduled(&server, ALICE, &offer.policy, 2).await;
 
     advance(&server, DAY);
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    server.run_due_work().await;
     assert_eq!(server.get_request(&request.id).await, request, "not yet");
     assert!(server.user_assignments(ALICE).await.is_empty());
 

@@ -22,6 +22,7 @@ use entitlements::pb::catalogs_client::CatalogsClient;
 use entitlements::pb::decisions_client::DecisionsClient;
 use entitlements::pb::directory_client::DirectoryClient;
 use entitlements::pb::reports_client::ReportsClient;
+use entitlements::workflow::scheduler::{self, RunNow};
 use tokio::sync::oneshot;
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
@@ -39,6 +40,7 @@ pub struct TestServer {
     pub clock: Arc<ManualClock>,
     channel: Channel,
     admins: Vec<String>,
+    run_now: RunNow,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     _temp: Option<tempfile::TempDir>,
@@ -107,8 +109,9 @@ impl TestServer {
         let (stop, stopped) = oneshot::channel::<()>();
         let (ready_tx, ready_rx) = oneshot::channel();
         let server_clock = clock.clone();
+        let (run_now, run_now_requests) = scheduler::run_now();
         let task = tokio::spawn(async move {
-            entitlements::server::run(
+            entitlements::server::run_with(
                 &settings,
                 server_clock,
                 listener,
@@ -118,6 +121,7 @@ impl TestServer {
                 move |address| {
                     let _ = ready_tx.send(address);
                 },
+                run_now_requests,
             )
             .await
         });
@@ -134,6 +138,7 @@ impl TestServer {
             clock,
             channel,
             admins: admins.iter().map(|a| a.to_string()).collect(),
+            run_now,
             stop: Some(stop),
             task: Some(task),
             _temp: None,
@@ -164,6 +169,13 @@ impl TestServer {
         let mut next = Self::launch(&self.data_dir, self.clock.clone(), &admins).await;
         next._temp = temp;
         next
+    }
+
+    /// Runs the background work due at the clock's now (expiry, approval
+    /// timeouts, scheduled starts, guest lifecycle) and returns once it has
+    /// run: after `clock.advance`, what is not done now is not due.
+    pub async fn run_due_work(&self) {
+        assert!(self.run_now.round().await, "the scheduler has stopped");
     }
 
     pub fn channel(&self) -> Channel {
