@@ -3,7 +3,6 @@
 
 use tonic::{Request, Response, Status};
 
-use crate::audit::history::{self, Holding};
 use crate::clock::Moment;
 use crate::domain::assignment::ACTIVE_BY_END;
 use crate::domain::crud::{self, Listed};
@@ -13,6 +12,7 @@ use crate::error::{Error, Result};
 use crate::pb::reports_server::Reports;
 use crate::pb::*;
 use crate::policy::admin::{ANY_CATALOG, Scope};
+use crate::reports::history::{self, Holding};
 use crate::store::records::{self, Record, Source};
 
 use super::App;
