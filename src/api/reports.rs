@@ -4,15 +4,14 @@
 use tonic::{Request, Response, Status};
 
 use crate::clock::Moment;
-use crate::domain::assignment::ACTIVE_BY_END;
-use crate::domain::crud::{self, Listed};
-use crate::domain::request::{REQUESTS_BY_PACKAGE, REQUESTS_BY_TARGET, time_key};
+use crate::domain::crud;
+use crate::domain::request::{REQUESTS_BY_PACKAGE, REQUESTS_BY_TARGET};
 use crate::domain::validate::Check;
 use crate::error::{Error, Result};
 use crate::pb::reports_server::Reports;
 use crate::pb::*;
 use crate::policy::admin::{ANY_CATALOG, Scope};
-use crate::reports::history::{self, Holding};
+use crate::reports::{access, history};
 use crate::store::records::{self, Record, Source};
 
 use super::App;
@@ -59,66 +58,27 @@ impl ReportsApi {
         let scope = catalog.as_deref().map_or(ANY_CATALOG, Scope::Catalog);
         self.app.authorize(caller, scope)
     }
-}
 
-fn row(assignment: &Assignment, catalog_id: &str) -> AccessRow {
-    AccessRow {
-        assignment_id: assignment.id.clone(),
-        user_id: assignment.target_id.clone(),
-        access_package_id: assignment.access_package_id.clone(),
-        catalog_id: catalog_id.to_string(),
-        assignment_policy_id: assignment.assignment_policy_id.clone(),
-        request_id: assignment.request_id.clone(),
-        start_time: assignment.start_time,
-        end_time: assignment.end_time,
+    /// One page of the assignments in `held` (see [`access::held`]), with
+    /// the next page's token.
+    fn held_page(
+        &self,
+        held: &[String],
+        visible: impl Fn(&str) -> bool,
+        page: &PageRequest,
+    ) -> Result<(Vec<AccessRow>, String)> {
+        let catalogs = PackageCatalogs::new(&self.app);
+        let listed = access::held(
+            self.app.store(),
+            held,
+            |p| catalogs.of(p),
+            visible,
+            page.after(),
+            page.size,
+        )?;
+        let token = page.next_token(&listed, |row: &AccessRow| row.assignment_id.clone());
+        Ok((listed.items, token))
     }
-}
-
-fn holding_row(holding: Holding) -> AccessRow {
-    AccessRow {
-        assignment_id: holding.assignment_id,
-        user_id: holding.user_id,
-        access_package_id: holding.access_package_id,
-        catalog_id: holding.catalog_id,
-        assignment_policy_id: holding.assignment_policy_id,
-        request_id: holding.request_id,
-        start_time: Some(holding.start.timestamp()),
-        end_time: holding.end.map(Moment::timestamp),
-    }
-}
-
-/// One page of `held` (the ids, in order, of assignments the decision view
-/// says give access now: the same answer as CheckAccess and WhoHasAccess),
-/// as rows of the catalogs `visible` accepts.
-fn held_page(
-    app: &App,
-    visible: impl Fn(&str) -> bool,
-    held: Vec<String>,
-    page: &PageRequest,
-) -> Result<(Vec<AccessRow>, String)> {
-    let catalogs = PackageCatalogs::new(app);
-    let mut rows = Vec::new();
-    let mut more = false;
-    let after = page.after().unwrap_or_default();
-    for id in held.iter().filter(|id| id.as_str() > after) {
-        let Some(assignment) = records::load::<Assignment>(app.store(), id)? else {
-            continue;
-        };
-        let catalog = catalogs
-            .of(&assignment.access_package_id)
-            .unwrap_or_default();
-        if !assignment.is_active() || !visible(&catalog) {
-            continue;
-        }
-        if rows.len() == page.size {
-            more = true;
-            break;
-        }
-        rows.push(row(&assignment, &catalog));
-    }
-    let listed = Listed { items: rows, more };
-    let token = page.next_token(&listed, |row: &AccessRow| row.assignment_id.clone());
-    Ok((listed.items, token))
 }
 
 #[tonic::async_trait]
@@ -140,7 +100,7 @@ impl Reports for ReportsApi {
             .flatten()
             .collect();
         held.sort();
-        let (rows, next_page_token) = held_page(&self.app, |_| true, held, &page)?;
+        let (rows, next_page_token) = self.held_page(&held, |_| true, &page)?;
         Ok(Response::new(AccessReportResponse {
             rows,
             next_page_token,
@@ -164,7 +124,7 @@ impl Reports for ReportsApi {
             .effective_assignments(&user.id, now)
             .map(|a| a.id.clone())
             .collect();
-        let (held, next_page_token) = held_page(&self.app, |c| visible.sees(c), held_now, &page)?;
+        let (held, next_page_token) = self.held_page(&held_now, |c| visible.sees(c), &page)?;
         let requestable = if page.after().is_some() {
             Vec::new()
         } else {
@@ -205,52 +165,23 @@ impl Reports for ReportsApi {
             &r.page_token,
             &[&within.to_string(), &r.catalog_id, &r.access_package_id],
         )?;
-        let now = self.now();
         let visible = VisibleCatalogs::new(&self.app, &caller);
         let catalogs = PackageCatalogs::new(&self.app);
-        // Page positions are (end time key, assignment id) in the index.
-        let now_key = time_key(now.seconds());
-        let after = page
-            .after()
-            .and_then(|key| key.split_once('/'))
-            .unwrap_or((&now_key, ""));
-        let last = time_key(now.seconds().saturating_add(within));
-        let mut rows = Vec::new();
-        let mut more = false;
-        for entry in records::index_range(
+        let report = access::Expiring {
+            now: self.now(),
+            within_seconds: within,
+            catalog_id: &r.catalog_id,
+            access_package_id: &r.access_package_id,
+        };
+        let listed = access::expiring(
             self.app.store(),
-            Assignment::KIND,
-            ACTIVE_BY_END,
-            Some(after),
-            &last,
-        ) {
-            let (_, id) = entry.map_err(Error::from)?;
-            let Some(assignment) =
-                records::load::<Assignment>(self.app.store(), &id).map_err(Error::from)?
-            else {
-                continue;
-            };
-            let catalog = catalogs
-                .of(&assignment.access_package_id)
-                .unwrap_or_default();
-            let wanted = (r.catalog_id.is_empty() || r.catalog_id == catalog)
-                && (r.access_package_id.is_empty()
-                    || r.access_package_id == assignment.access_package_id)
-                && visible.sees(&catalog);
-            if !wanted {
-                continue;
-            }
-            if rows.len() == page.size {
-                more = true;
-                break;
-            }
-            rows.push(row(&assignment, &catalog));
-        }
-        let listed = Listed { items: rows, more };
-        let next_page_token = page.next_token(&listed, |row: &AccessRow| {
-            let end = row.end_time.map_or(0, |t| t.seconds);
-            format!("{}/{}", time_key(end), row.assignment_id)
-        });
+            &report,
+            |p| catalogs.of(p),
+            |c| visible.sees(c),
+            page.after(),
+            page.size,
+        )?;
+        let next_page_token = page.next_token(&listed, access::expiring_position);
         Ok(Response::new(AccessReportResponse {
             rows: listed.items,
             next_page_token,
@@ -358,31 +289,17 @@ impl Reports for ReportsApi {
             [r.access_package_id.clone()].into()
         };
         let visible = VisibleCatalogs::new(&self.app, &caller);
-        // \u{1} sorts below every id character, so keys sort like the
-        // (package, assignment) pairs the rows come in.
-        let key = |h: &Holding| format!("{}\u{1}{}", h.access_package_id, h.assignment_id);
-        let mut rows = Vec::new();
-        let mut more = false;
-        'packages: for package in &packages {
-            for holding in history::package_holders(self.app.store(), package, at)? {
-                if page
-                    .after()
-                    .is_some_and(|after| key(&holding).as_str() <= after)
-                    || !visible.sees(&holding.catalog_id)
-                {
-                    continue;
-                }
-                if rows.len() == page.size {
-                    more = true;
-                    break 'packages;
-                }
-                rows.push(holding);
-            }
-        }
-        let listed = Listed { items: rows, more };
-        let next_page_token = page.next_token(&listed, key);
+        let listed = access::at_time(
+            self.app.store(),
+            &packages,
+            at,
+            |c| visible.sees(c),
+            page.after(),
+            page.size,
+        )?;
+        let next_page_token = page.next_token(&listed, access::holding_position);
         Ok(Response::new(AccessReportResponse {
-            rows: listed.items.into_iter().map(holding_row).collect(),
+            rows: listed.items.into_iter().map(access::holding_row).collect(),
             next_page_token,
         }))
     }

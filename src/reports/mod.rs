@@ -3,4 +3,5 @@
 //! [`crate::decision`], below [`crate::api`], which only authorizes and
 //! converts.
 
+pub mod access;
 pub mod history;
