@@ -106,10 +106,9 @@ impl AccessPackages for AccessPackagesApi {
                 && !(r.exclude_hidden && p.hidden)
                 && visible.sees(&p.catalog_id)
         };
-        let listed = crud::list(self.app.store(), source, keep, page.size, page.after())?;
-        let next_page_token = page.next_token(&listed, |p: &AccessPackage| p.id.clone());
+        let (items, next_page_token) = page.list(self.app.store(), source, keep)?;
         Ok(Response::new(ListAccessPackagesResponse {
-            access_packages: listed.items,
+            access_packages: items,
             next_page_token,
         }))
     }

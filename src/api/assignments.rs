@@ -4,7 +4,6 @@ use tonic::{Request, Response, Status};
 
 use crate::clock::Moment;
 use crate::domain::assignment::{ASSIGNMENTS_BY_PACKAGE, ASSIGNMENTS_BY_TARGET};
-use crate::domain::crud;
 use crate::domain::validate::Check;
 use crate::error::Error;
 use crate::pb::assignments_server::Assignments;
@@ -79,10 +78,9 @@ impl Assignments for AssignmentsApi {
             (r.state == 0 || a.state == r.state)
                 && visible.sees(&a.access_package_id, &a.target_id, &a.target_id)
         };
-        let listed = crud::list(self.app.store(), source, keep, page.size, page.after())?;
-        let next_page_token = page.next_token(&listed, |a: &Assignment| a.id.clone());
+        let (items, next_page_token) = page.list(self.app.store(), source, keep)?;
         Ok(Response::new(ListAssignmentsResponse {
-            assignments: listed.items,
+            assignments: items,
             next_page_token,
         }))
     }

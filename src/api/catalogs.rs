@@ -95,16 +95,12 @@ impl Catalogs for CatalogsApi {
         let visible = self.app.catalog_filter(&caller);
         let r = request.into_inner();
         let page = PageRequest::parse(r.page_size, &r.page_token, &[])?;
-        let listed = crud::list(
-            self.app.store(),
-            Source::All,
-            |c: &Catalog| visible.sees(&c.id),
-            page.size,
-            page.after(),
-        )?;
-        let next_page_token = page.next_token(&listed, |c: &Catalog| c.id.clone());
+        let (items, next_page_token) =
+            page.list(self.app.store(), Source::All, |c: &Catalog| {
+                visible.sees(&c.id)
+            })?;
         Ok(Response::new(ListCatalogsResponse {
-            catalogs: listed.items,
+            catalogs: items,
             next_page_token,
         }))
     }
@@ -198,10 +194,9 @@ impl Catalogs for CatalogsApi {
         let keep = |res: &Resource| {
             (r.r#type.is_empty() || res.r#type == r.r#type) && visible.sees(&res.catalog_id)
         };
-        let listed = crud::list(self.app.store(), source, keep, page.size, page.after())?;
-        let next_page_token = page.next_token(&listed, |res: &Resource| res.id.clone());
+        let (items, next_page_token) = page.list(self.app.store(), source, keep)?;
         Ok(Response::new(ListResourcesResponse {
-            resources: listed.items,
+            resources: items,
             next_page_token,
         }))
     }
@@ -352,10 +347,9 @@ impl Catalogs for CatalogsApi {
             sees && (r.role == 0 || a.role == r.role)
                 && (r.principal_id.is_empty() || a.principal_id == r.principal_id)
         };
-        let listed = crud::list(self.app.store(), source, keep, page.size, page.after())?;
-        let next_page_token = page.next_token(&listed, RoleAssignment::id);
+        let (items, next_page_token) = page.list(self.app.store(), source, keep)?;
         Ok(Response::new(ListRoleAssignmentsResponse {
-            role_assignments: listed.items,
+            role_assignments: items,
             next_page_token,
         }))
     }

@@ -113,10 +113,9 @@ impl Directory for DirectoryApi {
                 && (r.connected_organization_id.is_empty()
                     || u.connected_organization_id == r.connected_organization_id)
         };
-        let listed = crud::list(self.app.store(), source, keep, page.size, page.after())?;
-        let next_page_token = page.next_token(&listed, |u: &User| u.id.clone());
+        let (items, next_page_token) = page.list(self.app.store(), source, keep)?;
         Ok(Response::new(ListUsersResponse {
-            users: listed.items,
+            users: items,
             next_page_token,
         }))
     }
@@ -211,16 +210,9 @@ impl Directory for DirectoryApi {
             },
             None => Source::All,
         };
-        let listed = crud::list(
-            self.app.store(),
-            source,
-            |_: &Group| true,
-            page.size,
-            page.after(),
-        )?;
-        let next_page_token = page.next_token(&listed, |g: &Group| g.id.clone());
+        let (items, next_page_token) = page.list(self.app.store(), source, |_: &Group| true)?;
         Ok(Response::new(ListGroupsResponse {
-            groups: listed.items,
+            groups: items,
             next_page_token,
         }))
     }
@@ -322,10 +314,9 @@ impl Directory for DirectoryApi {
         let r = request.into_inner();
         let page = PageRequest::parse(r.page_size, &r.page_token, &[&r.state.to_string()])?;
         let keep = |o: &ConnectedOrganization| r.state == 0 || o.state == r.state;
-        let listed = crud::list(self.app.store(), Source::All, keep, page.size, page.after())?;
-        let next_page_token = page.next_token(&listed, |o: &ConnectedOrganization| o.id.clone());
+        let (items, next_page_token) = page.list(self.app.store(), Source::All, keep)?;
         Ok(Response::new(ListConnectedOrganizationsResponse {
-            connected_organizations: listed.items,
+            connected_organizations: items,
             next_page_token,
         }))
     }

@@ -151,20 +151,14 @@ impl AssignmentPolicies for AssignmentPoliciesApi {
                 value: &r.access_package_id,
             }
         };
-        let listed = crud::list(
-            self.app.store(),
-            source,
-            |p: &AssignmentPolicy| {
+        let (items, next_page_token) =
+            page.list(self.app.store(), source, |p: &AssignmentPolicy| {
                 catalogs
                     .of(&p.access_package_id)
                     .is_some_and(|c| visible.sees(&c))
-            },
-            page.size,
-            page.after(),
-        )?;
-        let next_page_token = page.next_token(&listed, |p: &AssignmentPolicy| p.id.clone());
+            })?;
         Ok(Response::new(ListAssignmentPoliciesResponse {
-            assignment_policies: listed.items,
+            assignment_policies: items,
             next_page_token,
         }))
     }

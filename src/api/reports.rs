@@ -227,10 +227,9 @@ impl Reports for ReportsApi {
         let keep = |q: &AssignmentRequest| {
             visible.sees(&catalogs.of(&q.access_package_id).unwrap_or_default())
         };
-        let listed = crud::list(self.app.store(), source, keep, page.size, page.after())?;
-        let next_page_token = page.next_token(&listed, |q: &AssignmentRequest| q.id.clone());
+        let (items, next_page_token) = page.list(self.app.store(), source, keep)?;
         Ok(Response::new(RequestHistoryReportResponse {
-            requests: listed.items,
+            requests: items,
             next_page_token,
         }))
     }

@@ -245,10 +245,9 @@ impl AssignmentRequests for AssignmentRequestsApi {
             (r.state == 0 || q.state == r.state)
                 && visible.sees(&q.access_package_id, &q.target_id, &q.requestor_id)
         };
-        let listed = crud::list(self.app.store(), source, keep, page.size, page.after())?;
-        let next_page_token = page.next_token(&listed, |q: &AssignmentRequest| q.id.clone());
+        let (items, next_page_token) = page.list(self.app.store(), source, keep)?;
         Ok(Response::new(ListAssignmentRequestsResponse {
-            assignment_requests: listed.items,
+            assignment_requests: items,
             next_page_token,
         }))
     }
