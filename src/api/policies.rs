@@ -1,17 +1,14 @@
 //! The AssignmentPolicies service.
 
-use std::sync::Arc;
-
 use tonic::{Request, Response, Status};
 
 use crate::domain::assignment_policy::POLICIES_BY_PACKAGE;
 use crate::domain::crud::{self, CreateArgs};
 use crate::domain::validate::is_valid_id;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::pb::assignment_policies_server::AssignmentPolicies;
 use crate::pb::*;
-use crate::policy::PolicyEngine;
-use crate::policy::compile::{Rule, compile_policy, entity, render};
+use crate::policy::checked;
 use crate::store::records::{Record, Source};
 
 use super::App;
@@ -36,50 +33,6 @@ impl AssignmentPoliciesApi {
                 self.app.package_catalog(&p.access_package_id)
             })
     }
-}
-
-/// Compiles a policy and validates the result; INVALID_ARGUMENT with the
-/// Cedar message when it does not validate. Runs after the policy's own
-/// checks, which bound the extra condition's nesting and depth.
-fn compiles(
-    engine: Arc<PolicyEngine>,
-) -> impl FnOnce(&AssignmentPolicy) -> Result<()> + Send + 'static {
-    move |policy| {
-        // The extra condition must be one Cedar expression, nothing more.
-        if !policy.extra_condition.is_empty()
-            && let Err(message) = engine.check_condition(&policy.extra_condition)
-        {
-            return Err(Error::invalid(
-                "assignment_policy.extra_condition",
-                format!("is not a Cedar expression: {message}"),
-            ));
-        }
-        let mut rules = compile_policy(policy);
-        rules.extend(condition_rule(policy));
-        engine.check(&rules).map_err(|message| {
-            let field = if policy.extra_condition.is_empty() {
-                "assignment_policy"
-            } else {
-                "assignment_policy.extra_condition"
-            };
-            Error::invalid(field, format!("does not compile to valid Cedar: {message}"))
-        })
-    }
-}
-
-/// The extra condition on its own, for validation only: a scope with no
-/// eligibility rule (NOT_SPECIFIED) would otherwise leave it unchecked.
-fn condition_rule(policy: &AssignmentPolicy) -> Option<Rule> {
-    if policy.extra_condition.is_empty() {
-        return None;
-    }
-    let id = format!("{}/extra-condition", policy.id);
-    let text = format!(
-        "@id(\"{id}\")\npermit (principal, action, resource == {})\nwhen {{ ({}) }};",
-        entity("AssignmentPolicy", &policy.id),
-        policy.extra_condition
-    );
-    Some(Rule { id, text })
 }
 
 #[tonic::async_trait]
@@ -111,7 +64,7 @@ impl AssignmentPolicies for AssignmentPoliciesApi {
             request_id: r.request_id,
             method: Rpc::CreateAssignmentPolicy.name(),
         };
-        let check = compiles(self.app.policies.clone());
+        let check = checked::compiles(self.app.policies.clone());
         let policy =
             crud::create_checked(self.app.store(), actor, args, move |_, p| check(p)).await?;
         Ok(Response::new(policy))
@@ -182,7 +135,7 @@ impl AssignmentPolicies for AssignmentPoliciesApi {
             actor,
             r.assignment_policy,
             r.update_mask,
-            compiles(self.app.policies.clone()),
+            checked::compiles(self.app.policies.clone()),
         )
         .await?;
         Ok(Response::new(policy))
@@ -206,11 +159,6 @@ impl AssignmentPolicies for AssignmentPoliciesApi {
     ) -> Result<Response<CompiledPolicy>, Status> {
         let caller = self.app.caller(&request)?;
         let policy = self.authorize_policy(&caller, &request.get_ref().id)?;
-        let rules = compile_policy(&policy);
-        Ok(Response::new(CompiledPolicy {
-            assignment_policy_id: policy.id,
-            cedar: render(&rules),
-            policy_ids: rules.into_iter().map(|r| r.id).collect(),
-        }))
+        Ok(Response::new(checked::compiled(policy)))
     }
 }
