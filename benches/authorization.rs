@@ -12,7 +12,7 @@ use entitlements::clock::SystemClock;
 use entitlements::decision::state::DecisionState;
 use entitlements::domain::catalog::grant_role;
 use entitlements::domain::entity::Actor;
-use entitlements::pb::{AdminRole, RoleAssignment, User, UserState};
+use entitlements::pb::{AdminRole, GetCatalogRequest, RoleAssignment, User, UserState};
 use entitlements::policy::PolicyEngine;
 use entitlements::policy::admin::Scope;
 use entitlements::store::records;
@@ -67,8 +67,8 @@ fn app_with_reader(dir: &std::path::Path) -> App {
     )
 }
 
-fn read_request() -> tonic::Request<()> {
-    let mut request = tonic::Request::new(());
+fn read_request() -> tonic::Request<GetCatalogRequest> {
+    let mut request = tonic::Request::new(GetCatalogRequest { id: "c2".into() });
     request.extensions_mut().insert(Principal {
         id: "reader".into(),
         configured_roles: Vec::new(),
@@ -82,19 +82,11 @@ fn authorization(c: &mut Criterion) {
     let request = read_request();
     c.bench_function(
         "authorized GetCatalog, as every RPC does (cached decision)",
-        |b| {
-            b.iter(|| {
-                app.authorized(&request, "GetCatalog", Scope::Catalog("c2"))
-                    .unwrap()
-            })
-        },
+        |b| b.iter(|| app.authorized(&request, Scope::Catalog("c2")).unwrap()),
     );
     let caller = app.caller(&request).unwrap();
     c.bench_function("decide GetCatalog uncached (entities + Cedar)", |b| {
-        b.iter(|| {
-            app.authorize(&caller, "GetCatalog", Scope::Catalog("c2"))
-                .unwrap()
-        })
+        b.iter(|| app.authorize(&caller, Scope::Catalog("c2")).unwrap())
     });
     c.bench_function("resolve caller roles", |b| {
         b.iter(|| app.caller(&request).unwrap())

@@ -2,8 +2,9 @@
 //! who must approve it, how long it lasts, and who holds what right now.
 //!
 //! Layers, outermost first: [`api`] (gRPC services and conventions),
-//! [`workflow`] (requests, assignments and their timing), [`policy`] (Cedar
-//! compilation and decisions), [`domain`] (the objects and their rules),
+//! [`reports`] (reports and past holdings, from the records, the decision
+//! view and the audit trail), [`workflow`] (requests, assignments and their
+//! timing), [`policy`] (Cedar compilation and decisions), [`domain`] (the objects and their rules),
 //! [`audit`] (the hash-chained record of every change), [`store`] (durable
 //! state).
 
@@ -16,6 +17,7 @@ pub mod domain;
 pub mod drain;
 pub mod error;
 pub mod policy;
+pub mod reports;
 pub mod server;
 pub mod store;
 pub mod workflow;

@@ -1,5 +1,6 @@
-//! Assembles and runs the gRPC server: health (per service, tied to the
-//! store), reflection (v1 and v1alpha), and the entitlements services behind
+//! Assembles and runs the gRPC server: health (per service: SERVING once
+//! the store is open and loaded, NOT_SERVING from the moment it stops),
+//! reflection (v1 and v1alpha), and the entitlements services behind
 //! the caller-identity interceptor, on connections accepted within limits.
 //!
 //! The server stops on the shutdown signal, or on its own when the store
@@ -18,6 +19,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tonic::server::NamedService;
 use tonic::transport::Server;
+use tonic::transport::server::Router;
 use tonic_health::ServingStatus;
 use tonic_health::pb::health_server::HealthServer;
 use tonic_health::server::HealthReporter;
@@ -47,6 +49,7 @@ use crate::domain::catalog::ensure_general_catalog;
 use crate::domain::entity::{Actor, SYSTEM_ACTOR};
 use crate::domain::migrations;
 use crate::domain::settings::ensure_settings;
+use crate::drain::{Drain, DrainSignal};
 use crate::pb;
 use crate::pb::access_packages_server::AccessPackagesServer;
 use crate::pb::assignment_policies_server::AssignmentPoliciesServer;
@@ -152,6 +155,21 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
     ready: impl FnOnce(SocketAddr),
 ) -> anyhow::Result<()> {
+    let (_, run_now) = scheduler::run_now();
+    run_with(settings, clock, listener, shutdown, ready, run_now).await
+}
+
+/// Like [`run`], with background work also run whenever the
+/// [`scheduler::RunNow`] paired with `run_now` asks (tests that move a
+/// manual clock use it to know that due work has run).
+pub async fn run_with(
+    settings: &Settings,
+    clock: Arc<dyn Clock>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    ready: impl FnOnce(SocketAddr),
+    run_now: scheduler::RunNowRequests,
+) -> anyhow::Result<()> {
     let address = listener.local_addr()?;
     let policies = Arc::new(load_policies(settings)?);
     // Settings are checked before the store is touched: a server that could
@@ -166,10 +184,59 @@ pub async fn run(
     let (drain_signal, drain) = crate::drain::channel();
     let health = HealthServer::new(DrainingHealth::new(reporter.clone(), drain.clone()));
 
+    let (store, app) = open_state(settings, clock.clone(), policies.clone()).await?;
+    let (stop_background, background_stop) = tokio::sync::watch::channel(false);
+    let background = scheduler::spawn(
+        store.clone(),
+        clock,
+        policies,
+        scheduler::Options {
+            interval: Duration::from_millis(settings.scheduler_interval_ms.max(1)),
+            audit_retention: settings.audit_retention(),
+        },
+        background_stop,
+        run_now,
+    );
+    let router = services(server, health, app, auth, settings, drain)?;
+
+    report(&reporter, ServingStatus::Serving).await;
+    tracing::info!(%address, store = %settings.store_location()?, "serving");
+    ready(address);
+
+    let stopping = follow_availability(store.as_ref(), reporter.clone());
+    let (stop, stop_began) = stop_signal(shutdown, store.clone(), reporter, drain_signal, stopping);
+    let first_bytes = match settings.tls {
+        Some(_) => FirstBytes::Any,
+        None => FirstBytes::Http2Preface,
+    };
+    let incoming = listener::incoming(listener, Limits::from_settings(settings), first_bytes);
+    let serving = router.serve_with_incoming_shutdown(incoming, stop);
+    let stopped = drain_within(serving, stop_began, settings.drain_deadline()).await?;
+
+    let _ = stop_background.send(true);
+    background.await?;
+    let closed = tokio::task::spawn_blocking(move || store.close()).await?;
+    if let Some(Stop::StoreFailed(reason)) = stopped {
+        anyhow::bail!("stopped because the store failed: {reason}");
+    }
+    closed?;
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+/// Opens the store the settings name (sled under `settings.data_dir`, or
+/// a PostgreSQL database), brings it up to date
+/// (migrations, the General catalog, the tenant settings) and loads the
+/// decision view, which then observes every commit.
+async fn open_state(
+    settings: &Settings,
+    clock: Arc<dyn Clock>,
+    policies: Arc<PolicyEngine>,
+) -> anyhow::Result<(Arc<dyn Store>, App)> {
     let location = settings.store_location()?;
-    let opening = (location.clone(), settings.postgres_options());
+    let options = settings.postgres_options();
     let store: Arc<dyn Store> =
-        tokio::task::spawn_blocking(move || crate::store::open(&opening.0, opening.1)).await??;
+        tokio::task::spawn_blocking(move || crate::store::open(&location, options)).await??;
     migrations::run(store.as_ref()).await?;
     let system = Actor::new(SYSTEM_ACTOR, clock.now());
     ensure_general_catalog(store.as_ref(), system.clone()).await?;
@@ -183,76 +250,25 @@ pub async fn run(
         .await??,
     );
     store.observe(decisions.clone());
+    // Only now, with the view loaded and observing: other replicas' commits.
     store.follow();
-    let app = App::new(store.clone(), clock.clone(), policies.clone(), decisions);
-    let (stop_background, background_stop) = tokio::sync::watch::channel(false);
-    let background = scheduler::spawn(
-        store.clone(),
-        clock,
-        policies,
-        scheduler::Options {
-            interval: Duration::from_millis(settings.scheduler_interval_ms.max(1)),
-            audit_retention: settings.audit_retention(),
-        },
-        background_stop,
-    );
+    let app = App::new(store.clone(), clock, policies, decisions);
+    Ok((store, app))
+}
 
+/// Health, reflection, and every entitlements service behind the caller
+/// interceptor `auth`.
+fn services(
+    mut server: Server,
+    health: HealthServer<DrainingHealth>,
+    app: App,
+    auth: Authenticator,
+    settings: &Settings,
+    drain: Drain,
+) -> anyhow::Result<Router> {
     let reflection_v1 = reflection_builder().build_v1()?;
     let reflection_v1alpha = reflection_builder().build_v1alpha()?;
-
-    report(&reporter, ServingStatus::Serving).await;
-    tracing::info!(%address, store = %location, "serving");
-    ready(address);
-    // Health follows the store: NOT_SERVING while its database is
-    // unreachable, SERVING again once it is back (until shutdown).
-    let stopping = Arc::new(tokio::sync::Mutex::new(false));
-    let mut availability = store.availability();
-    let (following, stopped_following) = (reporter.clone(), stopping.clone());
-    tokio::spawn(async move {
-        while availability.changed().await.is_ok() {
-            let available = *availability.borrow_and_update();
-            let stopping = stopped_following.lock().await;
-            if *stopping {
-                return;
-            }
-            let status = match available {
-                true => ServingStatus::Serving,
-                false => ServingStatus::NotServing,
-            };
-            report(&following, status).await;
-        }
-    });
-
-    let draining = reporter.clone();
-    let failing = store.clone();
-    let (began, stop_began) = tokio::sync::oneshot::channel::<Stop>();
-    let stop = async move {
-        let stop = tokio::select! {
-            () = shutdown => Stop::Requested,
-            reason = failing.failure() => Stop::StoreFailed(reason),
-        };
-        match &stop {
-            Stop::Requested => tracing::info!("shutting down: finishing in-flight calls"),
-            Stop::StoreFailed(reason) => tracing::error!(
-                %reason,
-                "the store failed; stopping so that a restart recovers exactly what was \
-                 acknowledged"
-            ),
-        }
-        {
-            let mut stopping = stopping.lock().await;
-            *stopping = true;
-            report(&draining, ServingStatus::NotServing).await;
-        }
-        drain_signal.start();
-        let _ = began.send(stop);
-    };
-    let first_bytes = match settings.tls {
-        Some(_) => FirstBytes::Any,
-        None => FirstBytes::Http2Preface,
-    };
-    let incoming = listener::incoming(listener, Limits::from_settings(settings), first_bytes);
-    let serving = server
+    Ok(server
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -299,14 +315,85 @@ pub async fn run(
                 drain,
             ),
             auth,
-        ))
-        .serve_with_incoming_shutdown(incoming, stop);
-    // In-flight calls get a deadline: a client that never lets go of its
-    // connection must not keep the process (and the store) open forever.
+        )))
+}
+
+/// The future that stops the server: it resolves when `shutdown` does or
+/// the store fails, after turning health NOT_SERVING and starting the
+/// drain; the receiver then tells why it stopped.
+/// Health follows the store: NOT_SERVING while its database is
+/// unreachable, SERVING again once it is back, until the server stops
+/// (setting the returned flag ends it).
+fn follow_availability(
+    store: &dyn Store,
+    reporter: HealthReporter,
+) -> Arc<tokio::sync::Mutex<bool>> {
+    let stopping = Arc::new(tokio::sync::Mutex::new(false));
+    let mut availability = store.availability();
+    let stopped = stopping.clone();
+    tokio::spawn(async move {
+        while availability.changed().await.is_ok() {
+            let available = *availability.borrow_and_update();
+            let stopping = stopped.lock().await;
+            if *stopping {
+                return;
+            }
+            let status = match available {
+                true => ServingStatus::Serving,
+                false => ServingStatus::NotServing,
+            };
+            report(&reporter, status).await;
+        }
+    });
+    stopping
+}
+
+fn stop_signal(
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    store: Arc<dyn Store>,
+    reporter: HealthReporter,
+    drain_signal: DrainSignal,
+    stopping: Arc<tokio::sync::Mutex<bool>>,
+) -> (
+    impl Future<Output = ()> + Send + 'static,
+    tokio::sync::oneshot::Receiver<Stop>,
+) {
+    let (began, stop_began) = tokio::sync::oneshot::channel::<Stop>();
+    let stop = async move {
+        let stop = tokio::select! {
+            () = shutdown => Stop::Requested,
+            reason = store.failure() => Stop::StoreFailed(reason),
+        };
+        match &stop {
+            Stop::Requested => tracing::info!("shutting down: finishing in-flight calls"),
+            Stop::StoreFailed(reason) => tracing::error!(
+                %reason,
+                "the store failed; stopping so that a restart recovers exactly what was \
+                 acknowledged"
+            ),
+        }
+        {
+            let mut stopping = stopping.lock().await;
+            *stopping = true;
+            report(&reporter, ServingStatus::NotServing).await;
+        }
+        drain_signal.start();
+        let _ = began.send(stop);
+    };
+    (stop, stop_began)
+}
+
+/// Waits for `serving` to end. Once the stop has begun, in-flight calls get
+/// `deadline`: a client that never lets go of its connection must not keep
+/// the process (and the store) open forever. Returns why it stopped.
+async fn drain_within(
+    serving: impl Future<Output = Result<(), tonic::transport::Error>>,
+    stop_began: tokio::sync::oneshot::Receiver<Stop>,
+    deadline: Duration,
+) -> anyhow::Result<Option<Stop>> {
     tokio::pin!(serving);
     let mut stop_began = stop_began;
-    let deadline = settings.drain_deadline();
-    let stopped = tokio::select! {
+    Ok(tokio::select! {
         served = &mut serving => {
             served?;
             stop_began.await.ok()
@@ -318,17 +405,7 @@ pub async fn run(
             }
             stop.ok()
         }
-    };
-
-    let _ = stop_background.send(true);
-    background.await?;
-    let closed = tokio::task::spawn_blocking(move || store.close()).await?;
-    if let Some(Stop::StoreFailed(reason)) = stopped {
-        anyhow::bail!("stopped because the store failed: {reason}");
-    }
-    closed?;
-    tracing::info!("stopped cleanly");
-    Ok(())
+    })
 }
 
 fn reflection_builder() -> tonic_reflection::server::Builder<'static> {

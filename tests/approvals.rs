@@ -297,7 +297,7 @@ async fn a_stage_times_out_with_the_manual_clock() {
     );
 
     server.clock.advance(Duration::from_secs(3599));
-    tokio::time::sleep(Duration::from_millis(40)).await;
+    server.run_due_work().await;
     assert_eq!(
         get(&server, &id).await.state(),
         RequestState::PendingApproval
@@ -723,4 +723,80 @@ async fn pending_approvals_of_a_caller_outside_the_directory_are_empty() {
             "{outsider}"
         );
     }
+}
+
+/// An approver resolved when a stage started who is blocked, or deleted,
+/// before deciding may not decide it (`invariant/approver-active`): neither
+/// approve nor deny. Unblocked, they may again.
+#[tokio::test]
+async fn a_blocked_or_deleted_approver_cannot_decide() {
+    let server = TestServer::start().await;
+    cast(&server).await;
+    approval_policy(&server, "by-ann", vec![stage(vec![user_approver("ann")])]).await;
+    approval_policy(
+        &server,
+        "by-manager",
+        vec![stage(vec![approver::Approver::ManagerLevel(1)])],
+    )
+    .await;
+
+    let request = server.request_add("alice", "by-ann").await.unwrap();
+    assert_eq!(request.state(), RequestState::PendingApproval);
+    server.set_user_state("ann", UserState::Blocked).await;
+    for approve in [true, false] {
+        let refused = server.decide("ann", &request.id, 1, approve).await;
+        assert_eq!(
+            common::denied(refused),
+            ["invariant/approver-active"],
+            "approve: {approve}"
+        );
+    }
+    assert_eq!(
+        get(&server, &request.id).await.state(),
+        RequestState::PendingApproval
+    );
+    server.set_user_state("ann", UserState::Active).await;
+    let done = server.decide("ann", &request.id, 1, true).await.unwrap();
+    assert_eq!(done.state(), RequestState::Delivered);
+
+    // Amy's manager Mary is resolved as the approver when the stage
+    // starts; Amy then gets another manager (approvers are not resolved
+    // again) and Mary is deleted: she decides nothing.
+    server
+        .create_user(
+            "amy",
+            User {
+                manager_id: "mary".into(),
+                ..common::user("Amy")
+            },
+        )
+        .await;
+    let request = server.request_add("amy", "by-manager").await.unwrap();
+    assert_eq!(request.state(), RequestState::PendingApproval);
+    server
+        .directory(ADMIN)
+        .update_user(UpdateUserRequest {
+            user: Some(User {
+                id: "amy".into(),
+                manager_id: "max".into(),
+                ..Default::default()
+            }),
+            update_mask: common::mask(&["manager_id"]),
+        })
+        .await
+        .expect("give amy another manager");
+    server
+        .directory(ADMIN)
+        .delete_user(DeleteUserRequest {
+            id: "mary".into(),
+            etag: String::new(),
+        })
+        .await
+        .expect("delete mary");
+    let refused = server.decide("mary", &request.id, 1, true).await;
+    assert_eq!(common::denied(refused), ["invariant/approver-active"]);
+    assert_eq!(
+        get(&server, &request.id).await.state(),
+        RequestState::PendingApproval
+    );
 }

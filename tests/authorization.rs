@@ -9,11 +9,14 @@
 
 mod common;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use common::world::{approval, never, policy, stage, user_approver};
 use common::*;
+use entitlements::api::rpc::Rpc;
 use entitlements::pb::*;
 use tokio::task::JoinSet;
 use tonic::{Code, Status};
@@ -231,159 +234,902 @@ impl World {
 
 // ------------------------------------------------------------ the matrix
 
-/// One call of the matrix. Calls that write act on objects made for the
-/// calling role (ids ending in the role's user id), in c1 unless named.
-#[derive(Debug, Clone, Copy)]
-enum Rpc {
-    // Directory
-    CreateUser,
-    GetUser,
-    ListUsers,
-    UpdateUser,
-    DeleteUser,
-    CreateGroup,
-    GetGroup,
-    ListGroups,
-    UpdateGroup,
-    DeleteGroup,
-    AddGroupMember,
-    RemoveGroupMember,
-    CreateConnectedOrganization,
-    GetConnectedOrganization,
-    ListConnectedOrganizations,
-    UpdateConnectedOrganization,
-    DeleteConnectedOrganization,
-    // Catalogs
-    /// Creates a catalog, then updates it: its creator owns it.
-    CreateCatalogThenUpdateIt,
-    GetCatalog,
-    ListCatalogs,
-    UpdateCatalog,
-    /// A fresh catalog, in which the c1 role holders hold their c1 roles.
-    DeleteCatalog,
-    CreateResource,
-    GetResource,
-    ListResources,
-    UpdateResource,
-    DeleteResource,
-    GrantCatalogRole,
-    RevokeCatalogRole,
-    GrantTenantRole,
-    RevokeTenantRole,
-    ListRoleAssignments,
-    // AccessPackages
-    CreateAccessPackage,
-    GetAccessPackage,
-    ListAccessPackages,
-    UpdateAccessPackage,
-    DeleteAccessPackage,
-    // AssignmentPolicies
-    CreateAssignmentPolicy,
-    GetAssignmentPolicy,
-    ListAssignmentPolicies,
-    UpdateAssignmentPolicy,
-    DeleteAssignmentPolicy,
-    GetCompiledPolicy,
-    // AssignmentRequests
-    CreateUserAddForSelf,
-    CreateAdminAddForOther,
-    CreateAdminRemoveForOther,
-    GetOwnAssignmentRequest,
-    GetOthersAssignmentRequest,
-    ListAssignmentRequests,
-    CancelOwnAssignmentRequest,
-    CancelOthersAssignmentRequest,
-    /// Someone else's request, waiting for [`APPROVER`].
-    ApproveAssignmentRequest,
-    DenyAssignmentRequest,
-    ListPendingApprovals,
-    // Assignments
-    GetOwnAssignment,
-    GetOthersAssignment,
-    ListAssignments,
-    ListOwnUserGrants,
-    ListOthersUserGrants,
-    // Settings
-    GetSettings,
-    UpdateSettings,
-    // Audit and reports
-    VerifyAuditLog,
-    PackageAccessReport,
-    ExpiringAssignmentsReportForPackage,
-    RequestHistoryReportForPackage,
-    AccessAtTimeReportForPackage,
+/// One row of the matrix: a call of `rpc` (as `case` names it), the roles
+/// allowed to make it, and how to make it. Calls that write act on objects
+/// made for the calling role (ids ending in the role's user id), in c1
+/// unless named.
+struct Row {
+    case: &'static str,
+    rpc: Rpc,
+    allowed: &'static [Role],
+    call: fn(Caller) -> CallFuture,
 }
 
-/// Every RPC with the roles allowed to call it.
-fn matrix() -> Vec<(Rpc, &'static [Role])> {
-    use Rpc::*;
+type CallFuture = Pin<Box<dyn Future<Output = Result<(), Status>> + Send>>;
+
+/// A row's call: `|c, s, who| body` runs `body` with the [`Caller`] `c`,
+/// the server `s` and the calling user `who`.
+macro_rules! row {
+    ($case:literal, $rpc:ident, $allowed:expr, |$c:ident, $s:ident, $who:ident| $body:expr) => {
+        Row {
+            case: $case,
+            rpc: Rpc::$rpc,
+            allowed: $allowed,
+            call: |$c: Caller| -> CallFuture {
+                Box::pin(async move {
+                    #[allow(unused_variables)]
+                    let $s = &$c.matrix.world.server;
+                    #[allow(unused_variables)]
+                    let $who = $c.role.user();
+                    $body
+                })
+            },
+        }
+    };
+}
+
+/// Every row: each RPC, some in several cases (one's own records and
+/// others', catalog and tenant roles).
+fn matrix() -> Vec<Row> {
     vec![
-        (CreateUser, GLOBAL_ADMIN),
-        (GetUser, EVERYONE),
-        (ListUsers, EVERYONE),
-        (UpdateUser, GLOBAL_ADMIN),
-        (DeleteUser, GLOBAL_ADMIN),
-        (CreateGroup, GLOBAL_ADMIN),
-        (GetGroup, EVERYONE),
-        (ListGroups, EVERYONE),
-        (UpdateGroup, GLOBAL_ADMIN),
-        (DeleteGroup, GLOBAL_ADMIN),
-        (AddGroupMember, GLOBAL_ADMIN),
-        (RemoveGroupMember, GLOBAL_ADMIN),
-        (CreateConnectedOrganization, GLOBAL_ADMIN),
-        (GetConnectedOrganization, EVERYONE),
-        (ListConnectedOrganizations, EVERYONE),
-        (UpdateConnectedOrganization, GLOBAL_ADMIN),
-        (DeleteConnectedOrganization, GLOBAL_ADMIN),
-        (CreateCatalogThenUpdateIt, CREATORS),
-        (GetCatalog, C1_READERS),
-        (ListCatalogs, EVERYONE),
-        (UpdateCatalog, C1_OWNERS),
-        (DeleteCatalog, C1_OWNERS),
-        (CreateResource, C1_OWNERS),
-        (GetResource, C1_READERS),
-        (ListResources, EVERYONE),
-        (UpdateResource, C1_OWNERS),
-        (DeleteResource, C1_OWNERS),
-        (GrantCatalogRole, C1_OWNERS),
-        (RevokeCatalogRole, C1_OWNERS),
-        (GrantTenantRole, GLOBAL_ADMIN),
-        (RevokeTenantRole, GLOBAL_ADMIN),
-        (ListRoleAssignments, EVERYONE),
-        (CreateAccessPackage, C1_PACKAGE_MANAGERS),
-        (GetAccessPackage, C1_READERS),
-        (ListAccessPackages, EVERYONE),
-        (UpdateAccessPackage, C1_PACKAGE_MANAGERS),
-        (DeleteAccessPackage, C1_PACKAGE_MANAGERS),
-        (CreateAssignmentPolicy, C1_PACKAGE_MANAGERS),
-        (GetAssignmentPolicy, C1_READERS),
-        (ListAssignmentPolicies, EVERYONE),
-        (UpdateAssignmentPolicy, C1_PACKAGE_MANAGERS),
-        (DeleteAssignmentPolicy, C1_PACKAGE_MANAGERS),
-        (GetCompiledPolicy, C1_READERS),
-        (CreateUserAddForSelf, EVERYONE),
-        (CreateAdminAddForOther, C1_ASSIGNERS),
-        (CreateAdminRemoveForOther, C1_ASSIGNERS),
-        (GetOwnAssignmentRequest, EVERYONE),
-        (GetOthersAssignmentRequest, C1_READERS),
-        (ListAssignmentRequests, EVERYONE),
-        (CancelOwnAssignmentRequest, EVERYONE),
-        (CancelOthersAssignmentRequest, C1_ASSIGNERS),
-        (ApproveAssignmentRequest, NOBODY),
-        (DenyAssignmentRequest, NOBODY),
-        (ListPendingApprovals, EVERYONE),
-        (GetOwnAssignment, EVERYONE),
-        (GetOthersAssignment, C1_READERS),
-        (ListAssignments, EVERYONE),
-        (ListOwnUserGrants, EVERYONE),
-        (ListOthersUserGrants, GLOBAL_ADMIN),
-        (GetSettings, EVERYONE),
-        (UpdateSettings, GLOBAL_ADMIN),
-        (VerifyAuditLog, GLOBAL_ADMIN),
-        (PackageAccessReport, C1_READERS),
-        (ExpiringAssignmentsReportForPackage, C1_READERS),
-        (RequestHistoryReportForPackage, C1_READERS),
-        (AccessAtTimeReportForPackage, C1_READERS),
+        row!("CreateUser", CreateUser, GLOBAL_ADMIN, |c, s, who| s
+            .directory(who)
+            .create_user(CreateUserRequest {
+                user: Some(user("New")),
+                user_id: c.fresh("nu"),
+                request_id: String::new(),
+            })
+            .await
+            .map(drop)),
+        row!("GetUser", GetUser, EVERYONE, |c, s, who| s
+            .directory(who)
+            .get_user(GetUserRequest {
+                id: BYSTANDER.into(),
+            })
+            .await
+            .map(drop)),
+        row!("ListUsers", ListUsers, EVERYONE, |c, s, who| s
+            .directory(who)
+            .list_users(ListUsersRequest::default())
+            .await
+            .map(drop)),
+        row!("UpdateUser", UpdateUser, GLOBAL_ADMIN, |c, s, who| {
+            let id = c.fresh("uu");
+            s.add_member_user(&id).await;
+            s.directory(who)
+                .update_user(UpdateUserRequest {
+                    user: Some(User {
+                        id,
+                        ..user("Renamed")
+                    }),
+                    update_mask: mask(&["display_name"]),
+                })
+                .await
+                .map(drop)
+        }),
+        row!("DeleteUser", DeleteUser, GLOBAL_ADMIN, |c, s, who| {
+            let id = c.fresh("du");
+            s.add_member_user(&id).await;
+            s.directory(who)
+                .delete_user(DeleteUserRequest {
+                    id,
+                    etag: String::new(),
+                })
+                .await
+                .map(drop)
+        }),
+        row!("CreateGroup", CreateGroup, GLOBAL_ADMIN, |c, s, who| s
+            .directory(who)
+            .create_group(CreateGroupRequest {
+                group: Some(group("New")),
+                group_id: c.fresh("ng"),
+                request_id: String::new(),
+            })
+            .await
+            .map(drop)),
+        row!("GetGroup", GetGroup, EVERYONE, |c, s, who| s
+            .directory(who)
+            .get_group(GetGroupRequest { id: "g1".into() })
+            .await
+            .map(drop)),
+        row!("ListGroups", ListGroups, EVERYONE, |c, s, who| s
+            .directory(who)
+            .list_groups(ListGroupsRequest::default())
+            .await
+            .map(drop)),
+        row!("UpdateGroup", UpdateGroup, GLOBAL_ADMIN, |c, s, who| {
+            let id = c.fresh("ug");
+            s.create_group(&id).await;
+            s.directory(who)
+                .update_group(UpdateGroupRequest {
+                    group: Some(Group {
+                        id,
+                        ..group("Renamed")
+                    }),
+                    update_mask: mask(&["display_name"]),
+                })
+                .await
+                .map(drop)
+        }),
+        row!("DeleteGroup", DeleteGroup, GLOBAL_ADMIN, |c, s, who| {
+            let id = c.fresh("dg");
+            s.create_group(&id).await;
+            s.directory(who)
+                .delete_group(DeleteGroupRequest {
+                    id,
+                    etag: String::new(),
+                })
+                .await
+                .map(drop)
+        }),
+        row!(
+            "AddGroupMember",
+            AddGroupMember,
+            GLOBAL_ADMIN,
+            |c, s, who| {
+                let id = c.fresh("ag");
+                s.create_group(&id).await;
+                s.directory(who)
+                    .add_group_member(AddGroupMemberRequest {
+                        group_id: id,
+                        member: Some(add_group_member_request::Member::UserId(BYSTANDER.into())),
+                    })
+                    .await
+                    .map(drop)
+            }
+        ),
+        row!(
+            "RemoveGroupMember",
+            RemoveGroupMember,
+            GLOBAL_ADMIN,
+            |c, s, who| {
+                let id = c.fresh("rg");
+                s.add_group(&id, &[BYSTANDER]).await;
+                s.directory(who)
+                    .remove_group_member(RemoveGroupMemberRequest {
+                        group_id: id,
+                        member: Some(remove_group_member_request::Member::UserId(
+                            BYSTANDER.into(),
+                        )),
+                    })
+                    .await
+                    .map(drop)
+            }
+        ),
+        row!(
+            "CreateConnectedOrganization",
+            CreateConnectedOrganization,
+            GLOBAL_ADMIN,
+            |c, s, who| {
+                let id = c.fresh("no");
+                s.directory(who)
+                    .create_connected_organization(CreateConnectedOrganizationRequest {
+                        connected_organization: Some(organization("New", &format!("{id}.example"))),
+                        connected_organization_id: id,
+                        request_id: String::new(),
+                    })
+                    .await
+                    .map(drop)
+            }
+        ),
+        row!(
+            "GetConnectedOrganization",
+            GetConnectedOrganization,
+            EVERYONE,
+            |c, s, who| s
+                .directory(who)
+                .get_connected_organization(GetConnectedOrganizationRequest { id: "o1".into() })
+                .await
+                .map(drop)
+        ),
+        row!(
+            "ListConnectedOrganizations",
+            ListConnectedOrganizations,
+            EVERYONE,
+            |c, s, who| s
+                .directory(who)
+                .list_connected_organizations(ListConnectedOrganizationsRequest::default())
+                .await
+                .map(drop)
+        ),
+        row!(
+            "UpdateConnectedOrganization",
+            UpdateConnectedOrganization,
+            GLOBAL_ADMIN,
+            |c, s, who| {
+                let id = c.fresh("uo");
+                let domain = format!("{id}.example");
+                s.create_organization(&id, organization("Org", &domain))
+                    .await;
+                s.directory(who)
+                    .update_connected_organization(UpdateConnectedOrganizationRequest {
+                        connected_organization: Some(ConnectedOrganization {
+                            id,
+                            ..organization("Renamed", &domain)
+                        }),
+                        update_mask: mask(&["display_name"]),
+                    })
+                    .await
+                    .map(drop)
+            }
+        ),
+        row!(
+            "DeleteConnectedOrganization",
+            DeleteConnectedOrganization,
+            GLOBAL_ADMIN,
+            |c, s, who| {
+                let id = c.fresh("xo");
+                s.create_organization(&id, organization("Org", &format!("{id}.example")))
+                    .await;
+                s.directory(who)
+                    .delete_connected_organization(DeleteConnectedOrganizationRequest {
+                        id,
+                        etag: String::new(),
+                    })
+                    .await
+                    .map(drop)
+            }
+        ),
+        // Creates a catalog, then updates it: its creator owns it.
+        row!(
+            "CreateCatalogThenUpdateIt",
+            CreateCatalog,
+            CREATORS,
+            |c, s, who| {
+                let id = c.fresh("nc");
+                let mut catalogs = s.catalogs(who);
+                catalogs
+                    .create_catalog(CreateCatalogRequest {
+                        catalog: Some(catalog("New")),
+                        catalog_id: id.clone(),
+                        request_id: String::new(),
+                    })
+                    .await?;
+                catalogs.update_catalog(rename_catalog(&id)).await.map(drop)
+            }
+        ),
+        row!("GetCatalog", GetCatalog, C1_READERS, |c, s, who| s
+            .catalogs(who)
+            .get_catalog(GetCatalogRequest { id: C1.into() })
+            .await
+            .map(drop)),
+        row!("ListCatalogs", ListCatalogs, EVERYONE, |c, s, who| s
+            .catalogs(who)
+            .list_catalogs(ListCatalogsRequest::default())
+            .await
+            .map(drop)),
+        row!("UpdateCatalog", UpdateCatalog, C1_OWNERS, |c, s, who| s
+            .catalogs(who)
+            .update_catalog(rename_catalog(C1))
+            .await
+            .map(drop)),
+        // A fresh catalog, in which the c1 role holders hold their c1 roles.
+        row!("DeleteCatalog", DeleteCatalog, C1_OWNERS, |c, s, who| {
+            let id = c.fresh("dc");
+            s.create_catalog(&id).await;
+            for holder in Role::ALL {
+                if let Some(role) = holder.c1_role() {
+                    s.grant_role(role, holder.user(), &id).await;
+                }
+            }
+            s.catalogs(who)
+                .delete_catalog(DeleteCatalogRequest {
+                    id,
+                    etag: String::new(),
+                })
+                .await
+                .map(drop)
+        }),
+        row!("CreateResource", CreateResource, C1_OWNERS, |c, s, who| {
+            let id = c.fresh("nr");
+            s.catalogs(who)
+                .create_resource(CreateResourceRequest {
+                    resource: Some(resource(C1, &id, &["member"])),
+                    resource_id: id,
+                    request_id: String::new(),
+                })
+                .await
+                .map(drop)
+        }),
+        row!("GetResource", GetResource, C1_READERS, |c, s, who| s
+            .catalogs(who)
+            .get_resource(GetResourceRequest { id: "r1".into() })
+            .await
+            .map(drop)),
+        row!("ListResources", ListResources, EVERYONE, |c, s, who| s
+            .catalogs(who)
+            .list_resources(ListResourcesRequest::default())
+            .await
+            .map(drop)),
+        row!("UpdateResource", UpdateResource, C1_OWNERS, |c, s, who| {
+            let id = c.fresh("ur");
+            s.add_resource(&id, C1, "group").await;
+            s.catalogs(who)
+                .update_resource(UpdateResourceRequest {
+                    resource: Some(Resource {
+                        id,
+                        display_name: "Renamed".into(),
+                        ..Default::default()
+                    }),
+                    update_mask: mask(&["display_name"]),
+                })
+                .await
+                .map(drop)
+        }),
+        row!("DeleteResource", DeleteResource, C1_OWNERS, |c, s, who| {
+            let id = c.fresh("xr");
+            s.add_resource(&id, C1, "group").await;
+            s.catalogs(who)
+                .delete_resource(DeleteResourceRequest {
+                    id,
+                    etag: String::new(),
+                })
+                .await
+                .map(drop)
+        }),
+        row!("GrantCatalogRole", GrantRole, C1_OWNERS, |c, s, who| {
+            let id = c.fresh("gc");
+            s.add_member_user(&id).await;
+            s.catalogs(who)
+                .grant_role(grant(AdminRole::CatalogReader, &id, C1))
+                .await
+                .map(drop)
+        }),
+        row!("RevokeCatalogRole", RevokeRole, C1_OWNERS, |c, s, who| {
+            let id = c.fresh("rc");
+            s.add_member_user(&id).await;
+            s.grant_role(AdminRole::CatalogReader, &id, C1).await;
+            s.catalogs(who)
+                .revoke_role(revoke(AdminRole::CatalogReader, &id, C1))
+                .await
+                .map(drop)
+        }),
+        row!("GrantTenantRole", GrantRole, GLOBAL_ADMIN, |c, s, who| {
+            let id = c.fresh("gt");
+            s.add_member_user(&id).await;
+            s.catalogs(who)
+                .grant_role(grant(AdminRole::CatalogCreator, &id, ""))
+                .await
+                .map(drop)
+        }),
+        row!("RevokeTenantRole", RevokeRole, GLOBAL_ADMIN, |c, s, who| {
+            let id = c.fresh("rt");
+            s.add_member_user(&id).await;
+            s.grant_role(AdminRole::CatalogCreator, &id, "").await;
+            s.catalogs(who)
+                .revoke_role(revoke(AdminRole::CatalogCreator, &id, ""))
+                .await
+                .map(drop)
+        }),
+        row!(
+            "ListRoleAssignments",
+            ListRoleAssignments,
+            EVERYONE,
+            |c, s, who| s
+                .catalogs(who)
+                .list_role_assignments(ListRoleAssignmentsRequest::default())
+                .await
+                .map(drop)
+        ),
+        row!(
+            "CreateAccessPackage",
+            CreateAccessPackage,
+            C1_PACKAGE_MANAGERS,
+            |c, s, who| {
+                let id = c.fresh("np");
+                s.packages(who)
+                    .create_access_package(CreateAccessPackageRequest {
+                        access_package: Some(package(C1, "New", &[("r1", "member")])),
+                        access_package_id: id,
+                        request_id: String::new(),
+                    })
+                    .await
+                    .map(drop)
+            }
+        ),
+        row!(
+            "GetAccessPackage",
+            GetAccessPackage,
+            C1_READERS,
+            |c, s, who| s
+                .packages(who)
+                .get_access_package(GetAccessPackageRequest { id: "p1".into() })
+                .await
+                .map(drop)
+        ),
+        row!(
+            "ListAccessPackages",
+            ListAccessPackages,
+            EVERYONE,
+            |c, s, who| s
+                .packages(who)
+                .list_access_packages(ListAccessPackagesRequest::default())
+                .await
+                .map(drop)
+        ),
+        row!(
+            "UpdateAccessPackage",
+            UpdateAccessPackage,
+            C1_PACKAGE_MANAGERS,
+            |c, s, who| {
+                let id = c.fresh("up");
+                s.add_package(&id, C1, &["r1"]).await;
+                s.packages(who)
+                    .update_access_package(UpdateAccessPackageRequest {
+                        access_package: Some(AccessPackage {
+                            id,
+                            display_name: "Renamed".into(),
+                            ..Default::default()
+                        }),
+                        update_mask: mask(&["display_name"]),
+                    })
+                    .await
+                    .map(drop)
+            }
+        ),
+        row!(
+            "DeleteAccessPackage",
+            DeleteAccessPackage,
+            C1_PACKAGE_MANAGERS,
+            |c, s, who| {
+                let id = c.fresh("xp");
+                s.add_package(&id, C1, &["r1"]).await;
+                s.packages(who)
+                    .delete_access_package(DeleteAccessPackageRequest {
+                        id,
+                        etag: String::new(),
+                    })
+                    .await
+                    .map(drop)
+            }
+        ),
+        row!(
+            "CreateAssignmentPolicy",
+            CreateAssignmentPolicy,
+            C1_PACKAGE_MANAGERS,
+            |c, s, who| {
+                let id = c.fresh("npol");
+                s.policies(who)
+                    .create_assignment_policy(CreateAssignmentPolicyRequest {
+                        assignment_policy: Some(open_policy(&id, "p1")),
+                        assignment_policy_id: id,
+                        request_id: String::new(),
+                    })
+                    .await
+                    .map(drop)
+            }
+        ),
+        row!(
+            "GetAssignmentPolicy",
+            GetAssignmentPolicy,
+            C1_READERS,
+            |c, s, who| s
+                .policies(who)
+                .get_assignment_policy(GetAssignmentPolicyRequest { id: "pol1".into() })
+                .await
+                .map(drop)
+        ),
+        row!(
+            "ListAssignmentPolicies",
+            ListAssignmentPolicies,
+            EVERYONE,
+            |c, s, who| s
+                .policies(who)
+                .list_assignment_policies(ListAssignmentPoliciesRequest::default())
+                .await
+                .map(drop)
+        ),
+        row!(
+            "UpdateAssignmentPolicy",
+            UpdateAssignmentPolicy,
+            C1_PACKAGE_MANAGERS,
+            |c, s, who| {
+                let id = c.fresh("upol");
+                s.add_policy(open_policy(&id, "p1")).await;
+                s.policies(who)
+                    .update_assignment_policy(UpdateAssignmentPolicyRequest {
+                        assignment_policy: Some(AssignmentPolicy {
+                            id,
+                            display_name: "Renamed".into(),
+                            ..Default::default()
+                        }),
+                        update_mask: mask(&["display_name"]),
+                    })
+                    .await
+                    .map(drop)
+            }
+        ),
+        row!(
+            "DeleteAssignmentPolicy",
+            DeleteAssignmentPolicy,
+            C1_PACKAGE_MANAGERS,
+            |c, s, who| {
+                let id = c.fresh("xpol");
+                s.add_policy(open_policy(&id, "p1")).await;
+                s.policies(who)
+                    .delete_assignment_policy(DeleteAssignmentPolicyRequest {
+                        id,
+                        etag: String::new(),
+                    })
+                    .await
+                    .map(drop)
+            }
+        ),
+        row!(
+            "GetCompiledPolicy",
+            GetCompiledPolicy,
+            C1_READERS,
+            |c, s, who| s
+                .policies(who)
+                .get_compiled_policy(GetCompiledPolicyRequest { id: "pol1".into() })
+                .await
+                .map(drop)
+        ),
+        row!(
+            "CreateUserAddForSelf",
+            CreateAssignmentRequest,
+            EVERYONE,
+            |c, s, who| s
+                .request(who, add_request(RequestType::UserAdd, "polself", ""))
+                .await
+                .map(drop)
+        ),
+        row!(
+            "CreateAdminAddForOther",
+            CreateAssignmentRequest,
+            C1_ASSIGNERS,
+            |c, s, who| {
+                let target = c.fresh("aa");
+                s.add_member_user(&target).await;
+                s.request(who, add_request(RequestType::AdminAdd, "pol1", &target))
+                    .await
+                    .map(drop)
+            }
+        ),
+        row!(
+            "CreateAdminRemoveForOther",
+            CreateAssignmentRequest,
+            C1_ASSIGNERS,
+            |c, s, who| {
+                let target = c.fresh("ar");
+                s.add_member_user(&target).await;
+                let added = admin_add(s, "pol1", &target).await;
+                s.request(
+                    who,
+                    AssignmentRequest {
+                        r#type: RequestType::AdminRemove as i32,
+                        assignment_id: added.assignment_id,
+                        ..Default::default()
+                    },
+                )
+                .await
+                .map(drop)
+            }
+        ),
+        row!(
+            "GetOwnAssignmentRequest",
+            GetAssignmentRequest,
+            EVERYONE,
+            |c, s, who| get_request(s, who, &c.own().id).await
+        ),
+        row!(
+            "GetOthersAssignmentRequest",
+            GetAssignmentRequest,
+            C1_READERS,
+            |c, s, who| get_request(s, who, &c.others_request().id).await
+        ),
+        row!(
+            "ListAssignmentRequests",
+            ListAssignmentRequests,
+            EVERYONE,
+            |c, s, who| s
+                .requests(who)
+                .list_assignment_requests(ListAssignmentRequestsRequest::default())
+                .await
+                .map(drop)
+        ),
+        row!(
+            "CancelOwnAssignmentRequest",
+            CancelAssignmentRequest,
+            EVERYONE,
+            |c, s, who| {
+                let pending = user_add(s, who, "polcancel").await;
+                s.cancel_request(who, &pending.id).await.map(drop)
+            }
+        ),
+        row!(
+            "CancelOthersAssignmentRequest",
+            CancelAssignmentRequest,
+            C1_ASSIGNERS,
+            |c, s, who| {
+                let requestor = c.fresh("co");
+                s.add_member_user(&requestor).await;
+                let pending = user_add(s, &requestor, "polcancel").await;
+                s.cancel_request(who, &pending.id).await.map(drop)
+            }
+        ),
+        // Someone else's request, waiting for [`APPROVER`].
+        row!(
+            "ApproveAssignmentRequest",
+            ApproveAssignmentRequest,
+            NOBODY,
+            |c, s, who| {
+                let requestor = c.fresh("ap");
+                s.add_member_user(&requestor).await;
+                let pending = user_add(s, &requestor, "polcancel").await;
+                s.decide(who, &pending.id, 1, true).await.map(drop)
+            }
+        ),
+        row!(
+            "DenyAssignmentRequest",
+            DenyAssignmentRequest,
+            NOBODY,
+            |c, s, who| {
+                let requestor = c.fresh("dn");
+                s.add_member_user(&requestor).await;
+                let pending = user_add(s, &requestor, "polcancel").await;
+                s.decide(who, &pending.id, 1, false).await.map(drop)
+            }
+        ),
+        row!(
+            "ListPendingApprovals",
+            ListPendingApprovals,
+            EVERYONE,
+            |c, s, who| s
+                .requests(who)
+                .list_pending_approvals(ListPendingApprovalsRequest::default())
+                .await
+                .map(drop)
+        ),
+        row!("GetOwnAssignment", GetAssignment, EVERYONE, |c, s, who| {
+            get_assignment(s, who, &c.own().assignment_id).await
+        }),
+        row!(
+            "GetOthersAssignment",
+            GetAssignment,
+            C1_READERS,
+            |c, s, who| get_assignment(s, who, c.others_assignment()).await
+        ),
+        row!("ListAssignments", ListAssignments, EVERYONE, |c, s, who| s
+            .assignments(who)
+            .list_assignments(ListAssignmentsRequest::default())
+            .await
+            .map(drop)),
+        row!(
+            "ListOwnUserGrants",
+            ListUserGrants,
+            EVERYONE,
+            |c, s, who| user_grants(s, who, who).await
+        ),
+        row!(
+            "ListOthersUserGrants",
+            ListUserGrants,
+            GLOBAL_ADMIN,
+            |c, s, who| user_grants(s, who, BYSTANDER).await
+        ),
+        row!("GetSettings", GetSettings, EVERYONE, |c, s, who| s
+            .settings(who)
+            .get_settings(GetSettingsRequest {})
+            .await
+            .map(drop)),
+        row!(
+            "UpdateSettings",
+            UpdateSettings,
+            GLOBAL_ADMIN,
+            |c, s, who| s
+                .settings(who)
+                .update_settings(UpdateSettingsRequest {
+                    settings: Some(TenantSettings {
+                        delete_after: Some(common::world::days(10)),
+                        ..Default::default()
+                    }),
+                    update_mask: mask(&["delete_after"]),
+                })
+                .await
+                .map(drop)
+        ),
+        row!(
+            "VerifyAuditLog",
+            VerifyAuditLog,
+            GLOBAL_ADMIN,
+            |c, s, who| s
+                .audit(who)
+                .verify_audit_log(VerifyAuditLogRequest {})
+                .await
+                .map(drop)
+        ),
+        row!(
+            "PackageAccessReport",
+            PackageAccessReport,
+            C1_READERS,
+            |c, s, who| s
+                .reports(who)
+                .package_access_report(PackageAccessReportRequest {
+                    access_package_id: "p1".into(),
+                    ..Default::default()
+                })
+                .await
+                .map(drop)
+        ),
+        row!(
+            "ExpiringAssignmentsReportForPackage",
+            ExpiringAssignmentsReport,
+            C1_READERS,
+            |c, s, who| s
+                .reports(who)
+                .expiring_assignments_report(ExpiringAssignmentsReportRequest {
+                    within: Some(common::world::days(30)),
+                    access_package_id: "p1".into(),
+                    ..Default::default()
+                })
+                .await
+                .map(drop)
+        ),
+        row!(
+            "RequestHistoryReportForPackage",
+            RequestHistoryReport,
+            C1_READERS,
+            |c, s, who| s
+                .reports(who)
+                .request_history_report(RequestHistoryReportRequest {
+                    access_package_id: "p1".into(),
+                    ..Default::default()
+                })
+                .await
+                .map(drop)
+        ),
+        row!(
+            "AccessAtTimeReportForPackage",
+            AccessAtTimeReport,
+            C1_READERS,
+            |c, s, who| s
+                .reports(who)
+                .access_at_time_report(AccessAtTimeReportRequest {
+                    at: Some(prost_types::Timestamp {
+                        seconds: epoch_seconds(),
+                        nanos: 0,
+                    }),
+                    access_package_id: "p1".into(),
+                    ..Default::default()
+                })
+                .await
+                .map(drop)
+        ),
+        // Decisions: questions about oneself are everyone's; about others,
+        // and tenant-wide ones, are for administrators (and decision
+        // readers, which the matrix does not hold).
+        row!("CheckOwnAccess", CheckAccess, EVERYONE, |c, s, who| s
+            .decisions(who)
+            .check_access(CheckAccessRequest {
+                user_id: who.into(),
+                resource_id: "r1".into(),
+                role_id: "member".into(),
+                min_revision: 0,
+            })
+            .await
+            .map(drop)),
+        row!(
+            "CheckOthersAccess",
+            CheckAccess,
+            GLOBAL_ADMIN,
+            |c, s, who| s
+                .decisions(who)
+                .check_access(CheckAccessRequest {
+                    user_id: BYSTANDER.into(),
+                    resource_id: "r1".into(),
+                    role_id: "member".into(),
+                    min_revision: 0,
+                })
+                .await
+                .map(drop)
+        ),
+        row!(
+            "BatchCheckAccess",
+            BatchCheckAccess,
+            GLOBAL_ADMIN,
+            |c, s, who| s
+                .decisions(who)
+                .batch_check_access(BatchCheckAccessRequest {
+                    checks: vec![AccessCheck {
+                        user_id: who.into(),
+                        resource_id: "r1".into(),
+                        role_id: "member".into(),
+                    }],
+                    min_revision: 0,
+                })
+                .await
+                .map(drop)
+        ),
+        row!(
+            "ListOwnRequestablePackages",
+            ListRequestablePackages,
+            EVERYONE,
+            |c, s, who| s
+                .decisions(who)
+                .list_requestable_packages(ListRequestablePackagesRequest {
+                    user_id: who.into(),
+                    ..Default::default()
+                })
+                .await
+                .map(drop)
+        ),
+        row!(
+            "ExplainOwnEligibility",
+            ExplainEligibility,
+            EVERYONE,
+            |c, s, who| s
+                .decisions(who)
+                .explain_eligibility(ExplainEligibilityRequest {
+                    user_id: who.into(),
+                    access_package_id: "p1".into(),
+                    min_revision: 0,
+                })
+                .await
+                .map(drop)
+        ),
+        row!(
+            "ListOthersEffectiveGrants",
+            ListEffectiveGrants,
+            GLOBAL_ADMIN,
+            |c, s, who| s
+                .decisions(who)
+                .list_effective_grants(ListEffectiveGrantsRequest {
+                    user_id: BYSTANDER.into(),
+                    min_revision: 0,
+                })
+                .await
+                .map(drop)
+        ),
+        row!("WhoHasAccess", WhoHasAccess, GLOBAL_ADMIN, |c, s, who| s
+            .decisions(who)
+            .who_has_access(WhoHasAccessRequest {
+                target: Some(who_has_access_request::Target::AccessPackageId("p1".into())),
+                ..Default::default()
+            })
+            .await
+            .map(drop)),
+        // Opening the stream is what is authorized.
+        row!("WatchGrants", WatchGrants, GLOBAL_ADMIN, |c, s, who| s
+            .decisions(who)
+            .watch_grants(WatchGrantsRequest { from_revision: 0 })
+            .await
+            .map(drop)),
+        row!("Ping", Ping, EVERYONE, |c, s, who| s
+            .decisions(who)
+            .ping(PingRequest {})
+            .await
+            .map(drop)),
+        // Audit: everyone may ask; each sees the events of what they may
+        // read (see the list scoping below).
+        row!("ListAuditEvents", ListAuditEvents, EVERYONE, |c, s, who| s
+            .audit(who)
+            .list_audit_events(ListAuditEventsRequest::default())
+            .await
+            .map(drop)),
+        row!(
+            "ExportAuditEvents",
+            ExportAuditEvents,
+            EVERYONE,
+            |c, s, who| s
+                .audit(who)
+                .export_audit_events(ExportAuditEventsRequest::default())
+                .await
+                .map(drop)
+        ),
+        // Rows of catalogs the caller may not read are left out.
+        row!(
+            "UserAccessReport",
+            UserAccessReport,
+            EVERYONE,
+            |c, s, who| s
+                .reports(who)
+                .user_access_report(UserAccessReportRequest {
+                    user_id: BYSTANDER.into(),
+                    ..Default::default()
+                })
+                .await
+                .map(drop)
+        ),
     ]
 }
 
@@ -415,537 +1161,33 @@ impl Matrix {
         }
         Self { world, own }
     }
+}
 
-    /// Calls `rpc` as the holder of `role`, after preparing (as [`ADMIN`])
-    /// what it acts on.
-    async fn call(&self, rpc: Rpc, role: Role) -> Result<(), Status> {
-        let s = &self.world.server;
-        let who = role.user();
-        let fresh = |prefix: &str| format!("{prefix}-{who}");
-        let others_request = self.world.request("bystander/p1a");
-        let others_assignment = &self.world.request("bystander/p1").assignment_id;
-        let own = &self.own[&role];
-        match rpc {
-            Rpc::CreateUser => s
-                .directory(who)
-                .create_user(CreateUserRequest {
-                    user: Some(user("New")),
-                    user_id: fresh("nu"),
-                    request_id: String::new(),
-                })
-                .await
-                .map(drop),
-            Rpc::GetUser => s
-                .directory(who)
-                .get_user(GetUserRequest {
-                    id: BYSTANDER.into(),
-                })
-                .await
-                .map(drop),
-            Rpc::ListUsers => s
-                .directory(who)
-                .list_users(ListUsersRequest::default())
-                .await
-                .map(drop),
-            Rpc::UpdateUser => {
-                let id = fresh("uu");
-                s.add_member_user(&id).await;
-                s.directory(who)
-                    .update_user(UpdateUserRequest {
-                        user: Some(User {
-                            id,
-                            ..user("Renamed")
-                        }),
-                        update_mask: mask(&["display_name"]),
-                    })
-                    .await
-                    .map(drop)
-            }
-            Rpc::DeleteUser => {
-                let id = fresh("du");
-                s.add_member_user(&id).await;
-                s.directory(who)
-                    .delete_user(DeleteUserRequest {
-                        id,
-                        etag: String::new(),
-                    })
-                    .await
-                    .map(drop)
-            }
-            Rpc::CreateGroup => s
-                .directory(who)
-                .create_group(CreateGroupRequest {
-                    group: Some(group("New")),
-                    group_id: fresh("ng"),
-                    request_id: String::new(),
-                })
-                .await
-                .map(drop),
-            Rpc::GetGroup => s
-                .directory(who)
-                .get_group(GetGroupRequest { id: "g1".into() })
-                .await
-                .map(drop),
-            Rpc::ListGroups => s
-                .directory(who)
-                .list_groups(ListGroupsRequest::default())
-                .await
-                .map(drop),
-            Rpc::UpdateGroup => {
-                let id = fresh("ug");
-                s.create_group(&id).await;
-                s.directory(who)
-                    .update_group(UpdateGroupRequest {
-                        group: Some(Group {
-                            id,
-                            ..group("Renamed")
-                        }),
-                        update_mask: mask(&["display_name"]),
-                    })
-                    .await
-                    .map(drop)
-            }
-            Rpc::DeleteGroup => {
-                let id = fresh("dg");
-                s.create_group(&id).await;
-                s.directory(who)
-                    .delete_group(DeleteGroupRequest {
-                        id,
-                        etag: String::new(),
-                    })
-                    .await
-                    .map(drop)
-            }
-            Rpc::AddGroupMember => {
-                let id = fresh("ag");
-                s.create_group(&id).await;
-                s.directory(who)
-                    .add_group_member(AddGroupMemberRequest {
-                        group_id: id,
-                        member: Some(add_group_member_request::Member::UserId(BYSTANDER.into())),
-                    })
-                    .await
-                    .map(drop)
-            }
-            Rpc::RemoveGroupMember => {
-                let id = fresh("rg");
-                s.add_group(&id, &[BYSTANDER]).await;
-                s.directory(who)
-                    .remove_group_member(RemoveGroupMemberRequest {
-                        group_id: id,
-                        member: Some(remove_group_member_request::Member::UserId(
-                            BYSTANDER.into(),
-                        )),
-                    })
-                    .await
-                    .map(drop)
-            }
-            Rpc::CreateConnectedOrganization => {
-                let id = fresh("no");
-                s.directory(who)
-                    .create_connected_organization(CreateConnectedOrganizationRequest {
-                        connected_organization: Some(organization("New", &format!("{id}.example"))),
-                        connected_organization_id: id,
-                        request_id: String::new(),
-                    })
-                    .await
-                    .map(drop)
-            }
-            Rpc::GetConnectedOrganization => s
-                .directory(who)
-                .get_connected_organization(GetConnectedOrganizationRequest { id: "o1".into() })
-                .await
-                .map(drop),
-            Rpc::ListConnectedOrganizations => s
-                .directory(who)
-                .list_connected_organizations(ListConnectedOrganizationsRequest::default())
-                .await
-                .map(drop),
-            Rpc::UpdateConnectedOrganization => {
-                let id = fresh("uo");
-                let domain = format!("{id}.example");
-                s.create_organization(&id, organization("Org", &domain))
-                    .await;
-                s.directory(who)
-                    .update_connected_organization(UpdateConnectedOrganizationRequest {
-                        connected_organization: Some(ConnectedOrganization {
-                            id,
-                            ..organization("Renamed", &domain)
-                        }),
-                        update_mask: mask(&["display_name"]),
-                    })
-                    .await
-                    .map(drop)
-            }
-            Rpc::DeleteConnectedOrganization => {
-                let id = fresh("xo");
-                s.create_organization(&id, organization("Org", &format!("{id}.example")))
-                    .await;
-                s.directory(who)
-                    .delete_connected_organization(DeleteConnectedOrganizationRequest {
-                        id,
-                        etag: String::new(),
-                    })
-                    .await
-                    .map(drop)
-            }
+/// The holder of a role, making a row's call.
+struct Caller {
+    matrix: Arc<Matrix>,
+    role: Role,
+}
 
-            Rpc::CreateCatalogThenUpdateIt => {
-                let id = fresh("nc");
-                let mut catalogs = s.catalogs(who);
-                catalogs
-                    .create_catalog(CreateCatalogRequest {
-                        catalog: Some(catalog("New")),
-                        catalog_id: id.clone(),
-                        request_id: String::new(),
-                    })
-                    .await?;
-                catalogs.update_catalog(rename_catalog(&id)).await.map(drop)
-            }
-            Rpc::GetCatalog => s
-                .catalogs(who)
-                .get_catalog(GetCatalogRequest { id: C1.into() })
-                .await
-                .map(drop),
-            Rpc::ListCatalogs => s
-                .catalogs(who)
-                .list_catalogs(ListCatalogsRequest::default())
-                .await
-                .map(drop),
-            Rpc::UpdateCatalog => s
-                .catalogs(who)
-                .update_catalog(rename_catalog(C1))
-                .await
-                .map(drop),
-            Rpc::DeleteCatalog => {
-                let id = fresh("dc");
-                s.create_catalog(&id).await;
-                for holder in Role::ALL {
-                    if let Some(role) = holder.c1_role() {
-                        s.grant_role(role, holder.user(), &id).await;
-                    }
-                }
-                s.catalogs(who)
-                    .delete_catalog(DeleteCatalogRequest {
-                        id,
-                        etag: String::new(),
-                    })
-                    .await
-                    .map(drop)
-            }
-            Rpc::CreateResource => {
-                let id = fresh("nr");
-                s.catalogs(who)
-                    .create_resource(CreateResourceRequest {
-                        resource: Some(resource(C1, &id, &["member"])),
-                        resource_id: id,
-                        request_id: String::new(),
-                    })
-                    .await
-                    .map(drop)
-            }
-            Rpc::GetResource => s
-                .catalogs(who)
-                .get_resource(GetResourceRequest { id: "r1".into() })
-                .await
-                .map(drop),
-            Rpc::ListResources => s
-                .catalogs(who)
-                .list_resources(ListResourcesRequest::default())
-                .await
-                .map(drop),
-            Rpc::UpdateResource => {
-                let id = fresh("ur");
-                s.add_resource(&id, C1, "group").await;
-                s.catalogs(who)
-                    .update_resource(UpdateResourceRequest {
-                        resource: Some(Resource {
-                            id,
-                            display_name: "Renamed".into(),
-                            ..Default::default()
-                        }),
-                        update_mask: mask(&["display_name"]),
-                    })
-                    .await
-                    .map(drop)
-            }
-            Rpc::DeleteResource => {
-                let id = fresh("xr");
-                s.add_resource(&id, C1, "group").await;
-                s.catalogs(who)
-                    .delete_resource(DeleteResourceRequest {
-                        id,
-                        etag: String::new(),
-                    })
-                    .await
-                    .map(drop)
-            }
-            Rpc::GrantCatalogRole => {
-                let id = fresh("gc");
-                s.add_member_user(&id).await;
-                s.catalogs(who)
-                    .grant_role(grant(AdminRole::CatalogReader, &id, C1))
-                    .await
-                    .map(drop)
-            }
-            Rpc::RevokeCatalogRole => {
-                let id = fresh("rc");
-                s.add_member_user(&id).await;
-                s.grant_role(AdminRole::CatalogReader, &id, C1).await;
-                s.catalogs(who)
-                    .revoke_role(revoke(AdminRole::CatalogReader, &id, C1))
-                    .await
-                    .map(drop)
-            }
-            Rpc::GrantTenantRole => {
-                let id = fresh("gt");
-                s.add_member_user(&id).await;
-                s.catalogs(who)
-                    .grant_role(grant(AdminRole::CatalogCreator, &id, ""))
-                    .await
-                    .map(drop)
-            }
-            Rpc::RevokeTenantRole => {
-                let id = fresh("rt");
-                s.add_member_user(&id).await;
-                s.grant_role(AdminRole::CatalogCreator, &id, "").await;
-                s.catalogs(who)
-                    .revoke_role(revoke(AdminRole::CatalogCreator, &id, ""))
-                    .await
-                    .map(drop)
-            }
-            Rpc::ListRoleAssignments => s
-                .catalogs(who)
-                .list_role_assignments(ListRoleAssignmentsRequest::default())
-                .await
-                .map(drop),
+impl Caller {
+    /// An id for an object made for this caller.
+    fn fresh(&self, prefix: &str) -> String {
+        format!("{prefix}-{}", self.role.user())
+    }
 
-            Rpc::CreateAccessPackage => {
-                let id = fresh("np");
-                s.packages(who)
-                    .create_access_package(CreateAccessPackageRequest {
-                        access_package: Some(package(C1, "New", &[("r1", "member")])),
-                        access_package_id: id,
-                        request_id: String::new(),
-                    })
-                    .await
-                    .map(drop)
-            }
-            Rpc::GetAccessPackage => s
-                .packages(who)
-                .get_access_package(GetAccessPackageRequest { id: "p1".into() })
-                .await
-                .map(drop),
-            Rpc::ListAccessPackages => s
-                .packages(who)
-                .list_access_packages(ListAccessPackagesRequest::default())
-                .await
-                .map(drop),
-            Rpc::UpdateAccessPackage => {
-                let id = fresh("up");
-                s.add_package(&id, C1, &["r1"]).await;
-                s.packages(who)
-                    .update_access_package(UpdateAccessPackageRequest {
-                        access_package: Some(AccessPackage {
-                            id,
-                            display_name: "Renamed".into(),
-                            ..Default::default()
-                        }),
-                        update_mask: mask(&["display_name"]),
-                    })
-                    .await
-                    .map(drop)
-            }
-            Rpc::DeleteAccessPackage => {
-                let id = fresh("xp");
-                s.add_package(&id, C1, &["r1"]).await;
-                s.packages(who)
-                    .delete_access_package(DeleteAccessPackageRequest {
-                        id,
-                        etag: String::new(),
-                    })
-                    .await
-                    .map(drop)
-            }
+    /// The caller's own (delivered) request.
+    fn own(&self) -> &AssignmentRequest {
+        &self.matrix.own[&self.role]
+    }
 
-            Rpc::CreateAssignmentPolicy => {
-                let id = fresh("npol");
-                s.policies(who)
-                    .create_assignment_policy(CreateAssignmentPolicyRequest {
-                        assignment_policy: Some(open_policy(&id, "p1")),
-                        assignment_policy_id: id,
-                        request_id: String::new(),
-                    })
-                    .await
-                    .map(drop)
-            }
-            Rpc::GetAssignmentPolicy => s
-                .policies(who)
-                .get_assignment_policy(GetAssignmentPolicyRequest { id: "pol1".into() })
-                .await
-                .map(drop),
-            Rpc::ListAssignmentPolicies => s
-                .policies(who)
-                .list_assignment_policies(ListAssignmentPoliciesRequest::default())
-                .await
-                .map(drop),
-            Rpc::UpdateAssignmentPolicy => {
-                let id = fresh("upol");
-                s.add_policy(open_policy(&id, "p1")).await;
-                s.policies(who)
-                    .update_assignment_policy(UpdateAssignmentPolicyRequest {
-                        assignment_policy: Some(AssignmentPolicy {
-                            id,
-                            display_name: "Renamed".into(),
-                            ..Default::default()
-                        }),
-                        update_mask: mask(&["display_name"]),
-                    })
-                    .await
-                    .map(drop)
-            }
-            Rpc::DeleteAssignmentPolicy => {
-                let id = fresh("xpol");
-                s.add_policy(open_policy(&id, "p1")).await;
-                s.policies(who)
-                    .delete_assignment_policy(DeleteAssignmentPolicyRequest {
-                        id,
-                        etag: String::new(),
-                    })
-                    .await
-                    .map(drop)
-            }
-            Rpc::GetCompiledPolicy => s
-                .policies(who)
-                .get_compiled_policy(GetCompiledPolicyRequest { id: "pol1".into() })
-                .await
-                .map(drop),
+    /// Someone else's request, waiting for [`APPROVER`].
+    fn others_request(&self) -> &AssignmentRequest {
+        self.matrix.world.request("bystander/p1a")
+    }
 
-            Rpc::CreateUserAddForSelf => s
-                .request(who, add_request(RequestType::UserAdd, "polself", ""))
-                .await
-                .map(drop),
-            Rpc::CreateAdminAddForOther => {
-                let target = fresh("aa");
-                s.add_member_user(&target).await;
-                s.request(who, add_request(RequestType::AdminAdd, "pol1", &target))
-                    .await
-                    .map(drop)
-            }
-            Rpc::CreateAdminRemoveForOther => {
-                let target = fresh("ar");
-                s.add_member_user(&target).await;
-                let added = admin_add(s, "pol1", &target).await;
-                s.request(
-                    who,
-                    AssignmentRequest {
-                        r#type: RequestType::AdminRemove as i32,
-                        assignment_id: added.assignment_id,
-                        ..Default::default()
-                    },
-                )
-                .await
-                .map(drop)
-            }
-            Rpc::GetOwnAssignmentRequest => get_request(s, who, &own.id).await,
-            Rpc::GetOthersAssignmentRequest => get_request(s, who, &others_request.id).await,
-            Rpc::ListAssignmentRequests => s
-                .requests(who)
-                .list_assignment_requests(ListAssignmentRequestsRequest::default())
-                .await
-                .map(drop),
-            Rpc::CancelOwnAssignmentRequest => {
-                let pending = user_add(s, who, "polcancel").await;
-                s.cancel_request(who, &pending.id).await.map(drop)
-            }
-            Rpc::CancelOthersAssignmentRequest => {
-                let requestor = fresh("co");
-                s.add_member_user(&requestor).await;
-                let pending = user_add(s, &requestor, "polcancel").await;
-                s.cancel_request(who, &pending.id).await.map(drop)
-            }
-            Rpc::ApproveAssignmentRequest | Rpc::DenyAssignmentRequest => {
-                let approve = matches!(rpc, Rpc::ApproveAssignmentRequest);
-                let requestor = fresh(if approve { "ap" } else { "dn" });
-                s.add_member_user(&requestor).await;
-                let pending = user_add(s, &requestor, "polcancel").await;
-                s.decide(who, &pending.id, 1, approve).await.map(drop)
-            }
-            Rpc::ListPendingApprovals => s
-                .requests(who)
-                .list_pending_approvals(ListPendingApprovalsRequest::default())
-                .await
-                .map(drop),
-
-            Rpc::GetOwnAssignment => get_assignment(s, who, &own.assignment_id).await,
-            Rpc::GetOthersAssignment => get_assignment(s, who, others_assignment).await,
-            Rpc::ListAssignments => s
-                .assignments(who)
-                .list_assignments(ListAssignmentsRequest::default())
-                .await
-                .map(drop),
-            Rpc::ListOwnUserGrants => user_grants(s, who, who).await,
-            Rpc::ListOthersUserGrants => user_grants(s, who, BYSTANDER).await,
-
-            Rpc::GetSettings => s
-                .settings(who)
-                .get_settings(GetSettingsRequest {})
-                .await
-                .map(drop),
-            Rpc::UpdateSettings => s
-                .settings(who)
-                .update_settings(UpdateSettingsRequest {
-                    settings: Some(TenantSettings {
-                        delete_after: Some(common::world::days(10)),
-                        ..Default::default()
-                    }),
-                    update_mask: mask(&["delete_after"]),
-                })
-                .await
-                .map(drop),
-            Rpc::VerifyAuditLog => s
-                .audit(who)
-                .verify_audit_log(VerifyAuditLogRequest {})
-                .await
-                .map(drop),
-            Rpc::PackageAccessReport => s
-                .reports(who)
-                .package_access_report(PackageAccessReportRequest {
-                    access_package_id: "p1".into(),
-                    ..Default::default()
-                })
-                .await
-                .map(drop),
-            Rpc::ExpiringAssignmentsReportForPackage => s
-                .reports(who)
-                .expiring_assignments_report(ExpiringAssignmentsReportRequest {
-                    within: Some(common::world::days(30)),
-                    access_package_id: "p1".into(),
-                    ..Default::default()
-                })
-                .await
-                .map(drop),
-            Rpc::RequestHistoryReportForPackage => s
-                .reports(who)
-                .request_history_report(RequestHistoryReportRequest {
-                    access_package_id: "p1".into(),
-                    ..Default::default()
-                })
-                .await
-                .map(drop),
-            Rpc::AccessAtTimeReportForPackage => s
-                .reports(who)
-                .access_at_time_report(AccessAtTimeReportRequest {
-                    at: Some(prost_types::Timestamp {
-                        seconds: epoch_seconds(),
-                        nanos: 0,
-                    }),
-                    access_package_id: "p1".into(),
-                    ..Default::default()
-                })
-                .await
-                .map(drop),
-        }
+    /// Someone else's assignment.
+    fn others_assignment(&self) -> &str {
+        &self.matrix.world.request("bystander/p1").assignment_id
     }
 }
 
@@ -1001,25 +1243,28 @@ async fn user_grants(s: &TestServer, who: &str, user_id: &str) -> Result<(), Sta
         .map(drop)
 }
 
-/// Calls `rpc` as every role at once (their objects are distinct, and
-/// concurrent writes share the store's durable syncs).
-async fn call_as_everyone(world: &Arc<Matrix>, rpc: Rpc) -> BTreeMap<Role, Result<(), Status>> {
+/// Makes `row`'s call as every role at once (their objects are distinct,
+/// and concurrent writes share the store's durable syncs).
+async fn call_as_everyone(matrix: &Arc<Matrix>, row: &Row) -> BTreeMap<Role, Result<(), Status>> {
     let mut calls = JoinSet::new();
     for role in Role::ALL {
-        let world = world.clone();
-        calls.spawn(async move { (role, world.call(rpc, role).await) });
+        let call = (row.call)(Caller {
+            matrix: matrix.clone(),
+            role,
+        });
+        calls.spawn(async move { (role, call.await) });
     }
     calls.join_all().await.into_iter().collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_role_may_call_exactly_its_rpcs() {
-    let world = Arc::new(Matrix::new().await);
-    let rows = matrix();
+    let matrix = Arc::new(Matrix::new().await);
+    let rows = self::matrix();
     let mut mismatches = Vec::new();
-    for (rpc, allowed) in &rows {
-        for (role, result) in call_as_everyone(&world, *rpc).await {
-            let may = allowed.contains(&role);
+    for row in &rows {
+        for (role, result) in call_as_everyone(&matrix, row).await {
+            let may = row.allowed.contains(&role);
             match (may, result) {
                 (true, Ok(())) => {}
                 (false, Err(status)) if status.code() == Code::PermissionDenied => {
@@ -1027,7 +1272,9 @@ async fn every_role_may_call_exactly_its_rpcs() {
                     denied::<()>(Err(status));
                 }
                 (may, outcome) => mismatches.push(format!(
-                    "{rpc:?} as {role:?} ({}): expected {}, got {}",
+                    "{} ({:?}) as {role:?} ({}): expected {}, got {}",
+                    row.case,
+                    row.rpc,
                     role.user(),
                     if may { "allowed" } else { "denied" },
                     match outcome {
@@ -1047,9 +1294,60 @@ async fn every_role_may_call_exactly_its_rpcs() {
     );
 }
 
+/// Driven by the descriptors the server serves: every RPC has a Cedar
+/// action declared in the schema and at least one row in the matrix, and
+/// the matrix names no RPC twice under one case.
+#[test]
+fn every_rpc_has_an_action_a_schema_entry_and_a_matrix_row() {
+    use entitlements::pb::FILE_DESCRIPTOR_SET;
+    use prost::Message;
+
+    let descriptors = prost_types::FileDescriptorSet::decode(FILE_DESCRIPTOR_SET).unwrap();
+    let served: BTreeSet<String> = descriptors
+        .file
+        .iter()
+        .filter(|f| f.package() == "entitlements.v1")
+        .flat_map(|f| {
+            f.service.iter().flat_map(move |s| {
+                s.method
+                    .iter()
+                    .map(move |m| format!("/{}.{}/{}", f.package(), s.name(), m.name()))
+            })
+        })
+        .collect();
+    let known: BTreeSet<String> = Rpc::ALL.iter().map(|r| r.path().to_string()).collect();
+    assert_eq!(served, known, "the generated RPC list is the served one");
+
+    let schema_text = std::fs::read_to_string("policies/schema.cedarschema").unwrap();
+    let (schema, _) = cedar_policy::Schema::from_cedarschema_str(&schema_text).unwrap();
+    let declared: BTreeSet<String> = schema
+        .actions()
+        .map(|a| a.id().unescaped().to_string())
+        .collect();
+    let rows = matrix();
+    let mut cases = BTreeSet::new();
+    let mut missing = Vec::new();
+    for rpc in Rpc::ALL {
+        if !declared.contains(rpc.action()) {
+            missing.push(format!(
+                "{rpc:?}: no action {:?} in the schema",
+                rpc.action()
+            ));
+        }
+        if !rows.iter().any(|row| row.rpc == rpc) {
+            missing.push(format!("{rpc:?}: no row in the role × RPC matrix"));
+        }
+    }
+    for row in &rows {
+        assert!(cases.insert(row.case), "case {} twice", row.case);
+    }
+    assert!(missing.is_empty(), "{}", missing.join("\n"));
+}
+
 // ----------------------------------------------------------- list scoping
 
-/// A List call, unfiltered or with a filter that must not widen it.
+/// A List call, unfiltered or with a filter that must not widen it (a
+/// filter naming what the caller may not read is refused).
 #[derive(Debug, Clone, Copy)]
 enum List {
     Catalogs,
@@ -1093,6 +1391,9 @@ impl Sees {
 }
 
 const NOTHING: &[&str] = &[];
+/// A filter naming a catalog, resource or package the role may not read:
+/// PERMISSION_DENIED, as for a read of it.
+const DENIED: &[&str] = &["PERMISSION_DENIED"];
 
 fn scoping() -> Vec<(List, Sees)> {
     let c1_roles = &["c1/asg-manager", "c1/owner", "c1/pkg-manager", "c1/reader"];
@@ -1121,10 +1422,10 @@ fn scoping() -> Vec<(List, Sees)> {
             List::ResourcesOfC1,
             Sees {
                 global: &["r1"],
-                creator: NOTHING,
+                creator: DENIED,
                 c1: &["r1"],
-                plain: NOTHING,
-                c2_owner: NOTHING,
+                plain: DENIED,
+                c2_owner: DENIED,
             },
         ),
         (
@@ -1141,9 +1442,9 @@ fn scoping() -> Vec<(List, Sees)> {
             List::AccessPackagesOfC2,
             Sees {
                 global: &["p2"],
-                creator: NOTHING,
-                c1: NOTHING,
-                plain: NOTHING,
+                creator: DENIED,
+                c1: DENIED,
+                plain: DENIED,
                 c2_owner: &["p2"],
             },
         ),
@@ -1161,10 +1462,10 @@ fn scoping() -> Vec<(List, Sees)> {
             List::AssignmentPoliciesOfP1,
             Sees {
                 global: &["pol1"],
-                creator: NOTHING,
+                creator: DENIED,
                 c1: &["pol1"],
-                plain: NOTHING,
-                c2_owner: NOTHING,
+                plain: DENIED,
+                c2_owner: DENIED,
             },
         ),
         (
@@ -1190,10 +1491,10 @@ fn scoping() -> Vec<(List, Sees)> {
             List::RoleAssignmentsOfC1,
             Sees {
                 global: c1_roles,
-                creator: NOTHING,
+                creator: DENIED,
                 c1: c1_roles,
-                plain: NOTHING,
-                c2_owner: NOTHING,
+                plain: DENIED,
+                c2_owner: DENIED,
             },
         ),
         (
@@ -1409,6 +1710,8 @@ async fn every_list_shows_each_role_exactly_what_it_may_see() {
             let expected: Vec<String> = sees.of(role).iter().map(|s| s.to_string()).collect();
             match listed(&world.server, *list, role.user()).await {
                 Ok(labels) if labels == expected => {}
+                Err(status)
+                    if status.code() == Code::PermissionDenied && sees.of(role) == DENIED => {}
                 outcome => mismatches.push(format!(
                     "{list:?} as {role:?} ({}): expected {expected:?}, got {outcome:?}",
                     role.user()
@@ -1524,4 +1827,157 @@ async fn ids_cannot_be_probed_without_the_right_to_read_them() {
         .get_assignment(GetAssignmentRequest { id: "nope".into() })
         .await;
     expect_code(get_assignment, Code::PermissionDenied);
+}
+
+/// A List filter that names a catalog, resource or package is a read of
+/// it: a caller who may not read its catalog gets PERMISSION_DENIED
+/// whether or not it exists (no empty list for one and NOT_FOUND for the
+/// other), and only whoever may read every catalog learns NOT_FOUND.
+#[tokio::test]
+async fn list_filters_do_not_tell_whether_what_they_name_exists() {
+    let server = TestServer::start().await;
+    let s = &server;
+    for user in ["plain", "c1-reader"] {
+        s.add_member_user(user).await;
+    }
+    s.add_catalog(C1, false).await;
+    s.grant_role(AdminRole::CatalogReader, "c1-reader", C1)
+        .await;
+    s.add_resource("r1", C1, "group").await;
+    s.add_package("p1", C1, &["r1"]).await;
+    s.add_policy(open_policy("pol1", "p1")).await;
+    s.add_package("gone", C1, &["r1"]).await;
+    s.packages(ADMIN)
+        .delete_access_package(DeleteAccessPackageRequest {
+            id: "gone".into(),
+            etag: String::new(),
+        })
+        .await
+        .expect("delete a package");
+
+    // Each filter, with an id that exists and one that does not.
+    #[derive(Debug, Clone, Copy)]
+    enum Filter {
+        ResourcesOfCatalog,
+        PackagesOfCatalog,
+        PackagesOfResource,
+        PoliciesOfPackage,
+        RolesOfCatalog,
+        AccessAtTimeOfPackage,
+    }
+    let cases = [
+        (Filter::ResourcesOfCatalog, C1),
+        (Filter::PackagesOfCatalog, C1),
+        (Filter::PackagesOfResource, "r1"),
+        (Filter::PoliciesOfPackage, "p1"),
+        (Filter::RolesOfCatalog, C1),
+        (Filter::AccessAtTimeOfPackage, "p1"),
+        (Filter::AccessAtTimeOfPackage, "gone"),
+    ];
+    let list = |filter: Filter, who: &'static str, id: &str| {
+        let id = id.to_string();
+        async move {
+            let code = |result: Result<(), Status>| result.map_err(|s| s.code());
+            code(match filter {
+                Filter::ResourcesOfCatalog => s
+                    .catalogs(who)
+                    .list_resources(ListResourcesRequest {
+                        catalog_id: id,
+                        ..Default::default()
+                    })
+                    .await
+                    .map(drop),
+                Filter::PackagesOfCatalog => s
+                    .packages(who)
+                    .list_access_packages(ListAccessPackagesRequest {
+                        catalog_id: id,
+                        ..Default::default()
+                    })
+                    .await
+                    .map(drop),
+                Filter::PackagesOfResource => s
+                    .packages(who)
+                    .list_access_packages(ListAccessPackagesRequest {
+                        resource_id: id,
+                        ..Default::default()
+                    })
+                    .await
+                    .map(drop),
+                Filter::PoliciesOfPackage => s
+                    .policies(who)
+                    .list_assignment_policies(ListAssignmentPoliciesRequest {
+                        access_package_id: id,
+                        ..Default::default()
+                    })
+                    .await
+                    .map(drop),
+                Filter::RolesOfCatalog => s
+                    .catalogs(who)
+                    .list_role_assignments(ListRoleAssignmentsRequest {
+                        catalog_id: id,
+                        ..Default::default()
+                    })
+                    .await
+                    .map(drop),
+                Filter::AccessAtTimeOfPackage => s
+                    .reports(who)
+                    .access_at_time_report(AccessAtTimeReportRequest {
+                        at: Some(prost_types::Timestamp {
+                            seconds: epoch_seconds(),
+                            nanos: 0,
+                        }),
+                        access_package_id: id,
+                        ..Default::default()
+                    })
+                    .await
+                    .map(drop),
+            })
+        }
+    };
+    for (filter, existing) in cases {
+        assert_eq!(
+            list(filter, "c1-reader", existing).await,
+            Ok(()),
+            "{filter:?} {existing:?} as a reader of its catalog"
+        );
+        for id in [existing, "nope"] {
+            assert_eq!(
+                list(filter, "plain", id).await,
+                Err(Code::PermissionDenied),
+                "{filter:?} {id:?} as someone who may not read its catalog"
+            );
+        }
+        let missing = list(filter, ADMIN, "nope").await;
+        match filter {
+            // A report on a package that never existed is empty.
+            Filter::AccessAtTimeOfPackage => assert_eq!(missing, Ok(()), "{filter:?}"),
+            _ => assert_eq!(missing, Err(Code::NotFound), "{filter:?}"),
+        }
+    }
+
+    // Requests and assignments are read by their own rights, not the
+    // catalog's: a package filter lists what the caller may see of it,
+    // which tells nothing about whether it exists.
+    for id in ["p1", "nope"] {
+        let requests = s
+            .requests("plain")
+            .list_assignment_requests(ListAssignmentRequestsRequest {
+                access_package_id: id.into(),
+                ..Default::default()
+            })
+            .await
+            .expect("list requests by package")
+            .into_inner();
+        assert!(requests.assignment_requests.is_empty(), "{requests:?}");
+        let assignments = s
+            .assignments("plain")
+            .list_assignments(ListAssignmentsRequest {
+                access_package_id: id.into(),
+                ..Default::default()
+            })
+            .await
+            .expect("list assignments by package")
+            .into_inner();
+        assert!(assignments.assignments.is_empty(), "{assignments:?}");
+    }
 }

@@ -158,7 +158,7 @@ async fn quiesce(server: &TestServer) {
         (!overdue && !due).then_some(())
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    server.run_due_work().await;
 }
 
 /// Reads a WatchGrants stream from `from` until a checkpoint at or past

@@ -49,9 +49,9 @@ async fn wait_for(server: &TestServer, assignment: &str, state: AssignmentState)
     .await;
 }
 
-/// Lets background work run a few rounds.
-async fn settle() {
-    tokio::time::sleep(Duration::from_millis(50)).await;
+/// Runs the background work due now, so what has not happened is not due.
+async fn settle(server: &TestServer) {
+    server.run_due_work().await;
 }
 
 #[tokio::test]
@@ -62,7 +62,7 @@ async fn an_assignment_expires_once_when_its_duration_runs_out() {
     let id = request.assignment_id.clone();
 
     server.clock.advance(Duration::from_secs(89));
-    settle().await;
+    settle(&server).await;
     assert_eq!(state_of(&server, &id).await, AssignmentState::Delivered);
 
     server.clock.advance(Duration::from_secs(1));
@@ -77,7 +77,7 @@ async fn an_assignment_expires_once_when_its_duration_runs_out() {
     // Exactly one SYSTEM_REMOVE, by the service, delivered; even after more
     // rounds of background work.
     server.clock.advance(Duration::from_secs(3600));
-    settle().await;
+    settle(&server).await;
     let removals: Vec<_> = requests_of(&server, "alice")
         .await
         .into_iter()
@@ -107,7 +107,7 @@ async fn expiry_fires_after_a_restart_between_scheduling_and_expiry() {
 
     // And the removal is not repeated by the next process either.
     let server = server.restart().await;
-    settle().await;
+    settle(&server).await;
     let removals = requests_of(&server, "alice")
         .await
         .into_iter()
@@ -198,7 +198,7 @@ async fn an_extension_moves_expiry_and_keeps_the_assignment() {
 
     // Day 10 passes: the old end is gone, the assignment stays.
     server.clock.advance(Duration::from_secs(2 * 86_400));
-    settle().await;
+    settle(&server).await;
     assert_eq!(state_of(&server, &id).await, AssignmentState::Delivered);
     // Ten days after the extension it ends.
     server.clock.advance(Duration::from_secs(8 * 86_400));

@@ -466,7 +466,7 @@ async fn expiry_fires_once_and_the_audit_chain_verifies_across_replicas() {
     }
     // Every replica verifies the same, intact chain once it has caught up.
     let written = replicas[0]
-        .create_user("latecomer", common::user("Latecomer"))
+        .create_user("latecomer", user("Latecomer"))
         .await;
     let revision = written.info.as_ref().unwrap().revision;
     let mut ends = BTreeSet::new();
@@ -552,7 +552,7 @@ async fn an_unreachable_database_makes_a_replica_not_serving_until_it_is_back() 
         .directory(ADMIN)
         .create_user(CreateUserRequest {
             user_id: "bob".into(),
-            user: Some(common::user("Bob")),
+            user: Some(user("Bob")),
             request_id: String::new(),
         })
         .await
@@ -570,7 +570,7 @@ async fn an_unreachable_database_makes_a_replica_not_serving_until_it_is_back() 
     // It caught up with what happened meanwhile, and takes writes again.
     let revision = added.info.as_ref().unwrap().revision;
     assert!(cut_off.check("alice", "r1", revision).await.allowed);
-    let bob = cut_off.create_user("bob", common::user("Bob")).await;
+    let bob = cut_off.create_user("bob", user("Bob")).await;
     let revision = bob.info.as_ref().unwrap().revision;
     direct.check("bob", "r1", revision).await;
     let bobs = direct.get_user("bob").await;

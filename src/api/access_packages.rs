@@ -7,10 +7,11 @@ use crate::domain::package::{PACKAGES_BY_CATALOG, PACKAGES_BY_RESOURCE};
 use crate::domain::validate::Check;
 use crate::pb::access_packages_server::AccessPackages;
 use crate::pb::*;
-use crate::store::records::{self, Record, Source};
+use crate::store::records::{Record, Source};
 
 use super::App;
 use super::paging::PageRequest;
+use super::rpc::Rpc;
 use crate::policy::admin::Scope;
 
 pub struct AccessPackagesApi {
@@ -35,15 +36,13 @@ impl AccessPackages for AccessPackagesApi {
             .as_ref()
             .map(|p| p.catalog_id.clone())
             .unwrap_or_default();
-        let actor =
-            self.app
-                .authorized(&request, "CreateAccessPackage", Scope::Catalog(&catalog))?;
+        let actor = self.app.authorized(&request, Scope::Catalog(&catalog))?;
         let r = request.into_inner();
         let args = CreateArgs {
             entity: r.access_package,
             chosen_id: r.access_package_id,
             request_id: r.request_id,
-            method: "CreateAccessPackage",
+            method: Rpc::CreateAccessPackage.name(),
         };
         Ok(Response::new(
             crud::create(self.app.store(), actor, args).await?,
@@ -55,12 +54,11 @@ impl AccessPackages for AccessPackagesApi {
         request: Request<GetAccessPackageRequest>,
     ) -> Result<Response<AccessPackage>, Status> {
         let caller = self.app.caller(&request)?;
-        let package = self.app.authorize_record(
-            &caller,
-            "GetAccessPackage",
-            &request.get_ref().id,
-            |p: &AccessPackage| Ok(p.catalog_id.clone()),
-        )?;
+        let package =
+            self.app
+                .authorize_record(&caller, &request.get_ref().id, |p: &AccessPackage| {
+                    Ok(p.catalog_id.clone())
+                })?;
         Ok(Response::new(package))
     }
 
@@ -69,18 +67,20 @@ impl AccessPackages for AccessPackagesApi {
         request: Request<ListAccessPackagesRequest>,
     ) -> Result<Response<ListAccessPackagesResponse>, Status> {
         let caller = self.app.caller(&request)?;
-        let visible = self.app.catalog_filter(&caller, "ListAccessPackages");
+        let visible = self.app.catalog_filter(&caller);
         let r = request.into_inner();
         let mut check = Check::new("");
         check.optional_id("catalog_id", &r.catalog_id);
         check.optional_id("resource_id", &r.resource_id);
         check.finish()?;
-        if !r.catalog_id.is_empty() {
-            records::require::<Catalog>(self.app.store(), &r.catalog_id)?;
-        }
-        if !r.resource_id.is_empty() {
-            records::require::<Resource>(self.app.store(), &r.resource_id)?;
-        }
+        self.app
+            .authorize_filter(&caller, "catalog_id", &r.catalog_id, |c: &Catalog| {
+                Ok(c.id.clone())
+            })?;
+        self.app
+            .authorize_filter(&caller, "resource_id", &r.resource_id, |r: &Resource| {
+                Ok(r.catalog_id.clone())
+            })?;
         let page = PageRequest::parse(
             r.page_size,
             &r.page_token,
@@ -106,10 +106,9 @@ impl AccessPackages for AccessPackagesApi {
                 && !(r.exclude_hidden && p.hidden)
                 && visible.sees(&p.catalog_id)
         };
-        let listed = crud::list(self.app.store(), source, keep, page.size, page.after())?;
-        let next_page_token = page.next_token(&listed, |p: &AccessPackage| p.id.clone());
+        let (items, next_page_token) = page.list(self.app.store(), source, keep)?;
         Ok(Response::new(ListAccessPackagesResponse {
-            access_packages: listed.items,
+            access_packages: items,
             next_page_token,
         }))
     }
@@ -126,9 +125,7 @@ impl AccessPackages for AccessPackagesApi {
             .map(|p| p.id.clone())
             .unwrap_or_default();
         self.app
-            .authorize_record(&caller, "UpdateAccessPackage", &id, |p: &AccessPackage| {
-                Ok(p.catalog_id.clone())
-            })?;
+            .authorize_record(&caller, &id, |p: &AccessPackage| Ok(p.catalog_id.clone()))?;
         let r = request.into_inner();
         Ok(Response::new(
             crud::update(
@@ -146,12 +143,10 @@ impl AccessPackages for AccessPackagesApi {
         request: Request<DeleteAccessPackageRequest>,
     ) -> Result<Response<DeleteResponse>, Status> {
         let caller = self.app.caller(&request)?;
-        self.app.authorize_record(
-            &caller,
-            "DeleteAccessPackage",
-            &request.get_ref().id,
-            |p: &AccessPackage| Ok(p.catalog_id.clone()),
-        )?;
+        self.app
+            .authorize_record(&caller, &request.get_ref().id, |p: &AccessPackage| {
+                Ok(p.catalog_id.clone())
+            })?;
         let r = request.into_inner();
         let revision =
             crud::delete::<AccessPackage>(self.app.store(), caller.actor, r.id, r.etag).await?;

@@ -4,7 +4,6 @@ use tonic::{Request, Response, Status};
 
 use crate::clock::Moment;
 use crate::domain::assignment::{ASSIGNMENTS_BY_PACKAGE, ASSIGNMENTS_BY_TARGET};
-use crate::domain::crud;
 use crate::domain::validate::Check;
 use crate::error::Error;
 use crate::pb::assignments_server::Assignments;
@@ -36,14 +35,14 @@ impl Assignments for AssignmentsApi {
         let caller = self.app.caller(&request)?;
         let found: Assignment =
             self.app
-                .load_visible(&caller, "GetAssignment", &request.get_ref().id, ANY_RECORD)?;
+                .load_visible(&caller, &request.get_ref().id, ANY_RECORD)?;
         let catalog = self.app.package_catalog(&found.access_package_id)?;
         let scope = Scope::Record {
             catalog: &catalog,
             target: &found.target_id,
             requestor: &found.target_id,
         };
-        self.app.authorize(&caller, "GetAssignment", scope)?;
+        self.app.authorize(&caller, scope)?;
         Ok(Response::new(found))
     }
 
@@ -52,7 +51,7 @@ impl Assignments for AssignmentsApi {
         request: Request<ListAssignmentsRequest>,
     ) -> Result<Response<ListAssignmentsResponse>, Status> {
         let caller = self.app.caller(&request)?;
-        let visible = RecordFilter::new(&self.app, &caller, "ListAssignments");
+        let visible = RecordFilter::new(&self.app, &caller);
         let r = request.into_inner();
         let filter = single_filter(&[
             ("target_id", ASSIGNMENTS_BY_TARGET, &r.target_id),
@@ -79,10 +78,9 @@ impl Assignments for AssignmentsApi {
             (r.state == 0 || a.state == r.state)
                 && visible.sees(&a.access_package_id, &a.target_id, &a.target_id)
         };
-        let listed = crud::list(self.app.store(), source, keep, page.size, page.after())?;
-        let next_page_token = page.next_token(&listed, |a: &Assignment| a.id.clone());
+        let (items, next_page_token) = page.list(self.app.store(), source, keep)?;
         Ok(Response::new(ListAssignmentsResponse {
-            assignments: listed.items,
+            assignments: items,
             next_page_token,
         }))
     }
@@ -95,8 +93,7 @@ impl Assignments for AssignmentsApi {
         let mut check = Check::new("");
         check.id("user_id", user_id);
         check.finish()?;
-        self.app
-            .authorized(&request, "ListUserGrants", Scope::User(user_id))?;
+        self.app.authorized(&request, Scope::User(user_id))?;
         // The decision view's answer, so that this agrees with CheckAccess
         // and ListEffectiveGrants (ends passed, blocked users).
         let state = self.app.decisions.read();

@@ -14,6 +14,7 @@ use crate::pb::*;
 use crate::policy::admin::Scope;
 
 use super::App;
+
 use super::authz::{Caller, VisibleCatalogs};
 use super::paging::PageRequest;
 
@@ -52,7 +53,7 @@ fn list_page(
                 .map_err(|_| Error::invalid("page_token", "is not a token this service issued"))
         })
         .transpose()?;
-    let visible = VisibleCatalogs::new(app, caller, "ListAuditEvents");
+    let visible = VisibleCatalogs::new(app, caller);
     let mut events: Vec<AuditEvent> = Vec::new();
     // Where the next page starts: after the last event returned, or after
     // the last one read when the budget ran out first.
@@ -106,7 +107,7 @@ impl AuditLog for AuditLogApi {
         let (sender, receiver) = tokio::sync::mpsc::channel(EXPORT_BUFFER);
         let app = self.app.clone();
         tokio::task::spawn_blocking(move || {
-            let visible = VisibleCatalogs::new(&app, &caller, "ExportAuditEvents");
+            let visible = VisibleCatalogs::new(&app, &caller);
             let events = match query::events(app.store(), &filter, Order::OldestFirst, None) {
                 Ok(events) => events,
                 Err(error) => {
@@ -134,8 +135,7 @@ impl AuditLog for AuditLogApi {
         &self,
         request: Request<VerifyAuditLogRequest>,
     ) -> std::result::Result<Response<VerifyAuditLogResponse>, Status> {
-        self.app
-            .authorized(&request, "VerifyAuditLog", Scope::Tenant)?;
+        self.app.authorized(&request, Scope::Tenant)?;
         let app = self.app.clone();
         let found = tokio::task::spawn_blocking(move || chain::verify(app.store()))
             .await

@@ -1,6 +1,7 @@
 //! Authorization of every RPC by the administration policies
-//! (`policies/admin*.cedar`). Handlers name the action (the RPC) and what it
-//! acts on; Lists keep only what the caller may see.
+//! (`policies/admin*.cedar`). The action is the RPC's (see [`Rpc`]), taken
+//! from the request type; handlers name what it acts on. Lists keep only
+//! what the caller may see.
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
@@ -18,27 +19,46 @@ use crate::store::records::{self, Record};
 
 use super::App;
 use super::caller::{self, Principal};
+use super::rpc::{Rpc, RpcRequest};
 
 /// The metadata key a caller may use to name its call; audit events carry
 /// it.
 const REQUEST_ID_HEADER: &str = "x-request-id";
 
-/// An authenticated caller with the roles they hold.
+/// An authenticated caller of an RPC, with the roles they hold. Decisions
+/// about the caller are about the RPC's action.
+#[derive(Clone)]
 pub struct Caller {
     pub actor: Actor,
     pub principal: Principal,
+    /// The RPC whose action decisions are about.
+    pub rpc: Rpc,
     roles: Vec<String>,
 }
 
 impl App {
     /// The caller of `request`, with their configured and stored roles.
-    pub fn caller<T>(&self, request: &Request<T>) -> std::result::Result<Caller, Status> {
+    pub fn caller<T: RpcRequest>(
+        &self,
+        request: &Request<T>,
+    ) -> std::result::Result<Caller, Status> {
+        self.caller_of(request, T::RPC)
+    }
+
+    /// The caller of `request`, a call of `rpc` (for requests that several
+    /// RPCs take).
+    pub fn caller_of<T>(
+        &self,
+        request: &Request<T>,
+        rpc: Rpc,
+    ) -> std::result::Result<Caller, Status> {
         let principal = caller::principal(request)?.clone();
         let mut roles = principal.configured_roles.clone();
         roles.extend(admin::stored_roles(self.store(), &principal.id).map_err(Status::from)?);
         Ok(Caller {
             actor: self.actor(&principal, request),
             principal,
+            rpc,
             roles,
         })
     }
@@ -67,24 +87,18 @@ impl App {
         Ok(self.actor(caller::principal(request)?, request))
     }
 
-    /// Whether `caller` may do `action` on `scope`.
-    pub fn permits(
-        &self,
-        caller: &Caller,
-        action: &str,
-        scope: Scope<'_>,
-        on_behalf: Option<bool>,
-    ) -> Result<bool> {
-        Ok(self.decide(caller, action, scope, on_behalf)?.allowed)
+    /// Whether `caller` may do their RPC's action on `scope`.
+    pub fn permits(&self, caller: &Caller, scope: Scope<'_>) -> Result<bool> {
+        Ok(self.decide(caller, scope, None)?.allowed)
     }
 
     fn decide(
         &self,
         caller: &Caller,
-        action: &str,
         scope: Scope<'_>,
         on_behalf: Option<bool>,
     ) -> Result<crate::policy::Decision> {
+        let action = caller.rpc.action();
         let (principal, resource, entities) =
             admin::slice(&caller.principal.id, &caller.roles, scope).map_err(Error::internal)?;
         let entities = self
@@ -104,64 +118,87 @@ impl App {
     }
 
     /// PERMISSION_DENIED (with the deciding policy ids) unless `caller` may
-    /// do `action` on `scope`.
-    pub fn authorize(&self, caller: &Caller, action: &str, scope: Scope<'_>) -> Result<()> {
-        self.authorize_with(caller, action, scope, None)
+    /// do their RPC's action on `scope`.
+    pub fn authorize(&self, caller: &Caller, scope: Scope<'_>) -> Result<()> {
+        self.authorize_with(caller, scope, None)
     }
 
+    /// Like [`App::authorize`], for CreateAssignmentRequest: `on_behalf`
+    /// tells an ADMIN_* request (for someone else's access).
     pub fn authorize_with(
         &self,
         caller: &Caller,
-        action: &str,
         scope: Scope<'_>,
         on_behalf: Option<bool>,
     ) -> Result<()> {
-        let decision = self.decide(caller, action, scope, on_behalf)?;
+        let decision = self.decide(caller, scope, on_behalf)?;
         if decision.allowed {
             return Ok(());
         }
         Err(Error::PermissionDenied {
-            message: format!("{:?} may not call {action} here", caller.principal.id),
+            message: format!(
+                "{:?} may not call {} here",
+                caller.principal.id,
+                caller.rpc.name()
+            ),
             policy_ids: decision.policy_ids,
         })
     }
 
     /// Loads record `id` (see [`App::load_visible`]: a missing one is
     /// NOT_FOUND only for callers with the right in every catalog) and
-    /// authorizes `action` in the catalog `catalog_of` names.
+    /// authorizes the caller in the catalog `catalog_of` names.
     pub fn authorize_record<R: Record>(
         &self,
         caller: &Caller,
-        action: &str,
         id: &str,
         catalog_of: impl FnOnce(&R) -> Result<String>,
     ) -> Result<R> {
-        let record: R = self.load_visible(caller, action, id, admin::ANY_CATALOG)?;
+        let record: R = self.load_visible(caller, id, admin::ANY_CATALOG)?;
         let catalog = catalog_of(&record)?;
-        self.authorize(caller, action, Scope::Catalog(&catalog))?;
+        self.authorize(caller, Scope::Catalog(&catalog))?;
         Ok(record)
     }
 
     /// Loads record `id` (INVALID_ARGUMENT for a malformed id). A missing
-    /// record is NOT_FOUND only for a caller who may do `action` on
-    /// `anywhere` (a scope that stands for every record, e.g.
-    /// [`admin::ANY_CATALOG`]);
+    /// record is NOT_FOUND only for a caller who may act on `anywhere` (a
+    /// scope that stands for every record, e.g. [`admin::ANY_CATALOG`]);
     /// others are PERMISSION_DENIED whether or not it exists, so ids in
     /// catalogs they cannot read cannot be probed.
     pub fn load_visible<R: Record>(
         &self,
         caller: &Caller,
-        action: &str,
         id: &str,
         anywhere: Scope<'_>,
     ) -> Result<R> {
         match crud::get::<R>(self.store(), id) {
             Err(missing @ Error::NotFound { .. }) => {
-                self.authorize(caller, action, anywhere)?;
+                self.authorize(caller, anywhere)?;
                 Err(missing)
             }
             found => found,
         }
+    }
+
+    /// Checks a List's filter that names record `id` (nothing when it is
+    /// empty; `field` names it in a malformed-id error), as a read of that
+    /// record: a caller who may not act in the record's catalog
+    /// (`catalog_of`) is PERMISSION_DENIED whether or not it exists, and
+    /// only a caller who may act in every catalog learns NOT_FOUND.
+    pub fn authorize_filter<R: Record>(
+        &self,
+        caller: &Caller,
+        field: &str,
+        id: &str,
+        catalog_of: impl FnOnce(&R) -> Result<String>,
+    ) -> Result<()> {
+        if id.is_empty() {
+            return Ok(());
+        }
+        let mut check = crate::domain::validate::Check::new("");
+        check.id(field, id);
+        check.finish()?;
+        self.authorize_record(caller, id, catalog_of).map(drop)
     }
 
     /// The catalog of an access package.
@@ -169,17 +206,17 @@ impl App {
         Ok(records::require::<AccessPackage>(self.store(), package_id)?.catalog_id)
     }
 
-    /// The caller of `request` as an actor, if they may do `action` on
-    /// `scope`. Allowed decisions are remembered per (caller, action,
-    /// resource) until a role assignment or a user changes (the
+    /// The caller of `request` as an actor, if they may do the request's
+    /// RPC on `scope`. Allowed decisions are remembered per (caller,
+    /// action, resource) until a role assignment or a user changes (the
     /// administration policies decide from roles and ids alone), so a caller
     /// pays for Cedar once per resource, not per call.
-    pub fn authorized<T>(
+    pub fn authorized<T: RpcRequest>(
         &self,
         request: &Request<T>,
-        action: &'static str,
         scope: Scope<'_>,
     ) -> std::result::Result<Actor, Status> {
+        let action = T::RPC.action();
         let principal = caller::principal(request)?;
         let generation = self.decisions.roles_generation();
         let resource = CachedResource::of(scope, &principal.id, &self.policies);
@@ -191,7 +228,7 @@ impl App {
             return Ok(actor);
         }
         let caller = self.caller(request)?;
-        let allowed = self.authorize(&caller, action, scope);
+        let allowed = self.authorize(&caller, scope);
         if allowed.is_ok() {
             self.authz_cache
                 .remember(&principal.id, action, resource, generation);
@@ -200,13 +237,12 @@ impl App {
         Ok(actor)
     }
 
-    /// A filter for Lists of catalog content: whether the caller may do
-    /// `action` in a catalog, decided once per catalog.
-    pub fn catalog_filter<'a>(&'a self, caller: &'a Caller, action: &'a str) -> CatalogFilter<'a> {
+    /// A filter for Lists of catalog content: whether the caller may act
+    /// in a catalog, decided once per catalog.
+    pub fn catalog_filter<'a>(&'a self, caller: &'a Caller) -> CatalogFilter<'a> {
         CatalogFilter {
             app: self,
             caller,
-            action,
             seen: RefCell::new(HashMap::new()),
         }
     }
@@ -215,7 +251,6 @@ impl App {
 pub struct CatalogFilter<'a> {
     app: &'a App,
     caller: &'a Caller,
-    action: &'a str,
     seen: RefCell<HashMap<String, bool>>,
 }
 
@@ -228,7 +263,7 @@ impl CatalogFilter<'_> {
         }
         let allowed = self
             .app
-            .permits(self.caller, self.action, Scope::Catalog(catalog), None)
+            .permits(self.caller, Scope::Catalog(catalog))
             .unwrap_or(false);
         self.seen.borrow_mut().insert(catalog.to_string(), allowed);
         allowed
@@ -245,12 +280,10 @@ pub struct VisibleCatalogs<'a> {
 }
 
 impl<'a> VisibleCatalogs<'a> {
-    pub fn new(app: &'a App, caller: &'a Caller, action: &'a str) -> Self {
+    pub fn new(app: &'a App, caller: &'a Caller) -> Self {
         Self {
-            catalogs: app.catalog_filter(caller, action),
-            tenant: app
-                .permits(caller, action, Scope::Tenant, None)
-                .unwrap_or(false),
+            catalogs: app.catalog_filter(caller),
+            tenant: app.permits(caller, Scope::Tenant).unwrap_or(false),
         }
     }
 
@@ -292,20 +325,18 @@ impl<'a> PackageCatalogs<'a> {
 }
 
 /// A filter for Lists of requests and assignments: whether the caller may
-/// do `action` on each record, by the record's catalog and people.
+/// act on each record, by the record's catalog and people.
 pub struct RecordFilter<'a> {
     app: &'a App,
     caller: &'a Caller,
-    action: &'a str,
     catalogs: PackageCatalogs<'a>,
 }
 
 impl<'a> RecordFilter<'a> {
-    pub fn new(app: &'a App, caller: &'a Caller, action: &'a str) -> Self {
+    pub fn new(app: &'a App, caller: &'a Caller) -> Self {
         Self {
             app,
             caller,
-            action,
             catalogs: PackageCatalogs::new(app),
         }
     }
@@ -319,9 +350,7 @@ impl<'a> RecordFilter<'a> {
             target,
             requestor,
         };
-        self.app
-            .permits(self.caller, self.action, scope, None)
-            .unwrap_or(false)
+        self.app.permits(self.caller, scope).unwrap_or(false)
     }
 }
 

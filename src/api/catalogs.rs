@@ -15,6 +15,7 @@ use crate::store::write;
 
 use super::App;
 use super::paging::PageRequest;
+use super::rpc::Rpc;
 use crate::policy::admin::Scope;
 
 /// Catalog roles are granted on their catalog, tenant roles on the tenant.
@@ -42,15 +43,13 @@ impl Catalogs for CatalogsApi {
         &self,
         request: Request<CreateCatalogRequest>,
     ) -> Result<Response<Catalog>, Status> {
-        let actor = self
-            .app
-            .authorized(&request, "CreateCatalog", Scope::Tenant)?;
+        let actor = self.app.authorized(&request, Scope::Tenant)?;
         let r = request.into_inner();
         let args = CreateArgs {
             entity: r.catalog,
             chosen_id: r.catalog_id,
             request_id: r.request_id,
-            method: "CreateCatalog",
+            method: Rpc::CreateCatalog.name(),
         };
         // Whoever creates a catalog owns it (when they are a directory user;
         // configured principals such as bootstrap admins need no ownership).
@@ -80,11 +79,8 @@ impl Catalogs for CatalogsApi {
         &self,
         request: Request<GetCatalogRequest>,
     ) -> Result<Response<Catalog>, Status> {
-        self.app.authorized(
-            &request,
-            "GetCatalog",
-            Scope::Catalog(&request.get_ref().id),
-        )?;
+        self.app
+            .authorized(&request, Scope::Catalog(&request.get_ref().id))?;
         Ok(Response::new(crud::get(
             self.app.store(),
             &request.get_ref().id,
@@ -96,19 +92,15 @@ impl Catalogs for CatalogsApi {
         request: Request<ListCatalogsRequest>,
     ) -> Result<Response<ListCatalogsResponse>, Status> {
         let caller = self.app.caller(&request)?;
-        let visible = self.app.catalog_filter(&caller, "ListCatalogs");
+        let visible = self.app.catalog_filter(&caller);
         let r = request.into_inner();
         let page = PageRequest::parse(r.page_size, &r.page_token, &[])?;
-        let listed = crud::list(
-            self.app.store(),
-            Source::All,
-            |c: &Catalog| visible.sees(&c.id),
-            page.size,
-            page.after(),
-        )?;
-        let next_page_token = page.next_token(&listed, |c: &Catalog| c.id.clone());
+        let (items, next_page_token) =
+            page.list(self.app.store(), Source::All, |c: &Catalog| {
+                visible.sees(&c.id)
+            })?;
         Ok(Response::new(ListCatalogsResponse {
-            catalogs: listed.items,
+            catalogs: items,
             next_page_token,
         }))
     }
@@ -123,9 +115,7 @@ impl Catalogs for CatalogsApi {
             .as_ref()
             .map(|c| c.id.clone())
             .unwrap_or_default();
-        let actor = self
-            .app
-            .authorized(&request, "UpdateCatalog", Scope::Catalog(&id))?;
+        let actor = self.app.authorized(&request, Scope::Catalog(&id))?;
         let r = request.into_inner();
         Ok(Response::new(
             crud::update(self.app.store(), actor, r.catalog, r.update_mask).await?,
@@ -136,11 +126,9 @@ impl Catalogs for CatalogsApi {
         &self,
         request: Request<DeleteCatalogRequest>,
     ) -> Result<Response<DeleteResponse>, Status> {
-        let actor = self.app.authorized(
-            &request,
-            "DeleteCatalog",
-            Scope::Catalog(&request.get_ref().id),
-        )?;
+        let actor = self
+            .app
+            .authorized(&request, Scope::Catalog(&request.get_ref().id))?;
         let r = request.into_inner();
         let revision = crud::delete::<Catalog>(self.app.store(), actor, r.id, r.etag).await?;
         Ok(Response::new(DeleteResponse { revision }))
@@ -156,15 +144,13 @@ impl Catalogs for CatalogsApi {
             .as_ref()
             .map(|c| c.catalog_id.clone())
             .unwrap_or_default();
-        let actor = self
-            .app
-            .authorized(&request, "CreateResource", Scope::Catalog(&catalog))?;
+        let actor = self.app.authorized(&request, Scope::Catalog(&catalog))?;
         let r = request.into_inner();
         let args = CreateArgs {
             entity: r.resource,
             chosen_id: r.resource_id,
             request_id: r.request_id,
-            method: "CreateResource",
+            method: Rpc::CreateResource.name(),
         };
         Ok(Response::new(
             crud::create(self.app.store(), actor, args).await?,
@@ -176,12 +162,11 @@ impl Catalogs for CatalogsApi {
         request: Request<GetResourceRequest>,
     ) -> Result<Response<Resource>, Status> {
         let caller = self.app.caller(&request)?;
-        let resource = self.app.authorize_record(
-            &caller,
-            "GetResource",
-            &request.get_ref().id,
-            |r: &Resource| Ok(r.catalog_id.clone()),
-        )?;
+        let resource =
+            self.app
+                .authorize_record(&caller, &request.get_ref().id, |r: &Resource| {
+                    Ok(r.catalog_id.clone())
+                })?;
         Ok(Response::new(resource))
     }
 
@@ -190,14 +175,12 @@ impl Catalogs for CatalogsApi {
         request: Request<ListResourcesRequest>,
     ) -> Result<Response<ListResourcesResponse>, Status> {
         let caller = self.app.caller(&request)?;
-        let visible = self.app.catalog_filter(&caller, "ListResources");
+        let visible = self.app.catalog_filter(&caller);
         let r = request.into_inner();
-        let mut check = Check::new("");
-        check.optional_id("catalog_id", &r.catalog_id);
-        check.finish()?;
-        if !r.catalog_id.is_empty() {
-            records::require::<Catalog>(self.app.store(), &r.catalog_id)?;
-        }
+        self.app
+            .authorize_filter(&caller, "catalog_id", &r.catalog_id, |c: &Catalog| {
+                Ok(c.id.clone())
+            })?;
         let page = PageRequest::parse(r.page_size, &r.page_token, &[&r.catalog_id, &r.r#type])?;
         let source = if r.catalog_id.is_empty() {
             Source::All
@@ -211,10 +194,9 @@ impl Catalogs for CatalogsApi {
         let keep = |res: &Resource| {
             (r.r#type.is_empty() || res.r#type == r.r#type) && visible.sees(&res.catalog_id)
         };
-        let listed = crud::list(self.app.store(), source, keep, page.size, page.after())?;
-        let next_page_token = page.next_token(&listed, |res: &Resource| res.id.clone());
+        let (items, next_page_token) = page.list(self.app.store(), source, keep)?;
         Ok(Response::new(ListResourcesResponse {
-            resources: listed.items,
+            resources: items,
             next_page_token,
         }))
     }
@@ -231,9 +213,7 @@ impl Catalogs for CatalogsApi {
             .map(|c| c.id.clone())
             .unwrap_or_default();
         self.app
-            .authorize_record(&caller, "UpdateResource", &id, |r: &Resource| {
-                Ok(r.catalog_id.clone())
-            })?;
+            .authorize_record(&caller, &id, |r: &Resource| Ok(r.catalog_id.clone()))?;
         let r = request.into_inner();
         Ok(Response::new(
             crud::update(self.app.store(), caller.actor, r.resource, r.update_mask).await?,
@@ -245,12 +225,10 @@ impl Catalogs for CatalogsApi {
         request: Request<DeleteResourceRequest>,
     ) -> Result<Response<DeleteResponse>, Status> {
         let caller = self.app.caller(&request)?;
-        self.app.authorize_record(
-            &caller,
-            "DeleteResource",
-            &request.get_ref().id,
-            |r: &Resource| Ok(r.catalog_id.clone()),
-        )?;
+        self.app
+            .authorize_record(&caller, &request.get_ref().id, |r: &Resource| {
+                Ok(r.catalog_id.clone())
+            })?;
         let r = request.into_inner();
         let revision =
             crud::delete::<Resource>(self.app.store(), caller.actor, r.id, r.etag).await?;
@@ -273,7 +251,7 @@ impl Catalogs for CatalogsApi {
             "role_assignment",
         )?;
         self.app
-            .authorize(&caller, "GrantRole", role_scope(&assignment.catalog_id))?;
+            .authorize(&caller, role_scope(&assignment.catalog_id))?;
         let actor = caller.actor.clone();
         let committed = write(self.app.store(), move |txn| {
             catalog::grant_role(txn, assignment, &actor)
@@ -299,8 +277,7 @@ impl Catalogs for CatalogsApi {
         let caller = self.app.caller(&request)?;
         let r = request.into_inner();
         let role = catalog::check_role_args(r.role, &r.principal_id, &r.catalog_id, "")?;
-        self.app
-            .authorize(&caller, "RevokeRole", role_scope(&r.catalog_id))?;
+        self.app.authorize(&caller, role_scope(&r.catalog_id))?;
         let (principal, catalog_id) = (r.principal_id.clone(), r.catalog_id.clone());
         let actor = caller.actor.clone();
         let committed = write(self.app.store(), move |txn| {
@@ -326,10 +303,8 @@ impl Catalogs for CatalogsApi {
         request: Request<ListRoleAssignmentsRequest>,
     ) -> Result<Response<ListRoleAssignmentsResponse>, Status> {
         let caller = self.app.caller(&request)?;
-        let visible = self.app.catalog_filter(&caller, "ListRoleAssignments");
-        let tenant_visible =
-            self.app
-                .permits(&caller, "ListRoleAssignments", Scope::Tenant, None)?;
+        let visible = self.app.catalog_filter(&caller);
+        let tenant_visible = self.app.permits(&caller, Scope::Tenant)?;
         let r = request.into_inner();
         let mut check = Check::new("");
         if r.catalog_id != TENANT_SCOPE {
@@ -337,8 +312,11 @@ impl Catalogs for CatalogsApi {
         }
         check.optional_id("principal_id", &r.principal_id);
         check.finish()?;
-        if !r.catalog_id.is_empty() && r.catalog_id != TENANT_SCOPE {
-            records::require::<Catalog>(self.app.store(), &r.catalog_id)?;
+        if r.catalog_id != TENANT_SCOPE {
+            self.app
+                .authorize_filter(&caller, "catalog_id", &r.catalog_id, |c: &Catalog| {
+                    Ok(c.id.clone())
+                })?;
         }
         let page = PageRequest::parse(
             r.page_size,
@@ -369,10 +347,9 @@ impl Catalogs for CatalogsApi {
             sees && (r.role == 0 || a.role == r.role)
                 && (r.principal_id.is_empty() || a.principal_id == r.principal_id)
         };
-        let listed = crud::list(self.app.store(), source, keep, page.size, page.after())?;
-        let next_page_token = page.next_token(&listed, RoleAssignment::id);
+        let (items, next_page_token) = page.list(self.app.store(), source, keep)?;
         Ok(Response::new(ListRoleAssignmentsResponse {
-            role_assignments: listed.items,
+            role_assignments: items,
             next_page_token,
         }))
     }

@@ -24,6 +24,7 @@ use crate::store::Revision;
 
 use super::App;
 use super::paging::PageRequest;
+use super::rpc::RpcRequest;
 
 /// The most checks one BatchCheckAccess takes.
 pub const MAX_BATCH_CHECKS: usize = 1000;
@@ -70,16 +71,11 @@ impl DecisionsApi {
 
     /// Checks the id of the user a question is about, and that the caller
     /// may ask it.
-    fn about_user<T>(
-        &self,
-        request: &Request<T>,
-        action: &'static str,
-        user_id: &str,
-    ) -> Result<(), Status> {
+    fn about_user<T: RpcRequest>(&self, request: &Request<T>, user_id: &str) -> Result<(), Status> {
         let mut check = Check::new("");
         check.id("user_id", user_id);
         check.finish()?;
-        self.app.authorized(request, action, Scope::User(user_id))?;
+        self.app.authorized(request, Scope::User(user_id))?;
         Ok(())
     }
 }
@@ -143,7 +139,7 @@ impl Decisions for DecisionsApi {
         request: Request<CheckAccessRequest>,
     ) -> Result<Response<CheckAccessResponse>, Status> {
         let r = request.get_ref();
-        self.about_user(&request, "CheckAccess", &r.user_id)?;
+        self.about_user(&request, &r.user_id)?;
         self.consistent(r.min_revision).await?;
         let state = self.app.decisions.read();
         let revision = self.app.decisions.revision();
@@ -167,8 +163,7 @@ impl Decisions for DecisionsApi {
             )
             .into());
         }
-        self.app
-            .authorized(&request, "BatchCheckAccess", Scope::Tenant)?;
+        self.app.authorized(&request, Scope::Tenant)?;
         let r = request.into_inner();
         self.consistent(r.min_revision).await?;
         let state = self.app.decisions.read();
@@ -185,7 +180,7 @@ impl Decisions for DecisionsApi {
         request: Request<ListRequestablePackagesRequest>,
     ) -> Result<Response<ListRequestablePackagesResponse>, Status> {
         let r = request.get_ref();
-        self.about_user(&request, "ListRequestablePackages", &r.user_id)?;
+        self.about_user(&request, &r.user_id)?;
         let mut check = Check::new("");
         check.id_list("access_package_ids", &r.access_package_ids, 100);
         check.finish()?;
@@ -210,7 +205,7 @@ impl Decisions for DecisionsApi {
         request: Request<ExplainEligibilityRequest>,
     ) -> Result<Response<ExplainEligibilityResponse>, Status> {
         let r = request.get_ref();
-        self.about_user(&request, "ExplainEligibility", &r.user_id)?;
+        self.about_user(&request, &r.user_id)?;
         self.consistent(r.min_revision).await?;
         let state = self.app.decisions.read();
         let revision = self.app.decisions.revision();
@@ -232,7 +227,7 @@ impl Decisions for DecisionsApi {
         request: Request<ListEffectiveGrantsRequest>,
     ) -> Result<Response<ListEffectiveGrantsResponse>, Status> {
         let r = request.get_ref();
-        self.about_user(&request, "ListEffectiveGrants", &r.user_id)?;
+        self.about_user(&request, &r.user_id)?;
         self.consistent(r.min_revision).await?;
         let state = self.app.decisions.read();
         let revision = self.app.decisions.revision();
@@ -255,8 +250,7 @@ impl Decisions for DecisionsApi {
         &self,
         request: Request<WhoHasAccessRequest>,
     ) -> Result<Response<WhoHasAccessResponse>, Status> {
-        self.app
-            .authorized(&request, "WhoHasAccess", Scope::Tenant)?;
+        self.app.authorized(&request, Scope::Tenant)?;
         let r = request.into_inner();
         let mut check = Check::new("");
         let (kind, target) = match &r.target {
@@ -318,8 +312,7 @@ impl Decisions for DecisionsApi {
         &self,
         request: Request<WatchGrantsRequest>,
     ) -> Result<Response<WatchStream>, Status> {
-        self.app
-            .authorized(&request, "WatchGrants", Scope::Tenant)?;
+        self.app.authorized(&request, Scope::Tenant)?;
         let from = request.get_ref().from_revision;
         let decisions = self.app.decisions.clone();
         // A revision this server has not reached (a token from another
@@ -393,7 +386,7 @@ impl Decisions for DecisionsApi {
     }
 
     async fn ping(&self, request: Request<PingRequest>) -> Result<Response<PingResponse>, Status> {
-        self.app.authorized(&request, "Ping", Scope::Tenant)?;
+        self.app.authorized(&request, Scope::Tenant)?;
         Ok(Response::new(PingResponse {
             revision: self.app.decisions.revision(),
         }))

@@ -16,6 +16,7 @@ use crate::store::write;
 
 use super::App;
 use super::paging::PageRequest;
+use super::rpc::Rpc;
 use crate::policy::admin::Scope;
 
 pub struct DirectoryApi {
@@ -46,13 +47,13 @@ impl Directory for DirectoryApi {
         &self,
         request: Request<CreateUserRequest>,
     ) -> Result<Response<User>, Status> {
-        let actor = self.app.authorized(&request, "CreateUser", Scope::Tenant)?;
+        let actor = self.app.authorized(&request, Scope::Tenant)?;
         let r = request.into_inner();
         let args = CreateArgs {
             entity: r.user,
             chosen_id: r.user_id,
             request_id: r.request_id,
-            method: "CreateUser",
+            method: Rpc::CreateUser.name(),
         };
         Ok(Response::new(
             crud::create(self.app.store(), actor, args).await?,
@@ -60,7 +61,7 @@ impl Directory for DirectoryApi {
     }
 
     async fn get_user(&self, request: Request<GetUserRequest>) -> Result<Response<User>, Status> {
-        self.app.authorized(&request, "GetUser", Scope::Tenant)?;
+        self.app.authorized(&request, Scope::Tenant)?;
         Ok(Response::new(crud::get(
             self.app.store(),
             &request.get_ref().id,
@@ -71,7 +72,7 @@ impl Directory for DirectoryApi {
         &self,
         request: Request<ListUsersRequest>,
     ) -> Result<Response<ListUsersResponse>, Status> {
-        self.app.authorized(&request, "ListUsers", Scope::Tenant)?;
+        self.app.authorized(&request, Scope::Tenant)?;
         let r = request.into_inner();
         self.require_filter::<Group>(&r.group_id, "group_id")?;
         self.require_filter::<ConnectedOrganization>(
@@ -112,10 +113,9 @@ impl Directory for DirectoryApi {
                 && (r.connected_organization_id.is_empty()
                     || u.connected_organization_id == r.connected_organization_id)
         };
-        let listed = crud::list(self.app.store(), source, keep, page.size, page.after())?;
-        let next_page_token = page.next_token(&listed, |u: &User| u.id.clone());
+        let (items, next_page_token) = page.list(self.app.store(), source, keep)?;
         Ok(Response::new(ListUsersResponse {
-            users: listed.items,
+            users: items,
             next_page_token,
         }))
     }
@@ -124,7 +124,7 @@ impl Directory for DirectoryApi {
         &self,
         request: Request<UpdateUserRequest>,
     ) -> Result<Response<User>, Status> {
-        let actor = self.app.authorized(&request, "UpdateUser", Scope::Tenant)?;
+        let actor = self.app.authorized(&request, Scope::Tenant)?;
         let r = request.into_inner();
         Ok(Response::new(
             crud::update(self.app.store(), actor, r.user, r.update_mask).await?,
@@ -135,7 +135,7 @@ impl Directory for DirectoryApi {
         &self,
         request: Request<DeleteUserRequest>,
     ) -> Result<Response<User>, Status> {
-        let actor = self.app.authorized(&request, "DeleteUser", Scope::Tenant)?;
+        let actor = self.app.authorized(&request, Scope::Tenant)?;
         let r = request.into_inner();
         let mut check = Check::new("");
         check.id("id", &r.id);
@@ -151,15 +151,13 @@ impl Directory for DirectoryApi {
         &self,
         request: Request<CreateGroupRequest>,
     ) -> Result<Response<Group>, Status> {
-        let actor = self
-            .app
-            .authorized(&request, "CreateGroup", Scope::Tenant)?;
+        let actor = self.app.authorized(&request, Scope::Tenant)?;
         let r = request.into_inner();
         let args = CreateArgs {
             entity: r.group,
             chosen_id: r.group_id,
             request_id: r.request_id,
-            method: "CreateGroup",
+            method: Rpc::CreateGroup.name(),
         };
         Ok(Response::new(
             crud::create(self.app.store(), actor, args).await?,
@@ -170,7 +168,7 @@ impl Directory for DirectoryApi {
         &self,
         request: Request<GetGroupRequest>,
     ) -> Result<Response<Group>, Status> {
-        self.app.authorized(&request, "GetGroup", Scope::Tenant)?;
+        self.app.authorized(&request, Scope::Tenant)?;
         Ok(Response::new(crud::get(
             self.app.store(),
             &request.get_ref().id,
@@ -181,7 +179,7 @@ impl Directory for DirectoryApi {
         &self,
         request: Request<ListGroupsRequest>,
     ) -> Result<Response<ListGroupsResponse>, Status> {
-        self.app.authorized(&request, "ListGroups", Scope::Tenant)?;
+        self.app.authorized(&request, Scope::Tenant)?;
         let r = request.into_inner();
         self.require_filter::<Group>(&r.parent_group_id, "parent_group_id")?;
         self.require_filter::<User>(&r.member_user_id, "member_user_id")?;
@@ -212,16 +210,9 @@ impl Directory for DirectoryApi {
             },
             None => Source::All,
         };
-        let listed = crud::list(
-            self.app.store(),
-            source,
-            |_: &Group| true,
-            page.size,
-            page.after(),
-        )?;
-        let next_page_token = page.next_token(&listed, |g: &Group| g.id.clone());
+        let (items, next_page_token) = page.list(self.app.store(), source, |_: &Group| true)?;
         Ok(Response::new(ListGroupsResponse {
-            groups: listed.items,
+            groups: items,
             next_page_token,
         }))
     }
@@ -230,9 +221,7 @@ impl Directory for DirectoryApi {
         &self,
         request: Request<UpdateGroupRequest>,
     ) -> Result<Response<Group>, Status> {
-        let actor = self
-            .app
-            .authorized(&request, "UpdateGroup", Scope::Tenant)?;
+        let actor = self.app.authorized(&request, Scope::Tenant)?;
         let r = request.into_inner();
         Ok(Response::new(
             crud::update(self.app.store(), actor, r.group, r.update_mask).await?,
@@ -243,9 +232,7 @@ impl Directory for DirectoryApi {
         &self,
         request: Request<DeleteGroupRequest>,
     ) -> Result<Response<DeleteResponse>, Status> {
-        let actor = self
-            .app
-            .authorized(&request, "DeleteGroup", Scope::Tenant)?;
+        let actor = self.app.authorized(&request, Scope::Tenant)?;
         let r = request.into_inner();
         let revision = crud::delete::<Group>(self.app.store(), actor, r.id, r.etag).await?;
         Ok(Response::new(DeleteResponse { revision }))
@@ -255,9 +242,7 @@ impl Directory for DirectoryApi {
         &self,
         request: Request<AddGroupMemberRequest>,
     ) -> Result<Response<GroupMembership>, Status> {
-        let actor = self
-            .app
-            .authorized(&request, "AddGroupMember", Scope::Tenant)?;
+        let actor = self.app.authorized(&request, Scope::Tenant)?;
         let r = request.into_inner();
         let member = match r.member {
             Some(add_group_member_request::Member::UserId(id)) => Some(Member::User(id)),
@@ -276,9 +261,7 @@ impl Directory for DirectoryApi {
         &self,
         request: Request<RemoveGroupMemberRequest>,
     ) -> Result<Response<DeleteResponse>, Status> {
-        let actor = self
-            .app
-            .authorized(&request, "RemoveGroupMember", Scope::Tenant)?;
+        let actor = self.app.authorized(&request, Scope::Tenant)?;
         let r = request.into_inner();
         let member = match r.member {
             Some(remove_group_member_request::Member::UserId(id)) => Some(Member::User(id)),
@@ -299,15 +282,13 @@ impl Directory for DirectoryApi {
         &self,
         request: Request<CreateConnectedOrganizationRequest>,
     ) -> Result<Response<ConnectedOrganization>, Status> {
-        let actor = self
-            .app
-            .authorized(&request, "CreateConnectedOrganization", Scope::Tenant)?;
+        let actor = self.app.authorized(&request, Scope::Tenant)?;
         let r = request.into_inner();
         let args = CreateArgs {
             entity: r.connected_organization,
             chosen_id: r.connected_organization_id,
             request_id: r.request_id,
-            method: "CreateConnectedOrganization",
+            method: Rpc::CreateConnectedOrganization.name(),
         };
         Ok(Response::new(
             crud::create(self.app.store(), actor, args).await?,
@@ -318,8 +299,7 @@ impl Directory for DirectoryApi {
         &self,
         request: Request<GetConnectedOrganizationRequest>,
     ) -> Result<Response<ConnectedOrganization>, Status> {
-        self.app
-            .authorized(&request, "GetConnectedOrganization", Scope::Tenant)?;
+        self.app.authorized(&request, Scope::Tenant)?;
         Ok(Response::new(crud::get(
             self.app.store(),
             &request.get_ref().id,
@@ -330,15 +310,13 @@ impl Directory for DirectoryApi {
         &self,
         request: Request<ListConnectedOrganizationsRequest>,
     ) -> Result<Response<ListConnectedOrganizationsResponse>, Status> {
-        self.app
-            .authorized(&request, "ListConnectedOrganizations", Scope::Tenant)?;
+        self.app.authorized(&request, Scope::Tenant)?;
         let r = request.into_inner();
         let page = PageRequest::parse(r.page_size, &r.page_token, &[&r.state.to_string()])?;
         let keep = |o: &ConnectedOrganization| r.state == 0 || o.state == r.state;
-        let listed = crud::list(self.app.store(), Source::All, keep, page.size, page.after())?;
-        let next_page_token = page.next_token(&listed, |o: &ConnectedOrganization| o.id.clone());
+        let (items, next_page_token) = page.list(self.app.store(), Source::All, keep)?;
         Ok(Response::new(ListConnectedOrganizationsResponse {
-            connected_organizations: listed.items,
+            connected_organizations: items,
             next_page_token,
         }))
     }
@@ -347,9 +325,7 @@ impl Directory for DirectoryApi {
         &self,
         request: Request<UpdateConnectedOrganizationRequest>,
     ) -> Result<Response<ConnectedOrganization>, Status> {
-        let actor = self
-            .app
-            .authorized(&request, "UpdateConnectedOrganization", Scope::Tenant)?;
+        let actor = self.app.authorized(&request, Scope::Tenant)?;
         let r = request.into_inner();
         Ok(Response::new(
             crud::update(
@@ -366,9 +342,7 @@ impl Directory for DirectoryApi {
         &self,
         request: Request<DeleteConnectedOrganizationRequest>,
     ) -> Result<Response<DeleteResponse>, Status> {
-        let actor = self
-            .app
-            .authorized(&request, "DeleteConnectedOrganization", Scope::Tenant)?;
+        let actor = self.app.authorized(&request, Scope::Tenant)?;
         let r = request.into_inner();
         let revision =
             crud::delete::<ConnectedOrganization>(self.app.store(), actor, r.id, r.etag).await?;

@@ -14,6 +14,7 @@ pub mod paging;
 pub mod policies;
 pub mod reports;
 pub mod requests;
+pub mod rpc;
 pub mod settings;
 pub mod status;
 

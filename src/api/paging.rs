@@ -5,8 +5,10 @@
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
-use crate::domain::crud::Listed;
+use crate::domain::crud::{self, Listed};
 use crate::error::{Error, Result};
+use crate::store::ReadView;
+use crate::store::records::{Record, Source};
 
 pub const DEFAULT_PAGE_SIZE: usize = 50;
 pub const MAX_PAGE_SIZE: usize = 1000;
@@ -73,6 +75,20 @@ impl PageRequest {
             Some(last) if listed.more => self.token_after(&sort_key(last)),
             _ => String::new(),
         }
+    }
+
+    /// This page of the records `source` yields that `keep` accepts, in id
+    /// order, with the token for the next page ("" after the last): the
+    /// whole of a List of stored records once its filters are parsed.
+    pub fn list<R: Record>(
+        &self,
+        view: &dyn ReadView,
+        source: Source<'_>,
+        keep: impl Fn(&R) -> bool,
+    ) -> Result<(Vec<R>, String)> {
+        let listed = crud::list(view, source, keep, self.size, self.after())?;
+        let token = self.next_token(&listed, R::id);
+        Ok((listed.items, token))
     }
 
     /// The token for the page that continues after sort key `key`.

@@ -1,22 +1,20 @@
 //! The AssignmentPolicies service.
 
-use std::sync::Arc;
-
 use tonic::{Request, Response, Status};
 
 use crate::domain::assignment_policy::POLICIES_BY_PACKAGE;
 use crate::domain::crud::{self, CreateArgs};
 use crate::domain::validate::is_valid_id;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::pb::assignment_policies_server::AssignmentPolicies;
 use crate::pb::*;
-use crate::policy::PolicyEngine;
-use crate::policy::compile::{Rule, compile_policy, entity, render};
+use crate::policy::checked;
 use crate::store::records::{Record, Source};
 
 use super::App;
 use super::authz::{Caller, PackageCatalogs};
 use super::paging::PageRequest;
+use super::rpc::Rpc;
 use crate::policy::admin::{ANY_CATALOG, Scope};
 
 pub struct AssignmentPoliciesApi {
@@ -28,62 +26,13 @@ impl AssignmentPoliciesApi {
         Self { app }
     }
 
-    /// Loads a policy and authorizes `action` in its package's catalog.
-    fn authorize_policy(
-        &self,
-        caller: &Caller,
-        action: &str,
-        id: &str,
-    ) -> Result<AssignmentPolicy> {
+    /// Loads a policy and authorizes the caller in its package's catalog.
+    fn authorize_policy(&self, caller: &Caller, id: &str) -> Result<AssignmentPolicy> {
         self.app
-            .authorize_record(caller, action, id, |p: &AssignmentPolicy| {
+            .authorize_record(caller, id, |p: &AssignmentPolicy| {
                 self.app.package_catalog(&p.access_package_id)
             })
     }
-}
-
-/// Compiles a policy and validates the result; INVALID_ARGUMENT with the
-/// Cedar message when it does not validate. Runs after the policy's own
-/// checks, which bound the extra condition's nesting and depth.
-fn compiles(
-    engine: Arc<PolicyEngine>,
-) -> impl FnOnce(&AssignmentPolicy) -> Result<()> + Send + 'static {
-    move |policy| {
-        // The extra condition must be one Cedar expression, nothing more.
-        if !policy.extra_condition.is_empty()
-            && let Err(message) = engine.check_condition(&policy.extra_condition)
-        {
-            return Err(Error::invalid(
-                "assignment_policy.extra_condition",
-                format!("is not a Cedar expression: {message}"),
-            ));
-        }
-        let mut rules = compile_policy(policy);
-        rules.extend(condition_rule(policy));
-        engine.check(&rules).map_err(|message| {
-            let field = if policy.extra_condition.is_empty() {
-                "assignment_policy"
-            } else {
-                "assignment_policy.extra_condition"
-            };
-            Error::invalid(field, format!("does not compile to valid Cedar: {message}"))
-        })
-    }
-}
-
-/// The extra condition on its own, for validation only: a scope with no
-/// eligibility rule (NOT_SPECIFIED) would otherwise leave it unchecked.
-fn condition_rule(policy: &AssignmentPolicy) -> Option<Rule> {
-    if policy.extra_condition.is_empty() {
-        return None;
-    }
-    let id = format!("{}/extra-condition", policy.id);
-    let text = format!(
-        "@id(\"{id}\")\npermit (principal, action, resource == {})\nwhen {{ ({}) }};",
-        entity("AssignmentPolicy", &policy.id),
-        policy.extra_condition
-    );
-    Some(Rule { id, text })
 }
 
 #[tonic::async_trait]
@@ -103,14 +52,9 @@ impl AssignmentPolicies for AssignmentPoliciesApi {
         if is_valid_id(&package) {
             // A package in a catalog the caller may not manage, and one
             // that does not exist, get the same answer.
-            let package: AccessPackage =
-                self.app
-                    .load_visible(&caller, "CreateAssignmentPolicy", &package, ANY_CATALOG)?;
-            self.app.authorize(
-                &caller,
-                "CreateAssignmentPolicy",
-                Scope::Catalog(&package.catalog_id),
-            )?;
+            let package: AccessPackage = self.app.load_visible(&caller, &package, ANY_CATALOG)?;
+            self.app
+                .authorize(&caller, Scope::Catalog(&package.catalog_id))?;
         }
         let actor = caller.actor;
         let r = request.into_inner();
@@ -118,9 +62,9 @@ impl AssignmentPolicies for AssignmentPoliciesApi {
             entity: r.assignment_policy,
             chosen_id: r.assignment_policy_id,
             request_id: r.request_id,
-            method: "CreateAssignmentPolicy",
+            method: Rpc::CreateAssignmentPolicy.name(),
         };
-        let check = compiles(self.app.policies.clone());
+        let check = checked::compiles(self.app.policies.clone());
         let policy =
             crud::create_checked(self.app.store(), actor, args, move |_, p| check(p)).await?;
         Ok(Response::new(policy))
@@ -131,11 +75,9 @@ impl AssignmentPolicies for AssignmentPoliciesApi {
         request: Request<GetAssignmentPolicyRequest>,
     ) -> Result<Response<AssignmentPolicy>, Status> {
         let caller = self.app.caller(&request)?;
-        Ok(Response::new(self.authorize_policy(
-            &caller,
-            "GetAssignmentPolicy",
-            &request.get_ref().id,
-        )?))
+        Ok(Response::new(
+            self.authorize_policy(&caller, &request.get_ref().id)?,
+        ))
     }
 
     async fn list_assignment_policies(
@@ -143,12 +85,15 @@ impl AssignmentPolicies for AssignmentPoliciesApi {
         request: Request<ListAssignmentPoliciesRequest>,
     ) -> Result<Response<ListAssignmentPoliciesResponse>, Status> {
         let caller = self.app.caller(&request)?;
-        let visible = self.app.catalog_filter(&caller, "ListAssignmentPolicies");
+        let visible = self.app.catalog_filter(&caller);
         let catalogs = PackageCatalogs::new(&self.app);
         let r = request.into_inner();
-        if !r.access_package_id.is_empty() {
-            crud::get::<AccessPackage>(self.app.store(), &r.access_package_id)?;
-        }
+        self.app.authorize_filter(
+            &caller,
+            "access_package_id",
+            &r.access_package_id,
+            |p: &AccessPackage| Ok(p.catalog_id.clone()),
+        )?;
         let page = PageRequest::parse(r.page_size, &r.page_token, &[&r.access_package_id])?;
         let source = if r.access_package_id.is_empty() {
             Source::All
@@ -159,20 +104,14 @@ impl AssignmentPolicies for AssignmentPoliciesApi {
                 value: &r.access_package_id,
             }
         };
-        let listed = crud::list(
-            self.app.store(),
-            source,
-            |p: &AssignmentPolicy| {
+        let (items, next_page_token) =
+            page.list(self.app.store(), source, |p: &AssignmentPolicy| {
                 catalogs
                     .of(&p.access_package_id)
                     .is_some_and(|c| visible.sees(&c))
-            },
-            page.size,
-            page.after(),
-        )?;
-        let next_page_token = page.next_token(&listed, |p: &AssignmentPolicy| p.id.clone());
+            })?;
         Ok(Response::new(ListAssignmentPoliciesResponse {
-            assignment_policies: listed.items,
+            assignment_policies: items,
             next_page_token,
         }))
     }
@@ -188,7 +127,7 @@ impl AssignmentPolicies for AssignmentPoliciesApi {
             .as_ref()
             .map(|p| p.id.clone())
             .unwrap_or_default();
-        self.authorize_policy(&caller, "UpdateAssignmentPolicy", &id)?;
+        self.authorize_policy(&caller, &id)?;
         let actor = caller.actor;
         let r = request.into_inner();
         let policy = crud::update_checked(
@@ -196,7 +135,7 @@ impl AssignmentPolicies for AssignmentPoliciesApi {
             actor,
             r.assignment_policy,
             r.update_mask,
-            compiles(self.app.policies.clone()),
+            checked::compiles(self.app.policies.clone()),
         )
         .await?;
         Ok(Response::new(policy))
@@ -207,7 +146,7 @@ impl AssignmentPolicies for AssignmentPoliciesApi {
         request: Request<DeleteAssignmentPolicyRequest>,
     ) -> Result<Response<DeleteResponse>, Status> {
         let caller = self.app.caller(&request)?;
-        self.authorize_policy(&caller, "DeleteAssignmentPolicy", &request.get_ref().id)?;
+        self.authorize_policy(&caller, &request.get_ref().id)?;
         let r = request.into_inner();
         let revision =
             crud::delete::<AssignmentPolicy>(self.app.store(), caller.actor, r.id, r.etag).await?;
@@ -219,12 +158,7 @@ impl AssignmentPolicies for AssignmentPoliciesApi {
         request: Request<GetCompiledPolicyRequest>,
     ) -> Result<Response<CompiledPolicy>, Status> {
         let caller = self.app.caller(&request)?;
-        let policy = self.authorize_policy(&caller, "GetCompiledPolicy", &request.get_ref().id)?;
-        let rules = compile_policy(&policy);
-        Ok(Response::new(CompiledPolicy {
-            assignment_policy_id: policy.id,
-            cedar: render(&rules),
-            policy_ids: rules.into_iter().map(|r| r.id).collect(),
-        }))
+        let policy = self.authorize_policy(&caller, &request.get_ref().id)?;
+        Ok(Response::new(checked::compiled(policy)))
     }
 }

@@ -3,16 +3,15 @@
 
 use tonic::{Request, Response, Status};
 
-use crate::audit::history::{self, Holding};
 use crate::clock::Moment;
-use crate::domain::assignment::ACTIVE_BY_END;
-use crate::domain::crud::{self, Listed};
-use crate::domain::request::{REQUESTS_BY_PACKAGE, REQUESTS_BY_TARGET, time_key};
+use crate::domain::crud;
+use crate::domain::request::{REQUESTS_BY_PACKAGE, REQUESTS_BY_TARGET};
 use crate::domain::validate::Check;
 use crate::error::{Error, Result};
 use crate::pb::reports_server::Reports;
 use crate::pb::*;
 use crate::policy::admin::{ANY_CATALOG, Scope};
+use crate::reports::{access, history};
 use crate::store::records::{self, Record, Source};
 
 use super::App;
@@ -37,80 +36,49 @@ impl ReportsApi {
     }
 
     /// The package (NOT_FOUND when missing), once the caller may run
-    /// `action` in its catalog.
-    fn authorize_package(
-        &self,
-        caller: &Caller,
-        action: &str,
-        package_id: &str,
-    ) -> Result<AccessPackage> {
-        let package: AccessPackage =
-            self.app
-                .load_visible(caller, action, package_id, ANY_CATALOG)?;
+    /// their report in its catalog.
+    fn authorize_package(&self, caller: &Caller, package_id: &str) -> Result<AccessPackage> {
         self.app
-            .authorize(caller, action, Scope::Catalog(&package.catalog_id))?;
-        Ok(package)
+            .authorize_record(caller, package_id, |p: &AccessPackage| {
+                Ok(p.catalog_id.clone())
+            })
     }
-}
 
-fn row(assignment: &Assignment, catalog_id: &str) -> AccessRow {
-    AccessRow {
-        assignment_id: assignment.id.clone(),
-        user_id: assignment.target_id.clone(),
-        access_package_id: assignment.access_package_id.clone(),
-        catalog_id: catalog_id.to_string(),
-        assignment_policy_id: assignment.assignment_policy_id.clone(),
-        request_id: assignment.request_id.clone(),
-        start_time: assignment.start_time,
-        end_time: assignment.end_time,
-    }
-}
-
-fn holding_row(holding: Holding) -> AccessRow {
-    AccessRow {
-        assignment_id: holding.assignment_id,
-        user_id: holding.user_id,
-        access_package_id: holding.access_package_id,
-        catalog_id: holding.catalog_id,
-        assignment_policy_id: holding.assignment_policy_id,
-        request_id: holding.request_id,
-        start_time: Some(holding.start.timestamp()),
-        end_time: holding.end.map(Moment::timestamp),
-    }
-}
-
-/// One page of `held` (the ids, in order, of assignments the decision view
-/// says give access now: the same answer as CheckAccess and WhoHasAccess),
-/// as rows of the catalogs `visible` accepts.
-fn held_page(
-    app: &App,
-    visible: impl Fn(&str) -> bool,
-    held: Vec<String>,
-    page: &PageRequest,
-) -> Result<(Vec<AccessRow>, String)> {
-    let catalogs = PackageCatalogs::new(app);
-    let mut rows = Vec::new();
-    let mut more = false;
-    let after = page.after().unwrap_or_default();
-    for id in held.iter().filter(|id| id.as_str() > after) {
-        let Some(assignment) = records::load::<Assignment>(app.store(), id)? else {
-            continue;
+    /// Authorizes the caller's report on a package that may no longer exist: in its
+    /// catalog, or the catalog the audit trail last recorded for it. A
+    /// package the trail does not know needs the right in every catalog,
+    /// so that a caller who may not read a package's catalog gets one
+    /// answer whether or not it exists (or existed).
+    fn authorize_past_package(&self, caller: &Caller, package_id: &str) -> Result<()> {
+        let store = self.app.store();
+        let catalog = match records::load::<AccessPackage>(store, package_id)? {
+            Some(package) => Some(package.catalog_id),
+            None => history::last_known_catalog(store, package_id)?,
         };
-        let catalog = catalogs
-            .of(&assignment.access_package_id)
-            .unwrap_or_default();
-        if !assignment.is_active() || !visible(&catalog) {
-            continue;
-        }
-        if rows.len() == page.size {
-            more = true;
-            break;
-        }
-        rows.push(row(&assignment, &catalog));
+        let scope = catalog.as_deref().map_or(ANY_CATALOG, Scope::Catalog);
+        self.app.authorize(caller, scope)
     }
-    let listed = Listed { items: rows, more };
-    let token = page.next_token(&listed, |row: &AccessRow| row.assignment_id.clone());
-    Ok((listed.items, token))
+
+    /// One page of the assignments in `held` (see [`access::held`]), with
+    /// the next page's token.
+    fn held_page(
+        &self,
+        held: &[String],
+        visible: impl Fn(&str) -> bool,
+        page: &PageRequest,
+    ) -> Result<(Vec<AccessRow>, String)> {
+        let catalogs = PackageCatalogs::new(&self.app);
+        let listed = access::held(
+            self.app.store(),
+            held,
+            |p| catalogs.of(p),
+            visible,
+            page.after(),
+            page.size,
+        )?;
+        let token = page.next_token(&listed, |row: &AccessRow| row.assignment_id.clone());
+        Ok((listed.items, token))
+    }
 }
 
 #[tonic::async_trait]
@@ -121,8 +89,7 @@ impl Reports for ReportsApi {
     ) -> std::result::Result<Response<AccessReportResponse>, Status> {
         let caller = self.app.caller(&request)?;
         let r = request.into_inner();
-        let package =
-            self.authorize_package(&caller, "PackageAccessReport", &r.access_package_id)?;
+        let package = self.authorize_package(&caller, &r.access_package_id)?;
         let page = PageRequest::parse(r.page_size, &r.page_token, &[&package.id])?;
         let mut held: Vec<String> = self
             .app
@@ -133,7 +100,7 @@ impl Reports for ReportsApi {
             .flatten()
             .collect();
         held.sort();
-        let (rows, next_page_token) = held_page(&self.app, |_| true, held, &page)?;
+        let (rows, next_page_token) = self.held_page(&held, |_| true, &page)?;
         Ok(Response::new(AccessReportResponse {
             rows,
             next_page_token,
@@ -148,7 +115,7 @@ impl Reports for ReportsApi {
         let r = request.into_inner();
         let user: User = crud::get(self.app.store(), &r.user_id)?;
         let page = PageRequest::parse(r.page_size, &r.page_token, &[&user.id])?;
-        let visible = VisibleCatalogs::new(&self.app, &caller, "UserAccessReport");
+        let visible = VisibleCatalogs::new(&self.app, &caller);
         let now = self.now();
         let held_now: Vec<String> = self
             .app
@@ -157,7 +124,7 @@ impl Reports for ReportsApi {
             .effective_assignments(&user.id, now)
             .map(|a| a.id.clone())
             .collect();
-        let (held, next_page_token) = held_page(&self.app, |c| visible.sees(c), held_now, &page)?;
+        let (held, next_page_token) = self.held_page(&held_now, |c| visible.sees(c), &page)?;
         let requestable = if page.after().is_some() {
             Vec::new()
         } else {
@@ -191,59 +158,30 @@ impl Reports for ReportsApi {
         check.optional_id("access_package_id", &r.access_package_id);
         check.finish()?;
         if !r.access_package_id.is_empty() {
-            self.authorize_package(&caller, "ExpiringAssignmentsReport", &r.access_package_id)?;
+            self.authorize_package(&caller, &r.access_package_id)?;
         }
         let page = PageRequest::parse(
             r.page_size,
             &r.page_token,
             &[&within.to_string(), &r.catalog_id, &r.access_package_id],
         )?;
-        let now = self.now();
-        let visible = VisibleCatalogs::new(&self.app, &caller, "ExpiringAssignmentsReport");
+        let visible = VisibleCatalogs::new(&self.app, &caller);
         let catalogs = PackageCatalogs::new(&self.app);
-        // Page positions are (end time key, assignment id) in the index.
-        let now_key = time_key(now.seconds());
-        let after = page
-            .after()
-            .and_then(|key| key.split_once('/'))
-            .unwrap_or((&now_key, ""));
-        let last = time_key(now.seconds().saturating_add(within));
-        let mut rows = Vec::new();
-        let mut more = false;
-        for entry in records::index_range(
+        let report = access::Expiring {
+            now: self.now(),
+            within_seconds: within,
+            catalog_id: &r.catalog_id,
+            access_package_id: &r.access_package_id,
+        };
+        let listed = access::expiring(
             self.app.store(),
-            Assignment::KIND,
-            ACTIVE_BY_END,
-            Some(after),
-            &last,
-        ) {
-            let (_, id) = entry.map_err(Error::from)?;
-            let Some(assignment) =
-                records::load::<Assignment>(self.app.store(), &id).map_err(Error::from)?
-            else {
-                continue;
-            };
-            let catalog = catalogs
-                .of(&assignment.access_package_id)
-                .unwrap_or_default();
-            let wanted = (r.catalog_id.is_empty() || r.catalog_id == catalog)
-                && (r.access_package_id.is_empty()
-                    || r.access_package_id == assignment.access_package_id)
-                && visible.sees(&catalog);
-            if !wanted {
-                continue;
-            }
-            if rows.len() == page.size {
-                more = true;
-                break;
-            }
-            rows.push(row(&assignment, &catalog));
-        }
-        let listed = Listed { items: rows, more };
-        let next_page_token = page.next_token(&listed, |row: &AccessRow| {
-            let end = row.end_time.map_or(0, |t| t.seconds);
-            format!("{}/{}", time_key(end), row.assignment_id)
-        });
+            &report,
+            |p| catalogs.of(p),
+            |c| visible.sees(c),
+            page.after(),
+            page.size,
+        )?;
+        let next_page_token = page.next_token(&listed, access::expiring_position);
         Ok(Response::new(AccessReportResponse {
             rows: listed.items,
             next_page_token,
@@ -270,7 +208,7 @@ impl Reports for ReportsApi {
         ])?
         .ok_or_else(|| Error::invalid("access_package_id", "or user_id is required"))?;
         if index == REQUESTS_BY_PACKAGE {
-            self.authorize_package(&caller, "RequestHistoryReport", value)?;
+            self.authorize_package(&caller, value)?;
         } else {
             crud::get::<User>(self.app.store(), value)?;
         }
@@ -279,7 +217,7 @@ impl Reports for ReportsApi {
             &r.page_token,
             &[&r.access_package_id, &r.user_id],
         )?;
-        let visible = VisibleCatalogs::new(&self.app, &caller, "RequestHistoryReport");
+        let visible = VisibleCatalogs::new(&self.app, &caller);
         let catalogs = PackageCatalogs::new(&self.app);
         let source = Source::Index {
             kind: AssignmentRequest::KIND,
@@ -289,10 +227,9 @@ impl Reports for ReportsApi {
         let keep = |q: &AssignmentRequest| {
             visible.sees(&catalogs.of(&q.access_package_id).unwrap_or_default())
         };
-        let listed = crud::list(self.app.store(), source, keep, page.size, page.after())?;
-        let next_page_token = page.next_token(&listed, |q: &AssignmentRequest| q.id.clone());
+        let (items, next_page_token) = page.list(self.app.store(), source, keep)?;
         Ok(Response::new(RequestHistoryReportResponse {
-            requests: listed.items,
+            requests: items,
             next_page_token,
         }))
     }
@@ -332,10 +269,8 @@ impl Reports for ReportsApi {
         }
         check.finish()?;
         let at = at.unwrap_or_default();
-        let exists = records::exists::<AccessPackage>(self.app.store(), &r.access_package_id)
-            .map_err(Error::from)?;
-        if !by_role && exists {
-            self.authorize_package(&caller, "AccessAtTimeReport", &r.access_package_id)?;
+        if !by_role {
+            self.authorize_past_package(&caller, &r.access_package_id)?;
         }
         let page = PageRequest::parse(
             r.page_size,
@@ -352,32 +287,18 @@ impl Reports for ReportsApi {
         } else {
             [r.access_package_id.clone()].into()
         };
-        let visible = VisibleCatalogs::new(&self.app, &caller, "AccessAtTimeReport");
-        // \u{1} sorts below every id character, so keys sort like the
-        // (package, assignment) pairs the rows come in.
-        let key = |h: &Holding| format!("{}\u{1}{}", h.access_package_id, h.assignment_id);
-        let mut rows = Vec::new();
-        let mut more = false;
-        'packages: for package in &packages {
-            for holding in history::package_holders(self.app.store(), package, at)? {
-                if page
-                    .after()
-                    .is_some_and(|after| key(&holding).as_str() <= after)
-                    || !visible.sees(&holding.catalog_id)
-                {
-                    continue;
-                }
-                if rows.len() == page.size {
-                    more = true;
-                    break 'packages;
-                }
-                rows.push(holding);
-            }
-        }
-        let listed = Listed { items: rows, more };
-        let next_page_token = page.next_token(&listed, key);
+        let visible = VisibleCatalogs::new(&self.app, &caller);
+        let listed = access::at_time(
+            self.app.store(),
+            &packages,
+            at,
+            |c| visible.sees(c),
+            page.after(),
+            page.size,
+        )?;
+        let next_page_token = page.next_token(&listed, access::holding_position);
         Ok(Response::new(AccessReportResponse {
-            rows: listed.items.into_iter().map(holding_row).collect(),
+            rows: listed.items.into_iter().map(access::holding_row).collect(),
             next_page_token,
         }))
     }

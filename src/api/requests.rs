@@ -17,11 +17,12 @@ use crate::workflow::{approval, requests};
 use super::App;
 use super::authz::{Caller, RecordFilter};
 use super::paging::PageRequest;
+use super::rpc::Rpc;
 use crate::policy::admin::{ANY_RECORD, Scope};
 use crate::store::records;
 
-/// The right that makes a request visible.
-const READ: &str = "GetAssignmentRequest";
+/// The RPC whose right makes a request visible.
+const READ: Rpc = Rpc::GetAssignmentRequest;
 
 pub struct AssignmentRequestsApi {
     app: App,
@@ -38,12 +39,12 @@ impl AssignmentRequestsApi {
         approve: bool,
     ) -> Result<Response<AssignmentRequest>, Status> {
         let actor = self.app.actor_of(&request)?;
-        let action = if approve {
-            "ApproveAssignmentRequest"
+        let rpc = if approve {
+            Rpc::ApproveAssignmentRequest
         } else {
-            "DenyAssignmentRequest"
+            Rpc::DenyAssignmentRequest
         };
-        self.check_decider(&request, &actor, action)?;
+        self.check_decider(&request, &actor, rpc)?;
         let r = request.into_inner();
         let input = approval::DecisionInput {
             id: r.id,
@@ -67,22 +68,22 @@ impl AssignmentRequestsApi {
         &self,
         request: &Request<DecideAssignmentRequestRequest>,
         actor: &Actor,
-        action: &str,
+        rpc: Rpc,
     ) -> Result<(), Status> {
         let store = self.app.store();
         let known = match crud::get::<AssignmentRequest>(store, &request.get_ref().id) {
             Ok(found) if approval::is_approver_of(store, &found, &actor.id)? => true,
             Ok(found) => {
-                let caller = self.app.caller(request)?;
-                RecordFilter::new(&self.app, &caller, READ).sees(
+                let reader = self.app.caller_of(request, READ)?;
+                RecordFilter::new(&self.app, &reader).sees(
                     &found.access_package_id,
                     &found.target_id,
                     &found.requestor_id,
                 )
             }
             Err(missing @ Error::NotFound { .. }) => {
-                let caller = self.app.caller(request)?;
-                if self.app.permits(&caller, READ, ANY_RECORD, None)? {
+                let reader = self.app.caller_of(request, READ)?;
+                if self.app.permits(&reader, ANY_RECORD)? {
                     return Err(missing.into());
                 }
                 false
@@ -93,26 +94,21 @@ impl AssignmentRequestsApi {
             return Ok(());
         }
         Err(Error::PermissionDenied {
-            message: format!("{:?} may not call {action} here", actor.id),
+            message: format!("{:?} may not call {} here", actor.id, rpc.name()),
             policy_ids: Vec::new(),
         }
         .into())
     }
 
-    /// Authorizes `action` on a stored request.
-    fn authorize_on(
-        &self,
-        caller: &Caller,
-        action: &str,
-        request: &AssignmentRequest,
-    ) -> Result<(), Error> {
+    /// Authorizes the caller on a stored request.
+    fn authorize_on(&self, caller: &Caller, request: &AssignmentRequest) -> Result<(), Error> {
         let catalog = self.app.package_catalog(&request.access_package_id)?;
         let scope = Scope::Record {
             catalog: &catalog,
             target: &request.target_id,
             requestor: &request.requestor_id,
         };
-        self.app.authorize(caller, action, scope)
+        self.app.authorize(caller, scope)
     }
 
     /// Who may ask for a change: anyone for their own access (USER_*),
@@ -129,14 +125,7 @@ impl AssignmentRequestsApi {
             RequestType::AdminAdd | RequestType::AdminUpdate | RequestType::AdminRemove
         );
         let store = self.app.store();
-        let missing = || {
-            self.app.authorize_with(
-                caller,
-                "CreateAssignmentRequest",
-                ANY_RECORD,
-                Some(on_behalf),
-            )
-        };
+        let missing = || self.app.authorize_with(caller, ANY_RECORD, Some(on_behalf));
         let (package, target) = if input.is_add() {
             let Some(policy) =
                 records::load::<AssignmentPolicy>(store, &input.assignment_policy_id)?
@@ -161,8 +150,7 @@ impl AssignmentRequestsApi {
             target: &target,
             requestor: &caller.actor.id,
         };
-        self.app
-            .authorize_with(caller, "CreateAssignmentRequest", scope, Some(on_behalf))
+        self.app.authorize_with(caller, scope, Some(on_behalf))
     }
 }
 
@@ -212,13 +200,10 @@ impl AssignmentRequests for AssignmentRequestsApi {
         request: Request<GetAssignmentRequestRequest>,
     ) -> Result<Response<AssignmentRequest>, Status> {
         let caller = self.app.caller(&request)?;
-        let found: AssignmentRequest = self.app.load_visible(
-            &caller,
-            "GetAssignmentRequest",
-            &request.get_ref().id,
-            ANY_RECORD,
-        )?;
-        self.authorize_on(&caller, "GetAssignmentRequest", &found)?;
+        let found: AssignmentRequest =
+            self.app
+                .load_visible(&caller, &request.get_ref().id, ANY_RECORD)?;
+        self.authorize_on(&caller, &found)?;
         Ok(Response::new(found))
     }
 
@@ -227,7 +212,7 @@ impl AssignmentRequests for AssignmentRequestsApi {
         request: Request<ListAssignmentRequestsRequest>,
     ) -> Result<Response<ListAssignmentRequestsResponse>, Status> {
         let caller = self.app.caller(&request)?;
-        let visible = RecordFilter::new(&self.app, &caller, "ListAssignmentRequests");
+        let visible = RecordFilter::new(&self.app, &caller);
         let r = request.into_inner();
         let filter = single_filter(&[
             ("target_id", REQUESTS_BY_TARGET, &r.target_id),
@@ -260,10 +245,9 @@ impl AssignmentRequests for AssignmentRequestsApi {
             (r.state == 0 || q.state == r.state)
                 && visible.sees(&q.access_package_id, &q.target_id, &q.requestor_id)
         };
-        let listed = crud::list(self.app.store(), source, keep, page.size, page.after())?;
-        let next_page_token = page.next_token(&listed, |q: &AssignmentRequest| q.id.clone());
+        let (items, next_page_token) = page.list(self.app.store(), source, keep)?;
         Ok(Response::new(ListAssignmentRequestsResponse {
-            assignment_requests: listed.items,
+            assignment_requests: items,
             next_page_token,
         }))
     }
@@ -286,9 +270,7 @@ impl AssignmentRequests for AssignmentRequestsApi {
         &self,
         request: Request<ListPendingApprovalsRequest>,
     ) -> Result<Response<ListPendingApprovalsResponse>, Status> {
-        let actor = self
-            .app
-            .authorized(&request, "ListPendingApprovals", Scope::Tenant)?;
+        let actor = self.app.authorized(&request, Scope::Tenant)?;
         let r = request.into_inner();
         let page = PageRequest::parse(r.page_size, &r.page_token, &[&actor.id])?;
         let pending = approval::pending_for(self.app.store(), &actor.id)?;
@@ -333,13 +315,10 @@ impl AssignmentRequests for AssignmentRequestsApi {
         request: Request<CancelAssignmentRequestRequest>,
     ) -> Result<Response<AssignmentRequest>, Status> {
         let caller = self.app.caller(&request)?;
-        let found: AssignmentRequest = self.app.load_visible(
-            &caller,
-            "CancelAssignmentRequest",
-            &request.get_ref().id,
-            ANY_RECORD,
-        )?;
-        self.authorize_on(&caller, "CancelAssignmentRequest", &found)?;
+        let found: AssignmentRequest =
+            self.app
+                .load_visible(&caller, &request.get_ref().id, ANY_RECORD)?;
+        self.authorize_on(&caller, &found)?;
         Ok(Response::new(
             requests::cancel(self.app.store(), caller.actor, found.id).await?,
         ))

@@ -26,8 +26,7 @@ impl Settings for SettingsApi {
         &self,
         request: Request<GetSettingsRequest>,
     ) -> Result<Response<TenantSettings>, Status> {
-        self.app
-            .authorized(&request, "GetSettings", Scope::Tenant)?;
+        self.app.authorized(&request, Scope::Tenant)?;
         Ok(Response::new(crud::get(self.app.store(), SETTINGS_ID)?))
     }
 
@@ -35,9 +34,7 @@ impl Settings for SettingsApi {
         &self,
         request: Request<UpdateSettingsRequest>,
     ) -> Result<Response<TenantSettings>, Status> {
-        let actor = self
-            .app
-            .authorized(&request, "UpdateSettings", Scope::Tenant)?;
+        let actor = self.app.authorized(&request, Scope::Tenant)?;
         let r = request.into_inner();
         Ok(Response::new(
             crud::update(self.app.store(), actor, r.settings, r.update_mask).await?,

@@ -9,6 +9,7 @@
 //! recurses per nesting level and would otherwise abort the process.
 
 pub mod admin;
+pub mod checked;
 pub mod compile;
 pub mod entities;
 pub mod reasons;

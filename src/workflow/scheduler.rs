@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::audit;
 use crate::clock::{Clock, Moment};
@@ -122,21 +122,56 @@ async fn prune_audit(store: &dyn Store, clock: &dyn Clock, keep: Duration) -> Re
     }
 }
 
-/// Runs due work (and audit retention) every `options.interval` until
-/// `stop` changes.
+/// Asks the background task for a round now (see [`run_now`]).
+#[derive(Clone)]
+pub struct RunNow(mpsc::Sender<oneshot::Sender<()>>);
+
+/// What the background task hears [`RunNow`] asks through.
+pub struct RunNowRequests(mpsc::Receiver<oneshot::Sender<()>>);
+
+/// A way to run due work at once instead of at the next interval, for
+/// callers that must know it has run (tests with a manual clock): the
+/// [`RunNow`] end asks, the [`RunNowRequests`] end goes to [`spawn`].
+pub fn run_now() -> (RunNow, RunNowRequests) {
+    let (sender, receiver) = mpsc::channel(1);
+    (RunNow(sender), RunNowRequests(receiver))
+}
+
+impl RunNow {
+    /// Runs a round of background work (everything due at the clock's
+    /// now) and returns once it is done; false when the background task has
+    /// stopped.
+    pub async fn round(&self) -> bool {
+        let (done, finished) = oneshot::channel();
+        self.0.send(done).await.is_ok() && finished.await.is_ok()
+    }
+}
+
+/// Runs due work (and audit retention) every `options.interval`, and
+/// whenever `run_now` asks, until `stop` changes.
 pub fn spawn(
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     engine: Arc<PolicyEngine>,
     options: Options,
     mut stop: watch::Receiver<bool>,
+    run_now: RunNowRequests,
 ) -> tokio::task::JoinHandle<()> {
+    let RunNowRequests(mut asked) = run_now;
     tokio::spawn(async move {
+        let mut waiting: Option<oneshot::Sender<()>> = None;
         loop {
             // With replicas over one database, one of them at a time does
             // the work (each item is re-checked in its own transaction
             // anyway, so a hand-over never fires anything twice).
-            let ours = store.runs_timed_work();
+            let mut ours = store.runs_timed_work();
+            // Asked for a round just after start-up, before this replica
+            // took the lease on timed work: give it a moment to.
+            let asked_at = std::time::Instant::now();
+            while waiting.is_some() && !ours && asked_at.elapsed() < Duration::from_secs(1) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                ours = store.runs_timed_work();
+            }
             if ours && let Err(error) = run_due(store.as_ref(), clock.as_ref(), &engine).await {
                 tracing::error!(%error, "background work failed; retrying next round");
             }
@@ -146,8 +181,12 @@ pub fn spawn(
             {
                 tracing::error!(%error, "audit retention failed; retrying next round");
             }
+            if let Some(done) = waiting.take() {
+                let _ = done.send(());
+            }
             tokio::select! {
                 _ = tokio::time::sleep(options.interval) => {}
+                Some(done) = asked.recv() => waiting = Some(done),
                 _ = stop.changed() => return,
             }
         }

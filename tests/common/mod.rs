@@ -23,6 +23,7 @@ use entitlements::pb::catalogs_client::CatalogsClient;
 use entitlements::pb::decisions_client::DecisionsClient;
 use entitlements::pb::directory_client::DirectoryClient;
 use entitlements::pb::reports_client::ReportsClient;
+use entitlements::workflow::scheduler::{self, RunNow};
 use tokio::sync::oneshot;
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
@@ -40,6 +41,7 @@ pub struct TestServer {
     pub clock: Arc<ManualClock>,
     channel: Channel,
     admins: Vec<String>,
+    run_now: RunNow,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     _temp: Option<tempfile::TempDir>,
@@ -113,8 +115,9 @@ impl TestServer {
         let (stop, stopped) = oneshot::channel::<()>();
         let (ready_tx, ready_rx) = oneshot::channel();
         let server_clock = clock.clone();
+        let (run_now, run_now_requests) = scheduler::run_now();
         let task = tokio::spawn(async move {
-            entitlements::server::run(
+            entitlements::server::run_with(
                 &settings,
                 server_clock,
                 listener,
@@ -124,6 +127,7 @@ impl TestServer {
                 move |address| {
                     let _ = ready_tx.send(address);
                 },
+                run_now_requests,
             )
             .await
         });
@@ -140,6 +144,7 @@ impl TestServer {
             clock,
             channel,
             admins: admins.iter().map(|a| a.to_string()).collect(),
+            run_now,
             stop: Some(stop),
             task: Some(task),
             _temp: None,
@@ -160,6 +165,8 @@ impl TestServer {
             clock: Arc::new(ManualClock::new(epoch())),
             channel,
             admins: Vec::new(),
+            // Nothing answers it: a process runs its own background work.
+            run_now: scheduler::run_now().0,
             stop: None,
             task: None,
             _temp: None,
@@ -190,6 +197,13 @@ impl TestServer {
         let mut next = Self::launch(&self.data_dir, self.clock.clone(), &admins).await;
         next._temp = temp;
         next
+    }
+
+    /// Runs the background work due at the clock's now (expiry, approval
+    /// timeouts, scheduled starts, guest lifecycle) and returns once it has
+    /// run: after `clock.advance`, what is not done now is not due.
+    pub async fn run_due_work(&self) {
+        assert!(self.run_now.round().await, "the scheduler has stopped");
     }
 
     pub fn channel(&self) -> Channel {
@@ -359,13 +373,7 @@ where
 // for fixtures, error-detail readers, paging, and a "nothing was written"
 // check.
 
-use entitlements::pb::{
-    AccessPackage, AddGroupMemberRequest, Catalog, ConnectedOrganization,
-    CreateAccessPackageRequest, CreateCatalogRequest, CreateConnectedOrganizationRequest,
-    CreateGroupRequest, CreateResourceRequest, CreateUserRequest, DeleteGroupRequest, Group,
-    GroupMembership, IdentitySource, Resource, ResourceRole, ResourceRoleRef, User,
-    add_group_member_request, identity_source,
-};
+use entitlements::pb::DeleteGroupRequest;
 
 pub type Directory = DirectoryClient<InterceptedService<Channel, AsUser>>;
 pub type Catalogs = CatalogsClient<InterceptedService<Channel, AsUser>>;
@@ -376,194 +384,15 @@ pub const ADMIN: &str = "admin";
 /// The caller of write marks (a global administrator).
 const PROBE: &str = "probe";
 
-/// An update mask with `paths`.
-pub fn mask(paths: &[&str]) -> Option<prost_types::FieldMask> {
-    Some(prost_types::FieldMask {
-        paths: paths.iter().map(|p| p.to_string()).collect(),
-    })
-}
+// The entity builders and their creating fixtures live in `world`.
+#[allow(unused_imports)]
+pub use world::{
+    catalog, domain_source, group, mask, organization, package, resource, role_ref, tenant_source,
+    user,
+};
 
-pub fn user(display_name: &str) -> User {
-    User {
-        display_name: display_name.into(),
-        ..Default::default()
-    }
-}
-
-pub fn group(display_name: &str) -> Group {
-    Group {
-        display_name: display_name.into(),
-        ..Default::default()
-    }
-}
-
-/// A connected organization identified by one email domain.
-pub fn organization(display_name: &str, domain: &str) -> ConnectedOrganization {
-    ConnectedOrganization {
-        display_name: display_name.into(),
-        identity_sources: vec![domain_source(domain)],
-        ..Default::default()
-    }
-}
-
-pub fn domain_source(domain: &str) -> IdentitySource {
-    IdentitySource {
-        source: Some(identity_source::Source::DomainName(domain.into())),
-        display_name: String::new(),
-    }
-}
-
-pub fn tenant_source(tenant: &str) -> IdentitySource {
-    IdentitySource {
-        source: Some(identity_source::Source::TenantId(tenant.into())),
-        display_name: String::new(),
-    }
-}
-
-pub fn catalog(display_name: &str) -> Catalog {
-    Catalog {
-        display_name: display_name.into(),
-        ..Default::default()
-    }
-}
-
-/// A group-type resource in `catalog_id` offering `roles`.
-pub fn resource(catalog_id: &str, origin_id: &str, roles: &[&str]) -> Resource {
-    Resource {
-        catalog_id: catalog_id.into(),
-        r#type: "group".into(),
-        origin_id: origin_id.into(),
-        display_name: format!("Resource {origin_id}"),
-        roles: roles
-            .iter()
-            .map(|r| ResourceRole {
-                id: r.to_string(),
-                display_name: r.to_string(),
-            })
-            .collect(),
-        ..Default::default()
-    }
-}
-
-/// A package in `catalog_id` granting `(resource_id, role_id)` pairs.
-pub fn package(catalog_id: &str, display_name: &str, roles: &[(&str, &str)]) -> AccessPackage {
-    AccessPackage {
-        catalog_id: catalog_id.into(),
-        display_name: display_name.into(),
-        resource_roles: roles
-            .iter()
-            .map(|(res, role)| role_ref(res, role))
-            .collect(),
-        ..Default::default()
-    }
-}
-
-pub fn role_ref(resource_id: &str, role_id: &str) -> ResourceRoleRef {
-    ResourceRoleRef {
-        resource_id: resource_id.into(),
-        role_id: role_id.into(),
-    }
-}
-
-/// Fixtures, created as [`ADMIN`] with a chosen id; each panics on failure.
+/// Write marks: what proves that a call wrote nothing.
 impl TestServer {
-    pub async fn create_user(&self, id: &str, user: User) -> User {
-        self.directory(ADMIN)
-            .create_user(CreateUserRequest {
-                user: Some(user),
-                user_id: id.into(),
-                request_id: String::new(),
-            })
-            .await
-            .unwrap_or_else(|s| panic!("create user {id}: {s:?}"))
-            .into_inner()
-    }
-
-    pub async fn create_group(&self, id: &str) -> Group {
-        self.directory(ADMIN)
-            .create_group(CreateGroupRequest {
-                group: Some(group(&format!("Group {id}"))),
-                group_id: id.into(),
-                request_id: String::new(),
-            })
-            .await
-            .unwrap_or_else(|s| panic!("create group {id}: {s:?}"))
-            .into_inner()
-    }
-
-    pub async fn create_organization(
-        &self,
-        id: &str,
-        organization: ConnectedOrganization,
-    ) -> ConnectedOrganization {
-        self.directory(ADMIN)
-            .create_connected_organization(CreateConnectedOrganizationRequest {
-                connected_organization: Some(organization),
-                connected_organization_id: id.into(),
-                request_id: String::new(),
-            })
-            .await
-            .unwrap_or_else(|s| panic!("create connected organization {id}: {s:?}"))
-            .into_inner()
-    }
-
-    /// Adds a user (`Member::UserId`) or a group (`Member::MemberGroupId`).
-    pub async fn add_member(
-        &self,
-        group_id: &str,
-        member: add_group_member_request::Member,
-    ) -> GroupMembership {
-        self.directory(ADMIN)
-            .add_group_member(AddGroupMemberRequest {
-                group_id: group_id.into(),
-                member: Some(member.clone()),
-            })
-            .await
-            .unwrap_or_else(|s| panic!("add {member:?} to {group_id}: {s:?}"))
-            .into_inner()
-    }
-
-    pub async fn create_catalog(&self, id: &str) -> Catalog {
-        self.create_catalog_from(id, catalog(&format!("Catalog {id}")))
-            .await
-    }
-
-    pub async fn create_catalog_from(&self, id: &str, catalog: Catalog) -> Catalog {
-        self.catalogs(ADMIN)
-            .create_catalog(CreateCatalogRequest {
-                catalog: Some(catalog),
-                catalog_id: id.into(),
-                request_id: String::new(),
-            })
-            .await
-            .unwrap_or_else(|s| panic!("create catalog {id}: {s:?}"))
-            .into_inner()
-    }
-
-    pub async fn create_resource(&self, id: &str, resource: Resource) -> Resource {
-        self.catalogs(ADMIN)
-            .create_resource(CreateResourceRequest {
-                resource: Some(resource),
-                resource_id: id.into(),
-                request_id: String::new(),
-            })
-            .await
-            .unwrap_or_else(|s| panic!("create resource {id}: {s:?}"))
-            .into_inner()
-    }
-
-    pub async fn create_package(&self, id: &str, package: AccessPackage) -> AccessPackage {
-        self.packages(ADMIN)
-            .create_access_package(CreateAccessPackageRequest {
-                access_package: Some(package),
-                access_package_id: id.into(),
-                request_id: String::new(),
-            })
-            .await
-            .unwrap_or_else(|s| panic!("create access package {id}: {s:?}"))
-            .into_inner()
-    }
-
     /// Writes and removes a scratch group; returns the revision of the
     /// removal, a mark for [`TestServer::assert_no_writes_since`].
     pub async fn write_mark(&self) -> u64 {

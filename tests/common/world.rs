@@ -1,5 +1,6 @@
-//! Builders that set up directory, catalogs, packages and policies over
-//! gRPC as an administrator, so workflow tests read as their scenario.
+//! The fixtures: builders of entities, and methods that create them over
+//! gRPC as [`ADMIN`] with a chosen id (each panics on failure), so tests
+//! read as their scenario.
 
 use entitlements::pb::*;
 use tonic::Status;
@@ -500,6 +501,195 @@ impl TestServer {
             })
             .await
             .unwrap_or_else(|s| panic!("grant {role:?} to {principal} in {catalog:?}: {s:?}"))
+            .into_inner()
+    }
+}
+
+/// An update mask with `paths`.
+pub fn mask(paths: &[&str]) -> Option<prost_types::FieldMask> {
+    Some(prost_types::FieldMask {
+        paths: paths.iter().map(|p| p.to_string()).collect(),
+    })
+}
+
+pub fn user(display_name: &str) -> User {
+    User {
+        display_name: display_name.into(),
+        ..Default::default()
+    }
+}
+
+pub fn group(display_name: &str) -> Group {
+    Group {
+        display_name: display_name.into(),
+        ..Default::default()
+    }
+}
+
+/// A connected organization identified by one email domain.
+pub fn organization(display_name: &str, domain: &str) -> ConnectedOrganization {
+    ConnectedOrganization {
+        display_name: display_name.into(),
+        identity_sources: vec![domain_source(domain)],
+        ..Default::default()
+    }
+}
+
+pub fn domain_source(domain: &str) -> IdentitySource {
+    IdentitySource {
+        source: Some(identity_source::Source::DomainName(domain.into())),
+        display_name: String::new(),
+    }
+}
+
+pub fn tenant_source(tenant: &str) -> IdentitySource {
+    IdentitySource {
+        source: Some(identity_source::Source::TenantId(tenant.into())),
+        display_name: String::new(),
+    }
+}
+
+pub fn catalog(display_name: &str) -> Catalog {
+    Catalog {
+        display_name: display_name.into(),
+        ..Default::default()
+    }
+}
+
+/// A group-type resource in `catalog_id` offering `roles`.
+pub fn resource(catalog_id: &str, origin_id: &str, roles: &[&str]) -> Resource {
+    Resource {
+        catalog_id: catalog_id.into(),
+        r#type: "group".into(),
+        origin_id: origin_id.into(),
+        display_name: format!("Resource {origin_id}"),
+        roles: roles
+            .iter()
+            .map(|r| ResourceRole {
+                id: r.to_string(),
+                display_name: r.to_string(),
+            })
+            .collect(),
+        ..Default::default()
+    }
+}
+
+/// A package in `catalog_id` granting `(resource_id, role_id)` pairs.
+pub fn package(catalog_id: &str, display_name: &str, roles: &[(&str, &str)]) -> AccessPackage {
+    AccessPackage {
+        catalog_id: catalog_id.into(),
+        display_name: display_name.into(),
+        resource_roles: roles
+            .iter()
+            .map(|(res, role)| role_ref(res, role))
+            .collect(),
+        ..Default::default()
+    }
+}
+
+pub fn role_ref(resource_id: &str, role_id: &str) -> ResourceRoleRef {
+    ResourceRoleRef {
+        resource_id: resource_id.into(),
+        role_id: role_id.into(),
+    }
+}
+
+/// Entities created as [`ADMIN`] with a chosen id.
+impl TestServer {
+    pub async fn create_user(&self, id: &str, user: User) -> User {
+        self.directory(ADMIN)
+            .create_user(CreateUserRequest {
+                user: Some(user),
+                user_id: id.into(),
+                request_id: String::new(),
+            })
+            .await
+            .unwrap_or_else(|s| panic!("create user {id}: {s:?}"))
+            .into_inner()
+    }
+
+    pub async fn create_group(&self, id: &str) -> Group {
+        self.directory(ADMIN)
+            .create_group(CreateGroupRequest {
+                group: Some(group(&format!("Group {id}"))),
+                group_id: id.into(),
+                request_id: String::new(),
+            })
+            .await
+            .unwrap_or_else(|s| panic!("create group {id}: {s:?}"))
+            .into_inner()
+    }
+
+    pub async fn create_organization(
+        &self,
+        id: &str,
+        organization: ConnectedOrganization,
+    ) -> ConnectedOrganization {
+        self.directory(ADMIN)
+            .create_connected_organization(CreateConnectedOrganizationRequest {
+                connected_organization: Some(organization),
+                connected_organization_id: id.into(),
+                request_id: String::new(),
+            })
+            .await
+            .unwrap_or_else(|s| panic!("create connected organization {id}: {s:?}"))
+            .into_inner()
+    }
+
+    /// Adds a user (`Member::UserId`) or a group (`Member::MemberGroupId`).
+    pub async fn add_member(
+        &self,
+        group_id: &str,
+        member: add_group_member_request::Member,
+    ) -> GroupMembership {
+        self.directory(ADMIN)
+            .add_group_member(AddGroupMemberRequest {
+                group_id: group_id.into(),
+                member: Some(member.clone()),
+            })
+            .await
+            .unwrap_or_else(|s| panic!("add {member:?} to {group_id}: {s:?}"))
+            .into_inner()
+    }
+
+    pub async fn create_catalog(&self, id: &str) -> Catalog {
+        self.create_catalog_from(id, catalog(&format!("Catalog {id}")))
+            .await
+    }
+
+    pub async fn create_catalog_from(&self, id: &str, catalog: Catalog) -> Catalog {
+        self.catalogs(ADMIN)
+            .create_catalog(CreateCatalogRequest {
+                catalog: Some(catalog),
+                catalog_id: id.into(),
+                request_id: String::new(),
+            })
+            .await
+            .unwrap_or_else(|s| panic!("create catalog {id}: {s:?}"))
+            .into_inner()
+    }
+
+    pub async fn create_resource(&self, id: &str, resource: Resource) -> Resource {
+        self.catalogs(ADMIN)
+            .create_resource(CreateResourceRequest {
+                resource: Some(resource),
+                resource_id: id.into(),
+                request_id: String::new(),
+            })
+            .await
+            .unwrap_or_else(|s| panic!("create resource {id}: {s:?}"))
+            .into_inner()
+    }
+
+    pub async fn create_package(&self, id: &str, package: AccessPackage) -> AccessPackage {
+        self.packages(ADMIN)
+            .create_access_package(CreateAccessPackageRequest {
+                access_package: Some(package),
+                access_package_id: id.into(),
+                request_id: String::new(),
+            })
+            .await
+            .unwrap_or_else(|s| panic!("create access package {id}: {s:?}"))
             .into_inner()
     }
 }
