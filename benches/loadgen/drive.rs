@@ -94,6 +94,14 @@ impl Outcome {
     }
 }
 
+/// This run of the load generator, among runs on one dataset.
+static RUN: std::sync::LazyLock<u64> = std::sync::LazyLock::new(|| {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    now.as_nanos() as u64 ^ u64::from(std::process::id())
+});
+
 pub struct Timing {
     pub warmup: Duration,
     pub measured: Duration,
@@ -291,8 +299,10 @@ impl Caller {
                             ..Default::default()
                         }),
                         // Unique per call: the key makes retries idempotent,
-                        // and these are all different requests.
-                        request_id: format!("loadgen-{:016x}", rng.next()),
+                        // and these are all different requests. The run's
+                        // nonce keeps a later run on the same dataset (which
+                        // draws the same numbers) from reusing a key.
+                        request_id: format!("loadgen-{:x}-{:016x}", *RUN, rng.next()),
                     },
                     &user,
                 );
