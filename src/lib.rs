@@ -9,7 +9,6 @@
 
 pub mod api;
 pub mod audit;
-pub mod clock;
 pub mod config;
 pub mod decision;
 pub mod domain;
@@ -17,6 +16,7 @@ pub mod drain;
 pub mod error;
 pub mod policy;
 pub mod server;
+pub mod shared;
 pub mod store;
 pub mod workflow;
 

@@ -6,8 +6,8 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use entitlements::api::jwt::{TokenClaims, mint_hs256};
 use entitlements::audit::export::ExportArgs;
-use entitlements::clock::SystemClock;
 use entitlements::config::{LogFormat, ServeArgs, Settings};
+use entitlements::shared::clock::SystemClock;
 use tracing_subscriber::EnvFilter;
 
 /// Entitlement management: catalogs, access packages, policies, requests,

@@ -184,7 +184,7 @@ async fn a_stored_condition_beyond_the_limits_cannot_take_the_server_down() {
     use entitlements::store::write;
 
     let dir = tempfile::tempdir().unwrap();
-    let clock = std::sync::Arc::new(entitlements::clock::ManualClock::new(epoch()));
+    let clock = std::sync::Arc::new(entitlements::shared::clock::ManualClock::new(epoch()));
     let server = TestServer::start_in(dir.path(), clock.clone()).await;
     world(&server).await;
     server

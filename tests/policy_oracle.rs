@@ -368,8 +368,8 @@ proptest! {
 
 // ---------------------------------------------------------------- grants
 
-use entitlements::clock::Moment;
 use entitlements::decision::state::DecisionState;
+use entitlements::shared::clock::Moment;
 use entitlements::store::{Change, CommitObserver, KeyValue, ReadView, StoreResult, codec, keys};
 
 const USERS: [&str; 3] = ["u0", "u1", "u2"];

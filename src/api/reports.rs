@@ -4,7 +4,6 @@
 use tonic::{Request, Response, Status};
 
 use crate::audit::history::{self, Holding};
-use crate::clock::Moment;
 use crate::domain::assignment::ACTIVE_BY_END;
 use crate::domain::crud::{self, Listed};
 use crate::domain::request::{REQUESTS_BY_PACKAGE, REQUESTS_BY_TARGET, time_key};
@@ -13,6 +12,7 @@ use crate::error::{Error, Result};
 use crate::pb::reports_server::Reports;
 use crate::pb::*;
 use crate::policy::admin::{ANY_CATALOG, Scope};
+use crate::shared::clock::Moment;
 use crate::store::records::{self, Record, Source};
 
 use super::App;

@@ -7,7 +7,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::clock::Moment;
 use crate::error::{Error, Result};
 use crate::pb::{
     AccessPackage, Assignment, AssignmentPolicy, ExpirationType, GrantSource, PolicyEligibility,
@@ -17,6 +16,7 @@ use crate::policy::compile::actions::REQUEST_ACCESS;
 use crate::policy::entities::{Subject, Target, policy_uid, slice, user_uid};
 use crate::policy::reasons::reasons;
 use crate::policy::{ChangeContext, Decision, PolicyEngine};
+use crate::shared::clock::Moment;
 use crate::store::records::Record;
 
 use super::state::State;

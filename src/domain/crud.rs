@@ -8,13 +8,11 @@ use crate::store::idempotency::Idempotency;
 use crate::store::records::{self, Record, Source};
 use crate::store::{ReadView, Revision, Store, Txn, write};
 
-use super::entity::{Actor, Entity, check_etag, fields_to_update, stamp};
-use super::validate::{self, Check};
+use crate::shared::actor::Actor;
+use crate::shared::id::new_id;
 
-/// A new server-assigned id: time-ordered, so listings by id follow creation.
-pub fn new_id() -> String {
-    uuid::Uuid::now_v7().to_string()
-}
+use super::entity::{Entity, check_etag, fields_to_update, stamp};
+use super::validate::{self, Check};
 
 pub struct CreateArgs<E> {
     pub entity: Option<E>,

@@ -9,7 +9,6 @@ use std::sync::Arc;
 
 use cedar_policy::PolicySet;
 
-use crate::clock::Moment;
 use crate::domain::assignment_policy::POLICIES_BY_PACKAGE;
 use crate::domain::directory::targets;
 use crate::error::{Error, Result};
@@ -20,6 +19,7 @@ use crate::policy::compile::actions::{ADMIN_ASSIGN, EXTEND_ACCESS, REQUEST_ACCES
 use crate::policy::entities::{Subject, Target, load_subject, policy_uid, slice, user_uid};
 use crate::policy::reasons::reasons;
 use crate::policy::{ChangeContext, Decision, PolicyEngine};
+use crate::shared::clock::Moment;
 use crate::store::ReadView;
 use crate::store::records::{self, Record};
 
