@@ -208,7 +208,7 @@ pub async fn run(
     let stop = async move {
         let stop = tokio::select! {
             () = shutdown => Stop::Requested,
-            reason = failing.failure() => Stop::StoreFailed(reason),
+            reason = failing.failure() => Stop::StoreFailed(reason.to_string()),
         };
         match &stop {
             Stop::Requested => tracing::info!("shutting down: finishing in-flight calls"),

@@ -190,7 +190,7 @@ impl Entity for Resource {
             let key = resource_role_key(&self.id, &role.id);
             let users = records::referrers(view, RESOURCE_ROLE_KIND, &key, 10)?;
             if !users.is_empty() {
-                return Err(records::in_use(RESOURCE_ROLE_KIND, &key, &users));
+                return Err(Error::in_use(RESOURCE_ROLE_KIND, &key, &users));
             }
         }
         Ok(())

@@ -92,7 +92,7 @@ pub fn get<E: Record>(view: &dyn ReadView, id: &str) -> Result<E> {
     let mut check = Check::new("");
     check.id("id", id);
     check.finish()?;
-    records::require(view, id)
+    Ok(records::require(view, id)?)
 }
 
 pub async fn update<E: Entity>(
@@ -161,7 +161,7 @@ pub async fn delete<E: Entity>(
         let draft = old.audit(txn, Draft::new(E::KIND, "deleted", id.clone()), None)?;
         audit::append(txn, &actor, draft)?;
         old.before_remove(txn, &actor)?;
-        records::remove(txn, &old)
+        records::remove(txn, &old).map_err(Error::from)
     })
     .await?;
     Ok(committed.revision)

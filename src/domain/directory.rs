@@ -246,7 +246,12 @@ pub fn require_present_user(view: &(impl ReadView + ?Sized), id: &str) -> Result
 /// organizations, other users' sponsor lists). Group memberships do not
 /// count: they end with the user.
 pub fn ensure_user_unreferenced(view: &(impl ReadView + ?Sized), id: &str) -> Result<()> {
-    records::ensure_unreferenced(view, User::KIND, id, Some(GroupMembership::KIND))
+    Ok(records::ensure_unreferenced(
+        view,
+        User::KIND,
+        id,
+        Some(GroupMembership::KIND),
+    )?)
 }
 
 /// The domain part of an email address, lower-case.

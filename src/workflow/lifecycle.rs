@@ -203,7 +203,7 @@ fn end_assignment(
     assignment.set_end_reason(reason);
     assignment.ended_time = Some(crate::shared::clock::to_timestamp(actor.now));
     assignment.info = Some(record_info(actor, txn.revision(), old.info.as_ref()));
-    records::save(txn, Some(old), &assignment)
+    Ok(records::save(txn, Some(old), &assignment)?)
 }
 
 fn holds_any_assignment(txn: &dyn Txn, user_id: &str) -> Result<bool> {

@@ -592,7 +592,8 @@ mod tests {
                     }),
                     ..Default::default()
                 },
-            )
+            )?;
+            Ok(())
         })
         .await
         .unwrap();
@@ -633,7 +634,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_user_add_foreseen_before_its_user_left_the_group_is_refused() {
-        let refused = user_add_across(|txn| records::remove(txn, &membership())).await;
+        let refused = user_add_across(|txn| Ok(records::remove(txn, &membership())?)).await;
         assert!(
             matches!(refused, Err(Error::Ineligible { .. })),
             "{refused:?}"
