@@ -9,6 +9,7 @@ use crate::error::{Error, FieldViolation, Result};
 
 use crate::shared::actor::SYSTEM_ACTOR;
 
+pub mod audit_filter;
 pub mod cedar;
 
 pub const MAX_ID: usize = 128;
