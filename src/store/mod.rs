@@ -170,6 +170,16 @@ pub struct Change<'a> {
     pub writes: &'a [(Vec<u8>, Option<Vec<u8>>)],
 }
 
+impl Change<'_> {
+    /// The records the commit wrote or removed, in the order it did; other
+    /// keys (indexes, metadata) are left out.
+    pub fn records(&self) -> impl Iterator<Item = records::RecordChange<'_>> {
+        self.writes
+            .iter()
+            .filter_map(|(key, value)| records::RecordChange::parse(key, value.as_deref()))
+    }
+}
+
 /// Told about every committed write, in revision order, once it is durable
 /// and before it is acknowledged: in-memory views that follow the store
 /// are therefore never behind what a client was told was written.

@@ -45,6 +45,46 @@ pub enum RecordError {
 
 pub type RecordResult<T> = Result<T, RecordError>;
 
+/// A committed change to one record: its kind and id as the store keys
+/// it, and the new encoded value (None: removed). Commits reach observers
+/// as these ([`super::Change::records`]); observers decode the kinds they
+/// follow with [`RecordChange::decode`] and never read key bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordChange<'a> {
+    pub kind: &'a str,
+    pub id: &'a str,
+    value: Option<&'a [u8]>,
+}
+
+impl<'a> RecordChange<'a> {
+    /// The change a write of `value` (None: a delete) to `key` makes, if
+    /// `key` is a record's key.
+    pub fn parse(key: &'a [u8], value: Option<&'a [u8]>) -> Option<Self> {
+        let text = std::str::from_utf8(key).ok()?;
+        let mut parts = text.splitn(3, char::from(keys::SEP));
+        if parts.next()? != keys::RECORD {
+            return None;
+        }
+        Some(Self {
+            kind: parts.next()?,
+            id: parts.next()?,
+            value,
+        })
+    }
+
+    /// Whether the change is to a record of kind `R`.
+    pub fn is<R: Record>(&self) -> bool {
+        self.kind == R::KIND
+    }
+
+    /// For a change to a record of kind `R`: the record as written, or None
+    /// if it was removed. None for a change to another kind.
+    pub fn decode<R: Record>(&self) -> Option<StoreResult<Option<R>>> {
+        self.is::<R>()
+            .then(|| self.value.map(codec::decode).transpose())
+    }
+}
+
 /// A secondary index entry: `target` is listed under (`name`, `value`).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct IndexEntry {
@@ -398,4 +438,18 @@ pub fn index_range<'v>(
             Ok((value, _)) => *value <= last_value,
             Err(_) => true,
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_change_is_read_from_record_keys_only() {
+        let key = keys::key(&[keys::RECORD, "user", "u/1"]);
+        let change = RecordChange::parse(&key, None).expect("a record key");
+        assert_eq!((change.kind, change.id), ("user", "u/1"));
+        let index = keys::key(&[keys::INDEX, "user", "u/1"]);
+        assert_eq!(RecordChange::parse(&index, None), None);
+    }
 }
