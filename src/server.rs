@@ -1,6 +1,8 @@
-//! Assembles and runs the gRPC server: health (per service, tied to the
-//! store), reflection (v1 and v1alpha), and the entitlements services behind
-//! the caller-identity interceptor, on connections accepted within limits.
+//! Assembles and runs the gRPC server: health (per service: NOT_SERVING
+//! until the store is open and the decision view loaded, SERVING while calls
+//! are taken, NOT_SERVING again from the moment the server begins to stop),
+//! reflection (v1 and v1alpha), and the entitlements services behind the
+//! caller-identity interceptor, on connections accepted within limits.
 //!
 //! The server stops on the shutdown signal, or on its own when the store
 //! fails (fail-stop): either way health turns NOT_SERVING, accepting stops,
