@@ -12,10 +12,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::watch;
 
 use crate::domain::directory::Member;
+use crate::domain::scope::{ScopeKey, ScopeKind};
 use crate::pb::{
-    AccessPackage, AllowedTargetScope, Assignment, AssignmentPolicy, Catalog,
-    ConnectedOrganization, ConnectedOrganizationState, GroupMembership, RoleAssignment, User,
-    UserKind, UserState,
+    AccessPackage, Assignment, AssignmentPolicy, Catalog, ConnectedOrganization,
+    ConnectedOrganizationState, GroupMembership, RoleAssignment, User, UserKind, UserState,
 };
 use crate::policy::entities::{Subject, group_ancestry};
 use crate::store::records::{Record, RecordChange};
@@ -37,49 +37,27 @@ pub struct ScopeIndex {
 }
 
 impl ScopeIndex {
-    fn entries(policy: &AssignmentPolicy) -> Vec<(u8, String)> {
-        let targets = policy.specific_allowed_targets.clone().unwrap_or_default();
-        match policy.scope() {
-            AllowedTargetScope::SpecificDirectorySubjects => targets
-                .user_ids
-                .into_iter()
-                .map(|u| (0, u))
-                .chain(targets.group_ids.into_iter().map(|g| (1, g)))
-                .collect(),
-            AllowedTargetScope::SpecificConnectedOrganizationUsers => targets
-                .connected_organization_ids
-                .into_iter()
-                .map(|o| (2, o))
-                .collect(),
-            AllowedTargetScope::AllMemberUsers => vec![(3, String::new())],
-            AllowedTargetScope::AllDirectoryUsers => vec![(4, String::new())],
-            AllowedTargetScope::AllConfiguredConnectedOrganizationUsers => vec![(5, String::new())],
-            AllowedTargetScope::AllExternalUsers => vec![(6, String::new())],
-            AllowedTargetScope::NotSpecified | AllowedTargetScope::Unspecified => Vec::new(),
-        }
-    }
-
-    fn set(&mut self, kind: u8, key: String) -> &mut BTreeSet<String> {
-        match kind {
-            0 => self.by_user.entry(key).or_default(),
-            1 => self.by_group.entry(key).or_default(),
-            2 => self.by_organization.entry(key).or_default(),
-            3 => &mut self.all_members,
-            4 => &mut self.all_directory,
-            5 => &mut self.all_configured,
-            _ => &mut self.all_external,
+    fn set(&mut self, key: ScopeKey) -> &mut BTreeSet<String> {
+        match key {
+            ScopeKey::User(user) => self.by_user.entry(user).or_default(),
+            ScopeKey::Group(group) => self.by_group.entry(group).or_default(),
+            ScopeKey::Organization(id) => self.by_organization.entry(id).or_default(),
+            ScopeKey::AllMembers => &mut self.all_members,
+            ScopeKey::AllDirectory => &mut self.all_directory,
+            ScopeKey::AllConfiguredOrganizations => &mut self.all_configured,
+            ScopeKey::AllExternal => &mut self.all_external,
         }
     }
 
     fn add(&mut self, policy: &AssignmentPolicy) {
-        for (kind, key) in Self::entries(policy) {
-            self.set(kind, key).insert(policy.id.clone());
+        for key in ScopeKind::of(policy).index_keys() {
+            self.set(key).insert(policy.id.clone());
         }
     }
 
     fn remove(&mut self, policy: &AssignmentPolicy) {
-        for (kind, key) in Self::entries(policy) {
-            self.set(kind, key).remove(&policy.id);
+        for key in ScopeKind::of(policy).index_keys() {
+            self.set(key).remove(&policy.id);
         }
     }
 

@@ -85,16 +85,6 @@ impl Record for crate::pb::AssignmentPolicy {
     }
 }
 
-/// Whether a scope is for users outside the directory.
-pub fn is_external_scope(scope: AllowedTargetScope) -> bool {
-    matches!(
-        scope,
-        AllowedTargetScope::SpecificConnectedOrganizationUsers
-            | AllowedTargetScope::AllConfiguredConnectedOrganizationUsers
-            | AllowedTargetScope::AllExternalUsers
-    )
-}
-
 impl Entity for crate::pb::AssignmentPolicy {
     const FIELD: &'static str = "assignment_policy";
     tracked_fields!();

@@ -9,9 +9,8 @@ use std::sync::LazyLock;
 
 use cedar_policy::{EntityId, EntityTypeName, EntityUid};
 
-use crate::pb::{
-    AccessPackage, AllowedTargetScope, Approver, AssignmentPolicy, ExpirationType, approver,
-};
+use crate::domain::scope::ScopeKind;
+use crate::pb::{AccessPackage, Approver, AssignmentPolicy, ExpirationType, approver};
 
 const NAMESPACE: &str = "Entitlements";
 
@@ -97,7 +96,6 @@ pub fn compile_policy(policy: &AssignmentPolicy) -> Vec<Rule> {
     let id = &policy.id;
     let resource = format!("resource == {}", entity("AssignmentPolicy", id));
     let settings = policy.requestor_settings.unwrap_or_default();
-    let targets = policy.specific_allowed_targets.clone().unwrap_or_default();
     let mut rules = Vec::new();
 
     // Eligibility: whoever is in scope may be assigned by an administrator
@@ -124,51 +122,46 @@ pub fn compile_policy(policy: &AssignmentPolicy) -> Vec<Rule> {
             &conditions,
         ));
     };
-    match policy.scope() {
-        AllowedTargetScope::Unspecified | AllowedTargetScope::NotSpecified => {}
-        AllowedTargetScope::SpecificDirectorySubjects => {
-            if !targets.user_ids.is_empty() {
+    let scope = ScopeKind::of(policy);
+    match scope {
+        ScopeKind::Unset | ScopeKind::AdministratorsOnly => {}
+        ScopeKind::DirectorySubjects { users, groups } => {
+            if !users.is_empty() {
                 eligible(
                     "users",
-                    format!(
-                        "{}.contains(principal)",
-                        entity_set("User", &targets.user_ids)
-                    ),
+                    format!("{}.contains(principal)", entity_set("User", users)),
                 );
             }
-            if !targets.group_ids.is_empty() {
+            if !groups.is_empty() {
                 eligible(
                     "groups",
-                    format!("principal in {}", entity_set("Group", &targets.group_ids)),
+                    format!("principal in {}", entity_set("Group", groups)),
                 );
             }
         }
-        AllowedTargetScope::AllMemberUsers => {
+        ScopeKind::AllMembers => {
             eligible("all-member-users", "principal.kind == \"member\"".into());
         }
-        AllowedTargetScope::AllDirectoryUsers => {
+        ScopeKind::AllDirectory => {
             eligible("all-directory-users", "principal.inDirectory".into());
         }
-        AllowedTargetScope::SpecificConnectedOrganizationUsers => {
+        ScopeKind::Organizations { ids } => {
             eligible(
                 "organizations",
-                format!(
-                    "principal in {}",
-                    entity_set("ConnectedOrganization", &targets.connected_organization_ids)
-                ),
+                format!("principal in {}", entity_set("ConnectedOrganization", ids)),
             );
         }
-        AllowedTargetScope::AllConfiguredConnectedOrganizationUsers => {
+        ScopeKind::AllConfiguredOrganizations => {
             eligible(
                 "all-configured-organizations",
                 "principal has organization && principal.organization.configured".into(),
             );
         }
-        AllowedTargetScope::AllExternalUsers => {
+        ScopeKind::AllExternal => {
             eligible("all-external-users", "principal has organization".into());
         }
     }
-    if policy.scope() == AllowedTargetScope::NotSpecified {
+    if scope == ScopeKind::AdministratorsOnly {
         rules.push(rule(
             "permit",
             format!("{id}/admin-assign"),

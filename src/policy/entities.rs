@@ -7,8 +7,8 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use cedar_policy::{Entities, Entity, EntityUid, RestrictedExpression};
 
 use crate::domain::assignment::ASSIGNMENTS_BY_TARGET;
-use crate::domain::assignment_policy::is_external_scope;
 use crate::domain::directory::{GROUPS_OF_GROUP, GROUPS_OF_USER, targets};
+use crate::domain::scope::ScopeKind;
 use crate::error::Result;
 use crate::pb::{
     AccessPackage, ApprovalStageStatus, Assignment, AssignmentPolicy, AssignmentRequest, Catalog,
@@ -274,7 +274,7 @@ fn push_target(
             ("catalog", RestrictedExpression::new_entity_uid(catalog)),
             (
                 "externalScope",
-                RestrictedExpression::new_bool(is_external_scope(target.policy.scope())),
+                RestrictedExpression::new_bool(ScopeKind::of(target.policy).is_external()),
             ),
         ],
         [package],
