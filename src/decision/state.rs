@@ -17,7 +17,7 @@ use crate::pb::{
     AccessPackage, Assignment, AssignmentPolicy, Catalog, ConnectedOrganization,
     ConnectedOrganizationState, GroupMembership, RoleAssignment, User, UserKind, UserState,
 };
-use crate::policy::entities::{Subject, group_ancestry};
+use crate::policy::entities::{Subject, SubjectFacts, subject_of};
 use crate::store::records::{Record, RecordChange};
 use crate::store::{Change, CommitObserver, ReadView, Revision, StoreResult, keys};
 
@@ -114,44 +114,46 @@ pub struct State {
     pub roles_generation: u64,
 }
 
+/// The view answers from memory what the store would.
+impl SubjectFacts for State {
+    fn direct_groups(&self, user: &str) -> crate::error::Result<Vec<String>> {
+        Ok(self
+            .groups_of_user
+            .get(user)
+            .map(|g| g.iter().cloned().collect())
+            .unwrap_or_default())
+    }
+
+    fn parent_groups(&self, group: &str) -> crate::error::Result<Vec<String>> {
+        Ok(self
+            .parents_of_group
+            .get(group)
+            .map(|p| p.iter().cloned().collect())
+            .unwrap_or_default())
+    }
+
+    fn organization(&self, id: &str) -> crate::error::Result<Option<ConnectedOrganization>> {
+        Ok(self.organizations.get(id).cloned())
+    }
+
+    fn held_packages(&self, user: &str) -> crate::error::Result<Vec<String>> {
+        Ok(self
+            .assignments_by_user
+            .get(user)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.assignments.get(id))
+            .map(|a| a.access_package_id.clone())
+            .collect())
+    }
+}
+
 impl State {
     /// A directory user with groups (and their ancestors), organization
     /// and held packages, as decisions see them.
     pub fn subject(&self, user_id: &str) -> Option<Subject> {
         let user = self.users.get(user_id)?.clone();
-        let direct_groups: Vec<String> = self
-            .groups_of_user
-            .get(user_id)
-            .map(|g| g.iter().cloned().collect())
-            .unwrap_or_default();
-        let group_parents = group_ancestry(&direct_groups, |group| {
-            Ok(self
-                .parents_of_group
-                .get(group)
-                .map(|p| p.iter().cloned().collect())
-                .unwrap_or_default())
-        })
-        .expect("reading parents from memory cannot fail");
-        let organization = self
-            .organizations
-            .get(&user.connected_organization_id)
-            .cloned();
-        let held_packages = self
-            .assignments_by_user
-            .get(user_id)
-            .into_iter()
-            .flatten()
-            .filter_map(|id| self.assignments.get(id))
-            .map(|a| a.access_package_id.clone())
-            .collect();
-        Some(Subject {
-            user,
-            in_directory: true,
-            direct_groups,
-            group_parents,
-            organization,
-            held_packages,
-        })
+        Some(subject_of(self, user).expect("reading the view's memory cannot fail"))
     }
 
     /// Whether `user` may hold access at all: blocked and deleted users hold
