@@ -144,9 +144,9 @@ pub enum Error {
     #[error(transparent)]
     Store(#[from] StoreError),
     /// A failure of the service itself (e.g. a Cedar request it could not
-    /// build); never the caller's fault.
+    /// build); never the caller's fault. The cause is kept as the source.
     #[error("internal error: {0}")]
-    Internal(String),
+    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -174,8 +174,9 @@ impl Error {
         }
     }
 
+    /// An internal error known only by its description.
     pub fn internal(error: impl std::fmt::Display) -> Self {
-        Self::Internal(error.to_string())
+        Self::Internal(error.to_string().into())
     }
 
     /// FAILED_PRECONDITION with one violation of `kind` about `subject`

@@ -17,6 +17,7 @@ use crate::pb::{
 use crate::store::ReadView;
 use crate::store::records::{self, Record};
 
+use super::PolicyError;
 use super::compile::entity_uid;
 
 /// A user as decisions see them.
@@ -162,7 +163,7 @@ fn user_kind(user: &User) -> &'static str {
 /// `targets` (normally the policies of one package): building them, and
 /// Cedar's transitive closure over them, once per call rather than once per
 /// policy. Packages and catalogs the targets share appear once.
-pub fn slice(subject: &Subject, targets: &[Target<'_>]) -> anyhow::Result<Entities> {
+pub fn slice(subject: &Subject, targets: &[Target<'_>]) -> Result<Entities, PolicyError> {
     let mut entities = Vec::new();
     push_subject(&mut entities, subject)?;
     let mut containers = HashSet::new();
@@ -187,7 +188,7 @@ pub fn approval_slice(
     approver: &Subject,
     stage: &Stage<'_>,
     target: &Target<'_>,
-) -> anyhow::Result<Entities> {
+) -> Result<Entities, PolicyError> {
     let mut entities = Vec::new();
     push_subject(&mut entities, approver)?;
     push_target(&mut entities, target, &mut HashSet::new());
@@ -218,7 +219,7 @@ pub fn approval_slice(
 }
 
 /// The user, their organization and their groups (with ancestors).
-fn push_subject(entities: &mut Vec<Entity>, subject: &Subject) -> anyhow::Result<()> {
+fn push_subject(entities: &mut Vec<Entity>, subject: &Subject) -> Result<(), PolicyError> {
     let user = &subject.user;
     let mut parents: Vec<EntityUid> = subject
         .direct_groups

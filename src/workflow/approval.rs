@@ -183,7 +183,7 @@ pub async fn decide(
             status: current,
         };
         let entities =
-            approval_slice(&approver, &stage, &scope.target(&policy)).map_err(Error::internal)?;
+            approval_slice(&approver, &stage, &scope.target(&policy)).map_err(Error::from)?;
         let now = actor.moment();
         let decision = engine
             .decide(
@@ -194,7 +194,7 @@ pub async fn decide(
                 Facts::Approval { now: now.seconds() },
                 &entities,
             )
-            .map_err(Error::internal)?;
+            .map_err(Error::from)?;
         require_allowed(&decision, || {
             format!(
                 "user {:?} may not decide stage {} of request {:?}",

@@ -37,7 +37,7 @@ pub fn decide(
     context: ChangeContext,
 ) -> Result<Decision> {
     let scope = PolicyScope::load(engine, view, policy)?;
-    let entities = slice(subject, &[scope.target(policy)]).map_err(Error::internal)?;
+    let entities = slice(subject, &[scope.target(policy)]).map_err(Error::from)?;
     engine
         .decide(
             &scope.set,
@@ -47,7 +47,7 @@ pub fn decide(
             context,
             &entities,
         )
-        .map_err(Error::internal)
+        .map_err(Error::from)
 }
 
 /// What every decision through a policy needs: its package, catalog, and
@@ -77,7 +77,7 @@ impl PolicyScope {
         }
         let set = engine
             .package_set(&package, &policies.iter().collect::<Vec<_>>())
-            .map_err(Error::internal)?;
+            .map_err(Error::from)?;
         Ok(Self {
             package,
             catalog,
