@@ -91,6 +91,42 @@ fn rule(effect: &str, id: String, actions: &[&str], resource: &str, conditions: 
     Rule { id, text }
 }
 
+/// The Cedar condition(s) on the principal that say who `scope` covers,
+/// each with the suffix of its rule id: the same rule
+/// [`ScopeKind::excludes`] states in Rust.
+fn scope_conditions(scope: &ScopeKind<'_>) -> Vec<(&'static str, String)> {
+    match scope {
+        ScopeKind::Unset | ScopeKind::AdministratorsOnly => Vec::new(),
+        ScopeKind::DirectorySubjects { users, groups } => {
+            let mut conditions = Vec::new();
+            if !users.is_empty() {
+                conditions.push((
+                    "users",
+                    format!("{}.contains(principal)", entity_set("User", users)),
+                ));
+            }
+            if !groups.is_empty() {
+                conditions.push((
+                    "groups",
+                    format!("principal in {}", entity_set("Group", groups)),
+                ));
+            }
+            conditions
+        }
+        ScopeKind::AllMembers => vec![("all-member-users", "principal.kind == \"member\"".into())],
+        ScopeKind::AllDirectory => vec![("all-directory-users", "principal.inDirectory".into())],
+        ScopeKind::Organizations { ids } => vec![(
+            "organizations",
+            format!("principal in {}", entity_set("ConnectedOrganization", ids)),
+        )],
+        ScopeKind::AllConfiguredOrganizations => vec![(
+            "all-configured-organizations",
+            "principal has organization && principal.organization.configured".into(),
+        )],
+        ScopeKind::AllExternal => vec![("all-external-users", "principal has organization".into())],
+    }
+}
+
 /// The Cedar policies of one assignment policy.
 pub fn compile_policy(policy: &AssignmentPolicy) -> Vec<Rule> {
     let id = &policy.id;
@@ -123,43 +159,8 @@ pub fn compile_policy(policy: &AssignmentPolicy) -> Vec<Rule> {
         ));
     };
     let scope = ScopeKind::of(policy);
-    match scope {
-        ScopeKind::Unset | ScopeKind::AdministratorsOnly => {}
-        ScopeKind::DirectorySubjects { users, groups } => {
-            if !users.is_empty() {
-                eligible(
-                    "users",
-                    format!("{}.contains(principal)", entity_set("User", users)),
-                );
-            }
-            if !groups.is_empty() {
-                eligible(
-                    "groups",
-                    format!("principal in {}", entity_set("Group", groups)),
-                );
-            }
-        }
-        ScopeKind::AllMembers => {
-            eligible("all-member-users", "principal.kind == \"member\"".into());
-        }
-        ScopeKind::AllDirectory => {
-            eligible("all-directory-users", "principal.inDirectory".into());
-        }
-        ScopeKind::Organizations { ids } => {
-            eligible(
-                "organizations",
-                format!("principal in {}", entity_set("ConnectedOrganization", ids)),
-            );
-        }
-        ScopeKind::AllConfiguredOrganizations => {
-            eligible(
-                "all-configured-organizations",
-                "principal has organization && principal.organization.configured".into(),
-            );
-        }
-        ScopeKind::AllExternal => {
-            eligible("all-external-users", "principal has organization".into());
-        }
+    for (suffix, condition) in scope_conditions(&scope) {
+        eligible(suffix, condition);
     }
     if scope == ScopeKind::AdministratorsOnly {
         rules.push(rule(
