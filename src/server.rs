@@ -1,7 +1,8 @@
-//! Assembles and runs the gRPC server: health (per service: SERVING once
-//! the store is open and loaded, NOT_SERVING from the moment it stops),
-//! reflection (v1 and v1alpha), and the entitlements services behind
-//! the caller-identity interceptor, on connections accepted within limits.
+//! Assembles and runs the gRPC server: health (per service: NOT_SERVING
+//! until the store is open and the decision view loaded, SERVING while calls
+//! are taken, NOT_SERVING again from the moment the server begins to stop),
+//! reflection (v1 and v1alpha), and the entitlements services behind the
+//! caller-identity interceptor, on connections accepted within limits.
 //!
 //! The server stops on the shutdown signal, or on its own when the store
 //! fails (fail-stop): either way health turns NOT_SERVING, accepting stops,
@@ -42,11 +43,9 @@ use crate::api::jwt::JwtVerifier;
 use crate::api::policies::AssignmentPoliciesApi;
 use crate::api::requests::AssignmentRequestsApi;
 use crate::api::settings::SettingsApi;
-use crate::clock::Clock;
 use crate::config::{Settings, TlsSettings};
 use crate::decision::state::DecisionState;
 use crate::domain::catalog::ensure_general_catalog;
-use crate::domain::entity::{Actor, SYSTEM_ACTOR};
 use crate::domain::migrations;
 use crate::domain::settings::ensure_settings;
 use crate::drain::{Drain, DrainSignal};
@@ -62,6 +61,8 @@ use crate::pb::directory_server::DirectoryServer;
 use crate::pb::reports_server::ReportsServer;
 use crate::pb::settings_server::SettingsServer;
 use crate::policy::PolicyEngine;
+use crate::shared::actor::{Actor, SYSTEM_ACTOR};
+use crate::shared::clock::Clock;
 use crate::store::Store;
 use crate::store::sled_store::SledStore;
 use crate::workflow::scheduler;
@@ -329,7 +330,7 @@ fn stop_signal(
     let stop = async move {
         let stop = tokio::select! {
             () = shutdown => Stop::Requested,
-            reason = store.failure() => Stop::StoreFailed(reason),
+            reason = store.failure() => Stop::StoreFailed(reason.to_string()),
         };
         match &stop {
             Stop::Requested => tracing::info!("shutting down: finishing in-flight calls"),
