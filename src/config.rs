@@ -270,25 +270,6 @@ fn name_unknown_variable(error: figment::Error) -> anyhow::Error {
 const NOT_SETTINGS: [&str; 4] = ["config", "token", "test_store", "test_database_url"];
 
 impl Settings {
-    /// The store these settings name.
-    pub fn store_location(&self) -> anyhow::Result<crate::store::Location> {
-        Ok(crate::store::Location::parse(
-            self.store.as_deref(),
-            &self.data_dir,
-        )?)
-    }
-
-    /// How a PostgreSQL store is used.
-    pub fn postgres_options(&self) -> crate::store::postgres::Options {
-        crate::store::postgres::Options {
-            migrate: self.migrate,
-            notify: self.postgres.notify,
-            poll_interval: Duration::from_millis(self.postgres.poll_interval_ms.max(1)),
-            lease: Duration::from_millis(self.postgres.lease_ms.max(30)),
-            change_retention: self.watch_retention.max(1) as u64,
-        }
-    }
-
     /// How long audit events are kept; None keeps everything.
     pub fn audit_retention(&self) -> Option<Duration> {
         (self.audit_retention_days > 0)

@@ -1,7 +1,12 @@
 //! Failures as clients see them. Each variant maps to one gRPC status code
 //! (see `api::status`); the payloads become google.rpc error details.
+//!
+//! The layers below the domain do not know this type: the store refuses
+//! with its own [`RecordError`], mapped here ([`From<RecordError>`]), and
+//! fails with [`StoreError`], which stays the source.
 
 use crate::store::StoreError;
+use crate::store::records::{RecordError, Referrer};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct FieldViolation {
@@ -139,9 +144,9 @@ pub enum Error {
     #[error(transparent)]
     Store(#[from] StoreError),
     /// A failure of the service itself (e.g. a Cedar request it could not
-    /// build); never the caller's fault.
+    /// build); never the caller's fault. The cause is kept as the source.
     #[error("internal error: {0}")]
-    Internal(String),
+    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -169,8 +174,9 @@ impl Error {
         }
     }
 
+    /// An internal error known only by its description.
     pub fn internal(error: impl std::fmt::Display) -> Self {
-        Self::Internal(error.to_string())
+        Self::Internal(error.to_string().into())
     }
 
     /// FAILED_PRECONDITION with one violation of `kind` about `subject`
@@ -187,6 +193,28 @@ impl Error {
         })
     }
 
+    /// FAILED_PRECONDITION: `kind` `id` is in use by `referrers` (at least
+    /// one), each named as an IN_USE violation.
+    pub fn in_use(kind: &str, id: &str, referrers: &[Referrer]) -> Self {
+        let names: Vec<String> = referrers
+            .iter()
+            .map(|r| format!("{} {:?}", r.kind_name, r.id))
+            .collect();
+        let mut violations = referrers.iter().map(|r| {
+            PreconditionViolation::new(
+                PreconditionKind::InUse,
+                format!("{}/{}", r.kind_name, r.id),
+                format!("refers to {kind} {id:?}"),
+            )
+        });
+        let first = violations.next().expect("in use by at least one referrer");
+        Self::preconditions(
+            format!("{kind} {id:?} is in use by {}", names.join(", ")),
+            first,
+            violations,
+        )
+    }
+
     /// FAILED_PRECONDITION with `message`, `first` and any `more`
     /// violations.
     pub fn preconditions(
@@ -200,5 +228,37 @@ impl Error {
             message: message.into(),
             violations,
         })
+    }
+}
+
+/// How the store's refusals reach a client.
+impl From<RecordError> for Error {
+    fn from(error: RecordError) -> Self {
+        match error {
+            RecordError::Store(error) => Self::Store(error),
+            RecordError::NotFound { kind, id } => Self::NotFound { kind, id },
+            RecordError::Taken {
+                kind,
+                name,
+                value,
+                owner,
+            } => Self::AlreadyExists {
+                kind,
+                message: format!("{kind} {owner:?} already has {name} {value:?}"),
+                id: owner,
+            },
+            RecordError::InUse {
+                kind,
+                id,
+                referrers,
+            } => Self::in_use(&kind, &id, &referrers),
+            RecordError::RequestIdReused { method } => Self::invalid(
+                "request_id",
+                format!(
+                    "was already used by this caller for a different {method} request; \
+                     a new request needs a new request_id"
+                ),
+            ),
+        }
     }
 }

@@ -1,7 +1,8 @@
-//! Assembles and runs the gRPC server: health (per service: SERVING once
-//! the store is open and loaded, NOT_SERVING from the moment it stops),
-//! reflection (v1 and v1alpha), and the entitlements services behind
-//! the caller-identity interceptor, on connections accepted within limits.
+//! Assembles and runs the gRPC server: health (per service: NOT_SERVING
+//! until the store is open and the decision view loaded, SERVING while calls
+//! are taken, NOT_SERVING again from the moment the server begins to stop),
+//! reflection (v1 and v1alpha), and the entitlements services behind the
+//! caller-identity interceptor, on connections accepted within limits.
 //!
 //! The server stops on the shutdown signal, or on its own when the store
 //! fails (fail-stop): either way health turns NOT_SERVING, accepting stops,
@@ -42,11 +43,9 @@ use crate::api::jwt::JwtVerifier;
 use crate::api::policies::AssignmentPoliciesApi;
 use crate::api::requests::AssignmentRequestsApi;
 use crate::api::settings::SettingsApi;
-use crate::clock::Clock;
 use crate::config::{Settings, TlsSettings};
 use crate::decision::state::DecisionState;
 use crate::domain::catalog::ensure_general_catalog;
-use crate::domain::entity::{Actor, SYSTEM_ACTOR};
 use crate::domain::migrations;
 use crate::domain::settings::ensure_settings;
 use crate::drain::{Drain, DrainSignal};
@@ -62,6 +61,8 @@ use crate::pb::directory_server::DirectoryServer;
 use crate::pb::reports_server::ReportsServer;
 use crate::pb::settings_server::SettingsServer;
 use crate::policy::PolicyEngine;
+use crate::shared::actor::{Actor, SYSTEM_ACTOR};
+use crate::shared::clock::Clock;
 use crate::store::Store;
 use crate::workflow::scheduler;
 use health::DrainingHealth;
@@ -200,7 +201,7 @@ pub async fn run_with(
     let router = services(server, health, app, auth, settings, drain)?;
 
     report(&reporter, ServingStatus::Serving).await;
-    tracing::info!(%address, store = %settings.store_location()?, "serving");
+    tracing::info!(%address, store = %store_location(settings)?, "serving");
     ready(address);
 
     let stopping = follow_availability(store.as_ref(), reporter.clone());
@@ -224,6 +225,26 @@ pub async fn run_with(
     Ok(())
 }
 
+/// The store the settings name.
+fn store_location(settings: &Settings) -> anyhow::Result<crate::store::Location> {
+    Ok(crate::store::Location::parse(
+        settings.store.as_deref(),
+        &settings.data_dir,
+    )?)
+}
+
+/// How a PostgreSQL store is used, from the settings.
+fn postgres_options(settings: &Settings) -> crate::store::postgres::Options {
+    let postgres = &settings.postgres;
+    crate::store::postgres::Options {
+        migrate: settings.migrate,
+        notify: postgres.notify,
+        poll_interval: Duration::from_millis(postgres.poll_interval_ms.max(1)),
+        lease: Duration::from_millis(postgres.lease_ms.max(30)),
+        change_retention: settings.watch_retention.max(1) as u64,
+    }
+}
+
 /// Opens the store the settings name (sled under `settings.data_dir`, or
 /// a PostgreSQL database), brings it up to date
 /// (migrations, the General catalog, the tenant settings) and loads the
@@ -233,8 +254,8 @@ async fn open_state(
     clock: Arc<dyn Clock>,
     policies: Arc<PolicyEngine>,
 ) -> anyhow::Result<(Arc<dyn Store>, App)> {
-    let location = settings.store_location()?;
-    let options = settings.postgres_options();
+    let location = store_location(settings)?;
+    let options = postgres_options(settings);
     let store: Arc<dyn Store> =
         tokio::task::spawn_blocking(move || crate::store::open(&location, options)).await??;
     migrations::run(store.as_ref()).await?;
@@ -362,7 +383,7 @@ fn stop_signal(
     let stop = async move {
         let stop = tokio::select! {
             () = shutdown => Stop::Requested,
-            reason = store.failure() => Stop::StoreFailed(reason),
+            reason = store.failure() => Stop::StoreFailed(reason.to_string()),
         };
         match &stop {
             Stop::Requested => tracing::info!("shutting down: finishing in-flight calls"),

@@ -744,7 +744,9 @@ async fn verify_finds_an_altered_or_missing_event() {
     use entitlements::store::{Txn, write};
 
     let dir = tempfile::tempdir().unwrap();
-    let clock = std::sync::Arc::new(entitlements::clock::ManualClock::new(common::epoch()));
+    let clock = std::sync::Arc::new(entitlements::shared::clock::ManualClock::new(
+        common::epoch(),
+    ));
     let server = TestServer::start_in(dir.path(), clock.clone()).await;
     for user in ["u1", "u2", "u3", "u4"] {
         server.add_member_user(user).await;
@@ -944,7 +946,7 @@ async fn point_in_time_answers_keep_sub_second_precision() {
 /// A replay of the trail from the first event: who held `package` at `at`.
 fn replay(events: &[AuditEvent], package: &str, at: i64) -> Vec<String> {
     use entitlements::audit::event::{text_detail, time_detail};
-    use entitlements::clock::Moment;
+    use entitlements::shared::clock::Moment;
     use std::collections::BTreeMap;
     let at = Moment::from_timestamp(prost_types::Timestamp {
         seconds: at,

@@ -183,7 +183,7 @@ async fn a_stored_condition_beyond_the_limits_cannot_take_the_server_down() {
     use entitlements::store::write;
 
     let dir = tempfile::tempdir().unwrap();
-    let clock = std::sync::Arc::new(entitlements::clock::ManualClock::new(epoch()));
+    let clock = std::sync::Arc::new(entitlements::shared::clock::ManualClock::new(epoch()));
     let server = TestServer::start_in(dir.path(), clock.clone()).await;
     world(&server).await;
     server
@@ -200,7 +200,7 @@ async fn a_stored_condition_beyond_the_limits_cannot_take_the_server_down() {
             let store = common::open_store(dir.path());
             let runtime = tokio::runtime::Runtime::new().unwrap();
             runtime.block_on(async {
-                write::<_, entitlements::error::Error, _>(store.as_ref(), |txn| {
+                write::<_, entitlements::store::records::RecordError, _>(store.as_ref(), |txn| {
                     let mut deep: AssignmentPolicy = records::require(txn, "deep")?;
                     let old = deep.clone();
                     deep.extra_condition = format!("{}true{}", "(".repeat(128), ")".repeat(128));

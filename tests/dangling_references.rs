@@ -405,7 +405,9 @@ async fn references_missing_from_an_older_store_are_rebuilt_at_start_up() {
     use entitlements::store::{Txn, keys, write};
 
     let dir = tempfile::tempdir().unwrap();
-    let clock = std::sync::Arc::new(entitlements::clock::ManualClock::new(common::epoch()));
+    let clock = std::sync::Arc::new(entitlements::shared::clock::ManualClock::new(
+        common::epoch(),
+    ));
     let server = TestServer::start_in(dir.path(), clock.clone()).await;
     package(&server).await;
     server.add_member_user("ann").await;

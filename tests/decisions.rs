@@ -110,7 +110,7 @@ trait ClockNow {
 
 impl ClockNow for TestServer {
     fn clock_now(&self) -> std::time::SystemTime {
-        use entitlements::clock::Clock;
+        use entitlements::shared::clock::Clock;
         self.clock.now()
     }
 }

@@ -214,7 +214,7 @@ async fn an_approval_after_the_target_joined_an_incompatible_group_is_denied_at_
 async fn started_after(conflict: Conflict) {
     let server = TestServer::start().await;
     world(&server).await;
-    use entitlements::clock::Clock;
+    use entitlements::shared::clock::Clock;
     let start = server.clock.now() + Duration::from_secs(3600);
     let scheduled = server
         .request(

@@ -421,7 +421,7 @@ async fn a_store_write_that_cannot_be_made_durable_fails_the_store_and_hides_its
     let reason = tokio::time::timeout(std::time::Duration::from_secs(5), store.failure())
         .await
         .expect("the failure is announced");
-    assert!(!reason.is_empty());
+    assert!(!reason.to_string().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,10 +1,11 @@
 //! Oracle tests: for generated directories and assignment policies, the
 //! decision of the compiled Cedar policies equals a plain-Rust evaluation of
-//! the same rules (DESIGN §2: scopes, requestor settings, invariants,
-//! separation of duties, extra conditions); and for generated users and
-//! assignments, what the decision view says users hold (CheckAccess,
-//! ListEffectiveGrants, WhoHasAccess, WatchGrants) equals a plain-Rust
-//! evaluation of who holds what (assignments in effect at that instant,
+//! the same rules (scopes as the `AllowedTargetScope` comments in
+//! `proto/entitlements/v1/policies.proto` state them, requestor settings,
+//! invariants, separation of duties, extra conditions); and for generated
+//! users and assignments, what the decision view says users hold
+//! (CheckAccess, ListEffectiveGrants, WhoHasAccess, WatchGrants) equals a
+//! plain-Rust evaluation of who holds what (assignments in effect at that instant,
 //! nothing for blocked or deleted users).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -286,7 +287,8 @@ fn records(world: &World) -> Records {
     }
 }
 
-/// The rules of DESIGN §2, evaluated directly.
+/// The rules the compiled policies encode (see the module comment),
+/// evaluated directly.
 fn reference(world: &World, action: &str) -> bool {
     let u = &world.user;
     let p = &world.policy;
@@ -368,8 +370,8 @@ proptest! {
 
 // ---------------------------------------------------------------- grants
 
-use entitlements::clock::Moment;
 use entitlements::decision::state::DecisionState;
+use entitlements::shared::clock::Moment;
 use entitlements::store::{Change, CommitObserver, KeyValue, ReadView, StoreResult, codec, keys};
 
 const USERS: [&str; 3] = ["u0", "u1", "u2"];

@@ -12,8 +12,8 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use common::world::{after, days, policy};
 use common::*;
-use entitlements::clock::Clock;
 use entitlements::pb::*;
+use entitlements::shared::clock::Clock;
 use tonic::{Code, Status};
 
 const DAY: i64 = 86_400;

@@ -60,7 +60,7 @@ async fn every_service_reports_serving() {
 #[tokio::test]
 async fn graceful_stop_reports_not_serving_and_returns_ok() {
     let dir = tempfile::tempdir().unwrap();
-    let clock = std::sync::Arc::new(entitlements::clock::ManualClock::new(epoch()));
+    let clock = std::sync::Arc::new(entitlements::shared::clock::ManualClock::new(epoch()));
     let server = TestServer::start_in(dir.path(), clock.clone()).await;
     server.create_group("kept").await;
     let mut health = HealthClient::new(server.channel());

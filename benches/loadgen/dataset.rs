@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use entitlements::domain::assignment::ACTIVE_PAIR;
-use entitlements::domain::entity::{Actor, record_info, stamp};
+use entitlements::domain::entity::{record_info, stamp};
 use entitlements::domain::request::pair_key;
 use entitlements::error::Error;
 use entitlements::pb::{
@@ -18,6 +18,7 @@ use entitlements::pb::{
     CatalogKind, Expiration, ExpirationType, Group, GroupMembership, RequestorSettings, Resource,
     ResourceRole, ResourceRoleRef, SubjectSet, User, UserKind, UserState, group_membership,
 };
+use entitlements::shared::actor::Actor;
 use entitlements::store::records::{self, Record};
 use entitlements::store::sled_store::SledStore;
 use entitlements::store::{Revision, Store, write};
@@ -435,7 +436,7 @@ fn policy(shape: &Shape, package: usize, which: usize) -> AssignmentPolicy {
 fn assignment(shape: &Shape, user: usize, k: usize) -> Assignment {
     let package = shape.held_packages(user)[k];
     let now = SystemTime::now();
-    let at = |t: SystemTime| entitlements::clock::to_timestamp(t);
+    let at = |t: SystemTime| entitlements::shared::clock::to_timestamp(t);
     Assignment {
         id: format!("a{user:07}-{k}"),
         target_id: user_id(user),

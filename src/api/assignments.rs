@@ -2,12 +2,12 @@
 
 use tonic::{Request, Response, Status};
 
-use crate::clock::Moment;
 use crate::domain::assignment::{ASSIGNMENTS_BY_PACKAGE, ASSIGNMENTS_BY_TARGET};
 use crate::domain::validate::Check;
 use crate::error::Error;
 use crate::pb::assignments_server::Assignments;
 use crate::pb::*;
+use crate::shared::clock::Moment;
 use crate::store::records::{Record, Source};
 
 use super::App;

@@ -10,11 +10,11 @@ use std::sync::RwLock;
 use tonic::{Request, Status};
 
 use crate::domain::crud;
-use crate::domain::entity::Actor;
 use crate::error::{Error, Result};
 use crate::pb::AccessPackage;
 use crate::policy::admin::{self, Scope};
 use crate::policy::{Facts, PolicyEngine};
+use crate::shared::actor::Actor;
 use crate::store::records::{self, Record};
 
 use super::App;

@@ -9,7 +9,6 @@ use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use crate::clock::Moment;
 use crate::decision::events::RevisionEvents;
 use crate::decision::state::State;
 use crate::domain::validate::Check;
@@ -20,6 +19,7 @@ use crate::pb::grant_event::Kind;
 use crate::pb::*;
 use crate::policy::admin::Scope;
 use crate::policy::entities::Subject;
+use crate::shared::clock::Moment;
 use crate::store::Revision;
 
 use super::App;

@@ -8,10 +8,8 @@ use std::path::Path;
 
 use anyhow::{Context, bail};
 use jsonwebtoken::jwk::JwkSet;
-use jsonwebtoken::{
-    Algorithm, DecodingKey, EncodingKey, Header, Validation, decode, decode_header, encode,
-};
-use serde::{Deserialize, Serialize};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header};
+use serde::Deserialize;
 
 use crate::config::AuthSettings;
 
@@ -32,30 +30,6 @@ pub struct JwtVerifier {
 #[derive(Debug, Deserialize)]
 struct Claims {
     sub: String,
-}
-
-/// What a development token says.
-#[derive(Debug, Serialize)]
-pub struct TokenClaims {
-    pub sub: String,
-    pub exp: u64,
-    pub nbf: u64,
-    pub iat: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub iss: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub aud: Option<String>,
-}
-
-/// Signs `claims` with an HS256 secret file, as `entitlements token` does
-/// for development.
-pub fn mint_hs256(secret_file: &Path, claims: &TokenClaims) -> anyhow::Result<String> {
-    let secret = read(secret_file)?;
-    Ok(encode(
-        &Header::new(Algorithm::HS256),
-        claims,
-        &EncodingKey::from_secret(secret.trim_ascii()),
-    )?)
 }
 
 fn read(path: &Path) -> anyhow::Result<Vec<u8>> {

@@ -20,9 +20,9 @@ pub mod status;
 
 use std::sync::Arc;
 
-use crate::clock::Clock;
 use crate::decision::state::DecisionState;
 use crate::policy::PolicyEngine;
+use crate::shared::clock::Clock;
 use crate::store::Store;
 
 /// What every service needs: the store, the clock, the policy engine, the

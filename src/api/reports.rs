@@ -3,7 +3,6 @@
 
 use tonic::{Request, Response, Status};
 
-use crate::clock::Moment;
 use crate::domain::crud;
 use crate::domain::request::{REQUESTS_BY_PACKAGE, REQUESTS_BY_TARGET};
 use crate::domain::validate::Check;
@@ -12,6 +11,7 @@ use crate::pb::reports_server::Reports;
 use crate::pb::*;
 use crate::policy::admin::{ANY_CATALOG, Scope};
 use crate::reports::{access, history};
+use crate::shared::clock::Moment;
 use crate::store::records::{self, Record, Source};
 
 use super::App;

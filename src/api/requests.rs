@@ -4,13 +4,13 @@ use std::collections::HashMap;
 
 use tonic::{Request, Response, Status};
 
-use crate::clock::Moment;
 use crate::domain::crud;
-use crate::domain::entity::Actor;
 use crate::domain::request::{REQUESTS_BY_PACKAGE, REQUESTS_BY_REQUESTOR, REQUESTS_BY_TARGET};
 use crate::error::Error;
 use crate::pb::assignment_requests_server::AssignmentRequests;
 use crate::pb::*;
+use crate::shared::actor::Actor;
+use crate::shared::clock::Moment;
 use crate::store::records::{Record, Source};
 use crate::workflow::{approval, requests};
 

@@ -9,6 +9,7 @@ use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::error::Error;
 use crate::store::StoreError;
+use crate::store::records::RecordError;
 
 /// The ErrorInfo domain of every error this service raises.
 pub const ERROR_DOMAIN: &str = "entitlements";
@@ -94,5 +95,11 @@ impl From<Error> for Status {
                 Status::internal(message)
             }
         }
+    }
+}
+
+impl From<RecordError> for Status {
+    fn from(error: RecordError) -> Self {
+        Error::from(error).into()
     }
 }

@@ -11,15 +11,15 @@ use prost::Message;
 use prost_types::Timestamp;
 use sha2::{Digest, Sha256};
 
-use crate::clock::Moment;
-use crate::domain::entity::Actor;
 use crate::error::Result;
 use crate::pb::AuditEvent;
+use crate::shared::actor::Actor;
+use crate::shared::clock::Moment;
 use crate::store::records::{self, Record};
 use crate::store::{ReadView, StoreResult, Txn, codec, keys};
 
 use super::event::{Draft, sequence_key};
-use crate::domain::crud::new_id;
+use crate::shared::id::new_id;
 
 const HEAD_KEY: &str = keys::AUDIT_HEAD;
 const ANCHOR_KEY: &str = "audit_anchor";
@@ -131,7 +131,7 @@ fn change_request_id(txn: &dyn Txn, head: &Head) -> Result<String> {
 /// backwards along the chain, so time ranges map to sequence ranges.
 pub fn append(txn: &mut dyn Txn, actor: &Actor, draft: Draft) -> Result<()> {
     let head = head(txn)?;
-    let now = crate::clock::to_timestamp(actor.now);
+    let now = crate::shared::clock::to_timestamp(actor.now);
     let time = match head.time {
         Some(last) if (now.seconds, now.nanos) < (last.seconds, last.nanos) => last,
         _ => now,

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use prost_types::value::Kind;
 use prost_types::{ListValue, Struct, Value};
 
-use crate::clock::Moment;
 use crate::pb::AuditEvent;
+use crate::shared::clock::Moment;
 use crate::store::records::{IndexEntry, Record};
 
 /// Index names over audit events; the target of every entry is the event's

@@ -3,9 +3,8 @@
 
 use prost_types::Timestamp;
 
-use crate::domain::validate::Check;
 use crate::error::Result;
-use crate::pb::{AuditEvent, AuditFilter, AuditOrder};
+use crate::pb::{AuditEvent, AuditOrder};
 use crate::store::records::{self, Record, Source};
 use crate::store::{ReadView, keys};
 
@@ -15,7 +14,13 @@ use super::event::{
     target_key,
 };
 
-/// A checked [`AuditFilter`]; empty fields do not filter.
+fn seconds_nanos(t: &Timestamp) -> (i64, i32) {
+    (t.seconds, t.nanos)
+}
+
+/// A checked [`AuditFilter`](crate::pb::AuditFilter); empty fields do not filter. Checking a
+/// filter from a client is input validation, which lives with the rest of
+/// it: `Filter::parse` in `domain::validate::audit_filter`.
 #[derive(Debug, Clone, Default)]
 pub struct Filter {
     pub actor: String,
@@ -29,58 +34,7 @@ pub struct Filter {
     pub end: Option<Timestamp>,
 }
 
-fn seconds_nanos(t: &Timestamp) -> (i64, i32) {
-    (t.seconds, t.nanos)
-}
-
 impl Filter {
-    pub fn parse(filter: Option<AuditFilter>) -> Result<Self> {
-        let f = filter.unwrap_or_default();
-        let mut check = Check::new("filter");
-        for (field, value) in [
-            ("actor", &f.actor),
-            ("target_id", &f.target_id),
-            ("catalog_id", &f.catalog_id),
-            ("access_package_id", &f.access_package_id),
-            ("user_id", &f.user_id),
-        ] {
-            check.optional_id(field, value);
-        }
-        check.text("target_type", &f.target_type, 64, false);
-        check.text("action", &f.action, 128, false);
-        check.require(
-            f.target_id.is_empty() || !f.target_type.is_empty(),
-            "target_type",
-            "is required with target_id",
-        );
-        let start_valid = f
-            .start_time
-            .is_none_or(|t| check.timestamp("start_time", &t));
-        let end_valid = f.end_time.is_none_or(|t| check.timestamp("end_time", &t));
-        if let (Some(start), Some(end)) = (&f.start_time, &f.end_time)
-            && start_valid
-            && end_valid
-        {
-            check.require(
-                seconds_nanos(start) < seconds_nanos(end),
-                "end_time",
-                "must be after start_time",
-            );
-        }
-        check.finish()?;
-        Ok(Self {
-            actor: f.actor,
-            target_type: f.target_type,
-            target_id: f.target_id,
-            action: f.action,
-            catalog_id: f.catalog_id,
-            access_package_id: f.access_package_id,
-            user_id: f.user_id,
-            start: f.start_time,
-            end: f.end_time,
-        })
-    }
-
     /// Every filter value in a fixed order, to bind page tokens to.
     pub fn token_parts(&self) -> Vec<String> {
         let time = |t: &Option<Timestamp>| {

@@ -5,9 +5,9 @@
 
 use std::time::Duration;
 
-use crate::domain::entity::Actor;
 use crate::error::Result;
 use crate::pb::AuditEvent;
+use crate::shared::actor::Actor;
 use crate::store::records::{self, Record};
 use crate::store::{Txn, codec, keys};
 

@@ -7,7 +7,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::clock::Moment;
 use crate::error::{Error, Result};
 use crate::pb::{
     AccessPackage, Assignment, AssignmentPolicy, ExpirationType, GrantSource, PolicyEligibility,
@@ -17,6 +16,7 @@ use crate::policy::compile::actions::REQUEST_ACCESS;
 use crate::policy::entities::{Subject, Target, policy_uid, slice, user_uid};
 use crate::policy::reasons::reasons;
 use crate::policy::{ChangeContext, Decision, PolicyEngine};
+use crate::shared::clock::Moment;
 use crate::store::records::Record;
 
 use super::state::State;
@@ -178,7 +178,7 @@ impl State {
             .ok_or_else(|| Error::not_found(AccessPackage::KIND, &package.id))?;
         let set = engine
             .package_set(package, &self.package_policies(&package.id))
-            .map_err(Error::internal)?;
+            .map_err(Error::from)?;
         let targets: Vec<Target<'_>> = policies
             .iter()
             .map(|policy| Target {
@@ -187,7 +187,7 @@ impl State {
                 catalog,
             })
             .collect();
-        let entities = slice(subject, &targets).map_err(Error::internal)?;
+        let entities = slice(subject, &targets).map_err(Error::from)?;
         let context = request_context(now);
         let principal = user_uid(&subject.user.id);
         policies
@@ -202,7 +202,7 @@ impl State {
                         context,
                         &entities,
                     )
-                    .map_err(Error::internal)
+                    .map_err(Error::from)
             })
             .collect()
     }

@@ -12,13 +12,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::watch;
 
 use crate::domain::directory::Member;
+use crate::domain::scope::{ScopeKey, ScopeKind};
 use crate::pb::{
-    AccessPackage, AllowedTargetScope, Assignment, AssignmentPolicy, Catalog,
-    ConnectedOrganization, ConnectedOrganizationState, GroupMembership, User, UserKind, UserState,
+    AccessPackage, Assignment, AssignmentPolicy, Catalog, ConnectedOrganization,
+    ConnectedOrganizationState, GroupMembership, RoleAssignment, User, UserKind, UserState,
 };
-use crate::policy::entities::{Subject, group_ancestry};
-use crate::store::records::Record;
-use crate::store::{Change, CommitObserver, ReadView, Revision, StoreResult, codec, keys};
+use crate::policy::entities::{Subject, SubjectFacts, subject_of};
+use crate::store::records::{Record, RecordChange};
+use crate::store::{Change, CommitObserver, ReadView, Revision, StoreResult, keys};
 
 use super::events::{EventLog, GrantChange, RevisionEvents};
 
@@ -36,49 +37,27 @@ pub struct ScopeIndex {
 }
 
 impl ScopeIndex {
-    fn entries(policy: &AssignmentPolicy) -> Vec<(u8, String)> {
-        let targets = policy.specific_allowed_targets.clone().unwrap_or_default();
-        match policy.scope() {
-            AllowedTargetScope::SpecificDirectorySubjects => targets
-                .user_ids
-                .into_iter()
-                .map(|u| (0, u))
-                .chain(targets.group_ids.into_iter().map(|g| (1, g)))
-                .collect(),
-            AllowedTargetScope::SpecificConnectedOrganizationUsers => targets
-                .connected_organization_ids
-                .into_iter()
-                .map(|o| (2, o))
-                .collect(),
-            AllowedTargetScope::AllMemberUsers => vec![(3, String::new())],
-            AllowedTargetScope::AllDirectoryUsers => vec![(4, String::new())],
-            AllowedTargetScope::AllConfiguredConnectedOrganizationUsers => vec![(5, String::new())],
-            AllowedTargetScope::AllExternalUsers => vec![(6, String::new())],
-            AllowedTargetScope::NotSpecified | AllowedTargetScope::Unspecified => Vec::new(),
-        }
-    }
-
-    fn set(&mut self, kind: u8, key: String) -> &mut BTreeSet<String> {
-        match kind {
-            0 => self.by_user.entry(key).or_default(),
-            1 => self.by_group.entry(key).or_default(),
-            2 => self.by_organization.entry(key).or_default(),
-            3 => &mut self.all_members,
-            4 => &mut self.all_directory,
-            5 => &mut self.all_configured,
-            _ => &mut self.all_external,
+    fn set(&mut self, key: ScopeKey) -> &mut BTreeSet<String> {
+        match key {
+            ScopeKey::User(user) => self.by_user.entry(user).or_default(),
+            ScopeKey::Group(group) => self.by_group.entry(group).or_default(),
+            ScopeKey::Organization(id) => self.by_organization.entry(id).or_default(),
+            ScopeKey::AllMembers => &mut self.all_members,
+            ScopeKey::AllDirectory => &mut self.all_directory,
+            ScopeKey::AllConfiguredOrganizations => &mut self.all_configured,
+            ScopeKey::AllExternal => &mut self.all_external,
         }
     }
 
     fn add(&mut self, policy: &AssignmentPolicy) {
-        for (kind, key) in Self::entries(policy) {
-            self.set(kind, key).insert(policy.id.clone());
+        for key in ScopeKind::of(policy).index_keys() {
+            self.set(key).insert(policy.id.clone());
         }
     }
 
     fn remove(&mut self, policy: &AssignmentPolicy) {
-        for (kind, key) in Self::entries(policy) {
-            self.set(kind, key).remove(&policy.id);
+        for key in ScopeKind::of(policy).index_keys() {
+            self.set(key).remove(&policy.id);
         }
     }
 
@@ -135,44 +114,46 @@ pub struct State {
     pub roles_generation: u64,
 }
 
+/// The view answers from memory what the store would.
+impl SubjectFacts for State {
+    fn direct_groups(&self, user: &str) -> crate::error::Result<Vec<String>> {
+        Ok(self
+            .groups_of_user
+            .get(user)
+            .map(|g| g.iter().cloned().collect())
+            .unwrap_or_default())
+    }
+
+    fn parent_groups(&self, group: &str) -> crate::error::Result<Vec<String>> {
+        Ok(self
+            .parents_of_group
+            .get(group)
+            .map(|p| p.iter().cloned().collect())
+            .unwrap_or_default())
+    }
+
+    fn organization(&self, id: &str) -> crate::error::Result<Option<ConnectedOrganization>> {
+        Ok(self.organizations.get(id).cloned())
+    }
+
+    fn held_packages(&self, user: &str) -> crate::error::Result<Vec<String>> {
+        Ok(self
+            .assignments_by_user
+            .get(user)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.assignments.get(id))
+            .map(|a| a.access_package_id.clone())
+            .collect())
+    }
+}
+
 impl State {
     /// A directory user with groups (and their ancestors), organization
     /// and held packages, as decisions see them.
     pub fn subject(&self, user_id: &str) -> Option<Subject> {
         let user = self.users.get(user_id)?.clone();
-        let direct_groups: Vec<String> = self
-            .groups_of_user
-            .get(user_id)
-            .map(|g| g.iter().cloned().collect())
-            .unwrap_or_default();
-        let group_parents = group_ancestry(&direct_groups, |group| {
-            Ok(self
-                .parents_of_group
-                .get(group)
-                .map(|p| p.iter().cloned().collect())
-                .unwrap_or_default())
-        })
-        .expect("reading parents from memory cannot fail");
-        let organization = self
-            .organizations
-            .get(&user.connected_organization_id)
-            .cloned();
-        let held_packages = self
-            .assignments_by_user
-            .get(user_id)
-            .into_iter()
-            .flatten()
-            .filter_map(|id| self.assignments.get(id))
-            .map(|a| a.access_package_id.clone())
-            .collect();
-        Some(Subject {
-            user,
-            in_directory: true,
-            direct_groups,
-            group_parents,
-            organization,
-            held_packages,
-        })
+        Some(subject_of(self, user).expect("reading the view's memory cannot fail"))
     }
 
     /// Whether `user` may hold access at all: blocked and deleted users hold
@@ -203,24 +184,19 @@ impl State {
         grants
     }
 
-    /// Users whose grants a write of `kind`/`id` may change (a user's own
-    /// record too: blocking takes their grants, unblocking gives them back).
-    fn affected_users(
-        &self,
-        kind: &str,
-        id: &str,
-        new_assignment: Option<&Assignment>,
-    ) -> BTreeSet<String> {
-        match kind {
-            "assignment" => self
+    /// Users whose grants `update` may change (a user's own record too:
+    /// blocking takes their grants, unblocking gives them back).
+    fn affected_users(&self, update: &Update) -> BTreeSet<String> {
+        match update {
+            Update::Assignment { id, assignment } => self
                 .assignments
                 .get(id)
                 .map(|a| a.target_id.clone())
                 .into_iter()
-                .chain(new_assignment.map(|a| a.target_id.clone()))
+                .chain(assignment.as_ref().map(|a| a.target_id.clone()))
                 .collect(),
-            "user" => BTreeSet::from([id.to_string()]),
-            "access_package" => self
+            Update::User { id, .. } => BTreeSet::from([id.clone()]),
+            Update::Package { id, .. } => self
                 .holders_by_package
                 .get(id)
                 .map(|h| h.keys().cloned().collect())
@@ -229,130 +205,209 @@ impl State {
         }
     }
 
-    fn apply(&mut self, kind: &str, id: &str, value: Option<&[u8]>) -> StoreResult<()> {
-        match kind {
-            "user" => match value {
-                Some(bytes) => {
-                    self.roles_generation += 1;
-                    self.users.insert(id.to_string(), codec::decode(bytes)?);
+    fn apply(&mut self, update: Update) {
+        match update {
+            Update::User { id, user } => self.apply_user(id, user),
+            Update::Membership { id, membership } => self.apply_membership(&id, membership),
+            Update::Organization { id, organization } => match organization {
+                Some(organization) => {
+                    self.organizations.insert(id, organization);
                 }
                 None => {
-                    self.users.remove(id);
+                    self.organizations.remove(&id);
                 }
             },
-            "membership" => self.apply_membership(id, value)?,
-            "connected_organization" => match value {
-                Some(bytes) => {
-                    self.organizations
-                        .insert(id.to_string(), codec::decode(bytes)?);
+            Update::Catalog { id, catalog } => match catalog {
+                Some(catalog) => {
+                    self.catalogs.insert(id, catalog);
                 }
                 None => {
-                    self.organizations.remove(id);
+                    self.catalogs.remove(&id);
                 }
             },
-            "catalog" => match value {
-                Some(bytes) => {
-                    self.catalogs.insert(id.to_string(), codec::decode(bytes)?);
-                }
-                None => {
-                    self.catalogs.remove(id);
-                }
-            },
-            "access_package" => {
-                if let Some(old) = self.packages.remove(id) {
-                    for role in &old.resource_roles {
-                        if let Some(set) = self.packages_by_resource.get_mut(&role.resource_id) {
-                            set.remove(id);
-                        }
-                    }
-                }
-                if let Some(bytes) = value {
-                    let package: AccessPackage = codec::decode(bytes)?;
-                    for role in &package.resource_roles {
-                        self.packages_by_resource
-                            .entry(role.resource_id.clone())
-                            .or_default()
-                            .insert(id.to_string());
-                    }
-                    self.packages.insert(id.to_string(), package);
-                }
-            }
-            "assignment_policy" => {
-                if let Some(old) = self.policies.remove(id) {
-                    self.scopes.remove(&old);
-                    if let Some(set) = self.policies_by_package.get_mut(&old.access_package_id) {
-                        set.remove(id);
-                    }
-                }
-                if let Some(bytes) = value {
-                    let policy: AssignmentPolicy = codec::decode(bytes)?;
-                    self.scopes.add(&policy);
-                    self.policies_by_package
-                        .entry(policy.access_package_id.clone())
-                        .or_default()
-                        .insert(id.to_string());
-                    self.policies.insert(id.to_string(), policy);
-                }
-            }
-            "assignment" => {
-                if let Some(old) = self.assignments.remove(id) {
-                    if let Some(set) = self.assignments_by_user.get_mut(&old.target_id) {
-                        set.remove(id);
-                    }
-                    if let Some(holders) = self.holders_by_package.get_mut(&old.access_package_id)
-                        && let Some(set) = holders.get_mut(&old.target_id)
-                    {
-                        set.remove(id);
-                        if set.is_empty() {
-                            holders.remove(&old.target_id);
-                        }
-                    }
-                }
-                if let Some(bytes) = value {
-                    let assignment: Assignment = codec::decode(bytes)?;
-                    if assignment.is_active() {
-                        self.assignments_by_user
-                            .entry(assignment.target_id.clone())
-                            .or_default()
-                            .insert(id.to_string());
-                        self.holders_by_package
-                            .entry(assignment.access_package_id.clone())
-                            .or_default()
-                            .entry(assignment.target_id.clone())
-                            .or_default()
-                            .insert(id.to_string());
-                        self.assignments
-                            .insert(id.to_string(), decision_fields(assignment));
-                    }
-                }
-            }
-            "role_assignment" => self.roles_generation += 1,
-            _ => {}
+            Update::Package { id, package } => self.apply_package(id, package),
+            Update::Policy { id, policy } => self.apply_policy(id, policy),
+            Update::Assignment { id, assignment } => self.apply_assignment(id, assignment),
+            Update::RoleAssignment => self.roles_generation += 1,
         }
-        Ok(())
     }
 
-    fn apply_membership(&mut self, id: &str, value: Option<&[u8]>) -> StoreResult<()> {
-        let membership: GroupMembership = match value {
-            Some(bytes) => codec::decode(bytes)?,
-            None => match parse_membership_id(id) {
-                Some(m) => m,
-                None => return Ok(()),
-            },
+    fn apply_user(&mut self, id: String, user: Option<User>) {
+        match user {
+            Some(user) => {
+                self.roles_generation += 1;
+                self.users.insert(id, user);
+            }
+            None => {
+                self.users.remove(&id);
+            }
+        }
+    }
+
+    fn apply_package(&mut self, id: String, package: Option<AccessPackage>) {
+        if let Some(old) = self.packages.remove(&id) {
+            for role in &old.resource_roles {
+                if let Some(set) = self.packages_by_resource.get_mut(&role.resource_id) {
+                    set.remove(&id);
+                }
+            }
+        }
+        if let Some(package) = package {
+            for role in &package.resource_roles {
+                self.packages_by_resource
+                    .entry(role.resource_id.clone())
+                    .or_default()
+                    .insert(id.clone());
+            }
+            self.packages.insert(id, package);
+        }
+    }
+
+    fn apply_policy(&mut self, id: String, policy: Option<AssignmentPolicy>) {
+        if let Some(old) = self.policies.remove(&id) {
+            self.scopes.remove(&old);
+            if let Some(set) = self.policies_by_package.get_mut(&old.access_package_id) {
+                set.remove(&id);
+            }
+        }
+        if let Some(policy) = policy {
+            self.scopes.add(&policy);
+            self.policies_by_package
+                .entry(policy.access_package_id.clone())
+                .or_default()
+                .insert(id.clone());
+            self.policies.insert(id, policy);
+        }
+    }
+
+    fn apply_assignment(&mut self, id: String, assignment: Option<Assignment>) {
+        if let Some(old) = self.assignments.remove(&id) {
+            if let Some(set) = self.assignments_by_user.get_mut(&old.target_id) {
+                set.remove(&id);
+            }
+            if let Some(holders) = self.holders_by_package.get_mut(&old.access_package_id)
+                && let Some(set) = holders.get_mut(&old.target_id)
+            {
+                set.remove(&id);
+                if set.is_empty() {
+                    holders.remove(&old.target_id);
+                }
+            }
+        }
+        if let Some(assignment) = assignment
+            && assignment.is_active()
+        {
+            self.assignments_by_user
+                .entry(assignment.target_id.clone())
+                .or_default()
+                .insert(id.clone());
+            self.holders_by_package
+                .entry(assignment.access_package_id.clone())
+                .or_default()
+                .entry(assignment.target_id.clone())
+                .or_default()
+                .insert(id.clone());
+            self.assignments.insert(id, decision_fields(assignment));
+        }
+    }
+
+    fn apply_membership(&mut self, id: &str, membership: Option<GroupMembership>) {
+        let present = membership.is_some();
+        let Some(membership) = membership.or_else(|| parse_membership_id(id)) else {
+            return;
         };
-        let present = value.is_some();
         let group = membership.group_id.clone();
         let set = match Member::from_proto(membership.member.as_ref()) {
             Some(Member::User(user)) => self.groups_of_user.entry(user).or_default(),
             Some(Member::Group(child)) => self.parents_of_group.entry(child).or_default(),
-            None => return Ok(()),
+            None => return,
         };
         if present {
             set.insert(group);
         } else {
             set.remove(&group);
         }
-        Ok(())
+    }
+}
+
+/// A committed change to a record the view follows, decoded once: the
+/// new record, or None when it was removed.
+enum Update {
+    User {
+        id: String,
+        user: Option<User>,
+    },
+    Membership {
+        id: String,
+        membership: Option<GroupMembership>,
+    },
+    Organization {
+        id: String,
+        organization: Option<ConnectedOrganization>,
+    },
+    Catalog {
+        id: String,
+        catalog: Option<Catalog>,
+    },
+    Package {
+        id: String,
+        package: Option<AccessPackage>,
+    },
+    Policy {
+        id: String,
+        policy: Option<AssignmentPolicy>,
+    },
+    Assignment {
+        id: String,
+        assignment: Option<Assignment>,
+    },
+    /// Only that one changed: cached authorization decisions go stale.
+    RoleAssignment,
+}
+
+impl Update {
+    /// The update `change` makes to the view; None for records it does not
+    /// follow.
+    fn decode(change: &RecordChange<'_>) -> StoreResult<Option<Self>> {
+        let id = change.id.to_string();
+        let update = if let Some(user) = change.decode::<User>() {
+            Self::User { id, user: user? }
+        } else if let Some(membership) = change.decode::<GroupMembership>() {
+            Self::Membership {
+                id,
+                membership: membership?,
+            }
+        } else if let Some(organization) = change.decode::<ConnectedOrganization>() {
+            Self::Organization {
+                id,
+                organization: organization?,
+            }
+        } else if let Some(catalog) = change.decode::<Catalog>() {
+            Self::Catalog {
+                id,
+                catalog: catalog?,
+            }
+        } else if let Some(package) = change.decode::<AccessPackage>() {
+            Self::Package {
+                id,
+                package: package?,
+            }
+        } else if let Some(policy) = change.decode::<AssignmentPolicy>() {
+            Self::Policy {
+                id,
+                policy: policy?,
+            }
+        } else if let Some(assignment) = change.decode::<Assignment>() {
+            Self::Assignment {
+                id,
+                assignment: assignment?,
+            }
+        } else if change.is::<RoleAssignment>() {
+            Self::RoleAssignment
+        } else {
+            return Ok(None);
+        };
+        Ok(Some(update))
     }
 }
 
@@ -384,16 +439,6 @@ fn parse_membership_id(id: &str) -> Option<GroupMembership> {
     })
 }
 
-/// Splits a record key into (kind, id); None for other keys.
-fn record_key(key: &[u8]) -> Option<(&str, &str)> {
-    let text = std::str::from_utf8(key).ok()?;
-    let mut parts = text.splitn(3, '\0');
-    if parts.next()? != keys::RECORD {
-        return None;
-    }
-    Some((parts.next()?, parts.next()?))
-}
-
 /// The record kinds decisions read.
 const KINDS: [&str; 7] = [
     User::KIND,
@@ -423,9 +468,11 @@ impl DecisionState {
         for kind in KINDS {
             for item in view.scan(&keys::prefix(&[keys::RECORD, kind]), None) {
                 let (key, value) = item?;
-                if let Some((kind, id)) = record_key(&key) {
-                    assignments_on_record |= kind == Assignment::KIND;
-                    state.apply(kind, id, Some(&value))?;
+                if let Some(change) = RecordChange::parse(&key, Some(&value)) {
+                    assignments_on_record |= change.is::<Assignment>();
+                    if let Some(update) = Update::decode(&change)? {
+                        state.apply(update);
+                    }
                 }
             }
         }
@@ -469,19 +516,19 @@ impl CommitObserver for DecisionState {
         let mut state = self.state.write().expect("decision state poisoned");
         for change in changes {
             let mut grant_changes = Vec::new();
-            for (key, value) in change.writes {
-                let Some((kind, id)) = record_key(key) else {
-                    continue;
+            for record in change.records() {
+                let update = match Update::decode(&record) {
+                    Ok(Some(update)) => update,
+                    Ok(None) => continue,
+                    Err(error) => {
+                        let (kind, id) = (record.kind, record.id);
+                        tracing::error!(%error, kind, id, "a committed record could not be read");
+                        continue;
+                    }
                 };
-                let new_assignment = match (kind, value) {
-                    ("assignment", Some(bytes)) => codec::decode::<Assignment>(bytes).ok(),
-                    _ => None,
-                };
-                let affected = state.affected_users(kind, id, new_assignment.as_ref());
+                let affected = state.affected_users(&update);
                 let before: Vec<_> = affected.iter().map(|u| state.committed_grants(u)).collect();
-                if let Err(error) = state.apply(kind, id, value.as_deref()) {
-                    tracing::error!(%error, kind, id, "a committed record could not be read");
-                }
+                state.apply(update);
                 for (user, before) in affected.iter().zip(before) {
                     let after = state.committed_grants(user);
                     let change = |added: bool, (resource, role): &(String, String)| GrantChange {

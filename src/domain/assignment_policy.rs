@@ -15,10 +15,11 @@ use crate::store::records::{self, IndexEntry, Record, Reference};
 use crate::store::{ReadView, Txn};
 
 use super::directory::require_present_user;
-use super::entity::{Actor, Entity};
+use super::entity::Entity;
 use super::request::{OPEN_BY_POLICY, cancel_open};
 use super::validate::{Check, MAX_DESCRIPTION, MAX_LIST, MAX_NAME};
 use super::{mutable_fields, tracked_fields};
+use crate::shared::actor::Actor;
 
 pub const POLICIES_BY_PACKAGE: &str = "package";
 pub const MAX_QUESTIONS: usize = 20;
@@ -82,16 +83,6 @@ impl Record for crate::pb::AssignmentPolicy {
         );
         refs
     }
-}
-
-/// Whether a scope is for users outside the directory.
-pub fn is_external_scope(scope: AllowedTargetScope) -> bool {
-    matches!(
-        scope,
-        AllowedTargetScope::SpecificConnectedOrganizationUsers
-            | AllowedTargetScope::AllConfiguredConnectedOrganizationUsers
-            | AllowedTargetScope::AllExternalUsers
-    )
 }
 
 impl Entity for crate::pb::AssignmentPolicy {

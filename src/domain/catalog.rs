@@ -10,9 +10,10 @@ use crate::store::records::{self, IndexEntry, Record, Reference};
 use crate::store::{ReadView, Store, Txn, write};
 
 use super::directory::{deleted_user, targets};
-use super::entity::{Actor, Entity, record_info, stamp};
+use super::entity::{Entity, record_info, stamp};
 use super::validate::{Check, MAX_DESCRIPTION, MAX_LIST, MAX_NAME, MAX_TYPE};
 use super::{mutable_fields, tracked_fields};
+use crate::shared::actor::Actor;
 
 pub const GENERAL_CATALOG_ID: &str = "general";
 
@@ -189,7 +190,7 @@ impl Entity for Resource {
             let key = resource_role_key(&self.id, &role.id);
             let users = records::referrers(view, RESOURCE_ROLE_KIND, &key, 10)?;
             if !users.is_empty() {
-                return Err(records::in_use(RESOURCE_ROLE_KIND, &key, &users));
+                return Err(Error::in_use(RESOURCE_ROLE_KIND, &key, &users));
             }
         }
         Ok(())

@@ -8,13 +8,11 @@ use crate::store::idempotency::Idempotency;
 use crate::store::records::{self, Record, Source};
 use crate::store::{ReadView, Revision, Store, Txn, write};
 
-use super::entity::{Actor, Entity, check_etag, fields_to_update, stamp};
-use super::validate::{self, Check};
+use crate::shared::actor::Actor;
+use crate::shared::id::new_id;
 
-/// A new server-assigned id: time-ordered, so listings by id follow creation.
-pub fn new_id() -> String {
-    uuid::Uuid::now_v7().to_string()
-}
+use super::entity::{Entity, check_etag, fields_to_update, stamp};
+use super::validate::{self, Check};
 
 pub struct CreateArgs<E> {
     pub entity: Option<E>,
@@ -94,7 +92,7 @@ pub fn get<E: Record>(view: &dyn ReadView, id: &str) -> Result<E> {
     let mut check = Check::new("");
     check.id("id", id);
     check.finish()?;
-    records::require(view, id)
+    Ok(records::require(view, id)?)
 }
 
 pub async fn update<E: Entity>(
@@ -163,7 +161,7 @@ pub async fn delete<E: Entity>(
         let draft = old.audit(txn, Draft::new(E::KIND, "deleted", id.clone()), None)?;
         audit::append(txn, &actor, draft)?;
         old.before_remove(txn, &actor)?;
-        records::remove(txn, &old)
+        records::remove(txn, &old).map_err(Error::from)
     })
     .await?;
     Ok(committed.revision)

@@ -13,13 +13,14 @@ use crate::pb::{
 use crate::store::records::{self, IndexEntry, Record, Reference, Source};
 use crate::store::{ReadView, Txn};
 
-use super::entity::{Actor, Entity, record_info, stamp};
+use super::entity::{Entity, record_info, stamp};
 use super::request::time_key;
 use super::validate::{
     Check, MAX_ATTRIBUTE_KEY, MAX_ATTRIBUTE_VALUE, MAX_ATTRIBUTES, MAX_DESCRIPTION, MAX_EMAIL,
     MAX_IDENTITY_SOURCES, MAX_LIST, MAX_NAME,
 };
 use super::{mutable_fields, tracked_fields};
+use crate::shared::actor::Actor;
 
 // Index names, shared by writers and listings.
 pub const USERS_BY_ORGANIZATION: &str = "organization";
@@ -245,7 +246,12 @@ pub fn require_present_user(view: &(impl ReadView + ?Sized), id: &str) -> Result
 /// organizations, other users' sponsor lists). Group memberships do not
 /// count: they end with the user.
 pub fn ensure_user_unreferenced(view: &(impl ReadView + ?Sized), id: &str) -> Result<()> {
-    records::ensure_unreferenced(view, User::KIND, id, Some(GroupMembership::KIND))
+    Ok(records::ensure_unreferenced(
+        view,
+        User::KIND,
+        id,
+        Some(GroupMembership::KIND),
+    )?)
 }
 
 /// The domain part of an email address, lower-case.
@@ -271,7 +277,7 @@ pub fn delete_user(txn: &mut dyn Txn, id: &str, etag: &str, actor: &Actor) -> Re
     }
     let mut user = old.clone();
     user.state = UserState::Deleted as i32;
-    user.delete_time = Some(crate::clock::to_timestamp(actor.now));
+    user.delete_time = Some(crate::shared::clock::to_timestamp(actor.now));
     user.scheduled_delete_time = None;
     stamp(&mut user, Some(&old), actor, txn.revision());
     records::save(txn, Some(&old), &user)?;

@@ -5,44 +5,13 @@
 use std::time::SystemTime;
 
 use crate::audit::Draft;
-use crate::clock::Moment;
 use crate::error::{Error, Result};
 use crate::pb::RecordInfo;
+use crate::shared::actor::Actor;
 use crate::store::records::Record;
 use crate::store::{ReadView, Revision, Txn};
 
 use super::validate::Check;
-
-/// The actor recorded for changes the service makes on its own (timed
-/// work, start-up). No user or other caller may take this id, so the
-/// audit trail never confuses anyone with the service.
-pub const SYSTEM_ACTOR: &str = "system";
-
-/// Who makes a change, when, and in which call: the caller's request id,
-/// or empty, in which case the change's audit events share a generated one.
-#[derive(Debug, Clone)]
-pub struct Actor {
-    pub id: String,
-    pub now: SystemTime,
-    pub request_id: String,
-}
-
-impl Actor {
-    /// `id` acting at `now` outside any call (the service's own timed work,
-    /// start-up, bulk loads): each change gets its own request id.
-    pub fn new(id: &str, now: SystemTime) -> Self {
-        Self {
-            id: id.to_string(),
-            now,
-            request_id: String::new(),
-        }
-    }
-
-    /// When the actor acts.
-    pub fn moment(&self) -> Moment {
-        Moment::of(self.now)
-    }
-}
 
 pub trait Entity: Record {
     /// The request field that carries the entity, e.g. "user"; prefixes the
@@ -107,7 +76,7 @@ pub fn etag_of(revision: Revision) -> String {
 /// Bookkeeping for a write by `actor` at `revision`; `created` is the
 /// bookkeeping of the version being replaced, if any.
 pub fn record_info(actor: &Actor, revision: Revision, created: Option<&RecordInfo>) -> RecordInfo {
-    let now = crate::clock::to_timestamp(actor.now);
+    let now = crate::shared::clock::to_timestamp(actor.now);
     let (create_time, created_by) = match created {
         Some(info) => (info.create_time, info.created_by.clone()),
         None => (Some(now), actor.id.clone()),

@@ -10,6 +10,7 @@ pub mod migrations;
 pub mod package;
 pub mod request;
 pub mod request_events;
+pub mod scope;
 pub mod settings;
 pub mod validate;
 

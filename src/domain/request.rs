@@ -10,7 +10,8 @@ use crate::store::Txn;
 use crate::store::records::{self, IndexEntry, Record, Reference};
 
 use super::directory::targets;
-use super::entity::{Actor, record_info};
+use super::entity::record_info;
+use crate::shared::actor::Actor;
 
 pub const REQUESTS_BY_TARGET: &str = "target";
 pub const REQUESTS_BY_REQUESTOR: &str = "requestor";
@@ -173,7 +174,7 @@ pub fn transition(
     if to == RequestState::Canceled {
         close_current_stage(request, StageState::Canceled);
     }
-    let time = crate::clock::to_timestamp(actor.now);
+    let time = crate::shared::clock::to_timestamp(actor.now);
     request.history.push(StateChange {
         state: to as i32,
         time: Some(time),

@@ -12,7 +12,7 @@ use crate::pb::{
 use crate::store::Txn;
 use crate::store::records::{self, Record};
 
-use super::entity::Actor;
+use crate::shared::actor::Actor;
 
 /// The target type of request events.
 pub const REQUEST: &str = "request";

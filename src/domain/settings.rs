@@ -7,9 +7,10 @@ use crate::store::records::{self, Record};
 use crate::store::{ReadView, Store, write};
 
 use super::assignment_policy::MAX_DURATION_SECONDS;
-use super::entity::{Actor, Entity, stamp};
+use super::entity::{Entity, stamp};
 use super::mutable_fields;
 use super::validate::Check;
+use crate::shared::actor::Actor;
 
 pub const SETTINGS_ID: &str = "tenant";
 pub const DEFAULT_DELETE_AFTER_SECONDS: i64 = 30 * 86_400;

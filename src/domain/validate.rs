@@ -7,8 +7,9 @@ use prost_types::{Duration, Timestamp};
 
 use crate::error::{Error, FieldViolation, Result};
 
-use super::entity::SYSTEM_ACTOR;
+use crate::shared::actor::SYSTEM_ACTOR;
 
+pub mod audit_filter;
 pub mod cedar;
 
 pub const MAX_ID: usize = 128;
@@ -182,7 +183,7 @@ impl Check {
     /// A valid Timestamp that is still to come at `now`: an end must not
     /// have passed already.
     pub fn future_timestamp(&mut self, field: &str, value: &Timestamp, now: SystemTime) {
-        let now = crate::clock::to_timestamp(now);
+        let now = crate::shared::clock::to_timestamp(now);
         if self.timestamp(field, value) && (value.seconds, value.nanos) <= (now.seconds, now.nanos)
         {
             self.fail(field, format!("must be in the future (after {now})"));

@@ -13,6 +13,7 @@ use crate::pb::{AdminRole, RoleAssignment, User, UserState};
 use crate::store::ReadView;
 use crate::store::records::{self, Record};
 
+use super::PolicyError;
 use super::compile::entity_uid;
 use super::entities::user_uid;
 
@@ -105,7 +106,7 @@ pub fn slice(
     principal: &str,
     roles: &[String],
     scope: Scope<'_>,
-) -> anyhow::Result<(EntityUid, EntityUid, Vec<Entity>)> {
+) -> Result<(EntityUid, EntityUid, Vec<Entity>), PolicyError> {
     let principal_uid = user_uid(principal);
     let parents: HashSet<EntityUid> = roles.iter().map(|r| entity_uid("Role", r)).collect();
     let mut entities = vec![Entity::new_no_attrs(principal_uid.clone(), parents)];

@@ -9,9 +9,8 @@ use std::sync::LazyLock;
 
 use cedar_policy::{EntityId, EntityTypeName, EntityUid};
 
-use crate::pb::{
-    AccessPackage, AllowedTargetScope, Approver, AssignmentPolicy, ExpirationType, approver,
-};
+use crate::domain::scope::ScopeKind;
+use crate::pb::{AccessPackage, Approver, AssignmentPolicy, ExpirationType, approver};
 
 const NAMESPACE: &str = "Entitlements";
 
@@ -92,12 +91,47 @@ fn rule(effect: &str, id: String, actions: &[&str], resource: &str, conditions: 
     Rule { id, text }
 }
 
+/// The Cedar condition(s) on the principal that say who `scope` covers,
+/// each with the suffix of its rule id: the same rule
+/// [`ScopeKind::excludes`] states in Rust.
+fn scope_conditions(scope: &ScopeKind<'_>) -> Vec<(&'static str, String)> {
+    match scope {
+        ScopeKind::Unset | ScopeKind::AdministratorsOnly => Vec::new(),
+        ScopeKind::DirectorySubjects { users, groups } => {
+            let mut conditions = Vec::new();
+            if !users.is_empty() {
+                conditions.push((
+                    "users",
+                    format!("{}.contains(principal)", entity_set("User", users)),
+                ));
+            }
+            if !groups.is_empty() {
+                conditions.push((
+                    "groups",
+                    format!("principal in {}", entity_set("Group", groups)),
+                ));
+            }
+            conditions
+        }
+        ScopeKind::AllMembers => vec![("all-member-users", "principal.kind == \"member\"".into())],
+        ScopeKind::AllDirectory => vec![("all-directory-users", "principal.inDirectory".into())],
+        ScopeKind::Organizations { ids } => vec![(
+            "organizations",
+            format!("principal in {}", entity_set("ConnectedOrganization", ids)),
+        )],
+        ScopeKind::AllConfiguredOrganizations => vec![(
+            "all-configured-organizations",
+            "principal has organization && principal.organization.configured".into(),
+        )],
+        ScopeKind::AllExternal => vec![("all-external-users", "principal has organization".into())],
+    }
+}
+
 /// The Cedar policies of one assignment policy.
 pub fn compile_policy(policy: &AssignmentPolicy) -> Vec<Rule> {
     let id = &policy.id;
     let resource = format!("resource == {}", entity("AssignmentPolicy", id));
     let settings = policy.requestor_settings.unwrap_or_default();
-    let targets = policy.specific_allowed_targets.clone().unwrap_or_default();
     let mut rules = Vec::new();
 
     // Eligibility: whoever is in scope may be assigned by an administrator
@@ -124,51 +158,11 @@ pub fn compile_policy(policy: &AssignmentPolicy) -> Vec<Rule> {
             &conditions,
         ));
     };
-    match policy.scope() {
-        AllowedTargetScope::Unspecified | AllowedTargetScope::NotSpecified => {}
-        AllowedTargetScope::SpecificDirectorySubjects => {
-            if !targets.user_ids.is_empty() {
-                eligible(
-                    "users",
-                    format!(
-                        "{}.contains(principal)",
-                        entity_set("User", &targets.user_ids)
-                    ),
-                );
-            }
-            if !targets.group_ids.is_empty() {
-                eligible(
-                    "groups",
-                    format!("principal in {}", entity_set("Group", &targets.group_ids)),
-                );
-            }
-        }
-        AllowedTargetScope::AllMemberUsers => {
-            eligible("all-member-users", "principal.kind == \"member\"".into());
-        }
-        AllowedTargetScope::AllDirectoryUsers => {
-            eligible("all-directory-users", "principal.inDirectory".into());
-        }
-        AllowedTargetScope::SpecificConnectedOrganizationUsers => {
-            eligible(
-                "organizations",
-                format!(
-                    "principal in {}",
-                    entity_set("ConnectedOrganization", &targets.connected_organization_ids)
-                ),
-            );
-        }
-        AllowedTargetScope::AllConfiguredConnectedOrganizationUsers => {
-            eligible(
-                "all-configured-organizations",
-                "principal has organization && principal.organization.configured".into(),
-            );
-        }
-        AllowedTargetScope::AllExternalUsers => {
-            eligible("all-external-users", "principal has organization".into());
-        }
+    let scope = ScopeKind::of(policy);
+    for (suffix, condition) in scope_conditions(&scope) {
+        eligible(suffix, condition);
     }
-    if policy.scope() == AllowedTargetScope::NotSpecified {
+    if scope == ScopeKind::AdministratorsOnly {
         rules.push(rule(
             "permit",
             format!("{id}/admin-assign"),

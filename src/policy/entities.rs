@@ -7,8 +7,8 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use cedar_policy::{Entities, Entity, EntityUid, RestrictedExpression};
 
 use crate::domain::assignment::ASSIGNMENTS_BY_TARGET;
-use crate::domain::assignment_policy::is_external_scope;
 use crate::domain::directory::{GROUPS_OF_GROUP, GROUPS_OF_USER, targets};
+use crate::domain::scope::ScopeKind;
 use crate::error::Result;
 use crate::pb::{
     AccessPackage, ApprovalStageStatus, Assignment, AssignmentPolicy, AssignmentRequest, Catalog,
@@ -17,6 +17,7 @@ use crate::pb::{
 use crate::store::ReadView;
 use crate::store::records::{self, Record};
 
+use super::PolicyError;
 use super::compile::entity_uid;
 
 /// A user as decisions see them.
@@ -52,24 +53,28 @@ pub fn group_ancestry(
     Ok(ancestry)
 }
 
-/// Loads what decisions need to know about a directory user.
-pub fn load_subject(view: &(impl ReadView + ?Sized), user: User) -> Result<Subject> {
-    let direct_groups = targets(view, GroupMembership::KIND, GROUPS_OF_USER, &user.id)?;
-    let group_parents = group_ancestry(&direct_groups, |group| {
-        targets(view, GroupMembership::KIND, GROUPS_OF_GROUP, group)
-    })?;
+/// Where the facts about a directory user come from: the store (see
+/// [`load_subject`]) or the decision view's memory.
+pub trait SubjectFacts {
+    /// The groups the user is a direct member of.
+    fn direct_groups(&self, user: &str) -> Result<Vec<String>>;
+    /// The groups a group is a direct member of.
+    fn parent_groups(&self, group: &str) -> Result<Vec<String>>;
+    fn organization(&self, id: &str) -> Result<Option<ConnectedOrganization>>;
+    /// The packages the user holds through active assignments.
+    fn held_packages(&self, user: &str) -> Result<Vec<String>>;
+}
+
+/// A directory user as decisions see them: the one way a [`Subject`] for a
+/// user is built, from whichever facts.
+pub fn subject_of(facts: &(impl SubjectFacts + ?Sized), user: User) -> Result<Subject> {
+    let direct_groups = facts.direct_groups(&user.id)?;
+    let group_parents = group_ancestry(&direct_groups, |group| facts.parent_groups(group))?;
     let organization = match user.connected_organization_id.as_str() {
         "" => None,
-        id => records::load::<ConnectedOrganization>(view, id)?,
+        id => facts.organization(id)?,
     };
-    let mut held_packages = Vec::new();
-    for id in targets(view, Assignment::KIND, ASSIGNMENTS_BY_TARGET, &user.id)? {
-        if let Some(assignment) = records::load::<Assignment>(view, &id)?
-            && assignment.is_active()
-        {
-            held_packages.push(assignment.access_package_id);
-        }
-    }
+    let held_packages = facts.held_packages(&user.id)?;
     Ok(Subject {
         user,
         in_directory: true,
@@ -78,6 +83,40 @@ pub fn load_subject(view: &(impl ReadView + ?Sized), user: User) -> Result<Subje
         organization,
         held_packages,
     })
+}
+
+/// The facts as stored.
+struct Stored<'v, V: ReadView + ?Sized>(&'v V);
+
+impl<V: ReadView + ?Sized> SubjectFacts for Stored<'_, V> {
+    fn direct_groups(&self, user: &str) -> Result<Vec<String>> {
+        targets(self.0, GroupMembership::KIND, GROUPS_OF_USER, user)
+    }
+
+    fn parent_groups(&self, group: &str) -> Result<Vec<String>> {
+        targets(self.0, GroupMembership::KIND, GROUPS_OF_GROUP, group)
+    }
+
+    fn organization(&self, id: &str) -> Result<Option<ConnectedOrganization>> {
+        Ok(records::load::<ConnectedOrganization>(self.0, id)?)
+    }
+
+    fn held_packages(&self, user: &str) -> Result<Vec<String>> {
+        let mut held = Vec::new();
+        for id in targets(self.0, Assignment::KIND, ASSIGNMENTS_BY_TARGET, user)? {
+            if let Some(assignment) = records::load::<Assignment>(self.0, &id)?
+                && assignment.is_active()
+            {
+                held.push(assignment.access_package_id);
+            }
+        }
+        Ok(held)
+    }
+}
+
+/// Loads what decisions need to know about a directory user.
+pub fn load_subject(view: &(impl ReadView + ?Sized), user: User) -> Result<Subject> {
+    subject_of(&Stored(view), user)
 }
 
 /// What a change goes through: the policy, its package and catalog.
@@ -124,7 +163,7 @@ fn user_kind(user: &User) -> &'static str {
 /// `targets` (normally the policies of one package): building them, and
 /// Cedar's transitive closure over them, once per call rather than once per
 /// policy. Packages and catalogs the targets share appear once.
-pub fn slice(subject: &Subject, targets: &[Target<'_>]) -> anyhow::Result<Entities> {
+pub fn slice(subject: &Subject, targets: &[Target<'_>]) -> Result<Entities, PolicyError> {
     let mut entities = Vec::new();
     push_subject(&mut entities, subject)?;
     let mut containers = HashSet::new();
@@ -149,7 +188,7 @@ pub fn approval_slice(
     approver: &Subject,
     stage: &Stage<'_>,
     target: &Target<'_>,
-) -> anyhow::Result<Entities> {
+) -> Result<Entities, PolicyError> {
     let mut entities = Vec::new();
     push_subject(&mut entities, approver)?;
     push_target(&mut entities, target, &mut HashSet::new());
@@ -180,7 +219,7 @@ pub fn approval_slice(
 }
 
 /// The user, their organization and their groups (with ancestors).
-fn push_subject(entities: &mut Vec<Entity>, subject: &Subject) -> anyhow::Result<()> {
+fn push_subject(entities: &mut Vec<Entity>, subject: &Subject) -> Result<(), PolicyError> {
     let user = &subject.user;
     let mut parents: Vec<EntityUid> = subject
         .direct_groups
@@ -274,7 +313,7 @@ fn push_target(
             ("catalog", RestrictedExpression::new_entity_uid(catalog)),
             (
                 "externalScope",
-                RestrictedExpression::new_bool(is_external_scope(target.policy.scope())),
+                RestrictedExpression::new_bool(ScopeKind::of(target.policy).is_external()),
             ),
         ],
         [package],

@@ -27,6 +27,7 @@ use cedar_policy::{
 };
 
 use crate::domain::validate::cedar as cedar_limits;
+use crate::error::Error;
 use crate::pb::{AccessPackage, AssignmentPolicy};
 use crate::store::records::Record;
 use compile::Rule;
@@ -118,7 +119,7 @@ impl From<ChangeContext> for Facts {
 }
 
 impl Facts {
-    fn context(self) -> anyhow::Result<Context> {
+    fn context(self) -> Result<Context, PolicyError> {
         let pairs = match self {
             Facts::Change(c) => vec![
                 ("now", RestrictedExpression::new_long(c.now)),
@@ -137,6 +138,53 @@ impl Facts {
         Ok(Context::from_pairs(
             pairs.into_iter().map(|(k, v)| (k.to_string(), v)),
         )?)
+    }
+}
+
+/// Why a decision could not be made: Cedar refused what the service built
+/// for it (an entity, the context or the request). A fault of the service,
+/// never the caller's; Cedar's error is kept as the source.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("a Cedar entity could not be built: {0}")]
+    Entity(#[source] Box<cedar_policy::EntityAttrEvaluationError>),
+    #[error("the Cedar entities could not be assembled: {0}")]
+    Entities(#[source] Box<cedar_policy::entities_errors::EntitiesError>),
+    #[error("the Cedar context could not be built: {0}")]
+    Context(#[source] Box<cedar_policy::ContextCreationError>),
+    #[error("the Cedar request is invalid: {0}")]
+    Request(#[source] Box<cedar_policy::RequestValidationError>),
+    #[error("a Cedar expression could not be built: {0}")]
+    Expression(#[source] Box<cedar_policy::ExpressionConstructionError>),
+    /// The stored policies of a package do not compile to a valid set;
+    /// `problem` is the validator's message, as writes report it.
+    #[error("package {package}: {problem}")]
+    PackageSet { package: String, problem: String },
+}
+
+/// Cedar's errors are large; they are kept boxed.
+macro_rules! policy_error_from {
+    ($($variant:ident($error:ty)),* $(,)?) => {
+        $(impl From<$error> for PolicyError {
+            fn from(error: $error) -> Self {
+                Self::$variant(Box::new(error))
+            }
+        })*
+    };
+}
+
+policy_error_from!(
+    Entity(cedar_policy::EntityAttrEvaluationError),
+    Entities(cedar_policy::entities_errors::EntitiesError),
+    Context(cedar_policy::ContextCreationError),
+    Request(cedar_policy::RequestValidationError),
+    Expression(cedar_policy::ExpressionConstructionError),
+);
+
+/// A decision that could not be made is an internal error, cause kept.
+impl From<PolicyError> for Error {
+    fn from(error: PolicyError) -> Self {
+        Error::Internal(Box::new(error))
     }
 }
 
@@ -318,7 +366,7 @@ impl PolicyEngine {
         &self,
         package: &AccessPackage,
         policies: &[&AssignmentPolicy],
-    ) -> anyhow::Result<Arc<PolicySet>> {
+    ) -> Result<Arc<PolicySet>, PolicyError> {
         let revision =
             |info: &Option<crate::pb::RecordInfo>| info.as_ref().map_or(0, |i| i.revision);
         let mut built_from = vec![(package.id(), revision(&package.info))];
@@ -344,8 +392,12 @@ impl PolicyEngine {
             rules.extend(compile::compile_policy(policy));
         }
         let set = Arc::new(
-            on_deep_stack(|| self.policy_set(&rules))
-                .map_err(|e| anyhow!("package {}: {e}", package.id))?,
+            on_deep_stack(|| self.policy_set(&rules)).map_err(|problem| {
+                PolicyError::PackageSet {
+                    package: package.id.clone(),
+                    problem,
+                }
+            })?,
         );
         shards.insert(
             package.id.clone(),
@@ -359,7 +411,11 @@ impl PolicyEngine {
 
     /// The entities of a decision on `action` that tests action groups:
     /// `entities`, the action and the groups it is in.
-    pub fn with_action(&self, entities: Vec<Entity>, action: &str) -> anyhow::Result<Entities> {
+    pub fn with_action(
+        &self,
+        entities: Vec<Entity>,
+        action: &str,
+    ) -> Result<Entities, PolicyError> {
         let groups = self
             .actions
             .get(&compile::entity("Action", action))
@@ -390,7 +446,7 @@ impl PolicyEngine {
         resource: EntityUid,
         facts: impl Into<Facts>,
         entities: &Entities,
-    ) -> anyhow::Result<Decision> {
+    ) -> Result<Decision, PolicyError> {
         let action = compile::entity_uid("Action", action);
         let context = facts.into().context()?;
         let request = Request::new(principal, action, resource, context, Some(&self.schema))?;

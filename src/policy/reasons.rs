@@ -8,10 +8,8 @@
 
 use std::fmt;
 
-use crate::domain::assignment_policy::is_external_scope;
-use crate::pb::{
-    AllowedTargetScope, ConnectedOrganizationState, ExpirationType, UserKind, UserState,
-};
+use crate::domain::scope::{Requestor, ScopeKind};
+use crate::pb::{ConnectedOrganizationState, ExpirationType, UserKind, UserState};
 
 use super::ChangeContext;
 use super::compile::actions::{ADMIN_ASSIGN, EXTEND_ACCESS, REMOVE_ACCESS, REQUEST_ACCESS};
@@ -146,7 +144,7 @@ pub fn reasons(
                 catalog: catalog.id.clone(),
             });
         }
-        if is_external_scope(policy.scope()) && catalog.externally_visible != Some(true) {
+        if ScopeKind::of(policy).is_external() && catalog.externally_visible != Some(true) {
             reasons.push(Reason::CatalogNotExternallyVisible {
                 catalog: catalog.id.clone(),
             });
@@ -186,8 +184,8 @@ pub fn reasons(
         });
     }
     if changes_access {
-        match policy.scope() {
-            AllowedTargetScope::NotSpecified if by_user => reasons.push(Reason::AdministratorsOnly),
+        match ScopeKind::of(policy) {
+            ScopeKind::AdministratorsOnly if by_user => reasons.push(Reason::AdministratorsOnly),
             _ => reasons.extend(outside_scope(subject, target).map(Reason::NotInScope)),
         }
     }
@@ -217,58 +215,16 @@ pub fn reasons(
 
 /// How `subject` falls outside the policy's scope, if they do.
 fn outside_scope(subject: &Subject, target: &Target<'_>) -> Option<String> {
-    let user = &subject.user;
-    let targets = target
-        .policy
-        .specific_allowed_targets
-        .clone()
-        .unwrap_or_default();
-    let in_org = |ids: &[String]| {
-        subject
-            .organization
-            .as_ref()
-            .is_some_and(|o| ids.contains(&o.id))
-    };
-    match target.policy.scope() {
-        AllowedTargetScope::SpecificDirectorySubjects => {
-            let listed = targets.user_ids.contains(&user.id);
-            let in_group = targets
-                .group_ids
-                .iter()
-                .any(|g| subject.group_parents.contains_key(g));
-            if listed || in_group {
-                return None;
-            }
-            let groups: Vec<_> = targets
-                .group_ids
-                .iter()
-                .map(|g| format!("group {g}"))
-                .collect();
-            Some(if groups.is_empty() {
-                "not one of the listed users".to_string()
-            } else {
-                format!("not listed and not in {}", groups.join(" or "))
-            })
-        }
-        AllowedTargetScope::AllMemberUsers if user.kind() == UserKind::Guest => {
-            Some("guests are not members".into())
-        }
-        AllowedTargetScope::SpecificConnectedOrganizationUsers
-            if !in_org(&targets.connected_organization_ids) =>
-        {
-            Some("not a user of the listed connected organizations".into())
-        }
-        AllowedTargetScope::AllConfiguredConnectedOrganizationUsers
-            if subject
-                .organization
-                .as_ref()
-                .is_none_or(|o| o.state() != ConnectedOrganizationState::Configured) =>
-        {
-            Some("not a user of a configured connected organization".into())
-        }
-        AllowedTargetScope::AllExternalUsers if subject.organization.is_none() => {
-            Some("not an external user".into())
-        }
-        _ => None,
-    }
+    let in_group = |group: &str| subject.group_parents.contains_key(group);
+    ScopeKind::of(target.policy).excludes(&Requestor {
+        user_id: &subject.user.id,
+        guest: subject.user.kind() == UserKind::Guest,
+        in_group: &in_group,
+        organization: subject.organization.as_ref().map(|o| {
+            (
+                o.id.as_str(),
+                o.state() == ConnectedOrganizationState::Configured,
+            )
+        }),
+    })
 }

@@ -2,12 +2,12 @@
 //! a past moment, as rows. Callers decide what may be seen (`visible`, by
 //! catalog id) and where a page starts; a report returns one page.
 
-use crate::clock::Moment;
 use crate::domain::assignment::ACTIVE_BY_END;
 use crate::domain::crud::Listed;
 use crate::domain::request::time_key;
 use crate::error::{Error, Result};
 use crate::pb::{AccessRow, Assignment};
+use crate::shared::clock::Moment;
 use crate::store::ReadView;
 use crate::store::records::{self, Record};
 

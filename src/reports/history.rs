@@ -15,12 +15,12 @@ use crate::audit::history::{
     DELIVERED, EXPIRED, PACKAGE_CREATED, PACKAGE_DELETED, PACKAGE_UPDATED, REMOVED, keys, role_key,
 };
 use crate::audit::query::{self, Filter, Order};
-use crate::clock::Moment;
 use crate::domain::assignment::ASSIGNMENTS_BY_PACKAGE;
 use crate::domain::directory::targets;
 use crate::domain::package::PACKAGES_BY_RESOURCE;
 use crate::error::{Error, Result};
 use crate::pb::{AccessPackage, Assignment, AuditEvent};
+use crate::shared::clock::Moment;
 use crate::store::ReadView;
 use crate::store::records::{self, Record};
 

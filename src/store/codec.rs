@@ -17,13 +17,14 @@ pub fn encode<M: prost::Message>(message: &M) -> Vec<u8> {
 
 pub fn decode<M: prost::Message + Default>(bytes: &[u8]) -> StoreResult<M> {
     match bytes.split_first() {
-        Some((&FORMAT_VERSION, body)) => {
-            M::decode(body).map_err(|e| StoreError::Corrupt(e.to_string()))
-        }
-        Some((version, _)) => Err(StoreError::Corrupt(format!(
+        Some((&FORMAT_VERSION, body)) => M::decode(body).map_err(|e| StoreError::Corrupt {
+            what: e.to_string(),
+            cause: Some(e.into()),
+        }),
+        Some((version, _)) => Err(StoreError::corrupt(format!(
             "record format version {version} is not supported (expected {FORMAT_VERSION})"
         ))),
-        None => Err(StoreError::Corrupt("empty record".into())),
+        None => Err(StoreError::corrupt("empty record")),
     }
 }
 

@@ -2,14 +2,13 @@
 //! `request_id` is kept under (caller, method, request id) with a
 //! fingerprint of the request body. A retry with the same body gets that
 //! result and writes nothing; reusing the request id for a different body
-//! is a client error (INVALID_ARGUMENT naming `request_id`), never a
+//! is refused ([`RecordError::RequestIdReused`]: a client error), never a
 //! silent answer about some other request.
 
 use sha2::{Digest, Sha256};
 
-use super::records::Record;
+use super::records::{Record, RecordError, RecordResult};
 use super::{ReadView, Txn, codec, keys};
-use crate::error::{Error, Result};
 
 /// What a call with a request id leaves behind.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -61,8 +60,9 @@ impl Idempotency {
     }
 
     /// The result of the first call with this request id, if there was
-    /// one with the same body; INVALID_ARGUMENT if its body differed.
-    pub fn recall<R: Record>(&self, view: &(impl ReadView + ?Sized)) -> Result<Option<R>> {
+    /// one with the same body; [`RecordError::RequestIdReused`] if its body
+    /// differed.
+    pub fn recall<R: Record>(&self, view: &(impl ReadView + ?Sized)) -> RecordResult<Option<R>> {
         let Some(Keyed { key, fingerprint }) = &self.keyed else {
             return Ok(None);
         };
@@ -71,14 +71,9 @@ impl Idempotency {
         };
         let first: FirstResult = codec::decode(&bytes)?;
         if first.fingerprint != *fingerprint {
-            return Err(Error::invalid(
-                "request_id",
-                format!(
-                    "was already used by this caller for a different {} request; \
-                     a new request needs a new request_id",
-                    self.method
-                ),
-            ));
+            return Err(RecordError::RequestIdReused {
+                method: self.method,
+            });
         }
         Ok(Some(codec::decode(&first.result)?))
     }

@@ -11,7 +11,7 @@
 //! | `q`   | caller, method, request id                  | body fingerprint, first result |
 //! | `m`   | name                                        | store metadata        |
 
-const SEP: u8 = 0;
+pub const SEP: u8 = 0;
 
 pub const RECORD: &str = "r";
 pub const INDEX: &str = "i";

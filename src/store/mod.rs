@@ -24,19 +24,31 @@ pub type Revision = u64;
 
 pub type KeyValue = (Vec<u8>, Vec<u8>);
 
+/// An error of a storage backend, kept as the source of a [`StoreError`].
+pub type BackendError = Box<dyn std::error::Error + Send + Sync>;
+
+/// How the store fails. The variants speak of the contract, not of a
+/// backend; what the backend said is kept as the source.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("storage engine: {0}")]
-    Engine(#[from] sled::Error),
+    /// The backend could not read or write.
+    #[error("storage backend: {0}")]
+    Backend(#[source] BackendError),
     #[error("storage i/o: {0}")]
     Io(#[from] std::io::Error),
-    #[error("stored data is unreadable: {0}")]
-    Corrupt(String),
+    /// What the store holds cannot be read (a record that does not decode,
+    /// a malformed key).
+    #[error("stored data is unreadable: {what}")]
+    Corrupt {
+        what: String,
+        #[source]
+        cause: Option<BackendError>,
+    },
     /// A write could not be made durable (a full or failing disk). The
     /// store refuses everything from then on and the server stops, so
     /// that a restart recovers exactly what was acknowledged.
     #[error("the store could not make a write durable and is stopping: {0}")]
-    Failed(String),
+    Failed(Failure),
     #[error(
         "{0}; refusing to start. Restore the data directory from a backup, or accept the loss \
          with `entitlements store accept-rollback --data-dir {dir}`",
@@ -53,6 +65,40 @@ pub enum StoreError {
     /// The database's schema does not fit this binary.
     #[error("{0}")]
     Incompatible(String),
+}
+
+impl StoreError {
+    /// Stored data that cannot be read, for the reason `what`.
+    pub fn corrupt(what: impl Into<String>) -> Self {
+        Self::Corrupt {
+            what: what.into(),
+            cause: None,
+        }
+    }
+}
+
+/// Why the store failed (fail-stop): the error that kept a write from
+/// becoming durable. Every call refused from then on carries the same one.
+#[derive(Debug, Clone)]
+pub struct Failure(Arc<dyn std::error::Error + Send + Sync>);
+
+impl Failure {
+    pub fn new(cause: impl Into<BackendError>) -> Self {
+        Self(Arc::from(cause.into()))
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// Transparent: the failure is its cause.
+impl std::error::Error for Failure {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
 }
 
 /// A store that lacks commits it acknowledged: what it holds and what
@@ -135,6 +181,16 @@ pub struct Change<'a> {
     pub writes: &'a [(Vec<u8>, Option<Vec<u8>>)],
 }
 
+impl Change<'_> {
+    /// The records the commit wrote or removed, in the order it did; other
+    /// keys (indexes, metadata) are left out.
+    pub fn records(&self) -> impl Iterator<Item = records::RecordChange<'_>> {
+        self.writes
+            .iter()
+            .filter_map(|(key, value)| records::RecordChange::parse(key, value.as_deref()))
+    }
+}
+
 /// Told about every committed write, in revision order, once it is durable
 /// and before it is acknowledged: in-memory views that follow the store
 /// are therefore never behind what a client was told was written.
@@ -169,7 +225,7 @@ pub trait Store: ReadView + Send + Sync + 'static {
 
     /// Resolves with the reason once the store failed for good (it refuses
     /// every read and write from then on); never while it is healthy.
-    fn failure(&self) -> Pin<Box<dyn Future<Output = String> + Send + '_>>;
+    fn failure(&self) -> Pin<Box<dyn Future<Output = Failure> + Send + '_>>;
 
     /// Whether the store can take writes now (false while its database is
     /// unreachable); changes as that does. An embedded store always can.

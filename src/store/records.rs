@@ -2,12 +2,88 @@
 //! secondary index entries, uniqueness constraints and references to other
 //! records, and [`save`] / [`remove`] keep all of them in step with the
 //! record in the same transaction. References are what make "delete of
-//! something in use" a FAILED_PRECONDITION that names the users.
+//! something in use" a refusal that names the users.
+//!
+//! What these operations refuse (a record that is missing, a uniqueness
+//! claim another record holds, a record others refer to) is a
+//! [`RecordError`]; the layers above decide how to tell a client.
 
 use std::collections::BTreeSet;
 
 use super::{ReadView, StoreError, StoreResult, Txn, codec, keys};
-use crate::error::{Error, PreconditionKind, PreconditionViolation, Result};
+
+/// What typed-record operations refuse, besides failures of the store.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// No record of `kind` has the id.
+    #[error("{kind} {id:?} not found")]
+    NotFound { kind: &'static str, id: String },
+    /// Another record of `kind` (`owner`) holds the uniqueness claim
+    /// (`name`, `value`).
+    #[error("{kind} {owner:?} already has {name} {value:?}")]
+    Taken {
+        kind: &'static str,
+        name: &'static str,
+        value: String,
+        owner: String,
+    },
+    /// Records refer to (`kind`, `id`), which therefore stays: up to
+    /// [`NAMED_REFERRERS`] of them, at least one.
+    #[error("{kind} {id:?} is in use by {} record(s)", referrers.len())]
+    InUse {
+        kind: String,
+        id: String,
+        referrers: Vec<Referrer>,
+    },
+    /// A request id was used before by the same caller for a different
+    /// request of `method` (see [`super::idempotency`]).
+    #[error("request id already used for a different {method} request")]
+    RequestIdReused { method: &'static str },
+}
+
+pub type RecordResult<T> = Result<T, RecordError>;
+
+/// A committed change to one record: its kind and id as the store keys
+/// it, and the new encoded value (None: removed). Commits reach observers
+/// as these ([`super::Change::records`]); observers decode the kinds they
+/// follow with [`RecordChange::decode`] and never read key bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordChange<'a> {
+    pub kind: &'a str,
+    pub id: &'a str,
+    value: Option<&'a [u8]>,
+}
+
+impl<'a> RecordChange<'a> {
+    /// The change a write of `value` (None: a delete) to `key` makes, if
+    /// `key` is a record's key.
+    pub fn parse(key: &'a [u8], value: Option<&'a [u8]>) -> Option<Self> {
+        let text = std::str::from_utf8(key).ok()?;
+        let mut parts = text.splitn(3, char::from(keys::SEP));
+        if parts.next()? != keys::RECORD {
+            return None;
+        }
+        Some(Self {
+            kind: parts.next()?,
+            id: parts.next()?,
+            value,
+        })
+    }
+
+    /// Whether the change is to a record of kind `R`.
+    pub fn is<R: Record>(&self) -> bool {
+        self.kind == R::KIND
+    }
+
+    /// For a change to a record of kind `R`: the record as written, or None
+    /// if it was removed. None for a change to another kind.
+    pub fn decode<R: Record>(&self) -> Option<StoreResult<Option<R>>> {
+        self.is::<R>()
+            .then(|| self.value.map(codec::decode).transpose())
+    }
+}
 
 /// A secondary index entry: `target` is listed under (`name`, `value`).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -97,9 +173,12 @@ pub fn subject<R: Record>(id: &str) -> String {
     format!("{}/{id}", R::KIND)
 }
 
-/// Loads a record or fails with NOT_FOUND.
-pub fn require<R: Record>(view: &(impl ReadView + ?Sized), id: &str) -> Result<R> {
-    load(view, id)?.ok_or_else(|| Error::not_found(R::KIND, id))
+/// Loads a record, or refuses with [`RecordError::NotFound`].
+pub fn require<R: Record>(view: &(impl ReadView + ?Sized), id: &str) -> RecordResult<R> {
+    load(view, id)?.ok_or_else(|| RecordError::NotFound {
+        kind: R::KIND,
+        id: id.to_string(),
+    })
 }
 
 pub fn exists<R: Record>(view: &(impl ReadView + ?Sized), id: &str) -> StoreResult<bool> {
@@ -107,8 +186,9 @@ pub fn exists<R: Record>(view: &(impl ReadView + ?Sized), id: &str) -> StoreResu
 }
 
 /// Writes `new` (replacing `old`, which must be what is stored), keeping its
-/// index entries, uniqueness claims and references in step.
-pub fn save<R: Record>(txn: &mut dyn Txn, old: Option<&R>, new: &R) -> Result<()> {
+/// index entries, uniqueness claims and references in step. A uniqueness
+/// claim another record holds is [`RecordError::Taken`].
+pub fn save<R: Record>(txn: &mut dyn Txn, old: Option<&R>, new: &R) -> RecordResult<()> {
     let id = new.id();
     let id = id.as_str();
     let old_uniques: BTreeSet<_> = old
@@ -122,10 +202,11 @@ pub fn save<R: Record>(txn: &mut dyn Txn, old: Option<&R>, new: &R) -> Result<()
         if let Some(owner) = txn.get(&key)? {
             let owner = String::from_utf8_lossy(&owner).into_owned();
             if owner != id {
-                return Err(Error::AlreadyExists {
+                return Err(RecordError::Taken {
                     kind: R::KIND,
-                    id: owner.clone(),
-                    message: format!("{} {owner:?} already has {name} {value:?}", R::KIND),
+                    name,
+                    value: value.clone(),
+                    owner,
                 });
             }
         }
@@ -165,9 +246,9 @@ pub fn save<R: Record>(txn: &mut dyn Txn, old: Option<&R>, new: &R) -> Result<()
     Ok(())
 }
 
-/// Deletes a record and everything [`save`] wrote for it. FAILED_PRECONDITION
-/// (see [`ensure_unreferenced`]) while other records refer to it.
-pub fn remove<R: Record>(txn: &mut dyn Txn, record: &R) -> Result<()> {
+/// Deletes a record and everything [`save`] wrote for it;
+/// [`RecordError::InUse`] while other records refer to it.
+pub fn remove<R: Record>(txn: &mut dyn Txn, record: &R) -> RecordResult<()> {
     let id = record.id();
     ensure_unreferenced(txn, R::KIND, &id, None)?;
     for (name, value) in record.uniques() {
@@ -184,44 +265,27 @@ pub fn remove<R: Record>(txn: &mut dyn Txn, record: &R) -> Result<()> {
 }
 
 /// The most referrers an "in use" refusal names.
-const NAMED_REFERRERS: usize = 10;
+pub const NAMED_REFERRERS: usize = 10;
 
-/// FAILED_PRECONDITION naming (up to ten of) the records that refer to
-/// (`kind`, `id`), apart from those of kind `ignored` (references that go
-/// away with the record, e.g. a user's group memberships).
+/// [`RecordError::InUse`] naming (up to [`NAMED_REFERRERS`] of) the records
+/// that refer to (`kind`, `id`), apart from those of kind `ignored`
+/// (references that go away with the record, e.g. a user's group
+/// memberships).
 pub fn ensure_unreferenced(
     view: &(impl ReadView + ?Sized),
     kind: &str,
     id: &str,
     ignored: Option<&str>,
-) -> Result<()> {
+) -> RecordResult<()> {
     let referrers = referrers_except(view, kind, id, ignored, NAMED_REFERRERS)?;
     if referrers.is_empty() {
         return Ok(());
     }
-    Err(in_use(kind, id, &referrers))
-}
-
-/// FAILED_PRECONDITION: `kind` `id` is in use by `referrers` (at least
-/// one), each named as an IN_USE violation.
-pub fn in_use(kind: &str, id: &str, referrers: &[Referrer]) -> Error {
-    let names: Vec<String> = referrers
-        .iter()
-        .map(|r| format!("{} {:?}", r.kind_name, r.id))
-        .collect();
-    let mut violations = referrers.iter().map(|r| {
-        PreconditionViolation::new(
-            PreconditionKind::InUse,
-            format!("{}/{}", r.kind_name, r.id),
-            format!("refers to {kind} {id:?}"),
-        )
-    });
-    let first = violations.next().expect("in use by at least one referrer");
-    Error::preconditions(
-        format!("{kind} {id:?} is in use by {}", names.join(", ")),
-        first,
-        violations,
-    )
+    Err(RecordError::InUse {
+        kind: kind.to_string(),
+        id: id.to_string(),
+        referrers,
+    })
 }
 
 /// A record that refers to another.
@@ -257,7 +321,7 @@ pub fn referrers_except(
             let sep = rest
                 .iter()
                 .position(|b| *b == 0)
-                .ok_or_else(|| StoreError::Corrupt("malformed reference key".into()))?;
+                .ok_or_else(|| StoreError::corrupt("malformed reference key"))?;
             Ok(Referrer {
                 kind_name: String::from_utf8_lossy(&rest[..sep]).into_owned(),
                 id: String::from_utf8_lossy(&rest[sep + 1..]).into_owned(),
@@ -274,7 +338,7 @@ pub fn referrers_except(
 /// Writes the reference entries of every stored record of kind `R` again:
 /// for records stored before `R` named (some of) what it refers to. Returns
 /// how many records it visited.
-pub fn restore_references<R: Record>(txn: &mut dyn Txn) -> Result<usize> {
+pub fn restore_references<R: Record>(txn: &mut dyn Txn) -> StoreResult<usize> {
     let stored: Vec<R> = txn
         .scan(&keys::prefix(&[keys::RECORD, R::KIND]), None)
         .map(|item| item.and_then(|(_, bytes)| codec::decode(&bytes)))
@@ -367,11 +431,25 @@ pub fn index_range<'v>(
             let rest = String::from_utf8_lossy(&key[skip..]).into_owned();
             let (value, target) = rest
                 .split_once('\0')
-                .ok_or_else(|| StoreError::Corrupt("malformed index key".into()))?;
+                .ok_or_else(|| StoreError::corrupt("malformed index key"))?;
             Ok((value.to_string(), target.to_string()))
         })
         .take_while(move |item| match item {
             Ok((value, _)) => *value <= last_value,
             Err(_) => true,
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_change_is_read_from_record_keys_only() {
+        let key = keys::key(&[keys::RECORD, "user", "u/1"]);
+        let change = RecordChange::parse(&key, None).expect("a record key");
+        assert_eq!((change.kind, change.id), ("user", "u/1"));
+        let index = keys::key(&[keys::INDEX, "user", "u/1"]);
+        assert_eq!(RecordChange::parse(&index, None), None);
+    }
 }

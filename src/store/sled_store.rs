@@ -35,9 +35,15 @@ use tokio::sync::{oneshot, watch};
 
 use super::acknowledged::{AcknowledgedFile, Mark};
 use super::{
-    Change, CommitObserver, KeyValue, ReadView, Revision, Rollback, Store, StoreError, StoreResult,
-    Txn, WriteJob, keys,
+    Change, CommitObserver, Failure, KeyValue, ReadView, Revision, Rollback, Store, StoreError,
+    StoreResult, Txn, WriteJob, keys,
 };
+
+impl From<sled::Error> for StoreError {
+    fn from(error: sled::Error) -> Self {
+        StoreError::Backend(Box::new(error))
+    }
+}
 
 /// A key written (Some) or deleted (None) by a commit.
 type KeyWrite = (Vec<u8>, Option<Vec<u8>>);
@@ -63,7 +69,7 @@ pub struct SledStore {
     queue: Mutex<Option<mpsc::Sender<Pending>>>,
     committer: Mutex<Option<JoinHandle<()>>>,
     /// Why the store failed, once a batch could not be made durable.
-    failure: watch::Receiver<Option<String>>,
+    failure: watch::Receiver<Option<Failure>>,
 }
 
 /// The store as found on disk, before anything is served from it.
@@ -191,14 +197,15 @@ impl SledStore {
 
     /// Resolves with the reason once a write could not be made durable;
     /// never while the store is healthy.
-    pub async fn failure(&self) -> String {
+    pub async fn failure(&self) -> Failure {
         let mut failure = self.failure.clone();
         let reason = failure
             .wait_for(Option::is_some)
             .await
-            .map(|reason| reason.clone().unwrap_or_default());
+            .map(|reason| reason.clone());
         match reason {
-            Ok(reason) => reason,
+            Ok(Some(reason)) => reason,
+            Ok(None) => unreachable!("waited for a failure"),
             // The committer stopped without failing: the store was closed.
             Err(_) => std::future::pending().await,
         }
@@ -317,7 +324,9 @@ impl Store for SledStore {
         SledStore::close(self)
     }
 
-    fn failure(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = String> + Send + '_>> {
+    fn failure(
+        &self,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = super::Failure> + Send + '_>> {
         Box::pin(SledStore::failure(self))
     }
 }
@@ -355,7 +364,7 @@ fn within_prefix<'a>(
 fn decode_revision(bytes: &[u8]) -> StoreResult<Revision> {
     let raw: [u8; 8] = bytes
         .try_into()
-        .map_err(|_| StoreError::Corrupt("store revision is not 8 bytes".into()))?;
+        .map_err(|_| StoreError::corrupt("store revision is not 8 bytes"))?;
     Ok(u64::from_be_bytes(raw))
 }
 
@@ -367,7 +376,7 @@ struct Committer {
     acknowledged: AcknowledgedFile,
     /// The audit head as of the last durable batch.
     audit_head: Vec<u8>,
-    failed: watch::Sender<Option<String>>,
+    failed: watch::Sender<Option<Failure>>,
 }
 
 impl Committer {
@@ -394,7 +403,7 @@ impl Committer {
     }
 
     /// Commits a batch; the error is why it could not be made durable.
-    fn commit_batch(&mut self, pending: Vec<Pending>) -> Result<(), String> {
+    fn commit_batch(&mut self, pending: Vec<Pending>) -> Result<(), Failure> {
         let mut batch = Overlay::new();
         let mut revision = self.revision.load(Ordering::Acquire);
         let mut replies = Vec::with_capacity(pending.len());
@@ -424,7 +433,7 @@ impl Committer {
         } else {
             self.make_durable(batch, revision)
         };
-        let result = result.map_err(|error| error.to_string());
+        let result = result.map_err(Failure::new);
         match result {
             Ok(()) => {
                 self.revision.store(revision, Ordering::Release);
@@ -666,7 +675,7 @@ mod tests {
             .unwrap();
             let failed = write::<(), _, _>(&store, |txn| {
                 txn.put(b"k2".to_vec(), b"v".to_vec());
-                Err(StoreError::Corrupt("no".into()))
+                Err(StoreError::corrupt("no"))
             })
             .await;
             assert!(failed.is_err());

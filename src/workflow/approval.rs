@@ -8,9 +8,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use crate::clock::Moment;
 use crate::domain::directory::targets;
-use crate::domain::entity::Actor;
 use crate::domain::request::{PENDING_FOR_GROUP, PENDING_FOR_USER, current_stage, transition};
 use crate::domain::validate::Check;
 use crate::error::{Error, PreconditionKind, Result};
@@ -21,6 +19,8 @@ use crate::pb::{
 use crate::policy::compile::actions::APPROVE;
 use crate::policy::entities::{Stage, approval_slice, request_uid, user_uid};
 use crate::policy::{Facts, PolicyEngine};
+use crate::shared::actor::Actor;
+use crate::shared::clock::Moment;
 use crate::store::records::{self, Record};
 use crate::store::{ReadView, Store, Txn, write};
 
@@ -183,7 +183,7 @@ pub async fn decide(
             status: current,
         };
         let entities =
-            approval_slice(&approver, &stage, &scope.target(&policy)).map_err(Error::internal)?;
+            approval_slice(&approver, &stage, &scope.target(&policy)).map_err(Error::from)?;
         let now = actor.moment();
         let decision = engine
             .decide(
@@ -194,7 +194,7 @@ pub async fn decide(
                 Facts::Approval { now: now.seconds() },
                 &entities,
             )
-            .map_err(Error::internal)?;
+            .map_err(Error::from)?;
         require_allowed(&decision, || {
             format!(
                 "user {:?} may not decide stage {} of request {:?}",

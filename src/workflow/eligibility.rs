@@ -9,7 +9,6 @@ use std::sync::Arc;
 
 use cedar_policy::PolicySet;
 
-use crate::clock::Moment;
 use crate::domain::assignment_policy::POLICIES_BY_PACKAGE;
 use crate::domain::directory::targets;
 use crate::error::{Error, Result};
@@ -20,6 +19,7 @@ use crate::policy::compile::actions::{ADMIN_ASSIGN, EXTEND_ACCESS, REQUEST_ACCES
 use crate::policy::entities::{Subject, Target, load_subject, policy_uid, slice, user_uid};
 use crate::policy::reasons::reasons;
 use crate::policy::{ChangeContext, Decision, PolicyEngine};
+use crate::shared::clock::Moment;
 use crate::store::ReadView;
 use crate::store::records::{self, Record};
 
@@ -37,7 +37,7 @@ pub fn decide(
     context: ChangeContext,
 ) -> Result<Decision> {
     let scope = PolicyScope::load(engine, view, policy)?;
-    let entities = slice(subject, &[scope.target(policy)]).map_err(Error::internal)?;
+    let entities = slice(subject, &[scope.target(policy)]).map_err(Error::from)?;
     engine
         .decide(
             &scope.set,
@@ -47,7 +47,7 @@ pub fn decide(
             context,
             &entities,
         )
-        .map_err(Error::internal)
+        .map_err(Error::from)
 }
 
 /// What every decision through a policy needs: its package, catalog, and
@@ -77,7 +77,7 @@ impl PolicyScope {
         }
         let set = engine
             .package_set(&package, &policies.iter().collect::<Vec<_>>())
-            .map_err(Error::internal)?;
+            .map_err(Error::from)?;
         Ok(Self {
             package,
             catalog,

@@ -4,11 +4,10 @@
 //! domain: the domain is unique across organizations).
 
 use crate::audit::{self, Draft};
-use crate::domain::crud::new_id;
 use crate::domain::directory::{
     ORGANIZATION_BY_DOMAIN, ORGANIZATION_BY_TENANT, email_domain, is_domain,
 };
-use crate::domain::entity::{Actor, stamp};
+use crate::domain::entity::stamp;
 use crate::domain::validate::{Check, MAX_EMAIL, MAX_NAME};
 use crate::error::Result;
 use crate::pb::{
@@ -16,6 +15,8 @@ use crate::pb::{
     ExternalRequestor, IdentitySource, User, UserKind, UserState, identity_source,
 };
 use crate::policy::entities::Subject;
+use crate::shared::actor::Actor;
+use crate::shared::id::new_id;
 use crate::store::records::{self, Record};
 use crate::store::{ReadView, Txn};
 

@@ -11,12 +11,10 @@
 //! deciding Cedar policy ids in its history and in the audit trail.
 
 use crate::audit::{self, Draft};
-use crate::clock::Moment;
 use crate::domain::assignment::{ACTIVE_PAIR, ASSIGNMENTS_BY_TARGET};
-use crate::domain::crud::new_id;
 use crate::domain::directory::{self, targets};
 use crate::domain::entity::stamp;
-use crate::domain::entity::{Actor, Entity, record_info};
+use crate::domain::entity::{Entity, record_info};
 use crate::domain::request::{OPEN_BY_TARGET, cancel_open, pair_key, save_request, transition};
 use crate::domain::settings;
 use crate::error::Result;
@@ -25,6 +23,9 @@ use crate::pb::{
     RequestType, User, UserKind, UserState,
 };
 use crate::policy::PolicyEngine;
+use crate::shared::actor::Actor;
+use crate::shared::clock::Moment;
+use crate::shared::id::new_id;
 use crate::store::Txn;
 use crate::store::records::{self, Record};
 
@@ -200,9 +201,9 @@ fn end_assignment(
     let mut assignment = old.clone();
     assignment.set_state(AssignmentState::Expired);
     assignment.set_end_reason(reason);
-    assignment.ended_time = Some(crate::clock::to_timestamp(actor.now));
+    assignment.ended_time = Some(crate::shared::clock::to_timestamp(actor.now));
     assignment.info = Some(record_info(actor, txn.revision(), old.info.as_ref()));
-    records::save(txn, Some(old), &assignment)
+    Ok(records::save(txn, Some(old), &assignment)?)
 }
 
 fn holds_any_assignment(txn: &dyn Txn, user_id: &str) -> Result<bool> {
@@ -296,7 +297,7 @@ pub fn submitted(r#type: RequestType, actor: &Actor) -> AssignmentRequest {
     request.set_state(RequestState::Submitted);
     request.history.push(crate::pb::StateChange {
         state: RequestState::Submitted as i32,
-        time: Some(crate::clock::to_timestamp(actor.now)),
+        time: Some(crate::shared::clock::to_timestamp(actor.now)),
         actor: actor.id.clone(),
         reason: String::new(),
         policy_ids: Vec::new(),

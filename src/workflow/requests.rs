@@ -7,9 +7,7 @@ use std::time::SystemTime;
 
 use prost::Message;
 
-use crate::clock::Moment;
 use crate::domain::assignment::ACTIVE_PAIR;
-use crate::domain::entity::Actor;
 use crate::domain::request::{OPEN_ADD, OPEN_CHANGE, pair_key, transition};
 use crate::domain::validate::{self, Check};
 use crate::error::{Error, PreconditionKind, Result};
@@ -19,6 +17,8 @@ use crate::pb::{
 };
 use crate::policy::compile::actions::{ADMIN_ASSIGN, EXTEND_ACCESS, REMOVE_ACCESS, REQUEST_ACCESS};
 use crate::policy::{ChangeContext, PolicyEngine};
+use crate::shared::actor::Actor;
+use crate::shared::clock::Moment;
 use crate::store::idempotency::Idempotency;
 use crate::store::records::{self, Record};
 use crate::store::{Store, Txn, write};
@@ -592,7 +592,8 @@ mod tests {
                     }),
                     ..Default::default()
                 },
-            )
+            )?;
+            Ok(())
         })
         .await
         .unwrap();
@@ -633,7 +634,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_user_add_foreseen_before_its_user_left_the_group_is_refused() {
-        let refused = user_add_across(|txn| records::remove(txn, &membership())).await;
+        let refused = user_add_across(|txn| Ok(records::remove(txn, &membership())?)).await;
         assert!(
             matches!(refused, Err(Error::Ineligible { .. })),
             "{refused:?}"

@@ -1,9 +1,9 @@
 //! When access starts and ends: what was asked, bounded by the policy.
 
-use crate::clock::Moment;
 use crate::domain::validate::MAX_TIMESTAMP_SECONDS;
 use crate::error::{Error, Result};
 use crate::pb::{AssignmentPolicy, ExpirationType, Schedule};
+use crate::shared::clock::Moment;
 
 /// A start and an optional end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -11,14 +11,14 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::audit;
-use crate::clock::{Clock, Moment};
 use crate::domain::assignment::ACTIVE_BY_END;
 use crate::domain::directory::USERS_BY_DELETE_TIME;
-use crate::domain::entity::{Actor, SYSTEM_ACTOR};
 use crate::domain::request::{SCHEDULED_BY_START, STAGE_DUE, time_key};
 use crate::error::{Error, Result};
 use crate::pb::{Assignment, AssignmentRequest, User};
 use crate::policy::PolicyEngine;
+use crate::shared::actor::{Actor, SYSTEM_ACTOR};
+use crate::shared::clock::{Clock, Moment};
 use crate::store::records::{self, Record};
 use crate::store::{Store, Txn, write};
 

@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use entitlements::api::caller::DEV_USER_HEADER;
-use entitlements::clock::ManualClock;
 use entitlements::config::{AuthSettings, Settings};
 use entitlements::pb::access_packages_client::AccessPackagesClient;
 use entitlements::pb::assignment_policies_client::AssignmentPoliciesClient;
@@ -23,6 +22,7 @@ use entitlements::pb::catalogs_client::CatalogsClient;
 use entitlements::pb::decisions_client::DecisionsClient;
 use entitlements::pb::directory_client::DirectoryClient;
 use entitlements::pb::reports_client::ReportsClient;
+use entitlements::shared::clock::ManualClock;
 use entitlements::workflow::scheduler::{self, RunNow};
 use tokio::sync::oneshot;
 use tonic::service::Interceptor;

@@ -351,7 +351,7 @@ impl TestServer {
 
     /// The server clock, in epoch seconds.
     pub fn clock_seconds(&self) -> i64 {
-        use entitlements::clock::Clock;
+        use entitlements::shared::clock::Clock;
         self.clock
             .now()
             .duration_since(std::time::UNIX_EPOCH)

@@ -37,7 +37,7 @@ pub fn encode(writes: &[KeyWrite]) -> Vec<u8> {
 pub fn decode(bytes: &[u8]) -> StoreResult<Vec<KeyWrite>> {
     let (&format, rest) = bytes.split_first().ok_or_else(corrupt)?;
     if format != FORMAT {
-        return Err(StoreError::Corrupt(format!(
+        return Err(StoreError::corrupt(format!(
             "change log format {format} is not supported (expected {FORMAT})"
         )));
     }
@@ -56,7 +56,7 @@ pub fn decode(bytes: &[u8]) -> StoreResult<Vec<KeyWrite>> {
 }
 
 fn corrupt() -> StoreError {
-    StoreError::Corrupt("a change log entry is malformed".into())
+    StoreError::corrupt("a change log entry is malformed")
 }
 
 struct Reader<'a>(&'a [u8]);

@@ -56,7 +56,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_postgres::{Client, Statement};
 
 use super::{
-    Change, CommitObserver, KeyValue, ReadView, Revision, Store, StoreError, StoreResult, WriteJob,
+    Change, CommitObserver, Failure, KeyValue, ReadView, Revision, Store, StoreError, StoreResult,
+    WriteJob,
 };
 use changes::KeyWrite;
 use connect::{Target, describe, unavailable};
@@ -128,7 +129,7 @@ pub struct PostgresStore {
     shared: Arc<Shared>,
     queue: Mutex<Option<mpsc::UnboundedSender<Pending>>>,
     committer: Mutex<Option<JoinHandle<()>>>,
-    failure: watch::Receiver<Option<String>>,
+    failure: watch::Receiver<Option<Failure>>,
     available: watch::Receiver<bool>,
 }
 
@@ -287,16 +288,16 @@ impl Store for PostgresStore {
         }
     }
 
-    fn failure(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = String> + Send + '_>> {
+    fn failure(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = Failure> + Send + '_>> {
         let mut failure = self.failure.clone();
         Box::pin(async move {
             let reason = failure
                 .wait_for(Option::is_some)
                 .await
-                .map(|reason| reason.clone().unwrap_or_default());
+                .map(|reason| reason.clone());
             match reason {
-                Ok(reason) => reason,
-                Err(_) => std::future::pending().await,
+                Ok(Some(reason)) => reason,
+                _ => std::future::pending().await,
             }
         })
     }
@@ -398,13 +399,13 @@ struct Committer {
     channel: String,
     /// Who this replica is, in the lease table.
     holder: String,
-    failed: watch::Sender<Option<String>>,
+    failed: watch::Sender<Option<Failure>>,
     available: watch::Sender<bool>,
 }
 
 type Handle = (
     Arc<Shared>,
-    watch::Receiver<Option<String>>,
+    watch::Receiver<Option<Failure>>,
     watch::Receiver<bool>,
 );
 
@@ -500,9 +501,12 @@ impl Committer {
     }
 
     /// Fails the store for good: it can no longer follow the database.
-    fn fail(&self, reason: String) {
+    /// Returns the error every later call gets.
+    fn fail(&self, reason: String) -> StoreError {
         tracing::error!(%reason, "the store cannot follow the database any more");
-        self.failed.send_replace(Some(reason));
+        let failure = Failure::new(reason);
+        self.failed.send_replace(Some(failure.clone()));
+        StoreError::Failed(failure)
     }
 
     fn set_available(&self, available: bool) {
@@ -632,8 +636,7 @@ impl Committer {
                         "the change log lacks revision {expected} (it was pruned past this \
                          replica, which was at revision {from}); restart the replica to reload"
                     );
-                    self.fail(reason.clone());
-                    return Err(StoreError::Failed(reason));
+                    return Err(self.fail(reason));
                 }
                 let writes = changes::decode(row.get(1))?;
                 commits.push((revision as Revision, writes));
@@ -646,8 +649,7 @@ impl Committer {
                          {until}; restart the replica to reload",
                         self.shared.mirror.revision()
                     );
-                    self.fail(reason.clone());
-                    return Err(StoreError::Failed(reason));
+                    return Err(self.fail(reason));
                 }
                 return Ok(());
             }
@@ -797,8 +799,7 @@ impl Committer {
                 "the database is at revision {database}, behind this replica's {mirror} (was it \
                  restored from an older backup?); refusing to write on top of it"
             );
-            self.fail(reason.clone());
-            return Err(StoreError::Failed(reason));
+            return Err(self.fail(reason));
         }
         self.catch_up(database).await
     }

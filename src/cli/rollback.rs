@@ -1,6 +1,7 @@
-//! Accepting a store that lost acknowledged commits (see
-//! [`SledStore::accept_rollback`]), and saying what was lost in terms an
-//! operator can check against the audit trail: revisions and audit events.
+//! `entitlements store accept-rollback`: accepting a store that lost
+//! acknowledged commits (see [`SledStore::accept_rollback`]), and saying
+//! what was lost in terms an operator can check against the audit trail:
+//! revisions and audit events.
 
 use std::path::Path;
 
@@ -9,7 +10,7 @@ use crate::store::acknowledged::{FILE_NAME, Mark};
 use crate::store::codec;
 use crate::store::sled_store::SledStore;
 
-use super::chain::Head;
+use crate::audit::chain::Head;
 
 /// Accepts the loss in the store in `dir` (the server must be stopped) and
 /// returns what was lost, also logged as a warning.

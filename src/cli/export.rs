@@ -13,7 +13,7 @@ use crate::api::caller::DEV_USER_HEADER;
 use crate::pb::audit_log_client::AuditLogClient;
 use crate::pb::{AuditFilter, ExportAuditEventsRequest};
 
-use super::json::event_json;
+use crate::audit::json::event_json;
 
 #[derive(Debug, clap::Args)]
 pub struct ExportArgs {

@@ -1,0 +1,106 @@
+//! The command line: `serve` runs the server; the other commands are
+//! clients of a running server (`audit export`) or tools for a stopped one
+//! (`store accept-rollback`, `store copy`) or its database (`migrate`) and
+//! for development (`token`). They sit above
+//! every layer of the library and use it as any other program would.
+
+pub mod export;
+pub mod rollback;
+pub mod serve;
+pub mod store;
+pub mod token;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{LogFormat, ServeArgs};
+use export::ExportArgs;
+use token::TokenArgs;
+
+/// Entitlement management: catalogs, access packages, policies, requests,
+/// approvals and assignments, over gRPC.
+#[derive(Parser)]
+#[command(name = "entitlements", version)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gRPC server.
+    Serve(ServeArgs),
+    /// Mint an HS256 bearer token for development and testing.
+    Token(TokenArgs),
+    /// Work with a running server's audit trail.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// Work with a stopped server's store.
+    #[command(subcommand)]
+    Store(StoreCommand),
+    /// Create or upgrade a PostgreSQL store's schema.
+    Migrate {
+        /// The database: a postgres:// URL [env: ENTITLEMENTS_STORE]
+        #[arg(long, env = "ENTITLEMENTS_STORE")]
+        store: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum StoreCommand {
+    /// Accept that the store lost acknowledged writes (the server refuses
+    /// to start on it otherwise): record what it holds now as acknowledged,
+    /// and print what was lost.
+    AcceptRollback {
+        /// The server's data directory (the server must be stopped).
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
+    /// Copy a sled store into an empty PostgreSQL database: every key, the
+    /// revision and the metadata, so revisions and the audit chain carry
+    /// over. The server on the sled store must be stopped.
+    Copy {
+        /// The sled store: sled:DIR
+        #[arg(long)]
+        from: String,
+        /// The database: a postgres:// URL (its schema is created)
+        #[arg(long)]
+        to: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Write the audit events the caller may see as JSON lines, oldest
+    /// first.
+    Export(Box<ExportArgs>),
+}
+
+/// Runs the command the command line names.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Token(args) => token::mint(args),
+        Command::Audit(AuditCommand::Export(args)) => {
+            let written = export::run(*args).await?;
+            eprintln!("exported {written} audit events");
+            Ok(())
+        }
+        Command::Store(StoreCommand::AcceptRollback { data_dir }) => {
+            serve::init_logging(LogFormat::Text);
+            println!("{}", rollback::accept(&data_dir)?);
+            Ok(())
+        }
+        Command::Store(StoreCommand::Copy { from, to }) => {
+            serve::init_logging(LogFormat::Text);
+            println!("{}", store::copy(&from, &to).await?);
+            Ok(())
+        }
+        Command::Migrate { store } => {
+            serve::init_logging(LogFormat::Text);
+            println!("{}", store::migrate(&store).await?);
+            Ok(())
+        }
+        Command::Serve(args) => serve::serve(args).await,
+    }
+}
