@@ -576,3 +576,66 @@ async fn an_unreachable_database_makes_a_replica_not_serving_until_it_is_back() 
     let bobs = direct.get_user("bob").await;
     assert_eq!(bobs.display_name, "Bob");
 }
+
+/// A sled store copied into PostgreSQL with `entitlements store copy`
+/// serves the same data at the same revision, and its audit chain still
+/// verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sled_store_copied_into_postgres_keeps_its_revisions_and_audit_chain() {
+    let Some((_, url)) = database("a_sled_store_copied_into_postgres") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = binary::serve(dir.path());
+    command.env(
+        "ENTITLEMENTS_AUTH__GLOBAL_ADMINS",
+        format!("{ADMIN},loader"),
+    );
+    let (child, address) = tokio::task::spawn_blocking(move || binary::start(command))
+        .await
+        .unwrap();
+    let on_sled = TestServer::attach(&address).await;
+    world(&on_sled, &["alice", "bob"]).await;
+    let added = on_sled.request_add("alice", "pol").await.unwrap();
+    let revision = added.info.as_ref().unwrap().revision;
+    let on_sled_chain = on_sled
+        .audit(ADMIN)
+        .verify_audit_log(VerifyAuditLogRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(on_sled_chain.intact);
+    drop(on_sled);
+    let stopped = tokio::task::spawn_blocking(move || binary::terminate(child))
+        .await
+        .unwrap();
+    assert!(stopped.success());
+
+    let from = format!("sled:{}", dir.path().display());
+    let copy = binary::entitlements(&["store", "copy", "--from", &from, "--to", &url]);
+    let copied = tokio::task::spawn_blocking(move || binary::run_to_exit(copy))
+        .await
+        .unwrap();
+    let said = String::from_utf8_lossy(&copied.stdout);
+    assert!(
+        copied.status.success() && said.contains(&format!("at revision {revision}")),
+        "{said}\n{}",
+        String::from_utf8_lossy(&copied.stderr)
+    );
+
+    let on_postgres = Replica::start(&url).await;
+    let answer = on_postgres.check("alice", "r1", revision).await;
+    assert!(answer.allowed);
+    assert_eq!(answer.assignment_ids, vec![added.assignment_id.clone()]);
+    let chain = on_postgres
+        .audit(ADMIN)
+        .verify_audit_log(VerifyAuditLogRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(chain.intact, "{chain:?}");
+    assert_eq!(chain.last_sequence, on_sled_chain.last_sequence);
+    // And it goes on from there.
+    let next = on_postgres.request_add("bob", "pol").await.unwrap();
+    assert!(next.info.as_ref().unwrap().revision > revision);
+}
