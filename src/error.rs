@@ -174,11 +174,6 @@ impl Error {
         }
     }
 
-    /// An internal error known only by its description.
-    pub fn internal(error: impl std::fmt::Display) -> Self {
-        Self::Internal(error.to_string().into())
-    }
-
     /// FAILED_PRECONDITION with one violation of `kind` about `subject`
     /// (`<record kind>/<id>`); the description is the message too.
     pub fn precondition(
@@ -228,6 +223,14 @@ impl Error {
             message: message.into(),
             violations,
         })
+    }
+}
+
+/// Blocking work that panicked or was cancelled: the service's fault, with
+/// the task's failure kept as the source.
+impl From<tokio::task::JoinError> for Error {
+    fn from(error: tokio::task::JoinError) -> Self {
+        Self::Internal(Box::new(error))
     }
 }
 

@@ -91,7 +91,7 @@ impl AuditLog for AuditLogApi {
         let response =
             tokio::task::spawn_blocking(move || list_page(&app, &caller, request.into_inner()))
                 .await
-                .map_err(Error::internal)??;
+                .map_err(Error::from)??;
         Ok(Response::new(response))
     }
 
@@ -139,7 +139,7 @@ impl AuditLog for AuditLogApi {
         let app = self.app.clone();
         let found = tokio::task::spawn_blocking(move || chain::verify(app.store()))
             .await
-            .map_err(Error::internal)??;
+            .map_err(Error::from)??;
         let (broken_at_sequence, problem) = found.broken.unwrap_or_default();
         Ok(Response::new(VerifyAuditLogResponse {
             intact: problem.is_empty(),

@@ -100,21 +100,17 @@ impl App {
     ) -> Result<crate::policy::Decision> {
         let action = caller.rpc.action();
         let (principal, resource, entities) =
-            admin::slice(&caller.principal.id, &caller.roles, scope).map_err(Error::internal)?;
-        let entities = self
-            .policies
-            .with_action(entities, action)
-            .map_err(Error::internal)?;
-        self.policies
-            .decide(
-                self.policies.admin_set(),
-                principal,
-                action,
-                resource,
-                Facts::Admin { on_behalf },
-                &entities,
-            )
-            .map_err(Error::internal)
+            admin::slice(&caller.principal.id, &caller.roles, scope)?;
+        let entities = self.policies.with_action(entities, action)?;
+        let decision = self.policies.decide(
+            self.policies.admin_set(),
+            principal,
+            action,
+            resource,
+            Facts::Admin { on_behalf },
+            &entities,
+        )?;
+        Ok(decision)
     }
 
     /// PERMISSION_DENIED (with the deciding policy ids) unless `caller` may

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use prost_types::value::Kind;
 use prost_types::{ListValue, Struct, Value};
 
+use super::action::{Action, Verb};
 use crate::pb::AuditEvent;
 use crate::shared::clock::Moment;
 use crate::store::records::{IndexEntry, Record};
@@ -66,10 +67,9 @@ impl Record for AuditEvent {
 }
 
 /// An event before it joins the chain: what happened to what, and where.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Draft {
-    pub target_type: &'static str,
-    pub verb: &'static str,
+    pub action: Action<'static>,
     pub target_id: String,
     pub outcome: String,
     pub catalog_id: String,
@@ -79,23 +79,22 @@ pub struct Draft {
 }
 
 impl Draft {
-    /// An event with action "`target_type`.`verb`" about `target_id`.
-    pub fn new(
-        target_type: &'static str,
-        verb: &'static str,
-        target_id: impl Into<String>,
-    ) -> Self {
-        Self {
-            target_type,
-            verb,
-            target_id: target_id.into(),
-            outcome: SUCCEEDED.into(),
-            ..Self::default()
-        }
+    /// An event with action `verb` on a `target_type` about `target_id`.
+    pub fn new(target_type: &'static str, verb: Verb, target_id: impl Into<String>) -> Self {
+        Self::of(Action::new(target_type, verb), target_id)
     }
 
-    pub fn action(&self) -> String {
-        format!("{}.{}", self.target_type, self.verb)
+    /// An event with `action` about `target_id`.
+    pub fn of(action: Action<'static>, target_id: impl Into<String>) -> Self {
+        Self {
+            action,
+            target_id: target_id.into(),
+            outcome: SUCCEEDED.into(),
+            catalog_id: String::new(),
+            access_package_id: String::new(),
+            user_id: String::new(),
+            details: BTreeMap::new(),
+        }
     }
 
     pub fn outcome(mut self, outcome: impl Into<String>) -> Self {
@@ -248,7 +247,7 @@ mod tests {
             seconds: 1_893_456_010,
             nanos: 171_000_000,
         };
-        let draft = Draft::new("request", "delivered", "r1")
+        let draft = Draft::new("request", Verb::Delivered, "r1")
             .detail("start", Some(start))
             .detail("end", 1_893_456_020_i64);
         let event = AuditEvent {

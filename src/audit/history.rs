@@ -3,14 +3,23 @@
 //! `domain::package`); `reports::history` reads them back to reconstruct
 //! who held what at a past moment.
 
+use super::action::{Action, Verb};
+
+/// Target types of the events below. They name the domain's records
+/// (`domain` checks that they do), except requests, whose events use the
+/// short name.
+pub const REQUEST: &str = "request";
+pub const ASSIGNMENT: &str = "assignment";
+pub const ACCESS_PACKAGE: &str = "access_package";
+
 /// Actions that change who holds a package, and the package details they
 /// carry.
-pub const DELIVERED: &str = "request.delivered";
-pub const REMOVED: &str = "assignment.removed";
-pub const EXPIRED: &str = "assignment.expired";
-pub const PACKAGE_CREATED: &str = "access_package.created";
-pub const PACKAGE_UPDATED: &str = "access_package.updated";
-pub const PACKAGE_DELETED: &str = "access_package.deleted";
+pub const DELIVERED: Action<'static> = Action::new(REQUEST, Verb::Delivered);
+pub const REMOVED: Action<'static> = Action::new(ASSIGNMENT, Verb::Removed);
+pub const EXPIRED: Action<'static> = Action::new(ASSIGNMENT, Verb::Expired);
+pub const PACKAGE_CREATED: Action<'static> = Action::new(ACCESS_PACKAGE, Verb::Created);
+pub const PACKAGE_UPDATED: Action<'static> = Action::new(ACCESS_PACKAGE, Verb::Updated);
+pub const PACKAGE_DELETED: Action<'static> = Action::new(ACCESS_PACKAGE, Verb::Deleted);
 
 /// Detail keys shared by the events above.
 pub mod keys {

@@ -61,11 +61,11 @@ pub fn event_json(event: &AuditEvent) -> Json {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::Draft;
+    use crate::audit::{Draft, Verb};
 
     #[test]
     fn details_and_hashes_render_as_plain_json() {
-        let draft = Draft::new("assignment", "expired", "a1")
+        let draft = Draft::new("assignment", Verb::Expired, "a1")
             .detail("start", 7_i64)
             .detail("roles", vec!["r/x".to_string()]);
         let event = AuditEvent {
@@ -74,7 +74,7 @@ mod tests {
                 seconds: 0,
                 nanos: 0,
             }),
-            action: draft.action(),
+            action: draft.action.name(),
             details: draft.details_struct(),
             hash: vec![0xab, 0x01],
             ..AuditEvent::default()

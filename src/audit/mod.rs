@@ -1,4 +1,4 @@
-//! The audit trail: one hash-chained event per action, appended in the
+//! The audit trail: one hash-chained event per action ([`action`]), appended in the
 //! transaction that makes the change ([`chain::append`]); queries over it
 //! ([`query`]); the vocabulary of the events that change who holds what
 //! ([`history`], read back by `reports::history`); retention
@@ -6,6 +6,7 @@
 //! export` writes; and what a store that lost acknowledged commits lacks,
 //! in audit events ([`rollback`]).
 
+pub mod action;
 pub mod chain;
 pub mod event;
 pub mod history;
@@ -13,5 +14,6 @@ pub mod json;
 pub mod query;
 pub mod retention;
 
+pub use action::{Action, Verb};
 pub use chain::append;
 pub use event::Draft;

@@ -11,6 +11,7 @@ use crate::shared::actor::Actor;
 use crate::store::records::{self, Record};
 use crate::store::{Txn, codec, keys};
 
+use super::action::Verb;
 use super::chain::{self, Anchor};
 use super::event::Draft;
 
@@ -54,7 +55,7 @@ pub fn prune(txn: &mut dyn Txn, actor: &Actor, keep: Duration) -> Result<usize> 
     chain::append(
         txn,
         actor,
-        Draft::new("audit_log", "pruned", "")
+        Draft::new("audit_log", Verb::Pruned, "")
             .detail("events", count as i64)
             .detail("through_sequence", last.sequence as i64),
     )?;

@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use crate::audit::{self, Draft};
+use crate::audit::{self, Draft, Verb};
 use crate::error::{Error, PreconditionKind, Result};
 use crate::pb::{AdminRole, Catalog, CatalogKind, Resource, RoleAssignment, User, UserState};
 use crate::store::records::{self, IndexEntry, Record, Reference};
@@ -70,8 +70,8 @@ impl Entity for Catalog {
         for id in targets(txn, RoleAssignment::KIND, ROLES_BY_CATALOG, &self.id)? {
             if let Some(assignment) = records::load::<RoleAssignment>(txn, &id)? {
                 records::remove(txn, &assignment)?;
-                let draft =
-                    role_event(&assignment, "revoked").detail("reason", "the catalog was deleted");
+                let draft = role_event(&assignment, Verb::Revoked)
+                    .detail("reason", "the catalog was deleted");
                 audit::append(txn, actor, draft)?;
             }
         }
@@ -96,8 +96,8 @@ pub async fn ensure_general_catalog(store: &dyn Store, actor: Actor) -> Result<(
         };
         stamp(&mut general, None, &actor, txn.revision());
         records::save(txn, None, &general)?;
-        let draft =
-            Draft::new(Catalog::KIND, "created", GENERAL_CATALOG_ID).catalog(GENERAL_CATALOG_ID);
+        let draft = Draft::new(Catalog::KIND, Verb::Created, GENERAL_CATALOG_ID)
+            .catalog(GENERAL_CATALOG_ID);
         audit::append(txn, &actor, draft)
     })
     .await?;
@@ -287,7 +287,7 @@ pub fn grant_role(
     }
     assignment.info = Some(record_info(actor, txn.revision(), None));
     records::save(txn, None, &assignment)?;
-    audit::append(txn, actor, role_event(&assignment, "granted"))?;
+    audit::append(txn, actor, role_event(&assignment, Verb::Granted))?;
     Ok(assignment)
 }
 
@@ -304,12 +304,12 @@ pub fn revoke_role(
         id: id.clone(),
     })?;
     records::remove(txn, &assignment)?;
-    audit::append(txn, actor, role_event(&assignment, "revoked"))
+    audit::append(txn, actor, role_event(&assignment, Verb::Revoked))
 }
 
 /// The audit event of a role grant or revocation: in the catalog, or
 /// tenant-wide for tenant roles (which have no catalog).
-fn role_event(assignment: &RoleAssignment, verb: &'static str) -> Draft {
+fn role_event(assignment: &RoleAssignment, verb: Verb) -> Draft {
     Draft::new(RoleAssignment::KIND, verb, assignment.id())
         .catalog(&assignment.catalog_id)
         .user(&assignment.principal_id)

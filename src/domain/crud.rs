@@ -2,7 +2,7 @@
 //! conventions: client-chosen or generated ids, idempotent creates by request
 //! id, etags, update masks, and "nothing written" on any failure.
 
-use crate::audit::{self, Draft};
+use crate::audit::{self, Draft, Verb};
 use crate::error::{Error, Result};
 use crate::store::idempotency::Idempotency;
 use crate::store::records::{self, Record, Source};
@@ -78,7 +78,7 @@ pub async fn create_checked<E: Entity>(
         entity.check_against(txn, None)?;
         stamp(&mut entity, None, &actor, txn.revision());
         records::save(txn, None, &entity)?;
-        let draft = entity.audit(txn, Draft::new(E::KIND, "created", entity.id()), None)?;
+        let draft = entity.audit(txn, Draft::new(E::KIND, Verb::Created, entity.id()), None)?;
         audit::append(txn, &actor, draft)?;
         finish(txn, &entity)?;
         idempotency.remember(txn, &entity);
@@ -135,7 +135,7 @@ pub async fn update_checked<E: Entity>(
         stamp(&mut new, Some(&old), &actor, txn.revision());
         records::save(txn, Some(&old), &new)?;
         let fields: Vec<String> = fields.iter().map(|f| f.to_string()).collect();
-        let draft = Draft::new(E::KIND, "updated", new.id()).detail("fields", fields);
+        let draft = Draft::new(E::KIND, Verb::Updated, new.id()).detail("fields", fields);
         let draft = new.audit(txn, draft, Some(&old))?;
         audit::append(txn, &actor, draft)?;
         Ok::<_, Error>(new)
@@ -158,7 +158,7 @@ pub async fn delete<E: Entity>(
         check_etag(&etag, old.etag(), E::KIND, &id)?;
         // The deletion is recorded before what it brings about (requests
         // canceled, roles revoked): cause before effect.
-        let draft = old.audit(txn, Draft::new(E::KIND, "deleted", id.clone()), None)?;
+        let draft = old.audit(txn, Draft::new(E::KIND, Verb::Deleted, id.clone()), None)?;
         audit::append(txn, &actor, draft)?;
         old.before_remove(txn, &actor)?;
         records::remove(txn, &old).map_err(Error::from)

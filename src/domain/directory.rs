@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, HashSet, VecDeque};
 
 use prost::Message;
 
-use crate::audit::{self, Draft};
+use crate::audit::{self, Draft, Verb};
 use crate::error::{Error, PreconditionKind, Result};
 use crate::pb::{
     ConnectedOrganization, ConnectedOrganizationState, Group, GroupMembership, User, UserKind,
@@ -281,7 +281,7 @@ pub fn delete_user(txn: &mut dyn Txn, id: &str, etag: &str, actor: &Actor) -> Re
     user.scheduled_delete_time = None;
     stamp(&mut user, Some(&old), actor, txn.revision());
     records::save(txn, Some(&old), &user)?;
-    let draft = user.audit(txn, Draft::new(User::KIND, "deleted", id), Some(&old))?;
+    let draft = user.audit(txn, Draft::new(User::KIND, Verb::Deleted, id), Some(&old))?;
     audit::append(txn, actor, draft)?;
     Ok(user)
 }
@@ -471,7 +471,7 @@ pub fn add_member(
     audit::append(
         txn,
         actor,
-        membership_event(group_id, &member, "member_added"),
+        membership_event(group_id, &member, Verb::MemberAdded),
     )?;
     records::save(txn, None, &membership)?;
     Ok(membership)
@@ -492,12 +492,12 @@ pub fn remove_member(
     audit::append(
         txn,
         actor,
-        membership_event(group_id, member, "member_removed"),
+        membership_event(group_id, member, Verb::MemberRemoved),
     )
 }
 
 /// The audit event of a membership change, on the group.
-fn membership_event(group_id: &str, member: &Member, verb: &'static str) -> Draft {
+fn membership_event(group_id: &str, member: &Member, verb: Verb) -> Draft {
     let draft = Draft::new(Group::KIND, verb, group_id)
         .detail("member_type", kind_of(member))
         .detail("member_id", member.id());

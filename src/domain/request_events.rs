@@ -3,19 +3,16 @@
 //! through. Deriving them here, where every request change is saved, keeps
 //! them complete and in causal order (creation, decisions, outcome).
 
-use crate::audit::history::keys;
-use crate::audit::{self, Draft};
+use crate::audit::history::{self, EXPIRED, REMOVED, keys};
+use crate::audit::{self, Draft, Verb};
 use crate::error::Result;
 use crate::pb::{
     AccessPackage, Assignment, AssignmentRequest, EndReason, RequestState, RequestType, StageState,
 };
 use crate::store::Txn;
-use crate::store::records::{self, Record};
+use crate::store::records;
 
 use crate::shared::actor::Actor;
-
-/// The target type of request events.
-pub const REQUEST: &str = "request";
 
 /// Appends the events of saving `new` over `old`.
 pub fn record(
@@ -27,8 +24,8 @@ pub fn record(
     let catalog = records::load::<AccessPackage>(txn, &new.access_package_id)?
         .map(|package| package.catalog_id)
         .unwrap_or_default();
-    let event = |verb: &'static str| {
-        Draft::new(REQUEST, verb, &new.id)
+    let event = |verb: Verb| {
+        Draft::new(history::REQUEST, verb, &new.id)
             .catalog(&catalog)
             .package(&new.access_package_id)
             .user(&new.target_id)
@@ -39,7 +36,7 @@ pub fn record(
         RequestType::SystemAdd | RequestType::SystemRemove
     );
     if old.is_none() && !system {
-        let draft = event("created")
+        let draft = event(Verb::Created)
             .outcome(new.state().as_str_name())
             .detail(keys::POLICY, &new.assignment_policy_id)
             .detail(keys::ASSIGNMENT, &new.assignment_id)
@@ -57,7 +54,7 @@ pub fn record(
             } else {
                 "DENIED"
             };
-            let draft = event("stage_decided")
+            let draft = event(Verb::StageDecided)
                 .outcome(outcome)
                 .detail("stage", i64::from(stage.stage))
                 .detail("approver_id", &decision.approver_id)
@@ -75,12 +72,12 @@ pub fn record(
         };
         let draft = match change.state() {
             RequestState::Delivered if new.is_add() || is_update(new) => {
-                with_reason(delivered(txn, new, event("delivered"))?)
+                with_reason(delivered(txn, new, event(Verb::Delivered))?)
             }
             RequestState::Delivered => assignment_ended(txn, new, &catalog)?,
             RequestState::Denied => with_reason(event(denial_verb(new))),
-            RequestState::Canceled => with_reason(event("canceled")),
-            RequestState::DeliveryFailed => with_reason(event("delivery_failed")),
+            RequestState::Canceled => with_reason(event(Verb::Canceled)),
+            RequestState::DeliveryFailed => with_reason(event(Verb::DeliveryFailed)),
             _ => continue,
         };
         audit::append(txn, actor, draft)?;
@@ -97,11 +94,11 @@ fn is_update(request: &AssignmentRequest) -> bool {
 
 /// A denial by the service has its own action: the last stage timed out,
 /// or nobody could decide it.
-fn denial_verb(request: &AssignmentRequest) -> &'static str {
+fn denial_verb(request: &AssignmentRequest) -> Verb {
     match request.approval_stages.last().map(|s| s.state()) {
-        Some(StageState::TimedOut) => "timed_out",
-        Some(StageState::NoApprovers) => "no_approvers",
-        _ => "denied",
+        Some(StageState::TimedOut) => Verb::TimedOut,
+        Some(StageState::NoApprovers) => Verb::NoApprovers,
+        _ => Verb::Denied,
     }
 }
 
@@ -127,11 +124,11 @@ fn delivered(txn: &dyn Txn, request: &AssignmentRequest, draft: Draft) -> Result
 /// request's catalog (a request and its assignment share the package).
 fn assignment_ended(txn: &dyn Txn, request: &AssignmentRequest, catalog: &str) -> Result<Draft> {
     let assignment: Assignment = records::require(txn, &request.assignment_id)?;
-    let verb = match assignment.end_reason() {
-        EndReason::Expired => "expired",
-        _ => "removed",
+    let action = match assignment.end_reason() {
+        EndReason::Expired => EXPIRED,
+        _ => REMOVED,
     };
-    let draft = Draft::new(Assignment::KIND, verb, &assignment.id)
+    let draft = Draft::of(action, &assignment.id)
         .outcome(assignment.state().as_str_name())
         .catalog(catalog)
         .package(&assignment.access_package_id)
@@ -145,4 +142,22 @@ fn assignment_ended(txn: &dyn Txn, request: &AssignmentRequest, catalog: &str) -
         .detail(keys::START, assignment.start_time)
         .detail(keys::END, assignment.end_time);
     Ok(draft)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::records::Record;
+
+    /// The history vocabulary lives below the domain and names its records
+    /// by their kinds.
+    #[test]
+    fn history_target_types_are_the_record_kinds() {
+        assert_eq!(history::ASSIGNMENT, Assignment::KIND);
+        assert_eq!(history::ACCESS_PACKAGE, AccessPackage::KIND);
+        assert_eq!(
+            Draft::new(history::REQUEST, Verb::Delivered, "r").action,
+            history::DELIVERED
+        );
+    }
 }

@@ -1,6 +1,6 @@
 //! Tenant-wide settings: one record, created with defaults on first start.
 
-use crate::audit::{self, Draft};
+use crate::audit::{self, Draft, Verb};
 use crate::error::Result;
 use crate::pb::{ExternalUserLifecycle, RecordInfo, TenantSettings};
 use crate::store::records::{self, Record};
@@ -96,7 +96,7 @@ pub async fn ensure_settings(store: &dyn Store, actor: Actor) -> Result<()> {
         audit::append(
             txn,
             &actor,
-            Draft::new(TenantSettings::KIND, "created", SETTINGS_ID),
+            Draft::new(TenantSettings::KIND, Verb::Created, SETTINGS_ID),
         )
     })
     .await?;

@@ -9,7 +9,10 @@
 use std::fmt;
 
 use crate::domain::scope::{Requestor, ScopeKind};
-use crate::pb::{ConnectedOrganizationState, ExpirationType, UserKind, UserState};
+use crate::pb::{
+    AccessPackage, AssignmentPolicy, ConnectedOrganizationState, ExpirationType, UserKind,
+    UserState,
+};
 
 use super::ChangeContext;
 use super::compile::actions::{ADMIN_ASSIGN, EXTEND_ACCESS, REMOVE_ACCESS, REQUEST_ACCESS};
@@ -123,53 +126,87 @@ pub fn reasons(
     action: &'static str,
     context: ChangeContext,
 ) -> Vec<Reason> {
-    let Target {
-        policy,
-        package,
-        catalog,
-    } = target;
+    let policy = target.policy;
     let by_user = matches!(action, REQUEST_ACCESS | EXTEND_ACCESS);
     let changes_access = by_user || action == ADMIN_ASSIGN;
     let mut reasons = Vec::new();
-    let user = &subject.user;
-    if changes_access && user.state() != UserState::Active {
-        reasons.push(Reason::UserNotActive {
-            user: user.id.clone(),
-            state: user.state(),
-        });
+    if changes_access {
+        reasons.extend(user_not_active(subject));
     }
     if by_user {
-        if catalog.enabled == Some(false) {
-            reasons.push(Reason::CatalogDisabled {
-                catalog: catalog.id.clone(),
-            });
-        }
-        if ScopeKind::of(policy).is_external() && catalog.externally_visible != Some(true) {
-            reasons.push(Reason::CatalogNotExternallyVisible {
-                catalog: catalog.id.clone(),
-            });
-        }
+        reasons.extend(catalog_closed(target));
     }
     if matches!(action, REQUEST_ACCESS | ADMIN_ASSIGN) {
-        for held in package
-            .incompatible_package_ids
-            .iter()
-            .filter(|p| subject.held_packages.contains(p))
-        {
-            reasons.push(Reason::HoldsIncompatiblePackage {
-                package: held.clone(),
-            });
-        }
-        for group in package
-            .incompatible_group_ids
-            .iter()
-            .filter(|g| subject.group_parents.contains_key(*g))
-        {
-            reasons.push(Reason::InIncompatibleGroup {
-                group: group.clone(),
+        reasons.extend(incompatibilities(subject, target.package));
+    }
+    reasons.extend(self_service_disabled(policy, action));
+    if changes_access {
+        reasons.extend(scope_refusal(subject, target, by_user));
+    }
+    if by_user {
+        reasons.extend(custom_schedule_refused(policy, context));
+    }
+    if changes_access {
+        reasons.extend(end_date_passed(policy, context));
+        // The extra condition is named only when nothing else explains the
+        // refusal.
+        if reasons.is_empty() && !policy.extra_condition.is_empty() {
+            reasons.push(Reason::ConditionNotMet {
+                condition: policy.extra_condition.clone(),
             });
         }
     }
+    reasons
+}
+
+/// Only active users gain or keep access.
+fn user_not_active(subject: &Subject) -> Option<Reason> {
+    let user = &subject.user;
+    (user.state() != UserState::Active).then(|| Reason::UserNotActive {
+        user: user.id.clone(),
+        state: user.state(),
+    })
+}
+
+/// A user asks through a catalog that is enabled, and visible to them if
+/// the policy is for external users.
+fn catalog_closed(target: &Target<'_>) -> Vec<Reason> {
+    let catalog = target.catalog;
+    let mut reasons = Vec::new();
+    if catalog.enabled == Some(false) {
+        reasons.push(Reason::CatalogDisabled {
+            catalog: catalog.id.clone(),
+        });
+    }
+    if ScopeKind::of(target.policy).is_external() && catalog.externally_visible != Some(true) {
+        reasons.push(Reason::CatalogNotExternallyVisible {
+            catalog: catalog.id.clone(),
+        });
+    }
+    reasons
+}
+
+/// The packages held and groups joined that `package` is incompatible with.
+fn incompatibilities(subject: &Subject, package: &AccessPackage) -> Vec<Reason> {
+    let packages = package
+        .incompatible_package_ids
+        .iter()
+        .filter(|p| subject.held_packages.contains(p))
+        .map(|held| Reason::HoldsIncompatiblePackage {
+            package: held.clone(),
+        });
+    let groups = package
+        .incompatible_group_ids
+        .iter()
+        .filter(|g| subject.group_parents.contains_key(*g))
+        .map(|group| Reason::InIncompatibleGroup {
+            group: group.clone(),
+        });
+    packages.chain(groups).collect()
+}
+
+/// Whether the policy lets users do `action` for themselves.
+fn self_service_disabled(policy: &AssignmentPolicy, action: &'static str) -> Option<Reason> {
     let settings = policy.requestor_settings.unwrap_or_default();
     let self_service = match action {
         REQUEST_ACCESS => settings.enable_self_add,
@@ -177,40 +214,39 @@ pub fn reasons(
         REMOVE_ACCESS => settings.enable_self_remove,
         _ => true,
     };
-    if !self_service {
-        reasons.push(Reason::SelfServiceDisabled {
-            policy: policy.id.clone(),
-            action,
-        });
+    (!self_service).then(|| Reason::SelfServiceDisabled {
+        policy: policy.id.clone(),
+        action,
+    })
+}
+
+/// Whether the policy's requestor scope leaves `subject` out.
+fn scope_refusal(subject: &Subject, target: &Target<'_>, by_user: bool) -> Option<Reason> {
+    match ScopeKind::of(target.policy) {
+        ScopeKind::AdministratorsOnly if by_user => Some(Reason::AdministratorsOnly),
+        _ => outside_scope(subject, target).map(Reason::NotInScope),
     }
-    if changes_access {
-        match ScopeKind::of(policy) {
-            ScopeKind::AdministratorsOnly if by_user => reasons.push(Reason::AdministratorsOnly),
-            _ => reasons.extend(outside_scope(subject, target).map(Reason::NotInScope)),
+}
+
+fn custom_schedule_refused(policy: &AssignmentPolicy, context: ChangeContext) -> Option<Reason> {
+    let settings = policy.requestor_settings.unwrap_or_default();
+    (context.custom_schedule && !settings.allow_custom_schedule).then(|| {
+        Reason::CustomScheduleNotAllowed {
+            policy: policy.id.clone(),
         }
-    }
-    if by_user && context.custom_schedule && !settings.allow_custom_schedule {
-        reasons.push(Reason::CustomScheduleNotAllowed {
-            policy: policy.id.clone(),
-        });
-    }
+    })
+}
+
+/// Access through a policy that expires on a date cannot start after it.
+fn end_date_passed(policy: &AssignmentPolicy, context: ChangeContext) -> Option<Reason> {
     let expiration = policy.expiration.unwrap_or_default();
-    if changes_access
-        && expiration.r#type() == ExpirationType::OnDate
+    let passed = expiration.r#type() == ExpirationType::OnDate
         && expiration
             .end_time
-            .is_some_and(|end| context.start >= end.seconds)
-    {
-        reasons.push(Reason::EndDatePassed {
-            policy: policy.id.clone(),
-        });
-    }
-    if changes_access && reasons.is_empty() && !policy.extra_condition.is_empty() {
-        reasons.push(Reason::ConditionNotMet {
-            condition: policy.extra_condition.clone(),
-        });
-    }
-    reasons
+            .is_some_and(|end| context.start >= end.seconds);
+    passed.then(|| Reason::EndDatePassed {
+        policy: policy.id.clone(),
+    })
 }
 
 /// How `subject` falls outside the policy's scope, if they do.

@@ -9,12 +9,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::audit::chain;
 use crate::audit::event::{list_detail, text_detail, time_detail};
 use crate::audit::history::{
     DELIVERED, EXPIRED, PACKAGE_CREATED, PACKAGE_DELETED, PACKAGE_UPDATED, REMOVED, keys, role_key,
 };
 use crate::audit::query::{self, Filter, Order};
+use crate::audit::{Action, chain};
 use crate::domain::assignment::ASSIGNMENTS_BY_PACKAGE;
 use crate::domain::directory::targets;
 use crate::domain::package::PACKAGES_BY_RESOURCE;
@@ -149,7 +149,10 @@ pub fn last_known_catalog(
 /// Takes one recorded change back.
 fn undo_assignment_change(holdings: &mut BTreeMap<String, Holding>, event: &AuditEvent) {
     let assignment = text_detail(event, keys::ASSIGNMENT);
-    match event.action.as_str() {
+    let Some(action) = Action::parse(&event.action) else {
+        return;
+    };
+    match action {
         DELIVERED if text_detail(event, keys::REQUEST_TYPE).ends_with("_ADD") => {
             holdings.remove(assignment);
         }
@@ -192,10 +195,10 @@ pub fn packages_with_role(
     };
     for event in events_after(view, &filter, at)? {
         let event = event?;
-        let roles_before = match event.action.as_str() {
-            PACKAGE_CREATED => Vec::new(),
-            PACKAGE_UPDATED => list_detail(&event, keys::PREVIOUS_ROLES),
-            PACKAGE_DELETED => list_detail(&event, keys::ROLES),
+        let roles_before = match Action::parse(&event.action) {
+            Some(PACKAGE_CREATED) => Vec::new(),
+            Some(PACKAGE_UPDATED) => list_detail(&event, keys::PREVIOUS_ROLES),
+            Some(PACKAGE_DELETED) => list_detail(&event, keys::ROLES),
             _ => continue,
         };
         if roles_before.contains(&wanted) {

@@ -159,6 +159,29 @@ pub async fn decide(
     actor: Actor,
     input: DecisionInput,
 ) -> Result<AssignmentRequest> {
+    check_input(&input)?;
+    let committed = write(store, move |txn| {
+        let old: AssignmentRequest = records::require(txn, &input.id)?;
+        let current = check_decidable(&old, input.stage)?;
+        let policy: AssignmentPolicy = records::require(txn, &old.assignment_policy_id)?;
+        let now = actor.moment();
+        let stage = Stage {
+            request: &old,
+            status: current,
+        };
+        authorize_approver(txn, &engine, &actor, &policy, &stage, now)?;
+        check_may_decide(&actor, &policy, &stage, &input)?;
+        let mut request = old.clone();
+        record_decision(txn, &engine, &mut request, &policy, &actor, &input, now)?;
+        save(txn, Some(&old), &mut request, &actor)?;
+        Ok::<_, Error>(request)
+    })
+    .await?;
+    Ok(committed.value)
+}
+
+/// INVALID_ARGUMENT unless the decision is well formed.
+fn check_input(input: &DecisionInput) -> Result<()> {
     let mut check = Check::new("");
     check.id("id", &input.id);
     check.require(input.stage >= 1, "stage", "must be 1 or more");
@@ -168,91 +191,117 @@ pub async fn decide(
         MAX_JUSTIFICATION,
         false,
     );
-    check.finish()?;
-    let committed = write(store, move |txn| {
-        let old: AssignmentRequest = records::require(txn, &input.id)?;
-        let current = check_decidable(&old, input.stage)?;
-        let policy: AssignmentPolicy = records::require(txn, &old.assignment_policy_id)?;
-        let approver = subject_of(txn, &actor.id).map_err(|_| Error::PermissionDenied {
-            message: format!("caller {:?} is not a user of the directory", actor.id),
-            policy_ids: Vec::new(),
-        })?;
-        let scope = PolicyScope::load(&engine, txn, &policy)?;
-        let stage = Stage {
-            request: &old,
-            status: current,
-        };
-        let entities =
-            approval_slice(&approver, &stage, &scope.target(&policy)).map_err(Error::from)?;
-        let now = actor.moment();
-        let decision = engine
-            .decide(
-                &scope.set,
-                user_uid(&actor.id),
-                APPROVE,
-                request_uid(&old.id),
-                Facts::Approval { now: now.seconds() },
-                &entities,
-            )
-            .map_err(Error::from)?;
-        require_allowed(&decision, || {
-            format!(
-                "user {:?} may not decide stage {} of request {:?}",
-                actor.id, input.stage, old.id
-            )
-        })?;
-        if current.decisions.iter().any(|d| d.approver_id == actor.id) {
-            return Err(Error::precondition(
-                PreconditionKind::AlreadyDecided,
-                records::subject::<AssignmentRequest>(&old.id),
-                format!(
-                    "user {:?} already decided stage {} of request {:?}",
-                    actor.id, input.stage, old.id
-                ),
-            ));
-        }
-        let definition = stage_definition(&policy, input.stage)?;
-        if definition.approver_justification_required && input.justification.trim().is_empty() {
-            return Err(Error::invalid(
-                "justification",
-                "this stage requires approvers to justify their decision",
-            ));
-        }
+    check.finish()
+}
 
-        let mut request = old.clone();
-        let status = request.approval_stages.last_mut().expect("checked above");
-        status.decisions.push(StageDecision {
-            approver_id: actor.id.clone(),
-            approved: input.approve,
-            justification: input.justification.clone(),
-            time: Some(now.timestamp()),
-        });
-        let approvals = status.decisions.iter().filter(|d| d.approved).count() as i32;
-        if !input.approve {
-            status.set_state(StageState::Denied);
-            let reason = format!("denied at stage {} by {}", input.stage, actor.id);
-            transition(&mut request, RequestState::Denied, &actor, &reason)?;
-        } else if approvals >= status.approvals_required {
-            status.set_state(StageState::Approved);
-            let stages = policy
-                .approval_settings
-                .as_ref()
-                .map_or(0, |a| a.stages.len()) as i32;
-            if input.stage < stages {
-                let next = input.stage + 1;
-                if let Some(nobody) = start_stage(txn, &mut request, &policy, next, &actor)? {
-                    let reason = nobody.denial_reason();
-                    transition(&mut request, RequestState::Denied, &actor, &reason)?;
-                }
-            } else {
-                approved(txn, &engine, &mut request, &policy, &actor)?;
-            }
-        }
-        save(txn, Some(&old), &mut request, &actor)?;
-        Ok::<_, Error>(request)
+/// PERMISSION_DENIED unless the caller is a user of the directory whom the
+/// request's policies let decide `stage`.
+fn authorize_approver(
+    txn: &mut dyn Txn,
+    engine: &PolicyEngine,
+    actor: &Actor,
+    policy: &AssignmentPolicy,
+    stage: &Stage<'_>,
+    now: Moment,
+) -> Result<()> {
+    let approver = subject_of(txn, &actor.id).map_err(|_| Error::PermissionDenied {
+        message: format!("caller {:?} is not a user of the directory", actor.id),
+        policy_ids: Vec::new(),
+    })?;
+    let scope = PolicyScope::load(engine, txn, policy)?;
+    let entities = approval_slice(&approver, stage, &scope.target(policy))?;
+    let request = stage.request;
+    let decision = engine.decide(
+        &scope.set,
+        user_uid(&actor.id),
+        APPROVE,
+        request_uid(&request.id),
+        Facts::Approval { now: now.seconds() },
+        &entities,
+    )?;
+    require_allowed(&decision, || {
+        format!(
+            "user {:?} may not decide stage {} of request {:?}",
+            actor.id, stage.status.stage, request.id
+        )
     })
-    .await?;
-    Ok(committed.value)
+}
+
+/// Refuses a second decision by the same approver, and a decision without
+/// the justification the stage requires.
+fn check_may_decide(
+    actor: &Actor,
+    policy: &AssignmentPolicy,
+    stage: &Stage<'_>,
+    input: &DecisionInput,
+) -> Result<()> {
+    let request = stage.request;
+    if stage
+        .status
+        .decisions
+        .iter()
+        .any(|d| d.approver_id == actor.id)
+    {
+        return Err(Error::precondition(
+            PreconditionKind::AlreadyDecided,
+            records::subject::<AssignmentRequest>(&request.id),
+            format!(
+                "user {:?} already decided stage {} of request {:?}",
+                actor.id, input.stage, request.id
+            ),
+        ));
+    }
+    let definition = stage_definition(policy, input.stage)?;
+    if definition.approver_justification_required && input.justification.trim().is_empty() {
+        return Err(Error::invalid(
+            "justification",
+            "this stage requires approvers to justify their decision",
+        ));
+    }
+    Ok(())
+}
+
+/// Adds the decision to the current stage of `request` and moves the
+/// request on: a denial denies it; enough approvals start the next stage,
+/// or approve the request after the last.
+fn record_decision(
+    txn: &mut dyn Txn,
+    engine: &PolicyEngine,
+    request: &mut AssignmentRequest,
+    policy: &AssignmentPolicy,
+    actor: &Actor,
+    input: &DecisionInput,
+    now: Moment,
+) -> Result<()> {
+    let status = request.approval_stages.last_mut().expect("checked above");
+    status.decisions.push(StageDecision {
+        approver_id: actor.id.clone(),
+        approved: input.approve,
+        justification: input.justification.clone(),
+        time: Some(now.timestamp()),
+    });
+    let approvals = status.decisions.iter().filter(|d| d.approved).count() as i32;
+    if !input.approve {
+        status.set_state(StageState::Denied);
+        let reason = format!("denied at stage {} by {}", input.stage, actor.id);
+        transition(request, RequestState::Denied, actor, &reason)?;
+    } else if approvals >= status.approvals_required {
+        status.set_state(StageState::Approved);
+        let stages = policy
+            .approval_settings
+            .as_ref()
+            .map_or(0, |a| a.stages.len()) as i32;
+        if input.stage < stages {
+            let next = input.stage + 1;
+            if let Some(nobody) = start_stage(txn, request, policy, next, actor)? {
+                let reason = nobody.denial_reason();
+                transition(request, RequestState::Denied, actor, &reason)?;
+            }
+        } else {
+            approved(txn, engine, request, policy, actor)?;
+        }
+    }
+    Ok(())
 }
 
 /// The current stage, if `stage` of `request` may still be decided;

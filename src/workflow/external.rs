@@ -3,7 +3,7 @@
 //! policy an unknown domain creates a PROPOSED organization (once per
 //! domain: the domain is unique across organizations).
 
-use crate::audit::{self, Draft};
+use crate::audit::{self, Draft, Verb};
 use crate::domain::directory::{
     ORGANIZATION_BY_DOMAIN, ORGANIZATION_BY_TENANT, email_domain, is_domain,
 };
@@ -142,7 +142,7 @@ fn propose(txn: &mut dyn Txn, domain: &str, actor: &Actor) -> Result<ConnectedOr
     };
     stamp(&mut organization, None, actor, txn.revision());
     records::save(txn, None, &organization)?;
-    let draft = Draft::new(ConnectedOrganization::KIND, "created", &organization.id)
+    let draft = Draft::new(ConnectedOrganization::KIND, Verb::Created, &organization.id)
         .outcome(organization.state().as_str_name())
         .detail("domain", domain);
     audit::append(txn, actor, draft)?;

@@ -10,7 +10,7 @@
 //! policy that no longer admits the target) ends it DENIED, with the
 //! deciding Cedar policy ids in its history and in the audit trail.
 
-use crate::audit::{self, Draft};
+use crate::audit::{self, Draft, Verb};
 use crate::domain::assignment::{ACTIVE_PAIR, ASSIGNMENTS_BY_TARGET};
 use crate::domain::directory::{self, targets};
 use crate::domain::entity::stamp;
@@ -154,7 +154,7 @@ fn create_governed_guest(
     stamp(&mut guest, None, actor, txn.revision());
     records::save(txn, None, &guest)?;
     let draft = guest
-        .audit(txn, Draft::new(User::KIND, "created", &guest.id), None)?
+        .audit(txn, Draft::new(User::KIND, Verb::Created, &guest.id), None)?
         .detail("kind", guest.kind().as_str_name())
         .detail(
             "connected_organization_id",
@@ -241,7 +241,11 @@ fn apply_guest_lifecycle(txn: &mut dyn Txn, user_id: &str, actor: &Actor) -> Res
     stamp(&mut user, Some(&old), actor, txn.revision());
     records::save(txn, Some(&old), &user)?;
     let draft = user
-        .audit(txn, Draft::new(User::KIND, "blocked", user_id), Some(&old))?
+        .audit(
+            txn,
+            Draft::new(User::KIND, Verb::Blocked, user_id),
+            Some(&old),
+        )?
         .detail("reason", "a governed guest lost their last assignment")
         .detail("scheduled_delete_time", user.scheduled_delete_time);
     audit::append(txn, actor, draft)
@@ -280,7 +284,11 @@ fn call_off_deletion(txn: &mut dyn Txn, old: &User, why: &str, actor: &Actor) ->
     stamp(&mut user, Some(old), actor, txn.revision());
     records::save(txn, Some(old), &user)?;
     let draft = user
-        .audit(txn, Draft::new(User::KIND, "updated", &old.id), Some(old))?
+        .audit(
+            txn,
+            Draft::new(User::KIND, Verb::Updated, &old.id),
+            Some(old),
+        )?
         .detail("fields", vec!["scheduled_delete_time".to_string()])
         .detail("reason", why);
     audit::append(txn, actor, draft)

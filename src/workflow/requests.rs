@@ -12,8 +12,8 @@ use crate::domain::request::{OPEN_ADD, OPEN_CHANGE, pair_key, transition};
 use crate::domain::validate::{self, Check};
 use crate::error::{Error, PreconditionKind, Result};
 use crate::pb::{
-    Assignment, AssignmentPolicy, AssignmentRequest, EndReason, RequestState, RequestType,
-    Schedule, User,
+    Assignment, AssignmentPolicy, AssignmentRequest, EndReason, ExternalRequestor, RequestState,
+    RequestType, Schedule, User,
 };
 use crate::policy::compile::actions::{ADMIN_ASSIGN, EXTEND_ACCESS, REMOVE_ACCESS, REQUEST_ACCESS};
 use crate::policy::{ChangeContext, PolicyEngine};
@@ -224,47 +224,10 @@ fn add(
         input.target_id.clone()
     };
     let policy: AssignmentPolicy = records::require(txn, &input.assignment_policy_id)?;
-    let (target, external_requestor) = match records::load::<User>(txn, &target_id)? {
-        Some(user) => (AddTarget::Directory(Box::new(user)), None),
-        None => match &input.external_requestor {
-            Some(external) if by_user => {
-                let (subject, external) =
-                    external::requestor(txn, &target_id, external, &policy, actor)?;
-                (AddTarget::External(Box::new(subject)), external)
-            }
-            _ => return Err(Error::not_found(User::KIND, &target_id)),
-        },
-    };
-    if !input.access_package_id.is_empty() && input.access_package_id != policy.access_package_id {
-        return Err(Error::invalid(
-            "assignment_request.access_package_id",
-            format!(
-                "policy {:?} leads to package {:?}, not {:?}",
-                policy.id, policy.access_package_id, input.access_package_id
-            ),
-        ));
-    }
-    let pair = pair_key(&target_id, &policy.access_package_id);
-    if let Some(existing) = records::unique_owner::<Assignment>(txn, ACTIVE_PAIR, &pair)? {
-        return Err(Error::precondition(
-            PreconditionKind::AlreadyAssigned,
-            records::subject::<Assignment>(&existing),
-            format!(
-                "user {target_id:?} already holds package {:?} (assignment {existing}); extend it instead",
-                policy.access_package_id
-            ),
-        ));
-    }
-    if let Some(open) = records::unique_owner::<AssignmentRequest>(txn, OPEN_ADD, &pair)? {
-        return Err(Error::precondition(
-            PreconditionKind::RequestOpen,
-            records::subject::<AssignmentRequest>(&open),
-            format!(
-                "request {open} for user {target_id:?} and package {:?} is still open",
-                policy.access_package_id
-            ),
-        ));
-    }
+    let (target, external_requestor) =
+        add_target(txn, actor, &input, &policy, &target_id, by_user)?;
+    check_package_of_policy(&input, &policy)?;
+    check_not_held_or_asked(txn, &target_id, &policy)?;
     check_requestor_input(&policy, &input, by_user)?;
 
     let now = actor.moment();
@@ -316,6 +279,75 @@ fn add(
         schedule_or_deliver(txn, &mut request, actor)?;
     }
     Ok(request)
+}
+
+/// Who an add is for: the directory user `target_id`, or else (for a user's
+/// own request) the external requestor it names, made a user here, with
+/// the requestor details the request keeps; NOT_FOUND otherwise.
+fn add_target(
+    txn: &mut dyn Txn,
+    actor: &Actor,
+    input: &AssignmentRequest,
+    policy: &AssignmentPolicy,
+    target_id: &str,
+    by_user: bool,
+) -> Result<(AddTarget, Option<ExternalRequestor>)> {
+    if let Some(user) = records::load::<User>(txn, target_id)? {
+        return Ok((AddTarget::Directory(Box::new(user)), None));
+    }
+    match &input.external_requestor {
+        Some(external) if by_user => {
+            let (subject, external) = external::requestor(txn, target_id, external, policy, actor)?;
+            Ok((AddTarget::External(Box::new(subject)), external))
+        }
+        _ => Err(Error::not_found(User::KIND, target_id)),
+    }
+}
+
+/// INVALID_ARGUMENT when the request names a package other than the one
+/// its policy leads to.
+fn check_package_of_policy(input: &AssignmentRequest, policy: &AssignmentPolicy) -> Result<()> {
+    if !input.access_package_id.is_empty() && input.access_package_id != policy.access_package_id {
+        return Err(Error::invalid(
+            "assignment_request.access_package_id",
+            format!(
+                "policy {:?} leads to package {:?}, not {:?}",
+                policy.id, policy.access_package_id, input.access_package_id
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// FAILED_PRECONDITION when the user already holds the policy's package, or
+/// another add for the same user and package is still open.
+fn check_not_held_or_asked(
+    txn: &dyn Txn,
+    target_id: &str,
+    policy: &AssignmentPolicy,
+) -> Result<()> {
+    let pair = pair_key(target_id, &policy.access_package_id);
+    if let Some(existing) = records::unique_owner::<Assignment>(txn, ACTIVE_PAIR, &pair)? {
+        return Err(Error::precondition(
+            PreconditionKind::AlreadyAssigned,
+            records::subject::<Assignment>(&existing),
+            format!(
+                "user {target_id:?} already holds package {:?} (assignment {existing}); extend it instead",
+                policy.access_package_id
+            ),
+        ));
+    }
+    if let Some(open) = records::unique_owner::<AssignmentRequest>(txn, OPEN_ADD, &pair)? {
+        return Err(Error::precondition(
+            PreconditionKind::RequestOpen,
+            records::subject::<AssignmentRequest>(&open),
+            format!(
+                "request {open} for user {target_id:?} and package {:?} is still open",
+                policy.access_package_id
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Justification and answers, as the policy asks of requestors.
