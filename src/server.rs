@@ -216,13 +216,28 @@ pub async fn run_with(
 
     let _ = stop_background.send(true);
     background.await?;
-    let closed = tokio::task::spawn_blocking(move || store.close()).await?;
+    let closed = {
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || store.close()).await?
+    };
+    released(store, settings.drain_deadline()).await;
     if let Some(Stop::StoreFailed(reason)) = stopped {
         anyhow::bail!("stopped because the store failed: {reason}");
     }
     closed?;
     tracing::info!("stopped cleanly");
     Ok(())
+}
+
+/// Waits, up to `within`, until nothing but this function holds `store`,
+/// then lets it go: calls cut off at the drain deadline can still hold it
+/// for a moment, and the data directory stays locked until the last holder
+/// is gone. Once `run` returns, the same process can open it again.
+async fn released<T: ?Sized>(store: Arc<T>, within: Duration) {
+    let deadline = tokio::time::Instant::now() + within;
+    while Arc::strong_count(&store) > 1 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 /// The store the settings name.
