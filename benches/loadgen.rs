@@ -5,13 +5,20 @@
 //! flight, and prints Markdown tables (see docs/BENCHMARKS.md).
 //!
 //! `cargo bench --bench loadgen -- --scale 0.1 --data-dir /tmp/loadgen-0.1
-//! [--seconds 5] [--warmup 1]`
+//! [--seconds 5] [--warmup 1] [--store postgres://... [--replicas 2]]`
+//!
+//! With `--store`, the dataset (built in sled in the data directory) is
+//! copied into a fresh schema of that PostgreSQL database, `--replicas`
+//! servers (default 1) run on it, and the calls are spread over them; the
+//! schema is dropped afterwards.
 
 // Kept under benches/loadgen/ so cargo does not take them for benches.
 #[path = "loadgen/dataset.rs"]
 mod dataset;
 #[path = "loadgen/drive.rs"]
 mod drive;
+#[path = "loadgen/postgres.rs"]
+mod postgres;
 #[path = "loadgen/server.rs"]
 mod server;
 
@@ -32,6 +39,8 @@ struct Args {
     scale: f64,
     data_dir: PathBuf,
     timing: Timing,
+    store: Option<String>,
+    replicas: usize,
 }
 
 impl Args {
@@ -40,6 +49,8 @@ impl Args {
         let mut data_dir = None;
         let mut seconds = 5.0;
         let mut warmup = 1.0;
+        let mut store = None;
+        let mut replicas = 1;
         let mut args = std::env::args().skip(1);
         while let Some(arg) = args.next() {
             let mut value = || args.next().with_context(|| format!("{arg} needs a value"));
@@ -48,14 +59,22 @@ impl Args {
                 "--data-dir" => data_dir = Some(PathBuf::from(value()?)),
                 "--seconds" => seconds = value()?.parse()?,
                 "--warmup" => warmup = value()?.parse()?,
+                "--store" => store = Some(value()?),
+                "--replicas" => replicas = value()?.parse()?,
                 // cargo bench passes --bench to every bench target.
                 "--bench" => {}
                 other => anyhow::bail!(
-                    "unknown argument {other:?}; use --scale, --data-dir, --seconds, --warmup"
+                    "unknown argument {other:?}; use --scale, --data-dir, --seconds, --warmup, \
+                     --store, --replicas"
                 ),
             }
         }
         anyhow::ensure!(scale > 0.0, "--scale must be positive");
+        anyhow::ensure!(replicas >= 1, "--replicas must be at least 1");
+        anyhow::ensure!(
+            replicas == 1 || store.is_some(),
+            "--replicas needs --store postgres://..."
+        );
         Ok(Self {
             scale,
             data_dir: data_dir
@@ -64,6 +83,8 @@ impl Args {
                 warmup: Duration::from_secs_f64(warmup),
                 measured: Duration::from_secs_f64(seconds),
             },
+            store,
+            replicas,
         })
     }
 }
@@ -73,29 +94,48 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     let world = Arc::new(runtime.block_on(dataset::prepare(&args.data_dir, args.scale))?);
 
-    let server = Server::start(&args.data_dir)?;
-    let after_start = server.memory()?;
-    println!(
-        "server on {} after {:.2} s",
-        server.address,
-        server.startup.as_secs_f64()
-    );
+    let schema = match &args.store {
+        Some(url) => Some(runtime.block_on(postgres::copy_into_fresh_schema(&args.data_dir, url))?),
+        None => None,
+    };
+    let store = schema.as_ref().map(|(url, _)| url.as_str());
+    let mut servers = Vec::new();
+    for _ in 0..args.replicas {
+        let server = Server::start(&args.data_dir, store)?;
+        println!(
+            "server on {} after {:.2} s",
+            server.address,
+            server.startup.as_secs_f64()
+        );
+        servers.push(server);
+    }
+    let after_start = servers[0].memory()?;
+    let addresses: Vec<_> = servers.iter().map(|s| s.address).collect();
     let mut runs = Vec::new();
     for in_flight in CONCURRENCY {
         println!("measuring at {in_flight} in flight ...");
         let outcomes = runtime.block_on(drive::measure(
-            server.address,
+            &addresses,
             Arc::clone(&world),
             in_flight,
             &args.timing,
         ))?;
         runs.push((in_flight, outcomes));
     }
-    let after_run = server.memory()?;
-    let startup = server.startup;
-    server.stop()?;
+    let after_run = servers[0].memory()?;
+    let startup = servers[0].startup;
+    for server in servers {
+        server.stop()?;
+    }
+    if let (Some(url), Some((_, name))) = (&args.store, &schema) {
+        runtime.block_on(postgres::drop_schema(url, name))?;
+    }
 
     println!();
+    match &args.store {
+        Some(_) => println!("PostgreSQL store, {} replica(s)", args.replicas),
+        None => println!("sled store"),
+    }
     println!("{:?}", world.shape);
     for (in_flight, outcomes) in &runs {
         print_table(*in_flight, outcomes);

@@ -29,6 +29,14 @@ pub struct Settings {
     pub listen: SocketAddr,
     /// Directory of the embedded store.
     pub data_dir: PathBuf,
+    /// Which store: absent or `sled` (sled in `data_dir`), `sled:DIR`, or
+    /// a `postgres://` URL (several replicas may share one database).
+    pub store: Option<String>,
+    /// Apply pending database migrations at start-up (PostgreSQL) instead
+    /// of refusing an older schema.
+    pub migrate: bool,
+    /// How replicas use a PostgreSQL store.
+    pub postgres: PostgresSettings,
     pub log_format: LogFormat,
     /// Directory with `schema.cedarschema` and `*.cedar` invariants; absent
     /// means the ones shipped in `policies/` (built into the binary).
@@ -62,6 +70,31 @@ pub struct Settings {
     pub auth: AuthSettings,
     /// Serve TLS (and with `client_ca_file`, require client certificates).
     pub tls: Option<TlsSettings>,
+}
+
+/// How a replica follows a PostgreSQL store and shares timed work.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PostgresSettings {
+    /// Wake up on NOTIFY when another replica commits (false: polling only,
+    /// for databases without LISTEN/NOTIFY).
+    pub notify: bool,
+    /// How often to look for other replicas' commits, and to retry an
+    /// unreachable database, in milliseconds.
+    pub poll_interval_ms: u64,
+    /// How long the lease on timed work lasts, in milliseconds: another
+    /// replica takes timed work over this long after its holder died.
+    pub lease_ms: u64,
+}
+
+impl Default for PostgresSettings {
+    fn default() -> Self {
+        Self {
+            notify: true,
+            poll_interval_ms: 200,
+            lease_ms: 10_000,
+        }
+    }
 }
 
 /// How callers prove who they are: bearer JWTs verified with one of the
@@ -153,6 +186,9 @@ impl Default for Settings {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
             data_dir: PathBuf::from("data"),
+            store: None,
+            migrate: false,
+            postgres: PostgresSettings::default(),
             log_format: LogFormat::Text,
             policies: None,
             scheduler_interval_ms: 1000,
@@ -182,6 +218,14 @@ pub struct ServeArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data_dir: Option<PathBuf>,
+    /// Store: sled, sled:DIR or a postgres:// URL [env: ENTITLEMENTS_STORE] [default: sled in the data directory]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store: Option<String>,
+    /// Apply pending database migrations at start-up [env: ENTITLEMENTS_MIGRATE]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub migrate: bool,
     /// Log format [env: ENTITLEMENTS_LOG_FORMAT] [default: text]
     #[arg(long, value_enum)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -220,9 +264,10 @@ fn name_unknown_variable(error: figment::Error) -> anyhow::Error {
     error.into()
 }
 
-/// `ENTITLEMENTS_*` variables that are not settings: the settings file
-/// and the `audit export` client's token.
-const NOT_SETTINGS: [&str; 2] = ["config", "token"];
+/// `ENTITLEMENTS_*` variables that are not settings: the settings file,
+/// the `audit export` client's token, and the test suites' store switch
+/// and database (servers started by the tests inherit them).
+const NOT_SETTINGS: [&str; 4] = ["config", "token", "test_store", "test_database_url"];
 
 impl Settings {
     /// How long audit events are kept; None keeps everything.

@@ -64,7 +64,6 @@ use crate::policy::PolicyEngine;
 use crate::shared::actor::{Actor, SYSTEM_ACTOR};
 use crate::shared::clock::Clock;
 use crate::store::Store;
-use crate::store::sled_store::SledStore;
 use crate::workflow::scheduler;
 use health::DrainingHealth;
 use listener::{FirstBytes, Limits};
@@ -202,10 +201,11 @@ pub async fn run_with(
     let router = services(server, health, app, auth, settings, drain)?;
 
     report(&reporter, ServingStatus::Serving).await;
-    tracing::info!(%address, data_dir = %settings.data_dir.display(), "serving");
+    tracing::info!(%address, store = %store_location(settings)?, "serving");
     ready(address);
 
-    let (stop, stop_began) = stop_signal(shutdown, store.clone(), reporter, drain_signal);
+    let stopping = follow_availability(store.as_ref(), reporter.clone());
+    let (stop, stop_began) = stop_signal(shutdown, store.clone(), reporter, drain_signal, stopping);
     let first_bytes = match settings.tls {
         Some(_) => FirstBytes::Any,
         None => FirstBytes::Http2Preface,
@@ -222,7 +222,7 @@ pub async fn run_with(
     };
     released(store, settings.drain_deadline()).await;
     if let Some(Stop::StoreFailed(reason)) = stopped {
-        anyhow::bail!("stopped because the store could not make a write durable: {reason}");
+        anyhow::bail!("stopped because the store failed: {reason}");
     }
     closed?;
     tracing::info!("stopped cleanly");
@@ -240,16 +240,39 @@ async fn released<T: ?Sized>(store: Arc<T>, within: Duration) {
     }
 }
 
-/// Opens the store under `settings.data_dir`, brings it up to date
+/// The store the settings name.
+fn store_location(settings: &Settings) -> anyhow::Result<crate::store::Location> {
+    Ok(crate::store::Location::parse(
+        settings.store.as_deref(),
+        &settings.data_dir,
+    )?)
+}
+
+/// How a PostgreSQL store is used, from the settings.
+fn postgres_options(settings: &Settings) -> crate::store::postgres::Options {
+    let postgres = &settings.postgres;
+    crate::store::postgres::Options {
+        migrate: settings.migrate,
+        notify: postgres.notify,
+        poll_interval: Duration::from_millis(postgres.poll_interval_ms.max(1)),
+        lease: Duration::from_millis(postgres.lease_ms.max(30)),
+        change_retention: settings.watch_retention.max(1) as u64,
+    }
+}
+
+/// Opens the store the settings name (sled under `settings.data_dir`, or
+/// a PostgreSQL database), brings it up to date
 /// (migrations, the General catalog, the tenant settings) and loads the
 /// decision view, which then observes every commit.
 async fn open_state(
     settings: &Settings,
     clock: Arc<dyn Clock>,
     policies: Arc<PolicyEngine>,
-) -> anyhow::Result<(Arc<SledStore>, App)> {
-    let data_dir = settings.data_dir.clone();
-    let store = Arc::new(tokio::task::spawn_blocking(move || SledStore::open(&data_dir)).await??);
+) -> anyhow::Result<(Arc<dyn Store>, App)> {
+    let location = store_location(settings)?;
+    let options = postgres_options(settings);
+    let store: Arc<dyn Store> =
+        tokio::task::spawn_blocking(move || crate::store::open(&location, options)).await??;
     migrations::run(store.as_ref()).await?;
     let system = Actor::new(SYSTEM_ACTOR, clock.now());
     ensure_general_catalog(store.as_ref(), system.clone()).await?;
@@ -263,6 +286,8 @@ async fn open_state(
         .await??,
     );
     store.observe(decisions.clone());
+    // Only now, with the view loaded and observing: other replicas' commits.
+    store.follow();
     let app = App::new(store.clone(), clock, policies, decisions);
     Ok((store, app))
 }
@@ -332,11 +357,39 @@ fn services(
 /// The future that stops the server: it resolves when `shutdown` does or
 /// the store fails, after turning health NOT_SERVING and starting the
 /// drain; the receiver then tells why it stopped.
+/// Health follows the store: NOT_SERVING while its database is
+/// unreachable, SERVING again once it is back, until the server stops
+/// (setting the returned flag ends it).
+fn follow_availability(
+    store: &dyn Store,
+    reporter: HealthReporter,
+) -> Arc<tokio::sync::Mutex<bool>> {
+    let stopping = Arc::new(tokio::sync::Mutex::new(false));
+    let mut availability = store.availability();
+    let stopped = stopping.clone();
+    tokio::spawn(async move {
+        while availability.changed().await.is_ok() {
+            let available = *availability.borrow_and_update();
+            let stopping = stopped.lock().await;
+            if *stopping {
+                return;
+            }
+            let status = match available {
+                true => ServingStatus::Serving,
+                false => ServingStatus::NotServing,
+            };
+            report(&reporter, status).await;
+        }
+    });
+    stopping
+}
+
 fn stop_signal(
     shutdown: impl Future<Output = ()> + Send + 'static,
-    store: Arc<SledStore>,
+    store: Arc<dyn Store>,
     reporter: HealthReporter,
     drain_signal: DrainSignal,
+    stopping: Arc<tokio::sync::Mutex<bool>>,
 ) -> (
     impl Future<Output = ()> + Send + 'static,
     tokio::sync::oneshot::Receiver<Stop>,
@@ -351,11 +404,15 @@ fn stop_signal(
             Stop::Requested => tracing::info!("shutting down: finishing in-flight calls"),
             Stop::StoreFailed(reason) => tracing::error!(
                 %reason,
-                "the store could not make a write durable; stopping so that a restart \
-                 recovers exactly what was acknowledged"
+                "the store failed; stopping so that a restart recovers exactly what was \
+                 acknowledged"
             ),
         }
-        report(&reporter, ServingStatus::NotServing).await;
+        {
+            let mut stopping = stopping.lock().await;
+            *stopping = true;
+            report(&reporter, ServingStatus::NotServing).await;
+        }
         drain_signal.start();
         let _ = began.send(stop);
     };

@@ -741,7 +741,6 @@ async fn multi_event_changes_record_cause_before_effect() {
 async fn verify_finds_an_altered_or_missing_event() {
     use entitlements::audit::event::sequence_key;
     use entitlements::store::records;
-    use entitlements::store::sled_store::SledStore;
     use entitlements::store::{Txn, write};
 
     let dir = tempfile::tempdir().unwrap();
@@ -761,10 +760,10 @@ async fn verify_finds_an_altered_or_missing_event() {
 
     // Someone with access to the files rewrites who made event 4.
     let tamper = |change: fn(&mut dyn Txn, AuditEvent)| {
-        let store = SledStore::open(dir.path()).unwrap();
+        let store = common::open_store(dir.path());
         let runtime = tokio::runtime::Runtime::new().unwrap();
         runtime.block_on(async {
-            write::<_, entitlements::error::Error, _>(&store, move |txn| {
+            write::<_, entitlements::error::Error, _>(store.as_ref(), move |txn| {
                 let event: AuditEvent = records::require(txn, &sequence_key(4))?;
                 change(txn, event);
                 Ok(())

@@ -180,7 +180,6 @@ async fn conditions_at_the_limits_are_accepted_and_decide() {
 #[tokio::test]
 async fn a_stored_condition_beyond_the_limits_cannot_take_the_server_down() {
     use entitlements::store::records;
-    use entitlements::store::sled_store::SledStore;
     use entitlements::store::write;
 
     let dir = tempfile::tempdir().unwrap();
@@ -198,10 +197,10 @@ async fn a_stored_condition_beyond_the_limits_cannot_take_the_server_down() {
     // Written before conditions were bounded: 128 parentheses.
     std::thread::scope(|s| {
         s.spawn(|| {
-            let store = SledStore::open(dir.path()).unwrap();
+            let store = common::open_store(dir.path());
             let runtime = tokio::runtime::Runtime::new().unwrap();
             runtime.block_on(async {
-                write::<_, entitlements::store::records::RecordError, _>(&store, |txn| {
+                write::<_, entitlements::store::records::RecordError, _>(store.as_ref(), |txn| {
                     let mut deep: AssignmentPolicy = records::require(txn, "deep")?;
                     let old = deep.clone();
                     deep.extra_condition = format!("{}true{}", "(".repeat(128), ")".repeat(128));

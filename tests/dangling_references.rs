@@ -402,7 +402,6 @@ async fn a_deleted_user_cannot_be_named_as_approver_requestor_or_sponsor() {
 /// organizations they name gets those references on its next start.
 #[tokio::test]
 async fn references_missing_from_an_older_store_are_rebuilt_at_start_up() {
-    use entitlements::store::sled_store::SledStore;
     use entitlements::store::{Txn, keys, write};
 
     let dir = tempfile::tempdir().unwrap();
@@ -421,8 +420,8 @@ async fn references_missing_from_an_older_store_are_rebuilt_at_start_up() {
     // Make the store look like one written before: no reference from the
     // policy to the group, and no record of the upgrade.
     {
-        let store = SledStore::open(dir.path()).unwrap();
-        write(&store, |txn: &mut dyn Txn| {
+        let store = common::open_store(dir.path());
+        write(store.as_ref(), |txn: &mut dyn Txn| {
             txn.delete(keys::key(&[
                 keys::REFERENCE,
                 "group",

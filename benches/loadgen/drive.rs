@@ -94,6 +94,14 @@ impl Outcome {
     }
 }
 
+/// This run of the load generator, among runs on one dataset.
+static RUN: std::sync::LazyLock<u64> = std::sync::LazyLock::new(|| {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    now.as_nanos() as u64 ^ u64::from(std::process::id())
+});
+
 pub struct Timing {
     pub warmup: Duration,
     pub measured: Duration,
@@ -102,12 +110,12 @@ pub struct Timing {
 /// Runs every RPC at `in_flight` concurrent calls: a warm-up per RPC, then
 /// alternating slices until each has had `timing.measured`.
 pub async fn measure(
-    address: SocketAddr,
+    addresses: &[SocketAddr],
     world: Arc<World>,
     in_flight: usize,
     timing: &Timing,
 ) -> anyhow::Result<BTreeMap<Rpc, Outcome>> {
-    let channels = connect(address, in_flight.min(MAX_CHANNELS)).await?;
+    let channels = connect(addresses, in_flight.min(MAX_CHANNELS)).await?;
     let mut seed = in_flight as u64 * 1_000_000;
     for rpc in ALL {
         seed += 1;
@@ -128,9 +136,11 @@ pub async fn measure(
     Ok(totals)
 }
 
-async fn connect(address: SocketAddr, count: usize) -> anyhow::Result<Vec<Channel>> {
+/// `count` connections, spread over the servers (replicas) in turn.
+async fn connect(addresses: &[SocketAddr], count: usize) -> anyhow::Result<Vec<Channel>> {
     let mut channels = Vec::with_capacity(count);
-    for _ in 0..count {
+    for i in 0..count {
+        let address = addresses[i % addresses.len()];
         // Separate connections (not clones of one) so the load really
         // spreads over several HTTP/2 connections.
         channels.push(
@@ -289,8 +299,10 @@ impl Caller {
                             ..Default::default()
                         }),
                         // Unique per call: the key makes retries idempotent,
-                        // and these are all different requests.
-                        request_id: format!("loadgen-{:016x}", rng.next()),
+                        // and these are all different requests. The run's
+                        // nonce keeps a later run on the same dataset (which
+                        // draws the same numbers) from reusing a key.
+                        request_id: format!("loadgen-{:x}-{:016x}", *RUN, rng.next()),
                     },
                     &user,
                 );

@@ -30,7 +30,9 @@ pub struct Memory {
 }
 
 impl Server {
-    pub fn start(data_dir: &Path) -> anyhow::Result<Self> {
+    /// A server on the dataset in `data_dir`, or on `store` (a PostgreSQL
+    /// URL the dataset was copied to) when given.
+    pub fn start(data_dir: &Path, store: Option<&str>) -> anyhow::Result<Self> {
         // A settings file rather than ENTITLEMENTS_AUTH__SERVICE_PRINCIPALS:
         // TOML says exactly what the list of tables is.
         let config = data_dir.join("loadgen-server.toml");
@@ -41,8 +43,12 @@ impl Server {
             ),
         )?;
         let started = Instant::now();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_entitlements"))
-            .arg("serve")
+        let mut command = Command::new(env!("CARGO_BIN_EXE_entitlements"));
+        command.arg("serve");
+        if let Some(store) = store {
+            command.args(["--store", store]);
+        }
+        let mut child = command
             .arg("--dev-auth")
             .args(["--listen", "127.0.0.1:0"])
             .arg("--data-dir")

@@ -79,12 +79,13 @@ impl From<Error> for Status {
             ),
             Error::Unauthenticated(_) => Status::unauthenticated(message),
             Error::OutOfRange(_) => Status::out_of_range(message),
-            // The store stopped (it failed, or the server is stopping): the
-            // outcome of a write is unknown until the restart, so retrying
-            // (with the same request_id) elsewhere or later is right.
-            Error::Store(StoreError::Failed(_) | StoreError::Closed) => {
-                Status::unavailable(message)
-            }
+            // The store stopped (it failed, or the server is stopping), or
+            // its database is unreachable: the outcome of a write is unknown
+            // until the restart or reconnection, so retrying (with the same
+            // request_id) elsewhere or later is right.
+            Error::Store(
+                StoreError::Failed(_) | StoreError::Closed | StoreError::Unavailable(_),
+            ) => Status::unavailable(message),
             Error::Store(error) => {
                 tracing::error!(%error, "store failure");
                 Status::internal(message)

@@ -1,11 +1,13 @@
 //! The command line: `serve` runs the server; the other commands are
 //! clients of a running server (`audit export`) or tools for a stopped one
-//! (`store accept-rollback`) and for development (`token`). They sit above
+//! (`store accept-rollback`, `store copy`) or its database (`migrate`) and
+//! for development (`token`). They sit above
 //! every layer of the library and use it as any other program would.
 
 pub mod export;
 pub mod rollback;
 pub mod serve;
+pub mod store;
 pub mod token;
 
 use std::path::PathBuf;
@@ -37,6 +39,12 @@ enum Command {
     /// Work with a stopped server's store.
     #[command(subcommand)]
     Store(StoreCommand),
+    /// Create or upgrade a PostgreSQL store's schema.
+    Migrate {
+        /// The database: a postgres:// URL [env: ENTITLEMENTS_STORE]
+        #[arg(long, env = "ENTITLEMENTS_STORE")]
+        store: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -48,6 +56,17 @@ enum StoreCommand {
         /// The server's data directory (the server must be stopped).
         #[arg(long)]
         data_dir: PathBuf,
+    },
+    /// Copy a sled store into an empty PostgreSQL database: every key, the
+    /// revision and the metadata, so revisions and the audit chain carry
+    /// over. The server on the sled store must be stopped.
+    Copy {
+        /// The sled store: sled:DIR
+        #[arg(long)]
+        from: String,
+        /// The database: a postgres:// URL (its schema is created)
+        #[arg(long)]
+        to: String,
     },
 }
 
@@ -70,6 +89,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Store(StoreCommand::AcceptRollback { data_dir }) => {
             serve::init_logging(LogFormat::Text);
             println!("{}", rollback::accept(&data_dir)?);
+            Ok(())
+        }
+        Command::Store(StoreCommand::Copy { from, to }) => {
+            serve::init_logging(LogFormat::Text);
+            println!("{}", store::copy(&from, &to).await?);
+            Ok(())
+        }
+        Command::Migrate { store } => {
+            serve::init_logging(LogFormat::Text);
+            println!("{}", store::migrate(&store).await?);
             Ok(())
         }
         Command::Serve(args) => serve::serve(args).await,

@@ -8,10 +8,13 @@ pub mod acknowledged;
 pub mod codec;
 pub mod idempotency;
 pub mod keys;
+pub mod postgres;
 pub mod records;
 pub mod sled_store;
 
-use std::path::PathBuf;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
 use acknowledged::Mark;
@@ -54,6 +57,14 @@ pub enum StoreError {
     RolledBack(Box<Rollback>),
     #[error("the store is closed")]
     Closed,
+    /// The database could not be used just now (unreachable, or it refused
+    /// the transaction): nothing was written, or for an interrupted commit
+    /// the outcome is unknown. Retry later, with the same request_id.
+    #[error("the store is unavailable: {0}")]
+    Unavailable(String),
+    /// The database's schema does not fit this binary.
+    #[error("{0}")]
+    Incompatible(String),
 }
 
 impl StoreError {
@@ -201,6 +212,80 @@ pub trait Store: ReadView + Send + Sync + 'static {
     fn flush(&self) -> StoreResult<()>;
     /// Adds an observer of every later commit.
     fn observe(&self, observer: std::sync::Arc<dyn CommitObserver>);
+
+    /// Starts applying commits made by other processes sharing the store
+    /// (replicas over one database). Until then the store changes only with
+    /// this process's own writes, so views can be loaded from it and
+    /// observers added without a commit slipping in between.
+    fn follow(&self) {}
+
+    /// Stops accepting writes, lets queued ones finish, and flushes (unless
+    /// the store failed).
+    fn close(&self) -> StoreResult<()>;
+
+    /// Resolves with the reason once the store failed for good (it refuses
+    /// every read and write from then on); never while it is healthy.
+    fn failure(&self) -> Pin<Box<dyn Future<Output = Failure> + Send + '_>>;
+
+    /// Whether the store can take writes now (false while its database is
+    /// unreachable); changes as that does. An embedded store always can.
+    fn availability(&self) -> tokio::sync::watch::Receiver<bool> {
+        tokio::sync::watch::channel(true).1
+    }
+
+    /// Whether this process should run timed work now: with several
+    /// replicas, one at a time does.
+    fn runs_timed_work(&self) -> bool {
+        true
+    }
+}
+
+/// Which store to use.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Location {
+    /// The embedded sled store in a directory.
+    Sled(PathBuf),
+    /// A PostgreSQL database, shared by replicas.
+    Postgres(String),
+}
+
+impl Location {
+    /// `store` as the settings give it: absent or `sled` (sled in
+    /// `data_dir`), `sled:DIR`, or a `postgres://` URL.
+    pub fn parse(store: Option<&str>, data_dir: &Path) -> StoreResult<Self> {
+        match store.map(str::trim) {
+            None | Some("") | Some("sled") => Ok(Self::Sled(data_dir.to_path_buf())),
+            Some(url) if postgres::connect::is_postgres_url(url) => {
+                Ok(Self::Postgres(url.to_string()))
+            }
+            Some(other) => match other.strip_prefix("sled:") {
+                Some(dir) if !dir.is_empty() => Ok(Self::Sled(PathBuf::from(dir))),
+                _ => Err(StoreError::Incompatible(format!(
+                    "unknown store {other:?}: use sled, sled:DIR or a postgres:// URL"
+                ))),
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Sled(dir) => write!(f, "sled:{}", dir.display()),
+            Self::Postgres(url) => match postgres::connect::Target::parse(url) {
+                Ok(target) => f.write_str(&target.display),
+                Err(_) => f.write_str("postgres://(invalid)"),
+            },
+        }
+    }
+}
+
+/// Opens the store at `location` (blocking: call it off the async runtime).
+pub fn open(location: &Location, options: postgres::Options) -> StoreResult<Arc<dyn Store>> {
+    Ok(match location {
+        Location::Sled(dir) => Arc::new(sled_store::SledStore::open(dir)?),
+        Location::Postgres(url) => Arc::new(postgres::PostgresStore::open(url, options)?),
+    })
 }
 
 /// The outcome of a committed write.

@@ -319,6 +319,16 @@ impl Store for SledStore {
             .expect("observers lock poisoned")
             .push(observer);
     }
+
+    fn close(&self) -> StoreResult<()> {
+        SledStore::close(self)
+    }
+
+    fn failure(
+        &self,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = super::Failure> + Send + '_>> {
+        Box::pin(SledStore::failure(self))
+    }
 }
 
 fn sled_scan<'a>(
@@ -549,9 +559,21 @@ impl Txn for SledTxn<'_> {
 
 /// Merges two ascending streams; on equal keys the pending write wins and a
 /// pending deletion hides the committed value.
-struct MergeScan<'a> {
+pub(crate) struct MergeScan<'a> {
     committed: std::iter::Peekable<Box<dyn Iterator<Item = StoreResult<KeyValue>> + 'a>>,
     pending: std::iter::Peekable<std::collections::btree_map::IntoIter<Vec<u8>, Option<Vec<u8>>>>,
+}
+
+impl<'a> MergeScan<'a> {
+    pub(crate) fn new(
+        committed: Box<dyn Iterator<Item = StoreResult<KeyValue>> + 'a>,
+        pending: Overlay,
+    ) -> Self {
+        Self {
+            committed: committed.peekable(),
+            pending: pending.into_iter().peekable(),
+        }
+    }
 }
 
 impl Iterator for MergeScan<'_> {

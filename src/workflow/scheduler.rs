@@ -161,10 +161,22 @@ pub fn spawn(
     tokio::spawn(async move {
         let mut waiting: Option<oneshot::Sender<()>> = None;
         loop {
-            if let Err(error) = run_due(store.as_ref(), clock.as_ref(), &engine).await {
+            // With replicas over one database, one of them at a time does
+            // the work (each item is re-checked in its own transaction
+            // anyway, so a hand-over never fires anything twice).
+            let mut ours = store.runs_timed_work();
+            // Asked for a round just after start-up, before this replica
+            // took the lease on timed work: give it a moment to.
+            let asked_at = std::time::Instant::now();
+            while waiting.is_some() && !ours && asked_at.elapsed() < Duration::from_secs(1) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                ours = store.runs_timed_work();
+            }
+            if ours && let Err(error) = run_due(store.as_ref(), clock.as_ref(), &engine).await {
                 tracing::error!(%error, "background work failed; retrying next round");
             }
-            if let Some(keep) = options.audit_retention
+            if ours
+                && let Some(keep) = options.audit_retention
                 && let Err(error) = prune_audit(store.as_ref(), clock.as_ref(), keep).await
             {
                 tracing::error!(%error, "audit retention failed; retrying next round");

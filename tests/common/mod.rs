@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod binary;
+pub mod postgres;
 pub mod world;
 
 use std::path::{Path, PathBuf};
@@ -101,6 +102,11 @@ impl TestServer {
             },
             ..Settings::default()
         };
+        if let Some(store) = postgres::store_for(data_dir) {
+            settings.store = Some(store);
+            settings.migrate = true;
+            settings.postgres.poll_interval_ms = 20;
+        }
         tweak(&mut settings);
         let tls = settings.tls.is_some();
         let listener = tokio::net::TcpListener::bind(settings.listen)
@@ -141,6 +147,28 @@ impl TestServer {
             run_now,
             stop: Some(stop),
             task: Some(task),
+            _temp: None,
+        }
+    }
+
+    /// Clients of a server running elsewhere (a server process): the same
+    /// helpers, none of the lifecycle.
+    pub async fn attach(address: &str) -> Self {
+        let channel = Channel::from_shared(format!("http://{address}"))
+            .unwrap()
+            .connect()
+            .await
+            .expect("connect");
+        Self {
+            address: address.parse().expect("a socket address"),
+            data_dir: PathBuf::new(),
+            clock: Arc::new(ManualClock::new(epoch())),
+            channel,
+            admins: Vec::new(),
+            // Nothing answers it: a process runs its own background work.
+            run_now: scheduler::run_now().0,
+            stop: None,
+            task: None,
             _temp: None,
         }
     }
@@ -229,6 +257,16 @@ impl TestServer {
     pub fn reports(&self, user: &str) -> ReportsClient<InterceptedService<Channel, AsUser>> {
         ReportsClient::with_interceptor(self.channel(), AsUser::new(user))
     }
+}
+
+/// Opens the store a test server on `data_dir` uses (sled in the
+/// directory, or its PostgreSQL schema), with the server stopped. Blocks.
+pub fn open_store(data_dir: &Path) -> Arc<dyn entitlements::store::Store> {
+    let location = match postgres::store_for(data_dir) {
+        Some(url) => entitlements::store::Location::Postgres(url),
+        None => entitlements::store::Location::Sled(data_dir.to_path_buf()),
+    };
+    entitlements::store::open(&location, Default::default()).expect("open the test store")
 }
 
 /// Adds the development identity header to every call.

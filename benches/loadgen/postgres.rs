@@ -1,0 +1,48 @@
+//! The dataset in PostgreSQL: copied from the sled store into a schema of
+//! its own for one run, and dropped afterwards.
+
+use std::path::Path;
+
+use entitlements::store::Store;
+use entitlements::store::sled_store::SledStore;
+
+async fn execute(url: &str, sql: &str) -> anyhow::Result<()> {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+    let driver = tokio::spawn(connection);
+    client.batch_execute(sql).await?;
+    drop(client);
+    let _ = driver.await;
+    Ok(())
+}
+
+/// Copies the store in `data_dir` into a new schema on `url`; returns the
+/// schema's URL and name.
+pub async fn copy_into_fresh_schema(
+    data_dir: &Path,
+    url: &str,
+) -> anyhow::Result<(String, String)> {
+    let name = format!("loadgen_{}", std::process::id());
+    execute(
+        url,
+        &format!("DROP SCHEMA IF EXISTS {name} CASCADE; CREATE SCHEMA {name}"),
+    )
+    .await?;
+    let separator = if url.contains('?') { '&' } else { '?' };
+    let schema_url = format!("{url}{separator}options=-c%20search_path%3D{name}");
+    let source = SledStore::open(data_dir)?;
+    let started = std::time::Instant::now();
+    let copied =
+        entitlements::store::postgres::copy::copy(&source, source.revision(), &schema_url).await?;
+    source.close()?;
+    println!(
+        "copied {} keys at revision {} into schema {name} in {:.1} s",
+        copied.keys,
+        copied.revision,
+        started.elapsed().as_secs_f64()
+    );
+    Ok((schema_url, name))
+}
+
+pub async fn drop_schema(url: &str, name: &str) -> anyhow::Result<()> {
+    execute(url, &format!("DROP SCHEMA {name} CASCADE")).await
+}
