@@ -5,6 +5,7 @@
 //! concurrent one, and its result is acknowledged only once durable.
 
 pub mod acknowledged;
+pub mod batch;
 pub mod codec;
 pub mod idempotency;
 pub mod keys;

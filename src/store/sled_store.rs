@@ -21,10 +21,8 @@
 //! [`SledStore::failure`] resolves so the server can stop. A restart
 //! recovers what was acknowledged.
 
-use std::collections::BTreeMap;
 use std::fs::File;
 use std::ops::Bound;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, mpsc};
@@ -34,9 +32,10 @@ use std::thread::JoinHandle;
 use tokio::sync::{oneshot, watch};
 
 use super::acknowledged::{AcknowledgedFile, Mark};
+use super::batch::{self, Overlay, Pending, Ran};
 use super::{
     Change, CommitObserver, Failure, KeyValue, ReadView, Revision, Rollback, Store, StoreError,
-    StoreResult, Txn, WriteJob, keys,
+    StoreResult, WriteJob, keys,
 };
 
 impl From<sled::Error> for StoreError {
@@ -45,20 +44,10 @@ impl From<sled::Error> for StoreError {
     }
 }
 
-/// A key written (Some) or deleted (None) by a commit.
-type KeyWrite = (Vec<u8>, Option<Vec<u8>>);
-
 /// The most jobs one durable sync covers.
 pub const MAX_BATCH: usize = 1024;
 
 const REVISION_KEY: &str = "revision";
-
-type Overlay = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
-
-struct Pending {
-    job: WriteJob,
-    reply: oneshot::Sender<StoreResult<Revision>>,
-}
 
 type Observers = Arc<RwLock<Vec<Arc<dyn CommitObserver>>>>;
 
@@ -404,30 +393,16 @@ impl Committer {
 
     /// Commits a batch; the error is why it could not be made durable.
     fn commit_batch(&mut self, pending: Vec<Pending>) -> Result<(), Failure> {
-        let mut batch = Overlay::new();
-        let mut revision = self.revision.load(Ordering::Acquire);
-        let mut replies = Vec::with_capacity(pending.len());
-        let mut committed: Vec<(Revision, Vec<KeyWrite>)> = Vec::new();
-        for Pending { job, reply } in pending {
-            let mut txn = SledTxn {
-                tree: &self.tree,
-                batch: &batch,
-                own: Overlay::new(),
-                revision: revision + 1,
-            };
-            let commit = catch_unwind(AssertUnwindSafe(|| job(&mut txn))).unwrap_or_else(|_| {
-                tracing::error!("a write job panicked; its writes are discarded");
-                false
-            });
-            let own = std::mem::take(&mut txn.own);
-            if commit && !own.is_empty() {
-                revision += 1;
-                let writes: Vec<_> = own.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-                committed.push((revision, writes));
-                batch.extend(own);
-            }
-            replies.push((reply, revision));
-        }
+        let Ran {
+            writes: batch,
+            committed,
+            replies,
+            revision,
+        } = batch::run(
+            &Committed(&self.tree),
+            self.revision.load(Ordering::Acquire),
+            pending,
+        );
         let result = if batch.is_empty() {
             Ok(())
         } else {
@@ -499,21 +474,12 @@ impl Committer {
     }
 }
 
-/// A job's view: committed state, then earlier jobs of the batch, then its
-/// own writes.
-struct SledTxn<'a> {
-    tree: &'a sled::Db,
-    batch: &'a Overlay,
-    own: Overlay,
-    revision: Revision,
-}
+/// What sled holds, as jobs read it: the committer is the only writer.
+struct Committed<'a>(&'a sled::Db);
 
-impl ReadView for SledTxn<'_> {
+impl ReadView for Committed<'_> {
     fn get(&self, key: &[u8]) -> StoreResult<Option<Vec<u8>>> {
-        if let Some(value) = self.own.get(key).or_else(|| self.batch.get(key)) {
-            return Ok(value.clone());
-        }
-        Ok(self.tree.get(key)?.map(|v| v.to_vec()))
+        Ok(self.0.get(key)?.map(|v| v.to_vec()))
     }
 
     fn scan<'b>(
@@ -521,84 +487,7 @@ impl ReadView for SledTxn<'_> {
         prefix: &[u8],
         start_after: Option<&[u8]>,
     ) -> Box<dyn Iterator<Item = StoreResult<KeyValue>> + 'b> {
-        let start = match start_after {
-            Some(after) => Bound::Excluded(after.to_vec()),
-            None => Bound::Included(prefix.to_vec()),
-        };
-        let mut pending: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
-        for layer in [self.batch, &self.own] {
-            for (k, v) in layer.range::<Vec<u8>, _>((start.clone(), Bound::Unbounded)) {
-                if !k.starts_with(prefix) {
-                    break;
-                }
-                pending.insert(k.clone(), v.clone());
-            }
-        }
-        Box::new(MergeScan {
-            committed: (Box::new(sled_scan(self.tree, prefix, start_after))
-                as Box<dyn Iterator<Item = StoreResult<KeyValue>> + 'b>)
-                .peekable(),
-            pending: pending.into_iter().peekable(),
-        })
-    }
-}
-
-impl Txn for SledTxn<'_> {
-    fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
-        self.own.insert(key, Some(value));
-    }
-
-    fn delete(&mut self, key: Vec<u8>) {
-        self.own.insert(key, None);
-    }
-
-    fn revision(&self) -> Revision {
-        self.revision
-    }
-}
-
-/// Merges two ascending streams; on equal keys the pending write wins and a
-/// pending deletion hides the committed value.
-pub(crate) struct MergeScan<'a> {
-    committed: std::iter::Peekable<Box<dyn Iterator<Item = StoreResult<KeyValue>> + 'a>>,
-    pending: std::iter::Peekable<std::collections::btree_map::IntoIter<Vec<u8>, Option<Vec<u8>>>>,
-}
-
-impl<'a> MergeScan<'a> {
-    pub(crate) fn new(
-        committed: Box<dyn Iterator<Item = StoreResult<KeyValue>> + 'a>,
-        pending: Overlay,
-    ) -> Self {
-        Self {
-            committed: committed.peekable(),
-            pending: pending.into_iter().peekable(),
-        }
-    }
-}
-
-impl Iterator for MergeScan<'_> {
-    type Item = StoreResult<KeyValue>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        loop {
-            let order = match (self.committed.peek(), self.pending.peek()) {
-                (None, None) => return None,
-                (Some(Err(_)), _) => return self.committed.next(),
-                (None, Some(_)) => std::cmp::Ordering::Greater,
-                (Some(_), None) => std::cmp::Ordering::Less,
-                (Some(Ok((committed, _))), Some((pending, _))) => committed.cmp(pending),
-            };
-            match order {
-                std::cmp::Ordering::Less => return self.committed.next(),
-                std::cmp::Ordering::Equal => {
-                    self.committed.next();
-                }
-                std::cmp::Ordering::Greater => {}
-            }
-            if let Some((key, Some(value))) = self.pending.next() {
-                return Some(Ok((key, value)));
-            }
-        }
+        Box::new(sled_scan(self.0, prefix, start_after))
     }
 }
 

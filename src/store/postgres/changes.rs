@@ -10,7 +10,7 @@ use crate::store::{StoreError, StoreResult};
 const FORMAT: u8 = 1;
 
 /// A key written (Some) or deleted (None).
-pub type KeyWrite = (Vec<u8>, Option<Vec<u8>>);
+use crate::store::batch::KeyWrite;
 
 pub fn encode(writes: &[KeyWrite]) -> Vec<u8> {
     let size = writes

@@ -13,13 +13,10 @@ use std::ops::Bound;
 use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::store::{KeyValue, ReadView, Revision, StoreResult, Txn};
+use crate::store::{KeyValue, ReadView, Revision, StoreResult};
 
 /// Keys read per lock taken by a scan.
 const CHUNK: usize = 256;
-
-/// Keys written (Some) or deleted (None), by key.
-pub type Overlay = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
 
 #[derive(Default)]
 pub struct Mirror {
@@ -173,62 +170,6 @@ impl ReadView for Mirror {
             buffer: VecDeque::new(),
             done: false,
         })
-    }
-}
-
-/// A job's view: the mirror, then earlier jobs of the batch, then its own
-/// writes.
-pub struct MirrorTxn<'a> {
-    pub mirror: &'a Mirror,
-    pub batch: &'a Overlay,
-    pub own: Overlay,
-    pub revision: Revision,
-}
-
-impl ReadView for MirrorTxn<'_> {
-    fn get(&self, key: &[u8]) -> StoreResult<Option<Vec<u8>>> {
-        if let Some(value) = self.own.get(key).or_else(|| self.batch.get(key)) {
-            return Ok(value.clone());
-        }
-        self.mirror.get(key)
-    }
-
-    fn scan<'b>(
-        &'b self,
-        prefix: &[u8],
-        start_after: Option<&[u8]>,
-    ) -> Box<dyn Iterator<Item = StoreResult<KeyValue>> + 'b> {
-        let start = match start_after {
-            Some(after) => Bound::Excluded(after.to_vec()),
-            None => Bound::Included(prefix.to_vec()),
-        };
-        let mut pending = Overlay::new();
-        for layer in [self.batch, &self.own] {
-            for (k, v) in layer.range::<Vec<u8>, _>((start.clone(), Bound::Unbounded)) {
-                if !k.starts_with(prefix) {
-                    break;
-                }
-                pending.insert(k.clone(), v.clone());
-            }
-        }
-        Box::new(crate::store::sled_store::MergeScan::new(
-            self.mirror.scan(prefix, start_after),
-            pending,
-        ))
-    }
-}
-
-impl Txn for MirrorTxn<'_> {
-    fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
-        self.own.insert(key, Some(value));
-    }
-
-    fn delete(&mut self, key: Vec<u8>) {
-        self.own.insert(key, None);
-    }
-
-    fn revision(&self) -> Revision {
-        self.revision
     }
 }
 

@@ -45,7 +45,6 @@ mod mirror;
 pub mod schema;
 
 use std::collections::BTreeMap;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
@@ -55,13 +54,13 @@ use futures_util::StreamExt;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_postgres::{Client, Statement};
 
+use super::batch::{self, KeyWrite, Overlay, Pending, Ran};
 use super::{
     Change, CommitObserver, Failure, KeyValue, ReadView, Revision, Store, StoreError, StoreResult,
     WriteJob,
 };
-use changes::KeyWrite;
 use connect::{Target, describe, unavailable};
-use mirror::{Mirror, MirrorTxn, Overlay};
+use mirror::Mirror;
 
 /// The most jobs one transaction covers.
 pub const MAX_BATCH: usize = 1024;
@@ -105,11 +104,6 @@ impl Default for Options {
             change_retention: 100_000,
         }
     }
-}
-
-struct Pending {
-    job: WriteJob,
-    reply: oneshot::Sender<StoreResult<Revision>>,
 }
 
 type Observers = RwLock<Vec<Arc<dyn CommitObserver>>>;
@@ -721,33 +715,13 @@ impl Committer {
         }
         // The revision row is ours: run the jobs against the mirror, which
         // is now at the database's revision.
-        let mut batch = Overlay::new();
         let base = self.shared.mirror.revision();
-        let mut revision = base;
-        let mut replies = Vec::with_capacity(pending.len());
-        let mut committed: Vec<(Revision, Vec<KeyWrite>)> = Vec::new();
-        for Pending { job, reply } in pending {
-            let mut txn = MirrorTxn {
-                mirror: &self.shared.mirror,
-                batch: &batch,
-                own: Overlay::new(),
-                revision: revision + 1,
-            };
-            let commit = catch_unwind(AssertUnwindSafe(|| job(&mut txn))).unwrap_or_else(|_| {
-                tracing::error!("a write job panicked; its writes are discarded");
-                false
-            });
-            let own = std::mem::take(&mut txn.own);
-            if commit && !own.is_empty() {
-                revision += 1;
-                committed.push((
-                    revision,
-                    own.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-                ));
-                batch.extend(own);
-            }
-            replies.push((reply, revision));
-        }
+        let Ran {
+            writes: batch,
+            committed,
+            replies,
+            ..
+        } = batch::run(&self.shared.mirror, base, pending);
         let outcome = if committed.is_empty() {
             // Nothing to write: release the lock. The jobs read a state that
             // was committed, whatever happens to this statement.
