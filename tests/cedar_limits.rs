@@ -58,17 +58,6 @@ fn too_deep() -> Vec<(&'static str, String)> {
     ]
 }
 
-/// The number of the newest audit event.
-async fn audit_head(server: &TestServer) -> u64 {
-    server
-        .audit(ADMIN)
-        .verify_audit_log(VerifyAuditLogRequest {})
-        .await
-        .expect("verify the audit log")
-        .into_inner()
-        .last_sequence
-}
-
 /// A package with one self-service policy ("plain", all members) and
 /// users "sam" (Sales) and "lee" (Legal).
 async fn world(server: &TestServer) {
@@ -105,7 +94,7 @@ async fn deeply_nested_extra_conditions_are_refused_and_the_server_keeps_serving
     world(&server).await;
     let mut policies = server.policies(ADMIN);
     let mark = server.write_mark().await;
-    let head = audit_head(&server).await;
+    let head = server.audit_head().await;
     for (case, condition) in too_deep() {
         let created = policies
             .create_assignment_policy(CreateAssignmentPolicyRequest {
@@ -131,7 +120,7 @@ async fn deeply_nested_extra_conditions_are_refused_and_the_server_keeps_serving
             .await;
         expect_invalid(updated, &[FIELD]);
     }
-    assert_eq!(audit_head(&server).await, head);
+    assert_eq!(server.audit_head().await, head);
     server.assert_no_writes_since(mark).await;
 }
 

@@ -68,25 +68,19 @@ struct Untouched {
 impl Untouched {
     async fn now(server: &TestServer) -> Self {
         let mark = server.write_mark().await;
-        let head = audit_head(server).await;
+        let head = server.audit_head().await;
         Self { mark, head }
     }
 
     /// Asserts nothing changed; returns a fresh write mark.
     async fn check(self, server: &TestServer) -> u64 {
-        assert_eq!(audit_head(server).await, self.head, "audit events appended");
+        assert_eq!(
+            server.audit_head().await,
+            self.head,
+            "audit events appended"
+        );
         server.assert_no_writes_since(self.mark).await
     }
-}
-
-async fn audit_head(server: &TestServer) -> u64 {
-    server
-        .audit(ADMIN)
-        .verify_audit_log(VerifyAuditLogRequest {})
-        .await
-        .expect("verify the audit log")
-        .into_inner()
-        .last_sequence
 }
 
 /// A catalog, a package and a self-service policy lasting 30 days; users

@@ -409,6 +409,17 @@ impl TestServer {
             .revision
     }
 
+    /// The sequence number of the newest audit event: unchanged when a
+    /// call recorded nothing.
+    pub async fn audit_head(&self) -> u64 {
+        self.audit(ADMIN)
+            .verify_audit_log(entitlements::pb::VerifyAuditLogRequest {})
+            .await
+            .expect("verify the audit log")
+            .into_inner()
+            .last_sequence
+    }
+
     /// Asserts that the store committed nothing since `mark` (the revision
     /// of the next write is the one after it); returns a fresh mark.
     #[track_caller]
