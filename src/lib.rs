@@ -11,7 +11,8 @@
 //!   function, encode.
 //! - [`workflow`] (requests, assignments and their timing), [`decision`] (the
 //!   in-memory view decisions read) and [`reports`] (history and access
-//!   reports, from the records, the view and the audit trail): the use cases, side by side and independent of each other.
+//!   reports, from the records, the view and the audit trail): the use
+//!   cases, side by side and independent of each other.
 //! - [`policy`]: Cedar compilation and decisions.
 //! - [`domain`]: the objects, their validation and state machines.
 //! - [`audit`]: the hash-chained record of every change (append, verify,

@@ -1,10 +1,9 @@
-//! The audit trail: one hash-chained event per action ([`action`]), appended in the
-//! transaction that makes the change ([`chain::append`]); queries over it
-//! ([`query`]); the vocabulary of the events that change who holds what
-//! ([`history`], read back by `reports::history`); retention
-//! ([`retention`]); its JSON form ([`json`]), which `entitlements audit
-//! export` writes; and what a store that lost acknowledged commits lacks,
-//! in audit events ([`rollback`]).
+//! The audit trail: one hash-chained event per action ([`action`]),
+//! appended in the transaction that makes the change ([`chain::append`]);
+//! queries over it ([`query`]); the vocabulary of the events that change who
+//! holds what ([`history`], read back by `reports::history`); retention
+//! ([`retention`]); and its JSON form ([`json`]), which `entitlements audit
+//! export` writes.
 
 pub mod action;
 pub mod chain;

@@ -1,8 +1,10 @@
 //! Durable state. Everything the service knows lives in one ordered key-value
-//! space behind the [`Store`] trait; the sled implementation is
-//! [`sled_store::SledStore`]. All writes go through [`write`]: the closure runs
-//! on the store's single committer, so it sees every earlier write and no
-//! concurrent one, and its result is acknowledged only once durable.
+//! space behind the [`Store`] trait, implemented by [`sled_store::SledStore`]
+//! (embedded) and [`postgres::PostgresStore`] (shared by replicas). All
+//! writes go through [`write()`]: the closure runs as one job of a group
+//! commit ([`batch`]) serialized with every other job, so it sees every
+//! earlier write and no concurrent one, and its result is acknowledged only
+//! once durable.
 
 pub mod acknowledged;
 pub mod batch;
