@@ -5,7 +5,8 @@
 //! flight, and prints Markdown tables (see docs/BENCHMARKS.md).
 //!
 //! `cargo bench --bench loadgen -- --scale 0.1 --data-dir /tmp/loadgen-0.1
-//! [--seconds 5] [--warmup 1] [--store postgres://... [--replicas 2]]`
+//! [--seconds 5] [--warmup 1] [--store postgres://... [--replicas 2]]
+//! [--only user-add,check-access]` (`--help` lists the options)
 //!
 //! With `--store`, the dataset (built in sled in the data directory) is
 //! copied into a fresh schema of that PostgreSQL database, `--replicas`
@@ -27,81 +28,89 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
-
 use drive::{ALL, Outcome, Rpc, Timing};
 use server::{Memory, Server};
 
 const CONCURRENCY: [usize; 2] = [1, 64];
 const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
 
+/// `cargo bench --bench loadgen -- [OPTIONS]`
+#[derive(clap::Parser)]
+#[command(about = "Load generator for the decision API against the real server binary")]
 struct Args {
+    /// Size of the synthetic tenant (1.0 = 100k users, 10k packages, 1M assignments).
+    #[arg(long, default_value_t = 0.1, value_parser = positive)]
     scale: f64,
-    data_dir: PathBuf,
-    timing: Timing,
+    /// Where the dataset is built and kept for later runs at the same scale
+    /// [default: <temp dir>/loadgen-<scale>].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Measured seconds per RPC and concurrency.
+    #[arg(long, default_value_t = 5.0, value_parser = positive)]
+    seconds: f64,
+    /// Warm-up seconds per RPC and concurrency.
+    #[arg(long, default_value_t = 1.0)]
+    warmup: f64,
+    /// A postgres:// URL: copy the dataset into a fresh schema there and
+    /// serve it from PostgreSQL.
+    #[arg(long)]
     store: Option<String>,
-    replicas: usize,
+    /// Servers over the one PostgreSQL store; calls are spread over them.
+    #[arg(long, default_value_t = 1, requires = "store", value_parser = clap::value_parser!(u16).range(1..))]
+    replicas: u16,
+    /// Drive only these RPCs (Ping, the ceiling, always runs), e.g.
+    /// `--only user-add` while profiling one of them.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    only: Vec<Rpc>,
+    /// cargo bench passes --bench to every bench target.
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
+fn positive(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(value) if value > 0.0 => Ok(value),
+        _ => Err(format!("{text:?} is not a positive number")),
+    }
 }
 
 impl Args {
-    fn parse() -> anyhow::Result<Self> {
-        let mut scale = 0.1;
-        let mut data_dir = None;
-        let mut seconds = 5.0;
-        let mut warmup = 1.0;
-        let mut store = None;
-        let mut replicas = 1;
-        let mut args = std::env::args().skip(1);
-        while let Some(arg) = args.next() {
-            let mut value = || args.next().with_context(|| format!("{arg} needs a value"));
-            match arg.as_str() {
-                "--scale" => scale = value()?.parse()?,
-                "--data-dir" => data_dir = Some(PathBuf::from(value()?)),
-                "--seconds" => seconds = value()?.parse()?,
-                "--warmup" => warmup = value()?.parse()?,
-                "--store" => store = Some(value()?),
-                "--replicas" => replicas = value()?.parse()?,
-                // cargo bench passes --bench to every bench target.
-                "--bench" => {}
-                other => anyhow::bail!(
-                    "unknown argument {other:?}; use --scale, --data-dir, --seconds, --warmup, \
-                     --store, --replicas"
-                ),
-            }
+    fn data_dir(&self) -> PathBuf {
+        self.data_dir
+            .clone()
+            .unwrap_or_else(|| std::env::temp_dir().join(format!("loadgen-{}", self.scale)))
+    }
+
+    fn timing(&self) -> Timing {
+        Timing {
+            warmup: Duration::from_secs_f64(self.warmup),
+            measured: Duration::from_secs_f64(self.seconds),
         }
-        anyhow::ensure!(scale > 0.0, "--scale must be positive");
-        anyhow::ensure!(replicas >= 1, "--replicas must be at least 1");
-        anyhow::ensure!(
-            replicas == 1 || store.is_some(),
-            "--replicas needs --store postgres://..."
-        );
-        Ok(Self {
-            scale,
-            data_dir: data_dir
-                .unwrap_or_else(|| std::env::temp_dir().join(format!("loadgen-{scale}"))),
-            timing: Timing {
-                warmup: Duration::from_secs_f64(warmup),
-                measured: Duration::from_secs_f64(seconds),
-            },
-            store,
-            replicas,
-        })
+    }
+
+    /// The RPCs to drive, Ping first.
+    fn rpcs(&self) -> Vec<Rpc> {
+        ALL.into_iter()
+            .filter(|rpc| self.only.is_empty() || *rpc == Rpc::Ping || self.only.contains(rpc))
+            .collect()
     }
 }
 
 fn main() -> anyhow::Result<()> {
-    let args = Args::parse()?;
+    let args = <Args as clap::Parser>::parse();
+    let data_dir = args.data_dir();
+    let rpcs = args.rpcs();
     let runtime = tokio::runtime::Runtime::new()?;
-    let world = Arc::new(runtime.block_on(dataset::prepare(&args.data_dir, args.scale))?);
+    let world = Arc::new(runtime.block_on(dataset::prepare(&data_dir, args.scale))?);
 
     let schema = match &args.store {
-        Some(url) => Some(runtime.block_on(postgres::copy_into_fresh_schema(&args.data_dir, url))?),
+        Some(url) => Some(runtime.block_on(postgres::copy_into_fresh_schema(&data_dir, url))?),
         None => None,
     };
     let store = schema.as_ref().map(|(url, _)| url.as_str());
     let mut servers = Vec::new();
     for _ in 0..args.replicas {
-        let server = Server::start(&args.data_dir, store)?;
+        let server = Server::start(&data_dir, store)?;
         println!(
             "server on {} after {:.2} s",
             server.address,
@@ -117,8 +126,9 @@ fn main() -> anyhow::Result<()> {
         let outcomes = runtime.block_on(drive::measure(
             &addresses,
             Arc::clone(&world),
+            &rpcs,
             in_flight,
-            &args.timing,
+            &args.timing(),
         ))?;
         runs.push((in_flight, outcomes));
     }
@@ -156,8 +166,7 @@ fn print_table(in_flight: usize, outcomes: &BTreeMap<Rpc, Outcome>) {
         "| RPC | req/s | p50 ms | p99 ms | × Ping req/s | p99 ÷ Ping p99 | calls | errors | positive |"
     );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
-    for rpc in ALL {
-        let o = &outcomes[&rpc];
+    for (rpc, o) in outcomes {
         let calls = o.latency.len();
         println!(
             "| {} | {:.0} | {:.3} | {:.3} | {:.2} | {:.2} | {} | {} | {:.0}%{} |",
@@ -199,12 +208,18 @@ fn print_process(startup: Duration, after_start: Memory, after_run: Memory) {
     );
 }
 
-/// The targets from the issue, each met or missed.
+/// The performance targets, each met or missed (those of RPCs not driven
+/// are left out).
 fn print_targets(runs: &[(usize, BTreeMap<Rpc, Outcome>)], startup: Duration, memory: Memory) {
     let at = |n: usize| &runs.iter().find(|(i, _)| *i == n).expect("measured").1;
-    let ratio = |n: usize, rpc: Rpc| at(n)[&rpc].throughput() / at(n)[&Rpc::Ping].throughput();
-    let p99_ratio =
-        |n: usize, rpc: Rpc| millis(&at(n)[&rpc], 0.99) / millis(&at(n)[&Rpc::Ping], 0.99);
+    let ratio = |n: usize, rpc: Rpc| {
+        let ping = at(n)[&Rpc::Ping].throughput();
+        at(n).get(&rpc).map(|o| o.throughput() / ping)
+    };
+    let p99_ratio = |n: usize, rpc: Rpc| {
+        let ping = millis(&at(n)[&Rpc::Ping], 0.99);
+        at(n).get(&rpc).map(|o| millis(o, 0.99) / ping)
+    };
     println!("\n| Target | measured | |\n|---|---:|---|");
     let row = |target: &str, measured: String, met: bool| {
         println!(
@@ -213,39 +228,34 @@ fn print_targets(runs: &[(usize, BTreeMap<Rpc, Outcome>)], startup: Duration, me
         );
     };
     for n in CONCURRENCY {
-        let r = ratio(n, Rpc::CheckAccess);
+        if let Some(r) = ratio(n, Rpc::CheckAccess) {
+            let target = format!("CheckAccess ≥ 0.9× Ping req/s ({n} in flight)");
+            row(&target, format!("{r:.2}×"), r >= 0.9);
+        }
+        if let Some(r) = p99_ratio(n, Rpc::CheckAccess) {
+            let target = format!("CheckAccess p99 ≤ 1.3× Ping p99 ({n} in flight)");
+            row(&target, format!("{r:.2}×"), r <= 1.3);
+        }
+        if let Some(r) = ratio(n, Rpc::ExplainEligibility) {
+            let target = format!("CanRequest ≥ 0.5× Ping req/s ({n} in flight)");
+            row(&target, format!("{r:.2}×"), r >= 0.5);
+        }
+    }
+    if let Some(o) = at(1).get(&Rpc::ListRequestablePackages) {
+        let p99 = millis(o, 0.99);
+        let target = "ListRequestablePackages p99 ≤ 5 ms (1 in flight)";
+        row(target, format!("{p99:.2} ms"), p99 <= 5.0);
+    }
+    if let Some(o) = at(64).get(&Rpc::UserAdd) {
+        let adds = o.throughput();
         row(
-            &format!("CheckAccess ≥ 0.8× Ping req/s ({n} in flight)"),
-            format!("{r:.2}×"),
-            r >= 0.8,
-        );
-        let r = p99_ratio(n, Rpc::CheckAccess);
-        row(
-            &format!("CheckAccess p99 ≤ 1.5× Ping p99 ({n} in flight)"),
-            format!("{r:.2}×"),
-            r <= 1.5,
-        );
-        let r = ratio(n, Rpc::ExplainEligibility);
-        row(
-            &format!("CanRequest ≥ 0.5× Ping req/s ({n} in flight)"),
-            format!("{r:.2}×"),
-            r >= 0.5,
+            "USER_ADD ≥ 8,000/s (64 in flight)",
+            format!("{adds:.0}/s"),
+            adds >= 8000.0,
         );
     }
-    let p99 = millis(&at(1)[&Rpc::ListRequestablePackages], 0.99);
-    row(
-        "ListRequestablePackages p99 ≤ 5 ms (1 in flight)",
-        format!("{p99:.2} ms"),
-        p99 <= 5.0,
-    );
-    let adds = at(64)[&Rpc::UserAdd].throughput();
-    row(
-        "USER_ADD ≥ 8,000/s (64 in flight)",
-        format!("{adds:.0}/s"),
-        adds >= 8000.0,
-    );
     let s = startup.as_secs_f64();
-    row("start-up ≤ 10 s", format!("{s:.2} s"), s <= 10.0);
+    row("start-up ≤ 5 s", format!("{s:.2} s"), s <= 5.0);
     let gib = memory.peak_kib as f64 * 1024.0 / GIB;
-    row("RSS ≤ 1.5 GiB (peak)", format!("{gib:.2} GiB"), gib <= 1.5);
+    row("RSS ≤ 1 GiB (peak)", format!("{gib:.2} GiB"), gib <= 1.0);
 }

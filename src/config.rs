@@ -65,6 +65,21 @@ pub struct Settings {
     /// How long a connection may stay silent (nothing received, nothing
     /// sent) before it is closed, in milliseconds.
     pub idle_timeout_ms: u64,
+    /// The most calls served at once, over all connections; a call beyond
+    /// it is refused at once with RESOURCE_EXHAUSTED and a retry delay.
+    pub max_concurrent_calls: usize,
+    /// The longest a call may take, in milliseconds; a client's shorter
+    /// `grpc-timeout` wins. A write whose deadline passes while it waits
+    /// for the store is not applied.
+    pub call_timeout_ms: u64,
+    /// The most writes waiting for the store's committer; a write beyond it
+    /// is refused at once with RESOURCE_EXHAUSTED and a retry delay.
+    pub commit_queue_limit: usize,
+    /// The largest request message accepted, in bytes (RESOURCE_EXHAUSTED
+    /// beyond it).
+    pub max_request_bytes: usize,
+    /// The largest response message sent, in bytes.
+    pub max_response_bytes: usize,
     /// Trust the development header naming the caller. Loopback only.
     pub dev_auth: bool,
     pub auth: AuthSettings,
@@ -199,6 +214,11 @@ impl Default for Settings {
             max_connections: 512,
             handshake_timeout_ms: 10_000,
             idle_timeout_ms: 300_000,
+            max_concurrent_calls: 1024,
+            call_timeout_ms: 30_000,
+            commit_queue_limit: crate::store::DEFAULT_COMMIT_QUEUE,
+            max_request_bytes: 4 * 1024 * 1024,
+            max_response_bytes: 16 * 1024 * 1024,
             dev_auth: false,
             auth: AuthSettings::default(),
             tls: None,
@@ -279,6 +299,11 @@ impl Settings {
     /// How long in-flight calls may take to finish after a shutdown signal.
     pub fn drain_deadline(&self) -> Duration {
         Duration::from_millis(self.drain_deadline_ms)
+    }
+
+    /// The longest a call may take (a client may ask for less).
+    pub fn call_timeout(&self) -> Duration {
+        Duration::from_millis(self.call_timeout_ms.max(1))
     }
 
     pub fn load(args: &ServeArgs) -> anyhow::Result<Self> {

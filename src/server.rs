@@ -11,6 +11,7 @@
 //! exits non-zero and a restart recovers exactly what was acknowledged.
 
 mod health;
+mod limits;
 mod listener;
 
 use std::future::Future;
@@ -198,6 +199,7 @@ pub async fn run_with(
         background_stop,
         run_now,
     );
+    let server = server.layer(limits::layer(settings));
     let router = services(server, health, app, auth, settings, drain)?;
 
     report(&reporter, ServingStatus::Serving).await;
@@ -248,15 +250,18 @@ fn store_location(settings: &Settings) -> anyhow::Result<crate::store::Location>
     )?)
 }
 
-/// How a PostgreSQL store is used, from the settings.
-fn postgres_options(settings: &Settings) -> crate::store::postgres::Options {
+/// How the store is used, from the settings.
+fn store_options(settings: &Settings) -> crate::store::Options {
     let postgres = &settings.postgres;
-    crate::store::postgres::Options {
-        migrate: settings.migrate,
-        notify: postgres.notify,
-        poll_interval: Duration::from_millis(postgres.poll_interval_ms.max(1)),
-        lease: Duration::from_millis(postgres.lease_ms.max(30)),
-        change_retention: settings.watch_retention.max(1) as u64,
+    crate::store::Options {
+        commit_queue: settings.commit_queue_limit,
+        postgres: crate::store::postgres::Options {
+            migrate: settings.migrate,
+            notify: postgres.notify,
+            poll_interval: Duration::from_millis(postgres.poll_interval_ms.max(1)),
+            lease: Duration::from_millis(postgres.lease_ms.max(30)),
+            change_retention: settings.watch_retention.max(1) as u64,
+        },
     }
 }
 
@@ -270,7 +275,7 @@ async fn open_state(
     policies: Arc<PolicyEngine>,
 ) -> anyhow::Result<(Arc<dyn Store>, App)> {
     let location = store_location(settings)?;
-    let options = postgres_options(settings);
+    let options = store_options(settings);
     let store: Arc<dyn Store> =
         tokio::task::spawn_blocking(move || crate::store::open(&location, options)).await??;
     migrations::run(store.as_ref()).await?;
@@ -294,57 +299,78 @@ async fn open_state(
 
 /// Health, reflection, and every entitlements service behind the caller
 /// interceptor `auth`.
-fn services(
-    mut server: Server,
+fn services<L: Clone>(
+    mut server: Server<L>,
     health: HealthServer<DrainingHealth>,
     app: App,
     auth: Authenticator,
     settings: &Settings,
     drain: Drain,
-) -> anyhow::Result<Router> {
+) -> anyhow::Result<Router<L>> {
+    // Each service with the message-size limits, behind authentication.
+    macro_rules! limited {
+        ($server:ident, $api:expr, $auth:expr $(,)?) => {
+            tonic::service::interceptor::InterceptedService::new(
+                $server::new($api)
+                    .max_decoding_message_size(settings.max_request_bytes)
+                    .max_encoding_message_size(settings.max_response_bytes),
+                $auth,
+            )
+        };
+    }
     let reflection_v1 = reflection_builder().build_v1()?;
     let reflection_v1alpha = reflection_builder().build_v1alpha()?;
     Ok(server
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(DirectoryServer::with_interceptor(
+        .add_service(limited!(
+            DirectoryServer,
             DirectoryApi::new(app.clone()),
             auth.clone(),
         ))
-        .add_service(CatalogsServer::with_interceptor(
+        .add_service(limited!(
+            CatalogsServer,
             CatalogsApi::new(app.clone()),
             auth.clone(),
         ))
-        .add_service(AccessPackagesServer::with_interceptor(
+        .add_service(limited!(
+            AccessPackagesServer,
             AccessPackagesApi::new(app.clone()),
             auth.clone(),
         ))
-        .add_service(AssignmentPoliciesServer::with_interceptor(
+        .add_service(limited!(
+            AssignmentPoliciesServer,
             AssignmentPoliciesApi::new(app.clone()),
             auth.clone(),
         ))
-        .add_service(AssignmentRequestsServer::with_interceptor(
+        .add_service(limited!(
+            AssignmentRequestsServer,
             AssignmentRequestsApi::new(app.clone()),
             auth.clone(),
         ))
-        .add_service(AssignmentsServer::with_interceptor(
+        .add_service(limited!(
+            AssignmentsServer,
             AssignmentsApi::new(app.clone()),
             auth.clone(),
         ))
-        .add_service(AuditLogServer::with_interceptor(
+        .add_service(limited!(
+            AuditLogServer,
             AuditLogApi::new(app.clone()),
             auth.clone(),
         ))
-        .add_service(ReportsServer::with_interceptor(
+        .add_service(limited!(
+            ReportsServer,
             ReportsApi::new(app.clone()),
             auth.clone(),
         ))
-        .add_service(SettingsServer::with_interceptor(
+        .add_service(limited!(
+            SettingsServer,
             SettingsApi::new(app.clone()),
             auth.clone(),
         ))
-        .add_service(DecisionsServer::with_interceptor(
+        .add_service(limited!(
+            DecisionsServer,
             DecisionsApi::new(
                 app,
                 Duration::from_millis(settings.watch_checkpoint_ms.max(1)),

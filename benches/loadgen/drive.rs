@@ -28,7 +28,7 @@ const SLICE: Duration = Duration::from_millis(500);
 /// The most connections the load spreads over.
 const MAX_CHANNELS: usize = 4;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
 pub enum Rpc {
     Ping,
     CheckAccess,
@@ -107,27 +107,28 @@ pub struct Timing {
     pub measured: Duration,
 }
 
-/// Runs every RPC at `in_flight` concurrent calls: a warm-up per RPC, then
+/// Runs each of `rpcs` at `in_flight` concurrent calls: a warm-up per RPC, then
 /// alternating slices until each has had `timing.measured`.
 pub async fn measure(
     addresses: &[SocketAddr],
     world: Arc<World>,
+    rpcs: &[Rpc],
     in_flight: usize,
     timing: &Timing,
 ) -> anyhow::Result<BTreeMap<Rpc, Outcome>> {
     let channels = connect(addresses, in_flight.min(MAX_CHANNELS)).await?;
     let mut seed = in_flight as u64 * 1_000_000;
-    for rpc in ALL {
+    for &rpc in rpcs {
         seed += 1;
         run_slice(rpc, &channels, &world, in_flight, timing.warmup, seed).await;
     }
-    let mut totals: BTreeMap<Rpc, Outcome> = ALL.iter().map(|r| (*r, Outcome::new())).collect();
+    let mut totals: BTreeMap<Rpc, Outcome> = rpcs.iter().map(|r| (*r, Outcome::new())).collect();
     let rounds = (timing.measured.as_secs_f64() / SLICE.as_secs_f64())
         .ceil()
         .max(1.0) as u32;
     let slice = timing.measured / rounds;
     for _ in 0..rounds {
-        for rpc in ALL {
+        for &rpc in rpcs {
             seed += 1;
             let outcome = run_slice(rpc, &channels, &world, in_flight, slice, seed).await;
             totals.get_mut(&rpc).expect("every rpc").merge(&outcome);

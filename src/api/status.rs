@@ -28,6 +28,18 @@ fn policy_denied<const N: usize>(message: String, metadata: [(&str, String); N])
     )
 }
 
+/// How long an overloaded server asks callers to wait before retrying.
+const RETRY_AFTER: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// RESOURCE_EXHAUSTED for a call refused because the server is at a limit
+/// (calls in flight, queued writes): nothing was done, and RetryInfo says
+/// when to try again.
+pub fn overloaded(message: impl Into<String>) -> Status {
+    let mut details = ErrorDetails::with_retry_info(Some(RETRY_AFTER));
+    details.set_error_info("OVERLOADED", ERROR_DOMAIN, HashMap::new());
+    Status::with_error_details(Code::ResourceExhausted, message, details)
+}
+
 impl From<Error> for Status {
     fn from(error: Error) -> Self {
         let message = error.to_string();
@@ -86,6 +98,8 @@ impl From<Error> for Status {
             Error::Store(
                 StoreError::Failed(_) | StoreError::Closed | StoreError::Unavailable(_),
             ) => Status::unavailable(message),
+            Error::Store(StoreError::Busy { .. }) => overloaded(message),
+            Error::Store(StoreError::DeadlineExceeded) => Status::deadline_exceeded(message),
             Error::Store(error) => {
                 tracing::error!(%error, "store failure");
                 Status::internal(message)

@@ -7,10 +7,12 @@
 use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
-use super::{KeyValue, ReadView, Revision, StoreResult, Txn, WriteJob};
+use super::{KeyValue, ReadView, Revision, StoreError, StoreResult, Txn, WriteJob};
 
 /// Keys written (Some) or deleted (None), by key.
 pub type Overlay = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
@@ -22,6 +24,108 @@ pub type KeyWrite = (Vec<u8>, Option<Vec<u8>>);
 pub struct Pending {
     pub job: WriteJob,
     pub reply: oneshot::Sender<StoreResult<Revision>>,
+    /// Counts the job as queued until the committer takes it.
+    _queued: Ticket,
+}
+
+/// The writes waiting for a committer, at most `limit` of them: past it a
+/// write is refused at once ([`StoreError::Busy`], which callers may retry)
+/// instead of queueing without end and answering late.
+pub struct Queue {
+    sender: Mutex<Option<mpsc::UnboundedSender<Pending>>>,
+    queued: Arc<AtomicUsize>,
+    limit: usize,
+}
+
+/// One queued job, counted until dropped.
+struct Ticket(Arc<AtomicUsize>);
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Queue {
+    /// A queue of at most `limit` jobs (at least one), and the committer's
+    /// end of it.
+    pub fn new(limit: usize) -> (Self, mpsc::UnboundedReceiver<Pending>) {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        let queue = Self {
+            sender: Mutex::new(Some(sender)),
+            queued: Arc::default(),
+            limit: limit.max(1),
+        };
+        (queue, receiver)
+    }
+
+    /// Queues `job`, unless the store `failed`, the queue is full or closed;
+    /// the receiver yields its outcome.
+    pub fn submit(
+        &self,
+        job: WriteJob,
+        failed: Option<StoreError>,
+    ) -> oneshot::Receiver<StoreResult<Revision>> {
+        let (reply, receiver) = oneshot::channel();
+        if let Some(failed) = failed {
+            let _ = reply.send(Err(failed));
+            return receiver;
+        }
+        if self.queued.fetch_add(1, Ordering::AcqRel) >= self.limit {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+            let _ = reply.send(Err(StoreError::Busy { limit: self.limit }));
+            return receiver;
+        }
+        let ticket = Ticket(Arc::clone(&self.queued));
+        let sender = self.sender.lock().expect("queue lock poisoned");
+        if let Some(sender) = sender.as_ref() {
+            // A send error drops `reply`, which the receiver reports as closed.
+            let _ = sender.send(Pending {
+                job,
+                reply,
+                _queued: ticket,
+            });
+        }
+        receiver
+    }
+
+    /// Jobs waiting now.
+    pub fn depth(&self) -> usize {
+        self.queued.load(Ordering::Acquire)
+    }
+
+    /// Takes no more jobs; the committer sees the end once it has taken the
+    /// ones queued.
+    pub fn close(&self) {
+        drop(self.sender.lock().expect("queue lock poisoned").take());
+    }
+}
+
+/// Takes the first job (waiting for it) and whatever else is queued, up to
+/// `max` jobs; None once the queue is closed and empty. For committers on a
+/// plain thread.
+pub fn next_batch_blocking(
+    queue: &mut mpsc::UnboundedReceiver<Pending>,
+    max: usize,
+) -> Option<Vec<Pending>> {
+    let first = queue.blocking_recv()?;
+    Some(with_queued(first, queue, max))
+}
+
+/// `first` and whatever else is queued, up to `max` jobs.
+pub fn with_queued(
+    first: Pending,
+    queue: &mut mpsc::UnboundedReceiver<Pending>,
+    max: usize,
+) -> Vec<Pending> {
+    let mut batch = vec![first];
+    while batch.len() < max {
+        match queue.try_recv() {
+            Ok(next) => batch.push(next),
+            Err(_) => break,
+        }
+    }
+    batch
 }
 
 /// What a batch's jobs did, before it is made durable.
@@ -46,7 +150,14 @@ pub fn run(committed: &dyn ReadView, revision: Revision, pending: Vec<Pending>) 
         replies: Vec::with_capacity(pending.len()),
         revision,
     };
-    for Pending { job, reply } in pending {
+    for Pending {
+        job,
+        reply,
+        _queued,
+    } in pending
+    {
+        // Running, so no longer waiting.
+        drop(_queued);
         let mut txn = OverlayTxn {
             committed,
             batch: &ran.writes,

@@ -22,6 +22,10 @@ use std::sync::{Arc, Mutex};
 
 use acknowledged::Mark;
 
+/// Writes that may wait for the committer unless the settings say otherwise
+/// (see [`batch::Queue`]).
+pub const DEFAULT_COMMIT_QUEUE: usize = 4096;
+
 /// A point in the store's history. Every committed write gets the next one.
 pub type Revision = u64;
 
@@ -60,6 +64,14 @@ pub enum StoreError {
     RolledBack(Box<Rollback>),
     #[error("the store is closed")]
     Closed,
+    /// The call's deadline passed before its write ran: nothing was
+    /// written.
+    #[error("the call's deadline passed before its write ran; nothing was written")]
+    DeadlineExceeded,
+    /// The commit queue is full ([`batch::Queue`]): nothing was written;
+    /// retry shortly.
+    #[error("the store has {limit} writes queued already; retry shortly")]
+    Busy { limit: usize },
     /// The database could not be used just now (unreachable, or it refused
     /// the transaction): nothing was written, or for an interrupted commit
     /// the outcome is unknown. Retry later, with the same request_id.
@@ -283,11 +295,32 @@ impl std::fmt::Display for Location {
     }
 }
 
+/// How the server uses its store, whichever it is.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The most writes waiting for the committer (see [`batch::Queue`]).
+    pub commit_queue: usize,
+    /// For a PostgreSQL store.
+    pub postgres: postgres::Options,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            commit_queue: DEFAULT_COMMIT_QUEUE,
+            postgres: postgres::Options::default(),
+        }
+    }
+}
+
 /// Opens the store at `location` (blocking: call it off the async runtime).
-pub fn open(location: &Location, options: postgres::Options) -> StoreResult<Arc<dyn Store>> {
+pub fn open(location: &Location, options: Options) -> StoreResult<Arc<dyn Store>> {
+    let queue = options.commit_queue;
     Ok(match location {
-        Location::Sled(dir) => Arc::new(sled_store::SledStore::open(dir)?),
-        Location::Postgres(url) => Arc::new(postgres::PostgresStore::open(url, options)?),
+        Location::Sled(dir) => Arc::new(sled_store::SledStore::open_with(dir, queue)?),
+        Location::Postgres(url) => {
+            Arc::new(postgres::PostgresStore::open(url, options.postgres, queue)?)
+        }
     })
 }
 
@@ -306,9 +339,20 @@ where
     E: From<StoreError> + Send + 'static,
     F: FnOnce(&mut dyn Txn) -> Result<T, E> + Send + 'static,
 {
+    // A caller that gave up (its deadline passed while the write queued)
+    // is not answered, so the write must not happen either.
+    let deadline = crate::shared::deadline::current();
+    if crate::shared::deadline::passed(deadline) {
+        return Err(E::from(StoreError::DeadlineExceeded));
+    }
     let outcome: Arc<Mutex<Option<Result<T, E>>>> = Arc::new(Mutex::new(None));
     let slot = Arc::clone(&outcome);
     let job: WriteJob = Box::new(move |txn| {
+        if crate::shared::deadline::passed(deadline) {
+            *slot.lock().expect("outcome slot poisoned") =
+                Some(Err(E::from(StoreError::DeadlineExceeded)));
+            return false;
+        }
         let result = change(txn);
         let commit = result.is_ok();
         *slot.lock().expect("outcome slot poisoned") = Some(result);

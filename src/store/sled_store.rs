@@ -1,25 +1,29 @@
-//! The sled implementation of [`Store`], with group commit.
+//! The sled implementation of [`Store`], with pipelined group commit.
 //!
 //! One committer thread applies every write. It drains whatever jobs are
 //! queued (up to [`MAX_BATCH`]), runs them one after another against the
-//! committed state plus the writes of earlier jobs in the same batch, applies
-//! the batch as one atomic sled batch, makes it durable and only then answers
-//! every job. Durable means `flush` and an `fdatasync` of the log file: sled
-//! 0.34's flush uses `sync_file_range` on Linux, which neither persists file
-//! metadata nor drains the device's write cache. Concurrent writers thus
-//! share one sync, and because jobs run one at a time, a job that checks a
-//! precondition (an etag, a request still pending) sees no concurrent change.
+//! applied state plus the writes of earlier jobs in the same batch, and
+//! applies the batch as one atomic sled batch. A syncer thread then makes it
+//! durable and only then publishes it (the store's revision, the commit
+//! observers) and answers every job, strictly in order. While one batch
+//! syncs, the committer runs the next; batches that queue up meanwhile share
+//! the next sync. Durable means `flush` and an `fdatasync` of the log file:
+//! sled 0.34's flush uses `sync_file_range` on Linux, which neither persists
+//! file metadata nor drains the device's write cache. Concurrent writers
+//! thus share one sync, and because jobs run one at a time, a job that
+//! checks a precondition (an etag, a request still pending) sees no
+//! concurrent change.
 //!
-//! After each durable batch, and before answering it, the committer records
-//! the batch's revision and the audit chain's head in the acknowledged mark
-//! (see [`super::acknowledged`]); opening refuses a store that is behind it.
+//! After each sync, and before answering, the syncer records the last
+//! synced revision and the audit chain's head in the acknowledged mark (see
+//! [`super::acknowledged`]); opening refuses a store that is behind it.
 //!
-//! A batch that cannot be made durable is not retried: sled has applied it
-//! in memory already, and a later sync might or might not carry it to disk.
-//! The store fails instead: that batch and every queued or later write is
-//! refused, reads are refused (they could show the failed batch), and
-//! [`SledStore::failure`] resolves so the server can stop. A restart
-//! recovers what was acknowledged.
+//! A batch that cannot be applied or made durable is not retried: sled may
+//! hold it in memory already, and a later sync might or might not carry it
+//! to disk. The store fails instead: that batch, every batch applied after
+//! it and every queued or later write is refused, reads are refused (they
+//! could show the failed batch), and [`SledStore::failure`] resolves so the
+//! server can stop. A restart recovers what was acknowledged.
 
 use std::fs::File;
 use std::ops::Bound;
@@ -32,7 +36,7 @@ use std::thread::JoinHandle;
 use tokio::sync::{oneshot, watch};
 
 use super::acknowledged::{AcknowledgedFile, Mark};
-use super::batch::{self, Overlay, Pending, Ran};
+use super::batch::{self, KeyWrite, Overlay, Pending, Queue, Ran};
 use super::{
     Change, CommitObserver, Failure, KeyValue, ReadView, Revision, Rollback, Store, StoreError,
     StoreResult, WriteJob, keys,
@@ -44,8 +48,13 @@ impl From<sled::Error> for StoreError {
     }
 }
 
-/// The most jobs one durable sync covers.
+/// The most jobs one batch runs.
 pub const MAX_BATCH: usize = 1024;
+
+/// Batches applied but not yet handed to a sync, at most: enough for the
+/// committer to work on the next batch while one syncs, few enough that
+/// the committer does not run far ahead of what is durable.
+const PIPELINE_DEPTH: usize = 2;
 
 const REVISION_KEY: &str = "revision";
 
@@ -55,8 +64,9 @@ pub struct SledStore {
     tree: sled::Db,
     revision: Arc<AtomicU64>,
     observers: Observers,
-    queue: Mutex<Option<mpsc::Sender<Pending>>>,
-    committer: Mutex<Option<JoinHandle<()>>>,
+    queue: Queue,
+    /// The committer, then the syncer: joined in that order on close.
+    threads: Mutex<Vec<JoinHandle<()>>>,
     /// Why the store failed, once a batch could not be made durable.
     failure: watch::Receiver<Option<Failure>>,
 }
@@ -122,6 +132,11 @@ impl SledStore {
     /// Opens (or creates) the store in `dir`. A store that is behind what
     /// it acknowledged is refused with [`StoreError::RolledBack`].
     pub fn open(dir: &Path) -> StoreResult<Self> {
+        Self::open_with(dir, super::DEFAULT_COMMIT_QUEUE)
+    }
+
+    /// Like [`SledStore::open`], with at most `commit_queue` writes queued.
+    pub fn open_with(dir: &Path, commit_queue: usize) -> StoreResult<Self> {
         let mut on_disk = OnDisk::open(dir)?;
         if let Some(rollback) = on_disk.rollback() {
             return Err(StoreError::RolledBack(Box::new(rollback)));
@@ -134,7 +149,7 @@ impl SledStore {
             );
         }
         on_disk.mark_as_acknowledged()?;
-        Self::start(on_disk)
+        Self::start(on_disk, commit_queue)
     }
 
     /// Accepts that the store in `dir` lost acknowledged commits: the mark
@@ -147,7 +162,7 @@ impl SledStore {
         Ok(lost)
     }
 
-    fn start(on_disk: OnDisk) -> StoreResult<Self> {
+    fn start(on_disk: OnDisk, commit_queue: usize) -> StoreResult<Self> {
         let OnDisk {
             dir,
             db,
@@ -161,25 +176,36 @@ impl SledStore {
         let revision = Arc::new(AtomicU64::new(holds.revision));
         let observers = Observers::default();
         let (failed, failure) = watch::channel(None);
-        let (sender, receiver) = mpsc::channel();
-        let committer = Committer {
+        let failed = Arc::new(failed);
+        let (queue, jobs) = Queue::new(commit_queue);
+        let (to_syncer, applied) = mpsc::sync_channel(PIPELINE_DEPTH);
+        let syncer = Syncer {
             tree: db.clone(),
             log,
+            acknowledged,
             revision: Arc::clone(&revision),
             observers: Arc::clone(&observers),
-            acknowledged,
+            failed: Arc::clone(&failed),
+        };
+        let committer = Committer {
+            tree: db.clone(),
+            applied: holds.revision,
             audit_head: holds.audit_head,
+            syncer: to_syncer,
             failed,
         };
-        let handle = std::thread::Builder::new()
+        let syncer = std::thread::Builder::new()
+            .name("store-syncer".into())
+            .spawn(move || syncer.run(applied))?;
+        let committer = std::thread::Builder::new()
             .name("store-committer".into())
-            .spawn(move || committer.run(receiver))?;
+            .spawn(move || committer.run(jobs))?;
         Ok(Self {
             tree: db,
             revision,
             observers,
-            queue: Mutex::new(Some(sender)),
-            committer: Mutex::new(Some(handle)),
+            queue,
+            threads: Mutex::new(vec![committer, syncer]),
             failure,
         })
     }
@@ -208,14 +234,12 @@ impl SledStore {
     /// Stops accepting writes, lets queued ones finish, and flushes (unless
     /// the store failed: nothing after the failure may reach the disk).
     pub fn close(&self) -> StoreResult<()> {
-        drop(self.queue.lock().expect("queue lock poisoned").take());
-        if let Some(handle) = self
-            .committer
-            .lock()
-            .expect("committer lock poisoned")
-            .take()
-        {
-            let _ = handle.join();
+        self.queue.close();
+        // The committer ends when the queue does, and the syncer when the
+        // committer has handed it everything.
+        let threads = std::mem::take(&mut *self.threads.lock().expect("threads lock poisoned"));
+        for thread in threads {
+            let _ = thread.join();
         }
         if let Some(failed) = self.failed() {
             return Err(failed);
@@ -277,17 +301,7 @@ impl ReadView for SledStore {
 
 impl Store for SledStore {
     fn submit(&self, job: WriteJob) -> oneshot::Receiver<StoreResult<Revision>> {
-        let (reply, receiver) = oneshot::channel();
-        if let Some(failed) = self.failed() {
-            let _ = reply.send(Err(failed));
-            return receiver;
-        }
-        let queue = self.queue.lock().expect("queue lock poisoned");
-        if let Some(sender) = queue.as_ref() {
-            // A send error drops `reply`, which the receiver reports as closed.
-            let _ = sender.send(Pending { job, reply });
-        }
-        receiver
+        self.queue.submit(job, self.failed())
     }
 
     fn revision(&self) -> Revision {
@@ -357,98 +371,102 @@ fn decode_revision(bytes: &[u8]) -> StoreResult<Revision> {
     Ok(u64::from_be_bytes(raw))
 }
 
+/// Runs the jobs and applies each batch to sled, then hands it to the
+/// [`Syncer`] and goes on with the next batch while that one syncs: the
+/// sync of one batch overlaps the jobs of the next.
 struct Committer {
     tree: sled::Db,
-    log: File,
-    revision: Arc<AtomicU64>,
-    observers: Observers,
-    acknowledged: AcknowledgedFile,
-    /// The audit head as of the last durable batch.
+    /// The revision of the last batch applied (durable or not yet).
+    applied: Revision,
+    /// The audit head as of the last batch applied.
     audit_head: Vec<u8>,
-    failed: watch::Sender<Option<Failure>>,
+    syncer: mpsc::SyncSender<Applied>,
+    failed: FailureSignal,
+}
+
+/// A batch applied to sled, on its way to becoming durable.
+struct Applied {
+    revision: Revision,
+    audit_head: Vec<u8>,
+    /// Each committing job's revision and writes, in order.
+    committed: Vec<(Revision, Vec<KeyWrite>)>,
+    replies: Vec<(oneshot::Sender<StoreResult<Revision>>, Revision)>,
+}
+
+/// Sets the store's failure, once; shared by the committer and the syncer.
+type FailureSignal = Arc<watch::Sender<Option<Failure>>>;
+
+/// Fails the store: from now on every read and write is refused.
+fn fail(signal: &FailureSignal, reason: Failure) -> Failure {
+    tracing::error!(%reason, "the store could not make a write durable; it accepts no more reads or writes");
+    signal.send_if_modified(|failure| {
+        let first = failure.is_none();
+        if first {
+            *failure = Some(reason.clone());
+        }
+        first
+    });
+    signal.borrow().clone().unwrap_or(reason)
 }
 
 impl Committer {
-    fn run(mut self, queue: mpsc::Receiver<Pending>) {
-        while let Ok(first) = queue.recv() {
-            let mut pending = vec![first];
-            while pending.len() < MAX_BATCH {
-                match queue.try_recv() {
-                    Ok(next) => pending.push(next),
-                    Err(_) => break,
-                }
-            }
-            if let Err(reason) = self.commit_batch(pending) {
-                // The batch is applied in memory but not durable: refuse it,
-                // everything queued behind it and everything after, rather
-                // than acknowledge anything on top of it.
-                tracing::error!(%reason, "the store could not make a write durable; it accepts no more reads or writes");
-                for Pending { reply, .. } in queue.try_iter() {
+    fn run(mut self, mut queue: tokio::sync::mpsc::UnboundedReceiver<Pending>) {
+        while let Some(pending) = batch::next_batch_blocking(&mut queue, MAX_BATCH) {
+            let failure = self.failed.borrow().clone();
+            if let Some(reason) = failure {
+                // Nothing is applied on top of a batch that failed.
+                let queued = std::iter::from_fn(|| queue.try_recv().ok());
+                for Pending { reply, .. } in pending.into_iter().chain(queued) {
                     let _ = reply.send(Err(StoreError::Failed(reason.clone())));
                 }
-                return;
+                continue;
+            }
+            match self.apply(pending) {
+                Ok(applied) => {
+                    if self.syncer.send(applied).is_err() {
+                        return;
+                    }
+                }
+                Err(replies) => {
+                    let reason = self.failed.borrow().clone().expect("failed");
+                    for (reply, _) in replies {
+                        let _ = reply.send(Err(StoreError::Failed(reason.clone())));
+                    }
+                }
             }
         }
     }
 
-    /// Commits a batch; the error is why it could not be made durable.
-    fn commit_batch(&mut self, pending: Vec<Pending>) -> Result<(), Failure> {
+    /// Runs a batch's jobs and applies what they wrote as one atomic sled
+    /// batch (in memory and in sled's log, not yet synced). When sled
+    /// refuses it, the store fails and the replies are handed back.
+    #[allow(clippy::type_complexity)]
+    fn apply(
+        &mut self,
+        pending: Vec<Pending>,
+    ) -> Result<Applied, Vec<(oneshot::Sender<StoreResult<Revision>>, Revision)>> {
         let Ran {
-            writes: batch,
+            writes,
             committed,
             replies,
             revision,
-        } = batch::run(
-            &Committed(&self.tree),
-            self.revision.load(Ordering::Acquire),
-            pending,
-        );
-        let result = if batch.is_empty() {
-            Ok(())
-        } else {
-            self.make_durable(batch, revision)
-        };
-        let result = result.map_err(Failure::new);
-        match result {
-            Ok(()) => {
-                self.revision.store(revision, Ordering::Release);
-                if !committed.is_empty() {
-                    let changes: Vec<Change<'_>> = committed
-                        .iter()
-                        .map(|(revision, writes)| Change {
-                            revision: *revision,
-                            writes,
-                        })
-                        .collect();
-                    for observer in self
-                        .observers
-                        .read()
-                        .expect("observers lock poisoned")
-                        .iter()
-                    {
-                        observer.committed(&changes);
-                    }
-                }
-                for (reply, revision) in replies {
-                    let _ = reply.send(Ok(revision));
-                }
-                Ok(())
+        } = batch::run(&Committed(&self.tree), self.applied, pending);
+        if !writes.is_empty() {
+            if let Err(error) = self.apply_to_sled(writes, revision) {
+                fail(&self.failed, Failure::new(error));
+                return Err(replies);
             }
-            Err(reason) => {
-                // Failed before anyone hears of it: a caller told its write
-                // failed must not then read that write.
-                self.failed.send_replace(Some(reason.clone()));
-                for (reply, _) in replies {
-                    let _ = reply.send(Err(StoreError::Failed(reason.clone())));
-                }
-                Err(reason)
-            }
+            self.applied = revision;
         }
+        Ok(Applied {
+            revision: self.applied,
+            audit_head: self.audit_head.clone(),
+            committed,
+            replies,
+        })
     }
 
-    /// Applies the batch, makes it durable, then records it as about to be
-    /// acknowledged: one sync of sled's log and one of the mark.
-    fn make_durable(&mut self, overlay: Overlay, revision: Revision) -> StoreResult<()> {
+    fn apply_to_sled(&mut self, overlay: Overlay, revision: Revision) -> StoreResult<()> {
         if let Some(head) = overlay.get(&keys::audit_head_key()) {
             self.audit_head = head.clone().unwrap_or_default();
         }
@@ -464,13 +482,89 @@ impl Committer {
             revision.to_be_bytes().to_vec(),
         );
         self.tree.apply_batch(batch)?;
+        Ok(())
+    }
+}
+
+/// Makes applied batches durable, in order, and only then publishes and
+/// acknowledges them. Batches that queued up while a sync ran share the
+/// next one.
+struct Syncer {
+    tree: sled::Db,
+    log: File,
+    acknowledged: AcknowledgedFile,
+    /// The durable revision readers see.
+    revision: Arc<AtomicU64>,
+    observers: Observers,
+    failed: FailureSignal,
+}
+
+impl Syncer {
+    fn run(mut self, applied: mpsc::Receiver<Applied>) {
+        while let Ok(first) = applied.recv() {
+            let mut group = vec![first];
+            group.extend(applied.try_iter());
+            let last = group.last().expect("one at least");
+            let (revision, audit_head) = (last.revision, last.audit_head.clone());
+            let failure = self.failed.borrow().clone();
+            let synced = match failure {
+                Some(reason) => Err(reason),
+                None if group.iter().all(|a| a.committed.is_empty()) => Ok(()),
+                None => self
+                    .make_durable(revision, audit_head)
+                    .map_err(|error| fail(&self.failed, Failure::new(error))),
+            };
+            match synced {
+                Ok(()) => group.into_iter().for_each(|batch| self.publish(batch)),
+                Err(reason) => {
+                    // Failed before anyone hears of it: a caller told its
+                    // write failed must not then read that write.
+                    let replies = group.into_iter().flat_map(|batch| batch.replies);
+                    for (reply, _) in replies {
+                        let _ = reply.send(Err(StoreError::Failed(reason.clone())));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Syncs sled's log, then records the batch as about to be
+    /// acknowledged: one sync of the log and one of the mark.
+    fn make_durable(&mut self, revision: Revision, audit_head: Vec<u8>) -> StoreResult<()> {
         self.tree.flush()?;
         self.log.sync_data()?;
         self.acknowledged.record(&Mark {
             revision,
-            audit_head: self.audit_head.clone(),
+            audit_head,
         })?;
         Ok(())
+    }
+
+    /// A durable batch: readers and observers see it, then its callers
+    /// hear of it.
+    fn publish(&self, batch: Applied) {
+        self.revision.store(batch.revision, Ordering::Release);
+        if !batch.committed.is_empty() {
+            let changes: Vec<Change<'_>> = batch
+                .committed
+                .iter()
+                .map(|(revision, writes)| Change {
+                    revision: *revision,
+                    writes,
+                })
+                .collect();
+            for observer in self
+                .observers
+                .read()
+                .expect("observers lock poisoned")
+                .iter()
+            {
+                observer.committed(&changes);
+            }
+        }
+        for (reply, revision) in batch.replies {
+            let _ = reply.send(Ok(revision));
+        }
     }
 }
 

@@ -54,7 +54,7 @@ use futures_util::StreamExt;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_postgres::{Client, Statement};
 
-use super::batch::{self, KeyWrite, Overlay, Pending, Ran};
+use super::batch::{self, KeyWrite, Overlay, Pending, Queue, Ran};
 use super::{
     Change, CommitObserver, Failure, KeyValue, ReadView, Revision, Store, StoreError, StoreResult,
     WriteJob,
@@ -121,7 +121,7 @@ struct Shared {
 
 pub struct PostgresStore {
     shared: Arc<Shared>,
-    queue: Mutex<Option<mpsc::UnboundedSender<Pending>>>,
+    queue: Queue,
     committer: Mutex<Option<JoinHandle<()>>>,
     failure: watch::Receiver<Option<Failure>>,
     available: watch::Receiver<bool>,
@@ -139,10 +139,10 @@ impl PostgresStore {
     /// Connects, checks (or migrates) the schema, loads the mirror at the
     /// database's current revision, and starts the committer. Blocks until
     /// the store is ready.
-    pub fn open(url: &str, options: Options) -> StoreResult<Self> {
+    pub fn open(url: &str, options: Options, commit_queue: usize) -> StoreResult<Self> {
         let target = Target::parse(url)?;
         let (opened, ready) = std::sync::mpsc::channel();
-        let (queue, jobs) = mpsc::unbounded_channel();
+        let (queue, jobs) = Queue::new(commit_queue);
         let handle = std::thread::Builder::new()
             .name("store-committer".into())
             .spawn(move || {
@@ -178,7 +178,7 @@ impl PostgresStore {
         };
         Ok(Self {
             shared,
-            queue: Mutex::new(Some(queue)),
+            queue,
             committer: Mutex::new(Some(handle)),
             failure,
             available,
@@ -229,17 +229,7 @@ impl ReadView for PostgresStore {
 
 impl Store for PostgresStore {
     fn submit(&self, job: WriteJob) -> oneshot::Receiver<StoreResult<Revision>> {
-        let (reply, receiver) = oneshot::channel();
-        if let Some(failed) = self.failed() {
-            let _ = reply.send(Err(failed));
-            return receiver;
-        }
-        let queue = self.queue.lock().expect("queue lock poisoned");
-        if let Some(sender) = queue.as_ref() {
-            // A send error drops `reply`, which the receiver reports as closed.
-            let _ = sender.send(Pending { job, reply });
-        }
-        receiver
+        self.queue.submit(job, self.failed())
     }
 
     fn revision(&self) -> Revision {
@@ -267,7 +257,7 @@ impl Store for PostgresStore {
     }
 
     fn close(&self) -> StoreResult<()> {
-        drop(self.queue.lock().expect("queue lock poisoned").take());
+        self.queue.close();
         if let Some(handle) = self
             .committer
             .lock()
@@ -470,14 +460,7 @@ impl Committer {
                 biased;
                 pending = queue.recv() => {
                     let Some(first) = pending else { break };
-                    let mut batch = vec![first];
-                    while batch.len() < MAX_BATCH {
-                        match queue.try_recv() {
-                            Ok(next) => batch.push(next),
-                            Err(_) => break,
-                        }
-                    }
-                    self.commit(batch).await;
+                    self.commit(batch::with_queued(first, &mut queue, MAX_BATCH)).await;
                 }
                 () = notified(&mut self.connection) => self.follow().await,
                 _ = poll.tick() => self.follow().await,
