@@ -284,6 +284,7 @@ impl Store for SledStore {
         }
         let queue = self.queue.lock().expect("queue lock poisoned");
         if let Some(sender) = queue.as_ref() {
+            crate::observe::metrics::commit_queued();
             // A send error drops `reply`, which the receiver reports as closed.
             let _ = sender.send(Pending { job, reply });
         }
@@ -311,6 +312,10 @@ impl Store for SledStore {
 
     fn close(&self) -> StoreResult<()> {
         SledStore::close(self)
+    }
+
+    fn size_on_disk(&self) -> Option<u64> {
+        self.tree.size_on_disk().ok()
     }
 
     fn failure(
@@ -378,6 +383,7 @@ impl Committer {
                     Err(_) => break,
                 }
             }
+            crate::observe::metrics::commit_batch_taken(pending.len());
             if let Err(reason) = self.commit_batch(pending) {
                 // The batch is applied in memory but not durable: refuse it,
                 // everything queued behind it and everything after, rather
@@ -449,6 +455,7 @@ impl Committer {
     /// Applies the batch, makes it durable, then records it as about to be
     /// acknowledged: one sync of sled's log and one of the mark.
     fn make_durable(&mut self, overlay: Overlay, revision: Revision) -> StoreResult<()> {
+        let _timing = crate::observe::metrics::CommitTiming::start();
         if let Some(head) = overlay.get(&keys::audit_head_key()) {
             self.audit_head = head.clone().unwrap_or_default();
         }

@@ -236,6 +236,7 @@ impl Store for PostgresStore {
         }
         let queue = self.queue.lock().expect("queue lock poisoned");
         if let Some(sender) = queue.as_ref() {
+            crate::observe::metrics::commit_queued();
             // A send error drops `reply`, which the receiver reports as closed.
             let _ = sender.send(Pending { job, reply });
         }
@@ -477,6 +478,7 @@ impl Committer {
                             Err(_) => break,
                         }
                     }
+                    crate::observe::metrics::commit_batch_taken(batch.len());
                     self.commit(batch).await;
                 }
                 () = notified(&mut self.connection) => self.follow().await,
@@ -791,6 +793,7 @@ impl Committer {
         committed: &[(Revision, Vec<KeyWrite>)],
         base: Revision,
     ) -> StoreResult<()> {
+        let _timing = crate::observe::metrics::CommitTiming::start();
         let connection = self.connection.as_ref().expect("connected");
         let (client, statements) = (&connection.client, &connection.statements);
         let (mut put_keys, mut put_values, mut deleted) = (Vec::new(), Vec::new(), Vec::new());
