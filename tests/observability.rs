@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{ADMIN, TestServer, binary, eventually, expect_code, group};
@@ -20,6 +21,13 @@ use entitlements::pb::{
     AuditFilter, CheckAccessRequest, CreateGroupRequest, GetGroupRequest, ListAuditEventsRequest,
     WatchGrantsRequest,
 };
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use opentelemetry_proto::tonic::trace::v1::Span;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::Code;
 use tonic_health::pb::HealthCheckRequest;
@@ -388,4 +396,96 @@ async fn each_call_logs_one_json_line_with_the_request_id_its_audit_events_carry
     drop((directory, server));
     let exited = tokio::task::spawn_blocking(move || binary::terminate(child)).await;
     assert!(exited.unwrap().success());
+}
+
+/// A stand-in OTLP collector: keeps every span exported to it.
+#[derive(Clone, Default)]
+struct Collector(Arc<Mutex<Vec<Span>>>);
+
+#[tonic::async_trait]
+impl TraceService for Collector {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let spans = request
+            .into_inner()
+            .resource_spans
+            .into_iter()
+            .flat_map(|r| r.scope_spans)
+            .flat_map(|s| s.spans);
+        self.0.lock().unwrap().extend(spans);
+        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+    }
+}
+
+impl Collector {
+    async fn start(&self) -> SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let service = TraceServiceServer::new(self.clone());
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        address
+    }
+
+    fn named(&self, name: &str) -> Vec<Span> {
+        let spans = self.0.lock().unwrap();
+        spans.iter().filter(|s| s.name == name).cloned().collect()
+    }
+}
+
+#[tokio::test]
+async fn call_spans_continue_the_callers_trace_and_reach_the_collector() {
+    let collector = Collector::default();
+    let endpoint = format!("http://{}", collector.start().await);
+    let data = tempfile::tempdir().unwrap();
+    let mut command = binary::serve(data.path());
+    command.args(["--otlp-endpoint", &endpoint]);
+    let (child, address) = binary::start(command);
+    let server = TestServer::attach(&address).await;
+
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let caller_span = "00f067aa0ba902b7";
+    let mut create = tonic::Request::new(CreateGroupRequest {
+        group: Some(group("Traced")),
+        group_id: "traced".into(),
+        request_id: String::new(),
+    });
+    create.metadata_mut().insert(
+        "traceparent",
+        format!("00-{trace_id}-{caller_span}-01").parse().unwrap(),
+    );
+    server
+        .directory("loader")
+        .create_group(create)
+        .await
+        .expect("create a group");
+
+    // Stopping sends what is still batched.
+    drop(server);
+    let exited = tokio::task::spawn_blocking(move || binary::terminate(child)).await;
+    assert!(exited.unwrap().success());
+
+    let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    let calls: Vec<Span> = collector
+        .named(Rpc::CreateGroup.path().trim_start_matches('/'))
+        .into_iter()
+        .filter(|s| hex(&s.trace_id) == trace_id)
+        .collect();
+    assert_eq!(calls.len(), 1, "one call span in the caller's trace");
+    let call = &calls[0];
+    assert_eq!(hex(&call.parent_span_id), caller_span);
+    for child in ["store.commit", "cedar.decide"] {
+        let children = collector.named(child);
+        assert!(
+            children
+                .iter()
+                .any(|s| s.trace_id == call.trace_id && s.parent_span_id == call.span_id),
+            "no {child} span under the call span"
+        );
+    }
 }

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{EnvFilter, Layer as _};
@@ -43,12 +44,17 @@ fn init_telemetry(settings: &Settings) -> anyhow::Result<Option<traces::Exporter
         return Ok(None);
     };
     let (export, exporter) = traces::otlp(endpoint)?;
-    logs(settings.log_format).with(export).init();
+    // Spans at info and above (a call, its decisions and commits; not
+    // health checks), whatever RUST_LOG lets through to the log.
+    logs(settings.log_format)
+        .with(export.with_filter(LevelFilter::INFO))
+        .init();
     tracing::info!(%endpoint, "exporting traces over OTLP");
     Ok(Some(exporter))
 }
 
-/// Log lines to stderr, filtered by RUST_LOG (default: info).
+/// Log lines to stderr, filtered by RUST_LOG (default: info); the filter
+/// is the log's alone, not the trace export's.
 fn logs(
     format: LogFormat,
 ) -> impl tracing::Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span> + Send + Sync
@@ -60,10 +66,10 @@ fn logs(
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     let lines = match format {
-        LogFormat::Text => lines.boxed(),
-        LogFormat::Json => lines.json().boxed(),
+        LogFormat::Text => lines.with_filter(filter).boxed(),
+        LogFormat::Json => lines.json().with_filter(filter).boxed(),
     };
-    tracing_subscriber::registry().with(filter).with(lines)
+    tracing_subscriber::registry().with(lines)
 }
 
 /// Resolves on SIGINT or SIGTERM. The handlers are installed when this is

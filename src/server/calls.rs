@@ -161,7 +161,8 @@ macro_rules! call_span {
         tracing::span!(
             $level,
             "rpc",
-            otel.name = $method.path,
+            // Named as OpenTelemetry names gRPC spans: service/method.
+            otel.name = $method.path.trim_start_matches('/'),
             otel.kind = "server",
             rpc.system = "grpc",
             rpc.service = $method.service,
