@@ -27,6 +27,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
+use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::Code;
@@ -168,10 +169,17 @@ async fn metrics_move_with_real_calls() {
 }
 
 #[tokio::test]
-async fn watch_grants_streams_are_counted_while_open() {
+async fn watch_grants_streams_are_counted_while_open_and_a_dropped_one_is_cancelled() {
     let server = TestServer::start().await;
     let subscribers = "entitlements_watch_grants_subscribers";
-    let before = Scrape::of(&server).await.value(subscribers, &[]);
+    let watch = rpc_labels(Rpc::WatchGrants);
+    let cancelled = [watch[0], watch[1], ("code", "Cancelled")];
+    let calls = "entitlements_rpc_calls_total";
+    let scrape = Scrape::of(&server).await;
+    let (before, cancelled_before) = (
+        scrape.value(subscribers, &[]),
+        scrape.value(calls, &cancelled),
+    );
     let stream = server
         .decisions(ADMIN)
         .watch_grants(WatchGrantsRequest { from_revision: 0 })
@@ -183,9 +191,15 @@ async fn watch_grants_streams_are_counted_while_open() {
     })
     .await;
     drop(stream);
-    eventually("the closed stream to be uncounted", || async {
-        (Scrape::of(&server).await.value(subscribers, &[]) <= before).then_some(())
-    })
+    eventually(
+        "the closed stream to be uncounted, as a cancelled call",
+        || async {
+            let scrape = Scrape::of(&server).await;
+            (scrape.value(subscribers, &[]) <= before
+                && scrape.value(calls, &cancelled) > cancelled_before)
+                .then_some(())
+        },
+    )
     .await;
     server.stop().await.unwrap();
 }
@@ -479,6 +493,12 @@ async fn call_spans_continue_the_callers_trace_and_reach_the_collector() {
     assert_eq!(calls.len(), 1, "one call span in the caller's trace");
     let call = &calls[0];
     assert_eq!(hex(&call.parent_span_id), caller_span);
+    let code = call
+        .attributes
+        .iter()
+        .find(|a| a.key == "rpc.grpc.status_code")
+        .and_then(|a| a.value.clone()?.value);
+    assert_eq!(code, Some(AnyValue::IntValue(0)), "the call's status code");
     for child in ["store.commit", "cedar.decide"] {
         let children = collector.named(child);
         assert!(

@@ -164,3 +164,45 @@ async fn unready(serving: Option<&Serving>) -> Option<String> {
     }
     None
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::sled_store::SledStore;
+
+    #[tokio::test]
+    async fn ready_only_when_open_not_draining_and_caught_up() {
+        assert!(unready(None).await.unwrap().starts_with("starting"));
+
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path()).unwrap());
+        let decisions =
+            Arc::new(DecisionState::load(store.as_ref(), store.revision(), 10).unwrap());
+        let (drain_signal, drain) = crate::drain::channel();
+        let serving = Serving {
+            store: store.clone(),
+            decisions,
+            drain,
+        };
+        assert_eq!(unready(Some(&serving)).await, None);
+
+        // A commit the view never hears of (it is not observing).
+        crate::store::write(store.as_ref(), |txn| {
+            txn.put(b"k".to_vec(), b"v".to_vec());
+            Ok::<_, crate::store::StoreError>(())
+        })
+        .await
+        .unwrap();
+        let behind = unready(Some(&serving)).await.unwrap();
+        assert!(behind.contains("behind the store at 1"), "{behind}");
+
+        drain_signal.start();
+        assert!(
+            unready(Some(&serving))
+                .await
+                .unwrap()
+                .starts_with("draining")
+        );
+        store.close().unwrap();
+    }
+}
