@@ -221,11 +221,11 @@ pub async fn run_with(
         run_now,
     );
     if let Some(admin) = &admin {
-        admin.serving(admin::Serving {
-            store: store.clone(),
-            decisions: app.decisions.clone(),
-            drain: drain.clone(),
-        });
+        admin.serving(admin::Serving::new(
+            store.clone(),
+            app.decisions.clone(),
+            drain.clone(),
+        ));
     }
     let router = services(server, health, app, auth, settings, drain)?;
 

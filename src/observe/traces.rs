@@ -45,7 +45,7 @@ pub struct Exporter(SdkTracerProvider);
 impl Drop for Exporter {
     fn drop(&mut self) {
         if let Err(error) = self.0.shutdown() {
-            eprintln!("exporting the last traces failed: {error}");
+            tracing::warn!(%error, "exporting the last traces failed");
         }
     }
 }

@@ -17,7 +17,7 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::decision::state::DecisionState;
@@ -35,9 +35,22 @@ const UPKEEP: Duration = Duration::from_secs(5);
 
 /// What readiness and the store gauges look at, once the store is open.
 pub struct Serving {
-    pub store: Arc<dyn Store>,
-    pub decisions: Arc<DecisionState>,
-    pub drain: Drain,
+    store: Arc<dyn Store>,
+    /// The store's availability, as gRPC health follows it.
+    available: watch::Receiver<bool>,
+    decisions: Arc<DecisionState>,
+    drain: Drain,
+}
+
+impl Serving {
+    pub fn new(store: Arc<dyn Store>, decisions: Arc<DecisionState>, drain: Drain) -> Self {
+        Self {
+            available: store.availability(),
+            store,
+            decisions,
+            drain,
+        }
+    }
 }
 
 type Shared = Arc<OnceLock<Serving>>;
@@ -152,7 +165,7 @@ async fn unready(serving: Option<&Serving>) -> Option<String> {
     if serving.drain.has_started() {
         return Some("draining: the server is shutting down".to_string());
     }
-    if !*serving.store.availability().borrow() {
+    if !*serving.available.borrow() {
         return Some("the store is unavailable".to_string());
     }
     let revision = serving.store.revision();
@@ -179,11 +192,20 @@ mod tests {
         let decisions =
             Arc::new(DecisionState::load(store.as_ref(), store.revision(), 10).unwrap());
         let (drain_signal, drain) = crate::drain::channel();
+        let (availability, available) = watch::channel(true);
         let serving = Serving {
             store: store.clone(),
+            available,
             decisions,
             drain,
         };
+        assert_eq!(unready(Some(&serving)).await, None);
+
+        // A database out of reach, and back.
+        availability.send_replace(false);
+        let unavailable = unready(Some(&serving)).await.unwrap();
+        assert_eq!(unavailable, "the store is unavailable");
+        availability.send_replace(true);
         assert_eq!(unready(Some(&serving)).await, None);
 
         // A commit the view never hears of (it is not observing).
