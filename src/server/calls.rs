@@ -13,10 +13,10 @@
 //!   peer and request id: at debug level for health checks and
 //!   reflection, at info for the rest.
 //!
-//! A call ends when its response body does: the status code is in the
-//! response headers (a trailers-only response, as errors are) or in the
-//! trailers. A body dropped before either (the client went away) ends the
-//! call as CANCELLED.
+//! A call ends when its response body is done with: the status code is in
+//! the response headers (a trailers-only response, as errors are) or in
+//! the trailers. A call dropped before either (the client went away) ends
+//! as CANCELLED.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -56,37 +56,47 @@ const UNKNOWN: Method = Method {
     infrastructure: false,
 };
 
-/// Health and reflection methods, by service.
-const INFRASTRUCTURE: [(&str, &str); 4] = [
-    ("grpc.health.v1.Health", "Check"),
-    ("grpc.health.v1.Health", "Watch"),
+/// Health and reflection methods: service, method, path.
+const INFRASTRUCTURE: [(&str, &str, &str); 4] = [
+    (
+        "grpc.health.v1.Health",
+        "Check",
+        "/grpc.health.v1.Health/Check",
+    ),
+    (
+        "grpc.health.v1.Health",
+        "Watch",
+        "/grpc.health.v1.Health/Watch",
+    ),
     (
         "grpc.reflection.v1.ServerReflection",
         "ServerReflectionInfo",
+        "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
     ),
     (
         "grpc.reflection.v1alpha.ServerReflection",
         "ServerReflectionInfo",
+        "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
     ),
 ];
 
 /// Every method served, by path.
-static METHODS: LazyLock<HashMap<String, Method>> = LazyLock::new(|| {
+static METHODS: LazyLock<HashMap<&str, Method>> = LazyLock::new(|| {
     let services = Rpc::ALL.iter().map(|rpc| Method {
         service: rpc.service(),
         name: rpc.name(),
         path: rpc.path(),
         infrastructure: false,
     });
-    let infrastructure = INFRASTRUCTURE.iter().map(|(service, name)| Method {
+    let infrastructure = INFRASTRUCTURE.iter().map(|(service, name, path)| Method {
         service,
         name,
-        path: Box::leak(format!("/{service}/{name}").into_boxed_str()),
+        path,
         infrastructure: true,
     });
     services
         .chain(infrastructure)
-        .map(|method| (method.path.to_string(), method))
+        .map(|method| (method.path, method))
         .collect()
 });
 
@@ -128,14 +138,14 @@ where
     }
 
     fn call(&mut self, mut request: Request<RequestBody>) -> Self::Future {
-        let call = Call::begin(&mut request);
+        let mut call = Call::begin(&mut request);
         let span = call.span.clone();
         let response = self.inner.call(request).instrument(span);
         Box::pin(async move {
             match response.await {
                 Ok(response) => Ok(call.respond(response)),
                 Err(error) => {
-                    call.end(Code::Unknown);
+                    call.ended(Code::Unknown);
                     Err(error)
                 }
             }
@@ -143,7 +153,7 @@ where
     }
 }
 
-/// A call under way.
+/// A call under way; it is counted and logged when dropped.
 struct Call {
     method: Method,
     request_id: HeaderValue,
@@ -151,6 +161,8 @@ struct Call {
     caller: CallerSeen,
     started: Instant,
     span: Span,
+    /// The status, once the response headers or trailers told it.
+    code: Option<Code>,
     _in_flight: Held,
 }
 
@@ -218,28 +230,22 @@ impl Call {
             caller,
             started: Instant::now(),
             span,
+            code: None,
             _in_flight: metrics::rpc_in_flight(),
         }
     }
 
     /// Echoes the request id; the call ends with the response body.
-    fn respond<B>(self, mut response: Response<B>) -> Response<ObservedBody<B>> {
+    fn respond<B>(mut self, mut response: Response<B>) -> Response<ObservedBody<B>> {
         let headers = response.headers_mut();
         headers.insert(request_id::HEADER, self.request_id.clone());
-        let code = status_in(headers);
-        response.map(|inner| ObservedBody {
-            inner,
-            code,
-            call: Some(self),
-        })
+        self.code = status_in(headers);
+        response.map(|inner| ObservedBody { inner, call: self })
     }
 
-    fn end(self, code: Code) {
-        let took = self.started.elapsed();
-        let method = self.method;
-        metrics::rpc_finished(method.service, method.name, code_label(code), took);
-        self.span.record("rpc.grpc.status_code", i32::from(code));
-        self.log(code, took);
+    /// The call ended with `code`, unless a status was already told.
+    fn ended(&mut self, code: Code) {
+        self.code.get_or_insert(code);
     }
 
     fn log(&self, code: Code, took: Duration) {
@@ -293,20 +299,22 @@ fn code_label(code: Code) -> &'static str {
     }
 }
 
-/// A response body that ends its call when it ends (or is dropped).
-pub struct ObservedBody<B> {
-    inner: B,
-    /// The status, once the headers or the trailers told it.
-    code: Option<Code>,
-    call: Option<Call>,
+impl Drop for Call {
+    fn drop(&mut self) {
+        let code = self.code.unwrap_or(Code::Cancelled);
+        let took = self.started.elapsed();
+        let method = self.method;
+        metrics::rpc_finished(method.service, method.name, code_label(code), took);
+        self.span.record("rpc.grpc.status_code", i32::from(code));
+        self.log(code, took);
+    }
 }
 
-impl<B> ObservedBody<B> {
-    fn end(&mut self, code: Code) {
-        if let Some(call) = self.call.take() {
-            call.end(code);
-        }
-    }
+/// A response body that ends its call when it is dropped (which the
+/// server does once it has sent it, or given up on it).
+pub struct ObservedBody<B> {
+    inner: B,
+    call: Call,
 }
 
 impl<B: Body + Unpin> Body for ObservedBody<B> {
@@ -314,22 +322,20 @@ impl<B: Body + Unpin> Body for ObservedBody<B> {
     type Error = B::Error;
 
     fn poll_frame(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(code) = frame.trailers_ref().and_then(status_in) {
-                    self.code = Some(code);
+                    this.call.code = Some(code);
                 }
             }
-            Poll::Ready(Some(Err(_))) => self.end(Code::Internal),
+            Poll::Ready(Some(Err(_))) => this.call.ended(Code::Internal),
             // A body that ends without a status broke the protocol.
-            Poll::Ready(None) => {
-                let code = self.code.unwrap_or(Code::Unknown);
-                self.end(code);
-            }
+            Poll::Ready(None) => this.call.ended(Code::Unknown),
             Poll::Pending => {}
         }
         polled
@@ -344,21 +350,15 @@ impl<B: Body + Unpin> Body for ObservedBody<B> {
     }
 }
 
-impl<B> Drop for ObservedBody<B> {
-    /// A trailers-only response may be sent without its (empty) body being
-    /// polled; any other body dropped before its end was cut off.
-    fn drop(&mut self) {
-        let code = self.code.unwrap_or(Code::Cancelled);
-        self.end(code);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn served_paths_have_their_labels_and_others_share_one() {
+        for (service, name, path) in INFRASTRUCTURE {
+            assert_eq!(path, format!("/{service}/{name}"));
+        }
         let check = method_of("/grpc.health.v1.Health/Check");
         assert_eq!(
             (check.service, check.name),
