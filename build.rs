@@ -31,7 +31,42 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_server(true)
         .compile_fds(descriptors)?;
     println!("cargo:rerun-if-changed=proto");
+    git_commit();
     Ok(())
+}
+
+/// Sets `BUILD_GIT_COMMIT` (the build-info metric's `commit`; not
+/// `ENTITLEMENTS_*`, because cargo also puts it in the environment of the
+/// tests, whose servers would take it for a setting): as
+/// `GIT_COMMIT` gives it in the build's environment (an image built
+/// without `.git`), else
+/// the checkout's HEAD, else "unknown". Rebuilds when HEAD moves.
+fn git_commit() {
+    println!("cargo:rerun-if-env-changed=GIT_COMMIT");
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .output()
+            .ok()
+            .filter(|output| output.status.success())
+            .and_then(|output| String::from_utf8(output.stdout).ok())
+            .map(|text| text.trim().to_string())
+            .filter(|text| !text.is_empty())
+    };
+    let commit = std::env::var("GIT_COMMIT")
+        .ok()
+        .filter(|commit| !commit.is_empty())
+        .or_else(|| git(&["rev-parse", "--short=12", "HEAD"]));
+    if commit.is_some() {
+        // HEAD, and the branch file it names, change with each commit.
+        for file in ["HEAD", "refs/heads"] {
+            if let Some(path) = git(&["rev-parse", "--git-path", file]) {
+                println!("cargo:rerun-if-changed={path}");
+            }
+        }
+    }
+    let commit = commit.unwrap_or_else(|| "unknown".to_string());
+    println!("cargo:rustc-env=BUILD_GIT_COMMIT={commit}");
 }
 
 /// One RPC as the descriptors state it.

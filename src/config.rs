@@ -27,6 +27,12 @@ pub enum LogFormat {
 pub struct Settings {
     /// Address the gRPC server listens on.
     pub listen: SocketAddr,
+    /// Address of the admin HTTP listener (`/metrics`, `/healthz`,
+    /// `/readyz`), or `off`.
+    pub admin_listen: String,
+    /// OTLP/gRPC collector that spans are exported to (e.g.
+    /// `http://127.0.0.1:4317`); absent: no trace export.
+    pub otlp_endpoint: Option<String>,
     /// Directory of the embedded store.
     pub data_dir: PathBuf,
     /// Which store: absent or `sled` (sled in `data_dir`), `sled:DIR`, or
@@ -200,6 +206,8 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            admin_listen: "127.0.0.1:9464".to_string(),
+            otlp_endpoint: None,
             data_dir: PathBuf::from("data"),
             store: None,
             migrate: false,
@@ -234,6 +242,14 @@ pub struct ServeArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub listen: Option<SocketAddr>,
+    /// Admin HTTP address (metrics, probes), or "off" [env: ENTITLEMENTS_ADMIN_LISTEN] [default: 127.0.0.1:9464]
+    #[arg(long, value_name = "ADDR|off")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin_listen: Option<String>,
+    /// Export trace spans to this OTLP/gRPC collector [env: ENTITLEMENTS_OTLP_ENDPOINT] [default: none]
+    #[arg(long, value_name = "URL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub otlp_endpoint: Option<String>,
     /// Data directory [env: ENTITLEMENTS_DATA_DIR] [default: ./data]
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -294,6 +310,18 @@ impl Settings {
     pub fn audit_retention(&self) -> Option<Duration> {
         (self.audit_retention_days > 0)
             .then(|| Duration::from_secs(u64::from(self.audit_retention_days) * 24 * 3600))
+    }
+
+    /// The admin listener's address; None when it is off (`off` or empty).
+    pub fn admin_address(&self) -> anyhow::Result<Option<SocketAddr>> {
+        match self.admin_listen.trim() {
+            "" | "off" => Ok(None),
+            address => address.parse().map(Some).map_err(|_| {
+                anyhow::anyhow!(
+                    "admin_listen: {address:?} is neither an address (HOST:PORT) nor off"
+                )
+            }),
+        }
     }
 
     /// How long in-flight calls may take to finish after a shutdown signal.
@@ -420,6 +448,30 @@ mod tests {
         assert_eq!(settings.auth.jwt_leeway_seconds, 60);
         let settings = load_with(&[("ENTITLEMENTS_AUTH__JWT_LEEWAY_SECONDS", "5")], "").unwrap();
         assert_eq!(settings.auth.jwt_leeway_seconds, 5);
+    }
+
+    #[test]
+    fn the_admin_listener_takes_an_address_or_off() {
+        let address = |value: &str| {
+            let settings = Settings {
+                admin_listen: value.to_string(),
+                ..Settings::default()
+            };
+            settings.admin_address().map_err(|e| e.to_string())
+        };
+        assert_eq!(
+            address("127.0.0.1:9464"),
+            Ok(Some(([127, 0, 0, 1], 9464).into()))
+        );
+        assert_eq!(
+            load_with(&[("ENTITLEMENTS_ADMIN_LISTEN", "off")], "")
+                .unwrap()
+                .admin_address()
+                .unwrap(),
+            None
+        );
+        assert_eq!(address(""), Ok(None));
+        assert!(address("nine").unwrap_err().contains("admin_listen"));
     }
 
     #[test]

@@ -29,6 +29,11 @@ impl DrainSignal {
 }
 
 impl Drain {
+    /// Whether draining has started.
+    pub fn has_started(&self) -> bool {
+        *self.0.borrow()
+    }
+
     /// Resolves once draining has started (or the server is gone).
     pub async fn started(&self) {
         let mut receiver = self.0.clone();

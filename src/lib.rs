@@ -21,6 +21,8 @@
 //! - [`store`]: durable state behind one contract, with its own errors.
 //! - [`shared`]: vocabulary every layer uses (ids, actors, time); it imports
 //!   nothing from the crate; neither do [`config`] and [`drain`].
+//! - [`observe`]: metric names and the calls that move them, request ids;
+//!   every layer may report to it, and it uses only [`shared`].
 //!
 //! [`pb`], the generated protobuf types, is vocabulary any layer may use.
 
@@ -32,6 +34,7 @@ pub mod decision;
 pub mod domain;
 pub mod drain;
 pub mod error;
+pub mod observe;
 pub mod policy;
 pub mod reports;
 pub mod server;

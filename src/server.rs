@@ -4,12 +4,19 @@
 //! reflection (v1 and v1alpha), and the entitlements services behind the
 //! caller-identity interceptor, on connections accepted within limits.
 //!
+//! Beside it, on its own address, the admin HTTP listener serves metrics
+//! and probes ([`admin`]); every call passes through [`calls`], which
+//! gives it its request id, metrics, span and log line.
+//!
 //! The server stops on the shutdown signal, or on its own when the store
 //! fails (fail-stop): either way health turns NOT_SERVING, accepting stops,
 //! long-lived streams end with UNAVAILABLE and in-flight calls get the drain
 //! deadline. After a store failure `run` returns an error, so the process
 //! exits non-zero and a restart recovers exactly what was acknowledged.
 
+mod admin;
+mod audit_events;
+mod calls;
 mod health;
 mod limits;
 mod listener;
@@ -141,6 +148,15 @@ async fn report(reporter: &HealthReporter, status: ServingStatus) {
     }
 }
 
+/// Where a started server listens.
+#[derive(Debug, Clone, Copy)]
+pub struct Listening {
+    /// The gRPC address.
+    pub grpc: SocketAddr,
+    /// The admin HTTP address (None: switched off).
+    pub admin: Option<SocketAddr>,
+}
+
 /// Why the server stopped.
 enum Stop {
     Requested,
@@ -149,13 +165,13 @@ enum Stop {
 
 /// Runs the server on `listener` until `shutdown` resolves (or the store
 /// fails), then drains in-flight calls and closes the store. `ready` is
-/// called with the bound address once every service is SERVING.
+/// called with the bound addresses once every service is SERVING.
 pub async fn run(
     settings: &Settings,
     clock: Arc<dyn Clock>,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
-    ready: impl FnOnce(SocketAddr),
+    ready: impl FnOnce(Listening),
 ) -> anyhow::Result<()> {
     let (_, run_now) = scheduler::run_now();
     run_with(settings, clock, listener, shutdown, ready, run_now).await
@@ -169,15 +185,25 @@ pub async fn run_with(
     clock: Arc<dyn Clock>,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
-    ready: impl FnOnce(SocketAddr),
+    ready: impl FnOnce(Listening),
     run_now: scheduler::RunNowRequests,
 ) -> anyhow::Result<()> {
     let address = listener.local_addr()?;
+    // Before anything records a metric: what comes earlier is lost.
+    crate::observe::metrics::prometheus();
     let policies = Arc::new(load_policies(settings)?);
     // Settings are checked before the store is touched: a server that could
     // not serve must not write, run background work or announce itself.
     let auth = authenticator(settings, address)?;
-    let mut server = Server::builder();
+    let admin = match settings.admin_address()? {
+        Some(admin) => Some(admin::Admin::start(admin).await?),
+        None => None,
+    };
+    // The per-call log line and metrics see every call, the ones the
+    // limits refuse too.
+    let mut server = Server::builder()
+        .layer(calls::ObserveCalls)
+        .layer(limits::layer(settings));
     if let Some(tls) = &settings.tls {
         server = server.tls_config(tls_config(tls)?)?;
     }
@@ -199,12 +225,21 @@ pub async fn run_with(
         background_stop,
         run_now,
     );
-    let server = server.layer(limits::layer(settings));
+    if let Some(admin) = &admin {
+        admin.serving(admin::Serving::new(
+            store.clone(),
+            app.decisions.clone(),
+            drain.clone(),
+        ));
+    }
     let router = services(server, health, app, auth, settings, drain)?;
 
     report(&reporter, ServingStatus::Serving).await;
     tracing::info!(%address, store = %store_location(settings)?, "serving");
-    ready(address);
+    ready(Listening {
+        grpc: address,
+        admin: admin.as_ref().map(|admin| admin.address),
+    });
 
     let stopping = follow_availability(store.as_ref(), reporter.clone());
     let (stop, stop_began) = stop_signal(shutdown, store.clone(), reporter, drain_signal, stopping);
@@ -218,6 +253,10 @@ pub async fn run_with(
 
     let _ = stop_background.send(true);
     background.await?;
+    // The admin listener holds the store too: stop it before the store.
+    if let Some(admin) = admin {
+        admin.stop().await;
+    }
     let closed = {
         let store = store.clone();
         tokio::task::spawn_blocking(move || store.close()).await?
@@ -291,6 +330,7 @@ async fn open_state(
         .await??,
     );
     store.observe(decisions.clone());
+    store.observe(Arc::new(audit_events::AuditEventCounter));
     // Only now, with the view loaded and observing: other replicas' commits.
     store.follow();
     let app = App::new(store.clone(), clock, policies, decisions);

@@ -12,7 +12,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("shared", &[]),
     ("config", &[]),
     ("drain", &[]),
-    ("store", &["shared"]),
+    ("observe", &["shared"]),
+    ("store", &["observe", "shared"]),
     ("error", &["store", "shared"]),
     ("audit", &["error", "store", "shared"]),
     ("domain", &["audit", "error", "store", "shared"]),
@@ -23,7 +24,9 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ),
     (
         "workflow",
-        &["policy", "domain", "audit", "error", "store", "shared"],
+        &[
+            "policy", "domain", "audit", "error", "store", "shared", "observe",
+        ],
     ),
     (
         "reports",
@@ -35,21 +38,21 @@ const ALLOWED: &[(&str, &[&str])] = &[
         "api",
         &[
             "workflow", "reports", "decision", "policy", "domain", "audit", "error", "store",
-            "shared", "config", "drain",
+            "shared", "config", "drain", "observe",
         ],
     ),
     (
         "server",
         &[
             "api", "workflow", "reports", "decision", "policy", "domain", "audit", "error",
-            "store", "shared", "config", "drain",
+            "store", "shared", "config", "drain", "observe",
         ],
     ),
     (
         "cli",
         &[
             "server", "api", "workflow", "reports", "decision", "policy", "domain", "audit",
-            "error", "store", "shared", "config", "drain",
+            "error", "store", "shared", "config", "drain", "observe",
         ],
     ),
 ];

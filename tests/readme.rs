@@ -268,7 +268,7 @@ fn free_address() -> String {
 
 /// A command with the environment of the README's reader: no stray
 /// ENTITLEMENTS_* settings from the test's environment, and the test's
-/// address.
+/// address (the admin listener on an ephemeral port, for the same reason).
 fn command(program: impl AsRef<std::ffi::OsStr>, address: &str) -> Command {
     let mut command = Command::new(program);
     for (key, _) in std::env::vars_os() {
@@ -277,6 +277,7 @@ fn command(program: impl AsRef<std::ffi::OsStr>, address: &str) -> Command {
         }
     }
     command.env("ENTITLEMENTS_LISTEN", address);
+    command.env("ENTITLEMENTS_ADMIN_LISTEN", "127.0.0.1:0");
     command
 }
 

@@ -50,7 +50,7 @@ impl Server {
         }
         let mut child = command
             .arg("--dev-auth")
-            .args(["--listen", "127.0.0.1:0"])
+            .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
             .arg("--data-dir")
             .arg(data_dir)
             .arg("--config")

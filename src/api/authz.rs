@@ -11,6 +11,7 @@ use tonic::{Request, Status};
 
 use crate::domain::crud;
 use crate::error::{Error, Result};
+use crate::observe::request_id;
 use crate::pb::AccessPackage;
 use crate::policy::admin::{self, Scope};
 use crate::policy::{Facts, PolicyEngine};
@@ -20,10 +21,6 @@ use crate::store::records::{self, Record};
 use super::App;
 use super::caller::{self, Principal};
 use super::rpc::{Rpc, RpcRequest};
-
-/// The metadata key a caller may use to name its call; audit events carry
-/// it.
-const REQUEST_ID_HEADER: &str = "x-request-id";
 
 /// An authenticated caller of an RPC, with the roles they hold. Decisions
 /// about the caller are about the RPC's action.
@@ -63,15 +60,15 @@ impl App {
         })
     }
 
-    /// `principal` acting now, in the call `request` (with its
-    /// x-request-id; none makes the audit trail generate one per change, so
-    /// calls that change nothing pay for no id).
+    /// `principal` acting now, in the call `request` with its request id
+    /// (which the server sets on every call it serves; without one the
+    /// audit trail generates one per change).
     fn actor<T>(&self, principal: &Principal, request: &Request<T>) -> Actor {
         let request_id = request
             .metadata()
-            .get(REQUEST_ID_HEADER)
+            .get(request_id::HEADER)
             .and_then(|value| value.to_str().ok())
-            .filter(|value| value.len() <= 128)
+            .filter(|value| request_id::is_usable(value))
             .unwrap_or_default()
             .to_string();
         Actor {
@@ -423,12 +420,14 @@ impl DecisionCache {
         generation: u64,
     ) -> bool {
         let entries = self.entries.read().expect("authorization cache poisoned");
-        entries.generation == generation
+        let hit = entries.generation == generation
             && entries
                 .by_caller
                 .get(caller)
                 .and_then(|actions| actions.get(action))
-                .is_some_and(|resources| resources.contains(resource))
+                .is_some_and(|resources| resources.contains(resource));
+        crate::observe::metrics::authz_cache_lookup(hit);
+        hit
     }
 
     fn remember(

@@ -5,7 +5,7 @@
 //! user. Health and reflection are served without this interceptor.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use tonic::metadata::MetadataMap;
 use tonic::service::Interceptor;
@@ -45,6 +45,19 @@ impl Identities {
             id,
             configured_roles,
         }
+    }
+}
+
+/// Where the interceptor tells who called to whoever watches the call from
+/// outside the services (the server's per-call log line), which sees the
+/// request before the interceptor and the response after it.
+#[derive(Debug, Clone, Default)]
+pub struct CallerSeen(Arc<OnceLock<String>>);
+
+impl CallerSeen {
+    /// The authenticated caller, once known.
+    pub fn get(&self) -> Option<&str> {
+        self.0.get().map(String::as_str)
     }
 }
 
@@ -140,6 +153,9 @@ impl Interceptor for Authenticator {
                 "the caller's id {}",
                 reserved_id_message(&id)
             )));
+        }
+        if let Some(seen) = request.extensions().get::<CallerSeen>() {
+            let _ = seen.0.set(id.clone());
         }
         let principal = self.identities.principal(id);
         request.extensions_mut().insert(principal);

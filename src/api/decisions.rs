@@ -334,6 +334,7 @@ impl Decisions for DecisionsApi {
         let every = self.checkpoint_every;
         let drain = self.drain.clone();
         tokio::spawn(async move {
+            let _subscriber = crate::observe::metrics::watch_subscriber();
             let mut delivered: Revision = from;
             for events in past {
                 delivered = events.revision;

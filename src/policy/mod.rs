@@ -447,6 +447,7 @@ impl PolicyEngine {
         facts: impl Into<Facts>,
         entities: &Entities,
     ) -> Result<Decision, PolicyError> {
+        let _span = tracing::info_span!("cedar.decide", action).entered();
         let action = compile::entity_uid("Action", action);
         let context = facts.into().context()?;
         let request = Request::new(principal, action, resource, context, Some(&self.schema))?;

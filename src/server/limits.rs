@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use http::HeaderValue;
 use tokio::time::Instant;
+use tonic::body::Body;
 use tower::limit::GlobalConcurrencyLimitLayer;
 use tower::load_shed::error::Overloaded;
 use tower::{BoxError, Layer, Service, ServiceBuilder};
@@ -27,8 +28,8 @@ pub fn layer(
 ) -> impl Layer<
     tonic::service::Routes,
     Service: Service<
-        http::Request<tonic::body::Body>,
-        Response = http::Response<tonic::body::Body>,
+        http::Request<Body>,
+        Response = http::Response<Body>,
         Error = BoxError,
         Future: Send,
     > + Clone
@@ -36,8 +37,8 @@ pub fn layer(
 > + Clone
 + use<> {
     ServiceBuilder::new()
+        .map_result(refusals_as_responses)
         .map_response(too_large_is_resource_exhausted)
-        .map_err(shed_is_resource_exhausted)
         .load_shed()
         .layer(GlobalConcurrencyLimitLayer::new(
             settings.max_concurrent_calls.max(1),
@@ -48,14 +49,23 @@ pub fn layer(
         .into_inner()
 }
 
-/// A call shed because `max_concurrent_calls` are in flight.
-fn shed_is_resource_exhausted(error: BoxError) -> BoxError {
+/// A call refused here (shed because `max_concurrent_calls` are in flight,
+/// or past its deadline) as the gRPC response that says so, so that the
+/// layers outside (the per-call log line and metrics) see its status.
+fn refusals_as_responses(
+    answered: Result<http::Response<Body>, BoxError>,
+) -> Result<http::Response<Body>, BoxError> {
+    let error = match answered {
+        Ok(response) => return Ok(response),
+        Err(error) => error,
+    };
     if error.is::<Overloaded>() {
-        Box::new(overloaded(
-            "the server is serving as many calls as it takes; retry shortly",
-        ))
-    } else {
-        error
+        let status = overloaded("the server is serving as many calls as it takes; retry shortly");
+        return Ok(status.into_http());
+    }
+    match error.downcast::<tonic::Status>() {
+        Ok(status) => Ok(status.into_http()),
+        Err(error) => Err(error),
     }
 }
 

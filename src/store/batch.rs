@@ -43,6 +43,7 @@ struct Ticket(Arc<AtomicUsize>);
 impl Drop for Ticket {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
+        crate::observe::metrics::commit_dequeued();
     }
 }
 
@@ -76,6 +77,7 @@ impl Queue {
             let _ = reply.send(Err(StoreError::Busy { limit: self.limit }));
             return receiver;
         }
+        crate::observe::metrics::commit_queued();
         let ticket = Ticket(Arc::clone(&self.queued));
         let sender = self.sender.lock().expect("queue lock poisoned");
         if let Some(sender) = sender.as_ref() {
@@ -144,6 +146,7 @@ pub struct Ran {
 /// Runs `pending` in order over `committed`, which is at `revision`. A job
 /// that panics is declined (its writes are discarded).
 pub fn run(committed: &dyn ReadView, revision: Revision, pending: Vec<Pending>) -> Ran {
+    crate::observe::metrics::commit_batch_taken(pending.len());
     let mut ran = Ran {
         writes: Overlay::new(),
         committed: Vec::new(),

@@ -20,6 +20,8 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
+use tracing::Instrument as _;
+
 use acknowledged::Mark;
 
 /// Writes that may wait for the committer unless the settings say otherwise
@@ -248,6 +250,12 @@ pub trait Store: ReadView + Send + Sync + 'static {
         tokio::sync::watch::channel(true).1
     }
 
+    /// Bytes the store takes on disk, where it knows (the embedded store;
+    /// a database's size is the database's to report).
+    fn size_on_disk(&self) -> Option<u64> {
+        None
+    }
+
     /// Whether this process should run timed work now: with several
     /// replicas, one at a time does.
     fn runs_timed_work(&self) -> bool {
@@ -358,7 +366,11 @@ where
         *slot.lock().expect("outcome slot poisoned") = Some(result);
         commit
     });
-    let durable = store.submit(job).await.unwrap_or(Err(StoreError::Closed));
+    let durable = store
+        .submit(job)
+        .instrument(tracing::info_span!("store.commit"))
+        .await
+        .unwrap_or(Err(StoreError::Closed));
     let result = outcome.lock().expect("outcome slot poisoned").take();
     match (result, durable) {
         // The job's own refusal: it wrote nothing.

@@ -77,6 +77,11 @@ impl<'a> RecordChange<'a> {
         self.kind == R::KIND
     }
 
+    /// Whether the change wrote the record (rather than removed it).
+    pub fn is_write(&self) -> bool {
+        self.value.is_some()
+    }
+
     /// For a change to a record of kind `R`: the record as written, or None
     /// if it was removed. None for a change to another kind.
     pub fn decode<R: Record>(&self) -> Option<StoreResult<Option<R>>> {

@@ -327,6 +327,10 @@ impl Store for SledStore {
         SledStore::close(self)
     }
 
+    fn size_on_disk(&self) -> Option<u64> {
+        self.tree.size_on_disk().ok()
+    }
+
     fn failure(
         &self,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = super::Failure> + Send + '_>> {
@@ -386,6 +390,8 @@ struct Committer {
 
 /// A batch applied to sled, on its way to becoming durable.
 struct Applied {
+    /// From the start of the apply until the batch is published.
+    _timing: crate::observe::metrics::CommitTiming,
     revision: Revision,
     audit_head: Vec<u8>,
     /// Each committing job's revision and writes, in order.
@@ -445,6 +451,7 @@ impl Committer {
         &mut self,
         pending: Vec<Pending>,
     ) -> Result<Applied, Vec<(oneshot::Sender<StoreResult<Revision>>, Revision)>> {
+        let timing = crate::observe::metrics::CommitTiming::start();
         let Ran {
             writes,
             committed,
@@ -459,6 +466,7 @@ impl Committer {
             self.applied = revision;
         }
         Ok(Applied {
+            _timing: timing,
             revision: self.applied,
             audit_head: self.audit_head.clone(),
             committed,

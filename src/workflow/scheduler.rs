@@ -14,7 +14,7 @@ use crate::audit;
 use crate::domain::assignment::ACTIVE_BY_END;
 use crate::domain::directory::USERS_BY_DELETE_TIME;
 use crate::domain::request::{SCHEDULED_BY_START, STAGE_DUE, time_key};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::pb::{Assignment, AssignmentRequest, User};
 use crate::policy::PolicyEngine;
 use crate::shared::actor::{Actor, SYSTEM_ACTOR};
@@ -28,10 +28,15 @@ use super::lifecycle::{delete_guest_if_due, expire_if_due, start_if_due};
 /// At most this many items per kind are handled per round.
 const ROUND_LIMIT: usize = 500;
 
-fn due(store: &dyn Store, kind: &str, index: &str, now: i64) -> Result<Vec<String>> {
+/// The items of `kind` due by `now` in its time index: (due time, id),
+/// oldest first.
+fn due(store: &dyn Store, kind: &str, index: &str, now: i64) -> Result<Vec<(i64, String)>> {
     records::index_up_to(store, kind, index, &time_key(now))
         .take(ROUND_LIMIT)
-        .map(|item| item.map(|(_, id)| id).map_err(Error::from))
+        .map(|item| {
+            let (at, id) = item?;
+            Ok((at.parse().unwrap_or(now), id))
+        })
         .collect()
 }
 
@@ -82,8 +87,12 @@ pub async fn run_due(
     // second is found, re-checked at full precision and left for later.
     let now = Moment::of(actor.now).seconds();
     let mut done = 0;
+    let (mut found, mut oldest) = (0, now);
     for (kind, index, work) in DUE_WORK {
-        for id in due(store, kind, index, now)? {
+        let items = due(store, kind, index, now)?;
+        found += items.len();
+        oldest = items.first().map_or(oldest, |(at, _)| oldest.min(*at));
+        for (_, id) in items {
             let actor = actor.clone();
             let engine = engine.clone();
             if write(store, move |txn| work.run(txn, &engine, &id, &actor))
@@ -94,6 +103,8 @@ pub async fn run_due(
             }
         }
     }
+    let lag = Duration::from_secs(now.saturating_sub(oldest).max(0) as u64);
+    crate::observe::metrics::scheduler_round(found, lag);
     Ok(done)
 }
 

@@ -6,10 +6,14 @@ use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
-/// `entitlements` with `args`, logging warnings and errors.
+/// `entitlements` with `args`, logging warnings and errors; a server's
+/// admin listener takes an ephemeral port (servers run side by side).
 pub fn entitlements(args: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_entitlements"));
-    command.args(args).env("RUST_LOG", "warn");
+    command
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .env("ENTITLEMENTS_ADMIN_LISTEN", "127.0.0.1:0");
     command
 }
 
@@ -26,10 +30,15 @@ pub fn serve(data_dir: &Path) -> Command {
 
 /// Starts `command` and returns the child with the address it prints once
 /// it listens.
-pub fn start(mut command: Command) -> (Child, String) {
+pub fn start(command: Command) -> (Child, String) {
+    start_with(command, Stdio::inherit())
+}
+
+/// Like [`start`], with the child's log (stderr) going to `stderr`.
+pub fn start_with(mut command: Command, stderr: Stdio) -> (Child, String) {
     let mut child = command
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(stderr)
         .spawn()
         .expect("start the server binary");
     let mut line = String::new();

@@ -37,6 +37,8 @@ pub fn epoch() -> SystemTime {
 
 pub struct TestServer {
     pub address: std::net::SocketAddr,
+    /// The admin HTTP listener's address (None when switched off).
+    pub admin: Option<std::net::SocketAddr>,
     pub data_dir: PathBuf,
     pub clock: Arc<ManualClock>,
     channel: Channel,
@@ -93,6 +95,7 @@ impl TestServer {
         global_admins.extend(admins.iter().map(|a| a.to_string()));
         let mut settings = Settings {
             listen: "127.0.0.1:0".parse().unwrap(),
+            admin_listen: "127.0.0.1:0".to_string(),
             data_dir: data_dir.to_path_buf(),
             scheduler_interval_ms: 5,
             dev_auth: true,
@@ -124,14 +127,16 @@ impl TestServer {
                 async move {
                     let _ = stopped.await;
                 },
-                move |address| {
-                    let _ = ready_tx.send(address);
+                move |listening| {
+                    let _ = ready_tx.send(listening);
                 },
                 run_now_requests,
             )
             .await
         });
-        let address = ready_rx.await.expect("server failed to start");
+        let listening: entitlements::server::Listening =
+            ready_rx.await.expect("server failed to start");
+        let address = listening.grpc;
         let endpoint = Channel::from_shared(format!("http://{address}")).unwrap();
         let channel = if tls {
             endpoint.connect_lazy()
@@ -140,6 +145,7 @@ impl TestServer {
         };
         Self {
             address,
+            admin: listening.admin,
             data_dir: data_dir.to_path_buf(),
             clock,
             channel,
@@ -161,6 +167,7 @@ impl TestServer {
             .expect("connect");
         Self {
             address: address.parse().expect("a socket address"),
+            admin: None,
             data_dir: PathBuf::new(),
             clock: Arc::new(ManualClock::new(epoch())),
             channel,

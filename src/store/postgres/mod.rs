@@ -774,6 +774,7 @@ impl Committer {
         committed: &[(Revision, Vec<KeyWrite>)],
         base: Revision,
     ) -> StoreResult<()> {
+        let _timing = crate::observe::metrics::CommitTiming::start();
         let connection = self.connection.as_ref().expect("connected");
         let (client, statements) = (&connection.client, &connection.statements);
         let (mut put_keys, mut put_values, mut deleted) = (Vec::new(), Vec::new(), Vec::new());
