@@ -555,7 +555,14 @@ async fn a_write_whose_deadline_passes_while_queued_is_not_applied(backend: Back
     assert_eq!(get(store.as_ref(), "held").as_deref(), Some("1"));
     // A deadline that passed before the write was submitted: not queued.
     let past = tokio::time::Instant::now();
-    let refused = deadline::within(past, write(&store, |txn| Ok(put(txn, "past", "1")))).await;
+    let refused = deadline::within(
+        past,
+        write(&store, |txn| {
+            put(txn, "past", "1");
+            Ok(())
+        }),
+    )
+    .await;
     assert!(matches!(
         refused,
         Err(Outcome::Store(StoreError::DeadlineExceeded))
@@ -590,7 +597,11 @@ async fn a_full_commit_queue_refuses_writes_at_once(backend: Backend) {
     })
     .await;
     assert_eq!(limit, LIMIT);
-    let over = write(&store, |txn| Ok(put(txn, "over", "1"))).await;
+    let over = write(&store, |txn| {
+        put(txn, "over", "1");
+        Ok(())
+    })
+    .await;
     assert!(
         matches!(over, Err(Outcome::Store(StoreError::Busy { .. }))),
         "{over:?}"
@@ -605,9 +616,12 @@ async fn a_full_commit_queue_refuses_writes_at_once(backend: Backend) {
     }
     // Nothing refused was written, and the store takes writes again.
     assert_eq!(get(store.as_ref(), "over"), None);
-    write(&store, |txn| Ok(put(txn, "after", "1")))
-        .await
-        .unwrap();
+    write(&store, |txn| {
+        put(txn, "after", "1");
+        Ok(())
+    })
+    .await
+    .unwrap();
     assert_eq!(get(store.as_ref(), "after").as_deref(), Some("1"));
     close(store).await;
 }

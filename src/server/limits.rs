@@ -75,10 +75,15 @@ fn refusals_as_responses(
 fn too_large_is_resource_exhausted<B>(mut response: http::Response<B>) -> http::Response<B> {
     let headers = response.headers_mut();
     let out_of_range = headers.get("grpc-status") == Some(&HeaderValue::from_static("11"));
+    // grpc-message is percent-encoded (tonic encodes spaces too).
     let too_large = headers
         .get("grpc-message")
         .and_then(|message| message.to_str().ok())
-        .is_some_and(|message| message.contains("decoded message length too large"));
+        .is_some_and(|message| {
+            message
+                .replace("%20", " ")
+                .contains("decoded message length too large")
+        });
     if out_of_range && too_large {
         headers.insert("grpc-status", HeaderValue::from_static("8"));
     }
