@@ -22,6 +22,8 @@ mod drive;
 mod postgres;
 #[path = "loadgen/server.rs"]
 mod server;
+#[path = "shared/schema.rs"]
+mod schema;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -224,7 +224,7 @@ impl Default for Settings {
             idle_timeout_ms: 300_000,
             max_concurrent_calls: 1024,
             call_timeout_ms: 30_000,
-            commit_queue_limit: crate::store::DEFAULT_COMMIT_QUEUE,
+            commit_queue_limit: 4096,
             max_request_bytes: 4 * 1024 * 1024,
             max_response_bytes: 16 * 1024 * 1024,
             dev_auth: false,

@@ -6,15 +6,6 @@ use std::path::Path;
 use entitlements::store::Store;
 use entitlements::store::sled_store::SledStore;
 
-async fn execute(url: &str, sql: &str) -> anyhow::Result<()> {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
-    let driver = tokio::spawn(connection);
-    client.batch_execute(sql).await?;
-    drop(client);
-    let _ = driver.await;
-    Ok(())
-}
-
 /// Copies the store in `data_dir` into a new schema on `url`; returns the
 /// schema's URL and name.
 pub async fn copy_into_fresh_schema(
@@ -22,13 +13,7 @@ pub async fn copy_into_fresh_schema(
     url: &str,
 ) -> anyhow::Result<(String, String)> {
     let name = format!("loadgen_{}", std::process::id());
-    execute(
-        url,
-        &format!("DROP SCHEMA IF EXISTS {name} CASCADE; CREATE SCHEMA {name}"),
-    )
-    .await?;
-    let separator = if url.contains('?') { '&' } else { '?' };
-    let schema_url = format!("{url}{separator}options=-c%20search_path%3D{name}");
+    let schema_url = super::schema::fresh(url, &name).await?;
     let source = SledStore::open(data_dir)?;
     let started = std::time::Instant::now();
     let copied =
@@ -44,5 +29,5 @@ pub async fn copy_into_fresh_schema(
 }
 
 pub async fn drop_schema(url: &str, name: &str) -> anyhow::Result<()> {
-    execute(url, &format!("DROP SCHEMA {name} CASCADE")).await
+    super::schema::drop(url, name).await
 }
