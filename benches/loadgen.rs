@@ -20,10 +20,10 @@ mod dataset;
 mod drive;
 #[path = "loadgen/postgres.rs"]
 mod postgres;
-#[path = "loadgen/server.rs"]
-mod server;
 #[path = "shared/schema.rs"]
 mod schema;
+#[path = "loadgen/server.rs"]
+mod server;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -80,7 +80,7 @@ fn main() -> anyhow::Result<()> {
     store.close()?;
     drop(store);
     if let Some(url) = &args.store {
-        runtime.block_on(schema::drop(url, &schema))?;
+        runtime.block_on(schema::remove(url, &schema))?;
     }
     Ok(())
 }
@@ -106,7 +106,10 @@ async fn measure(
                 let began = Instant::now();
                 store::write::<_, StoreError, _>(store.as_ref(), move |txn| {
                     for key in 0..keys {
-                        txn.put(format!("bench/{job:012}/{key:02}").into_bytes(), vec![b'x'; 200]);
+                        txn.put(
+                            format!("bench/{job:012}/{key:02}").into_bytes(),
+                            vec![b'x'; 200],
+                        );
                     }
                     Ok(())
                 })

@@ -94,6 +94,9 @@ impl Outcome {
     }
 }
 
+/// USER_ADDs sent so far in this run.
+static ADDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// This run of the load generator, among runs on one dataset.
 static RUN: std::sync::LazyLock<u64> = std::sync::LazyLock::new(|| {
     let now = std::time::SystemTime::now()
@@ -301,9 +304,13 @@ impl Caller {
                         }),
                         // Unique per call: the key makes retries idempotent,
                         // and these are all different requests. The run's
-                        // nonce keeps a later run on the same dataset (which
-                        // draws the same numbers) from reusing a key.
-                        request_id: format!("loadgen-{:x}-{:016x}", *RUN, rng.next()),
+                        // nonce keeps a later run on the same dataset from
+                        // reusing a key.
+                        request_id: format!(
+                            "loadgen-{:x}-{}",
+                            *RUN,
+                            ADDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                        ),
                     },
                     &user,
                 );

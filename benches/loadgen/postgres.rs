@@ -29,5 +29,5 @@ pub async fn copy_into_fresh_schema(
 }
 
 pub async fn drop_schema(url: &str, name: &str) -> anyhow::Result<()> {
-    super::schema::drop(url, name).await
+    super::schema::remove(url, name).await
 }

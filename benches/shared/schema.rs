@@ -21,6 +21,6 @@ pub async fn fresh(url: &str, name: &str) -> anyhow::Result<String> {
     Ok(format!("{url}{separator}options=-c%20search_path%3D{name}"))
 }
 
-pub async fn drop(url: &str, name: &str) -> anyhow::Result<()> {
+pub async fn remove(url: &str, name: &str) -> anyhow::Result<()> {
     execute(url, &format!("DROP SCHEMA {name} CASCADE")).await
 }

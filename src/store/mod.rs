@@ -53,10 +53,11 @@ pub enum StoreError {
         #[source]
         cause: Option<BackendError>,
     },
-    /// A write could not be made durable (a full or failing disk). The
-    /// store refuses everything from then on and the server stops, so
-    /// that a restart recovers exactly what was acknowledged.
-    #[error("the store could not make a write durable and is stopping: {0}")]
+    /// The store failed for good: a write could not be made durable (a
+    /// full or failing disk), or a replica can no longer follow its
+    /// database. It refuses everything from then on and the server stops,
+    /// so that a restart recovers exactly what was acknowledged.
+    #[error("the store failed and is stopping: {0}")]
     Failed(Failure),
     #[error(
         "{0}; refusing to start. Restore the data directory from a backup, or accept the loss \

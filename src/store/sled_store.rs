@@ -402,9 +402,15 @@ struct Applied {
 /// Sets the store's failure, once; shared by the committer and the syncer.
 type FailureSignal = Arc<watch::Sender<Option<Failure>>>;
 
+/// Why a sled store fails.
+#[derive(Debug, thiserror::Error)]
+#[error("a write could not be made durable: {0}")]
+struct NotDurable(#[source] StoreError);
+
 /// Fails the store: from now on every read and write is refused.
-fn fail(signal: &FailureSignal, reason: Failure) -> Failure {
-    tracing::error!(%reason, "the store could not make a write durable; it accepts no more reads or writes");
+fn fail(signal: &FailureSignal, error: StoreError) -> Failure {
+    let reason = Failure::new(NotDurable(error));
+    tracing::error!(%reason, "the store failed; it accepts no more reads or writes");
     signal.send_if_modified(|failure| {
         let first = failure.is_none();
         if first {
@@ -460,7 +466,7 @@ impl Committer {
         } = batch::run(&Committed(&self.tree), self.applied, pending);
         if !writes.is_empty() {
             if let Err(error) = self.apply_to_sled(writes, revision) {
-                fail(&self.failed, Failure::new(error));
+                fail(&self.failed, error);
                 return Err(replies);
             }
             self.applied = revision;
@@ -520,7 +526,7 @@ impl Syncer {
                 None if group.iter().all(|a| a.committed.is_empty()) => Ok(()),
                 None => self
                     .make_durable(revision, audit_head)
-                    .map_err(|error| fail(&self.failed, Failure::new(error))),
+                    .map_err(|error| fail(&self.failed, error)),
             };
             match synced {
                 Ok(()) => group.into_iter().for_each(|batch| self.publish(batch)),
