@@ -6,7 +6,8 @@
 //!
 //! `cargo bench --bench loadgen -- --scale 0.1 --data-dir /tmp/loadgen-0.1
 //! [--seconds 5] [--warmup 1] [--store postgres://... [--replicas 2]]
-//! [--only user-add,check-access]` (`--help` lists the options)
+//! [--only user-add,check-access] [--check]` (`--help` lists the options;
+//! `--check` exits non-zero when a target is missed)
 //!
 //! With `--store`, the dataset (built in sled in the data directory) is
 //! copied into a fresh schema of that PostgreSQL database, `--replicas`
@@ -64,6 +65,10 @@ struct Args {
     /// `--only user-add` while profiling one of them.
     #[arg(long, value_enum, value_delimiter = ',')]
     only: Vec<Rpc>,
+    /// Exit non-zero when a performance target is missed (the verdict of
+    /// the table printed last).
+    #[arg(long)]
+    check: bool,
     /// cargo bench passes --bench to every bench target.
     #[arg(long, hide = true)]
     bench: bool,
@@ -153,7 +158,10 @@ fn main() -> anyhow::Result<()> {
         print_table(*in_flight, outcomes);
     }
     print_process(startup, after_start, after_run);
-    print_targets(&runs, startup, after_run);
+    let missed = print_targets(&runs, startup, after_run);
+    if args.check && missed > 0 {
+        anyhow::bail!("{missed} performance target(s) missed");
+    }
     Ok(())
 }
 
@@ -211,8 +219,13 @@ fn print_process(startup: Duration, after_start: Memory, after_run: Memory) {
 }
 
 /// The performance targets, each met or missed (those of RPCs not driven
-/// are left out).
-fn print_targets(runs: &[(usize, BTreeMap<Rpc, Outcome>)], startup: Duration, memory: Memory) {
+/// are left out); returns how many were missed.
+fn print_targets(
+    runs: &[(usize, BTreeMap<Rpc, Outcome>)],
+    startup: Duration,
+    memory: Memory,
+) -> usize {
+    let missed = std::cell::Cell::new(0);
     let at = |n: usize| &runs.iter().find(|(i, _)| *i == n).expect("measured").1;
     let ratio = |n: usize, rpc: Rpc| {
         let ping = at(n)[&Rpc::Ping].throughput();
@@ -224,6 +237,7 @@ fn print_targets(runs: &[(usize, BTreeMap<Rpc, Outcome>)], startup: Duration, me
     };
     println!("\n| Target | measured | |\n|---|---:|---|");
     let row = |target: &str, measured: String, met: bool| {
+        missed.set(missed.get() + usize::from(!met));
         println!(
             "| {target} | {measured} | {} |",
             if met { "met" } else { "**missed**" }
@@ -260,4 +274,5 @@ fn print_targets(runs: &[(usize, BTreeMap<Rpc, Outcome>)], startup: Duration, me
     row("start-up ≤ 5 s", format!("{s:.2} s"), s <= 5.0);
     let gib = memory.peak_kib as f64 * 1024.0 / GIB;
     row("RSS ≤ 1 GiB (peak)", format!("{gib:.2} GiB"), gib <= 1.0);
+    missed.get()
 }

@@ -55,16 +55,39 @@ impl State {
             .filter(move |a| self.gives_access(a, now))
     }
 
-    /// The assignments through which `user` holds (`resource`, `role`) now.
+    /// The assignments through which `user` holds (`resource`, `role`) now,
+    /// in id order. It looks from whichever side is smaller: the packages
+    /// on the resource (then who holds each), or the user's assignments
+    /// (then what each package grants).
     pub fn check(&self, user: &str, resource: &str, role: &str, now: Moment) -> Vec<String> {
-        self.effective_assignments(user, now)
-            .filter(|a| {
-                self.packages.get(&a.access_package_id).is_some_and(|p| {
-                    p.resource_roles
-                        .iter()
-                        .any(|r| r.resource_id == resource && r.role_id == role)
-                })
+        let grants = |package: &str| {
+            self.packages.get(package).is_some_and(|p| {
+                p.resource_roles
+                    .iter()
+                    .any(|r| r.resource_id == resource && r.role_id == role)
             })
+        };
+        let on_resource = self.packages_by_resource.get(resource);
+        let held = self.assignments_by_user.get(user).map_or(0, BTreeSet::len);
+        if on_resource.is_some_and(|packages| packages.len() < held) {
+            let mut ids: Vec<String> = on_resource
+                .into_iter()
+                .flatten()
+                .filter(|package| grants(package))
+                .filter_map(|package| self.holders_by_package.get(package)?.get(user))
+                .flatten()
+                .filter(|id| {
+                    self.assignments
+                        .get(*id)
+                        .is_some_and(|a| self.gives_access(a, now))
+                })
+                .cloned()
+                .collect();
+            ids.sort_unstable();
+            return ids;
+        }
+        self.effective_assignments(user, now)
+            .filter(|a| grants(&a.access_package_id))
             .map(|a| a.id.clone())
             .collect()
     }
