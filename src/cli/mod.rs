@@ -1,9 +1,11 @@
 //! The command line: `serve` runs the server; the other commands are
-//! clients of a running server (`audit export`) or tools for a stopped one
-//! (`store accept-rollback`, `store copy`) or its database (`migrate`) and
-//! for development (`token`). They sit above
+//! clients of a running server (`audit export`, `backup`) or tools for a
+//! stopped one (`restore`, `store accept-rollback`, `store copy`) or its
+//! database (`migrate`) and for development (`token`). They sit above
 //! every layer of the library and use it as any other program would.
 
+pub mod backup;
+pub mod client;
 pub mod export;
 pub mod rollback;
 pub mod serve;
@@ -15,6 +17,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use crate::config::{LogFormat, ServeArgs};
+use backup::BackupArgs;
 use export::ExportArgs;
 use token::TokenArgs;
 
@@ -36,6 +39,18 @@ enum Command {
     /// Work with a running server's audit trail.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Write a consistent backup of a running server's store to a file
+    /// (global administrators only).
+    Backup(Box<BackupArgs>),
+    /// Restore a backup file into a new data directory (offline: no server
+    /// may use the directory).
+    Restore {
+        /// The backup file
+        file: PathBuf,
+        /// The data directory to create; it must not exist or be empty
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
     /// Work with a stopped server's store.
     #[command(subcommand)]
     Store(StoreCommand),
@@ -84,6 +99,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Audit(AuditCommand::Export(args)) => {
             let written = export::run(*args).await?;
             eprintln!("exported {written} audit events");
+            Ok(())
+        }
+        Command::Backup(args) => {
+            println!("{}", backup::backup(*args).await?);
+            Ok(())
+        }
+        Command::Restore { file, data_dir } => {
+            serve::init_logging(LogFormat::Text);
+            println!("{}", backup::restore(&file, &data_dir)?);
             Ok(())
         }
         Command::Store(StoreCommand::AcceptRollback { data_dir }) => {
