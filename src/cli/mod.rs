@@ -54,9 +54,12 @@ enum Command {
     /// Work with a stopped server's store.
     #[command(subcommand)]
     Store(StoreCommand),
-    /// Create or upgrade a PostgreSQL store's schema.
+    /// Upgrade a store offline: a PostgreSQL store's schema, and the stored
+    /// data of either store (the server also upgrades the data when it
+    /// starts).
     Migrate {
-        /// The database: a postgres:// URL [env: ENTITLEMENTS_STORE]
+        /// The store: sled:DIR (its server stopped) or a postgres:// URL
+        /// [env: ENTITLEMENTS_STORE]
         #[arg(long, env = "ENTITLEMENTS_STORE")]
         store: String,
     },
