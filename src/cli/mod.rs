@@ -1,12 +1,14 @@
 //! The command line: `serve` runs the server; the other commands are
-//! clients of a running server (`audit export`, `backup`) or tools for a
-//! stopped one (`restore`, `store accept-rollback`, `store copy`) or its
-//! database (`migrate`) and for development (`token`). They sit above
-//! every layer of the library and use it as any other program would.
+//! clients of a running server (`audit export`, `backup`, `health`) or
+//! tools for a stopped one (`restore`, `store accept-rollback`, `store
+//! copy`), for a store offline (`migrate`) and for development (`token`).
+//! They sit above every layer of the library and use it as any other
+//! program would.
 
 pub mod backup;
 pub mod client;
 pub mod export;
+pub mod health;
 pub mod rollback;
 pub mod serve;
 pub mod store;
@@ -19,6 +21,7 @@ use clap::{Parser, Subcommand};
 use crate::config::{LogFormat, ServeArgs};
 use backup::BackupArgs;
 use export::ExportArgs;
+use health::HealthArgs;
 use token::TokenArgs;
 
 /// Entitlement management: catalogs, access packages, policies, requests,
@@ -51,6 +54,9 @@ enum Command {
         #[arg(long)]
         data_dir: PathBuf,
     },
+    /// Ask a server whether it is SERVING (grpc.health.v1); exits non-zero
+    /// otherwise. For container health checks and probes.
+    Health(Box<HealthArgs>),
     /// Work with a stopped server's store.
     #[command(subcommand)]
     Store(StoreCommand),
@@ -106,6 +112,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Backup(args) => {
             println!("{}", backup::backup(*args).await?);
+            Ok(())
+        }
+        Command::Health(args) => {
+            println!("{}", health::check(*args).await?);
             Ok(())
         }
         Command::Restore { file, data_dir } => {
