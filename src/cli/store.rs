@@ -13,11 +13,11 @@ use crate::store::{Location, Store, postgres};
 /// database, then the stored data. Says which versions it went from and to.
 pub async fn migrate(store: &str) -> anyhow::Result<String> {
     let location = Location::parse(Some(store), Path::new("data"))?;
-    let mut said = location.to_string();
+    let mut said = format!("{location}:");
     match &location {
         Location::Postgres(url) => {
             let (before, after) = postgres::migrate(url).await?;
-            said.push_str(&format!(": schema version {before} -> {after},"));
+            said.push_str(&format!(" schema version {before} -> {after},"));
         }
         // Opening would create an empty store in a mistyped directory.
         Location::Sled(dir) => anyhow::ensure!(
