@@ -242,3 +242,30 @@ async fn the_server_upgrades_a_store_written_in_the_previous_format_when_it_star
     let said = migrate(&data);
     assert!(said.contains("data version 2 -> 2"), "{said}");
 }
+
+#[tokio::test]
+async fn migrate_upgrades_the_data_of_a_postgresql_store_written_in_the_previous_format() {
+    let Some(server) = postgres::database("migrate_upgrades_the_data_of_a_postgresql_store") else {
+        return;
+    };
+    let url = postgres::fresh_schema(&server);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    restore_fixture(&data);
+    let mut copy = binary::entitlements(&["store", "copy", "--to", &url, "--from"]);
+    copy.arg(format!("sled:{}", data.display()));
+    let copied = binary::run_to_exit(copy);
+    assert!(copied.status.success(), "{copied:?}");
+
+    let mut command = binary::entitlements(&["migrate", "--store", &url]);
+    let said = binary::run_to_exit(command);
+    let stdout = String::from_utf8_lossy(&said.stdout);
+    assert!(said.status.success(), "{said:?}");
+    assert!(stdout.contains("data version 1 -> 2"), "{stdout}");
+    command = binary::entitlements(&["migrate", "--store", &url]);
+    let again = binary::run_to_exit(command);
+    assert!(
+        String::from_utf8_lossy(&again.stdout).contains("data version 2 -> 2"),
+        "{again:?}"
+    );
+}
