@@ -4,8 +4,12 @@
 //! snapshots, and the PostgreSQL store's mirror is read in chunks. Copying
 //! inside a write job would be consistent but would stop every write for as
 //! long as the copy takes (and, on PostgreSQL, hold the revision lock of
-//! every replica); with the load generator's 0.1 scale dataset (about two
-//! million keys) that is seconds. Instead, writes never wait:
+//! every replica). Measured on sled (release build, a busy 2-core machine):
+//! scanning and encoding 100k keys of 200 bytes (22 MB) took 0.11 s, so the
+//! load generator's 0.1 scale dataset (about two million keys) would stop
+//! writes for over two seconds. Instead, writes never wait (in the same
+//! measurement a writer committing one key at a time went on during the
+//! backup, its slowest commit 15 ms, an fsync's worth):
 //!
 //! 1. A recording of every commit starts (the [`ChangeTap`] observes the
 //!    store from start-up and copies commits only while a recording is on).
