@@ -239,3 +239,23 @@ async fn restore_refuses_a_directory_that_is_not_empty() {
         "the directory was touched"
     );
 }
+
+#[tokio::test]
+async fn a_refused_backup_leaves_no_file_behind() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("store.backup");
+    let mut command = binary::entitlements(&["backup", "--dev-user", "nobody", "--server"]);
+    command
+        .arg(format!("http://{}", server.address))
+        .arg("-o")
+        .arg(&file);
+    let output = tokio::task::spawn_blocking(move || binary::run_to_exit(command))
+        .await
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("may not call BackupStore"), "{stderr}");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    server.stop().await.unwrap();
+}
