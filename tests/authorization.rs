@@ -928,6 +928,11 @@ fn matrix() -> Vec<Row> {
                 .await
                 .map(drop)
         ),
+        row!("BackupStore", BackupStore, GLOBAL_ADMIN, |c, s, who| s
+            .settings(who)
+            .backup_store(BackupStoreRequest {})
+            .await
+            .map(drop)),
         row!(
             "VerifyAuditLog",
             VerifyAuditLog,

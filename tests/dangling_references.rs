@@ -429,7 +429,7 @@ async fn references_missing_from_an_older_store_are_rebuilt_at_start_up() {
                 "assignment_policy",
                 "primary",
             ]));
-            txn.delete(keys::key(&[keys::META, "references_version"]));
+            txn.delete(keys::key(&[keys::META, "data_version"]));
             Ok::<_, entitlements::store::StoreError>(())
         })
         .await

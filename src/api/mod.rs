@@ -5,6 +5,7 @@ pub mod access_packages;
 pub mod assignments;
 pub mod audit;
 pub mod authz;
+pub mod backup;
 pub mod caller;
 pub mod catalogs;
 pub mod decisions;

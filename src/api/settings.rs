@@ -1,4 +1,6 @@
-//! The Settings service.
+//! The Settings service: tenant settings, and backups of the whole store.
+
+use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
@@ -8,15 +10,20 @@ use crate::pb::settings_server::Settings;
 use crate::pb::*;
 
 use super::App;
+use super::backup::{self, BackupStream};
 use crate::policy::admin::Scope;
+use crate::store::backup::snapshot::ChangeTap;
 
 pub struct SettingsApi {
     app: App,
+    /// Records the commits made while a backup runs.
+    tap: Arc<ChangeTap>,
 }
 
 impl SettingsApi {
     pub fn new(app: App) -> Self {
-        Self { app }
+        let tap = ChangeTap::attach(app.store());
+        Self { app, tap }
     }
 }
 
@@ -39,5 +46,18 @@ impl Settings for SettingsApi {
         Ok(Response::new(
             crud::update(self.app.store(), actor, r.settings, r.update_mask).await?,
         ))
+    }
+
+    type BackupStoreStream = BackupStream;
+
+    async fn backup_store(
+        &self,
+        request: Request<BackupStoreRequest>,
+    ) -> Result<Response<BackupStream>, Status> {
+        self.app.authorized(&request, Scope::Tenant)?;
+        Ok(Response::new(backup::stream(
+            self.app.store.clone(),
+            self.tap.clone(),
+        )))
     }
 }

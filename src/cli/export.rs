@@ -2,14 +2,12 @@
 //! server and writes one JSON object per line.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::Context as _;
 use prost_types::Timestamp;
-use tonic::metadata::MetadataValue;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
-use crate::api::caller::DEV_USER_HEADER;
+use super::client::ClientArgs;
 use crate::pb::audit_log_client::AuditLogClient;
 use crate::pb::{AuditFilter, ExportAuditEventsRequest};
 
@@ -17,25 +15,8 @@ use crate::audit::json::event_json;
 
 #[derive(Debug, clap::Args)]
 pub struct ExportArgs {
-    /// The server, e.g. http://127.0.0.1:50051 (https:// for TLS)
-    #[arg(long, default_value = "http://127.0.0.1:50051")]
-    pub server: String,
-    /// A bearer token [env: ENTITLEMENTS_TOKEN]
-    #[arg(long, env = "ENTITLEMENTS_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
-    /// With a --dev-auth server: the caller to act as
-    #[arg(long, conflicts_with = "token")]
-    pub dev_user: Option<String>,
-    /// CA certificate (PEM) to trust; required for https://
-    #[arg(long)]
-    pub ca_cert: Option<PathBuf>,
-    /// Client certificate (PEM) to present, for a server that requires
-    /// mutual TLS; needs --client-key
-    #[arg(long, requires = "client_key")]
-    pub client_cert: Option<PathBuf>,
-    /// The client certificate's private key (PEM)
-    #[arg(long, requires = "client_cert")]
-    pub client_key: Option<PathBuf>,
+    #[command(flatten)]
+    pub client: ClientArgs,
     /// Write here instead of standard output
     #[arg(long, short)]
     pub output: Option<PathBuf>,
@@ -61,37 +42,10 @@ pub struct ExportArgs {
     pub until: Option<Timestamp>,
 }
 
-async fn connect(args: &ExportArgs) -> anyhow::Result<Channel> {
-    let mut endpoint = Channel::from_shared(args.server.clone())
-        .with_context(|| format!("{:?} is not a server address", args.server))?;
-    if args.server.starts_with("https://") {
-        // The binary carries no system roots: the CA must be named.
-        let ca = args
-            .ca_cert
-            .as_ref()
-            .context("an https:// server needs --ca-cert (the CA certificate to trust)")?;
-        let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read(ca)?));
-        if let (Some(cert), Some(key)) = (&args.client_cert, &args.client_key) {
-            tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
-        }
-        endpoint = endpoint.tls_config(tls)?;
-    } else if args.client_cert.is_some() {
-        anyhow::bail!("--client-cert needs an https:// server");
-    }
-    endpoint
-        .connect()
-        .await
-        .with_context(|| format!("connecting to {}", args.server))
-}
-
-fn read(path: &Path) -> anyhow::Result<Vec<u8>> {
-    std::fs::read(path).with_context(|| format!("reading {}", path.display()))
-}
-
 /// Exports every matching event the caller may see; returns how many.
 pub async fn run(args: ExportArgs) -> anyhow::Result<u64> {
-    let channel = connect(&args).await?;
-    let mut request = tonic::Request::new(ExportAuditEventsRequest {
+    let channel = args.client.connect().await?;
+    let request = args.client.request(ExportAuditEventsRequest {
         filter: Some(AuditFilter {
             actor: args.actor.clone(),
             target_type: args.target_type.clone(),
@@ -103,16 +57,7 @@ pub async fn run(args: ExportArgs) -> anyhow::Result<u64> {
             start_time: args.since,
             end_time: args.until,
         }),
-    });
-    if let Some(token) = &args.token {
-        let value: MetadataValue<_> = format!("Bearer {token}").parse()?;
-        request.metadata_mut().insert("authorization", value);
-    }
-    if let Some(user) = &args.dev_user {
-        request
-            .metadata_mut()
-            .insert(DEV_USER_HEADER, user.parse()?);
-    }
+    })?;
     let mut stream = AuditLogClient::new(channel)
         .export_audit_events(request)
         .await?

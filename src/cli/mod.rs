@@ -1,10 +1,14 @@
 //! The command line: `serve` runs the server; the other commands are
-//! clients of a running server (`audit export`) or tools for a stopped one
-//! (`store accept-rollback`, `store copy`) or its database (`migrate`) and
-//! for development (`token`). They sit above
-//! every layer of the library and use it as any other program would.
+//! clients of a running server (`audit export`, `backup`, `health`) or
+//! tools for a stopped one (`restore`, `store accept-rollback`, `store
+//! copy`), for a store offline (`migrate`) and for development (`token`).
+//! They sit above every layer of the library and use it as any other
+//! program would.
 
+pub mod backup;
+pub mod client;
 pub mod export;
+pub mod health;
 pub mod rollback;
 pub mod serve;
 pub mod store;
@@ -15,7 +19,9 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use crate::config::{LogFormat, ServeArgs};
+use backup::BackupArgs;
 use export::ExportArgs;
+use health::HealthArgs;
 use token::TokenArgs;
 
 /// Entitlement management: catalogs, access packages, policies, requests,
@@ -36,12 +42,30 @@ enum Command {
     /// Work with a running server's audit trail.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Write a consistent backup of a running server's store to a file
+    /// (global administrators only).
+    Backup(Box<BackupArgs>),
+    /// Restore a backup file into a new data directory (offline: no server
+    /// may use the directory).
+    Restore {
+        /// The backup file
+        file: PathBuf,
+        /// The data directory to create; it must not exist or be empty
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
+    /// Ask a server whether it is SERVING (grpc.health.v1); exits non-zero
+    /// otherwise. For container health checks and probes.
+    Health(Box<HealthArgs>),
     /// Work with a stopped server's store.
     #[command(subcommand)]
     Store(StoreCommand),
-    /// Create or upgrade a PostgreSQL store's schema.
+    /// Upgrade a store offline: a PostgreSQL store's schema, and the stored
+    /// data of either store (the server also upgrades the data when it
+    /// starts).
     Migrate {
-        /// The database: a postgres:// URL [env: ENTITLEMENTS_STORE]
+        /// The store: sled:DIR (its server stopped) or a postgres:// URL
+        /// [env: ENTITLEMENTS_STORE]
         #[arg(long, env = "ENTITLEMENTS_STORE")]
         store: String,
     },
@@ -84,6 +108,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Audit(AuditCommand::Export(args)) => {
             let written = export::run(*args).await?;
             eprintln!("exported {written} audit events");
+            Ok(())
+        }
+        Command::Backup(args) => {
+            println!("{}", backup::backup(*args).await?);
+            Ok(())
+        }
+        Command::Health(args) => {
+            println!("{}", health::check(*args).await?);
+            Ok(())
+        }
+        Command::Restore { file, data_dir } => {
+            serve::init_logging(LogFormat::Text);
+            println!("{}", backup::restore(&file, &data_dir)?);
             Ok(())
         }
         Command::Store(StoreCommand::AcceptRollback { data_dir }) => {

@@ -1,22 +1,43 @@
-//! `migrate` and `store copy`: a PostgreSQL store's schema, and moving a
-//! stopped server's sled store into one.
+//! `migrate` and `store copy`: upgrading a store offline (a PostgreSQL
+//! store's schema, and either store's data), and moving a stopped server's
+//! sled store into PostgreSQL.
 
 use std::path::Path;
 
+use crate::domain::migrations;
 use crate::store::sled_store::SledStore;
-use crate::store::{Location, Store};
+use crate::store::{Location, Store, postgres};
 
-/// Applies the pending migrations to the database `store` names; says
-/// which versions it went from and to.
+/// Applies the pending migrations to the store `store` names (`sled:DIR`,
+/// whose server must be stopped, or a postgres:// URL): the schema of a
+/// database, then the stored data. Says which versions it went from and to.
 pub async fn migrate(store: &str) -> anyhow::Result<String> {
     let location = Location::parse(Some(store), Path::new("data"))?;
-    let Location::Postgres(url) = &location else {
-        anyhow::bail!(
-            "{location} needs no migration: sled stores are upgraded when the server starts"
-        );
+    let mut said = format!("{location}:");
+    match &location {
+        Location::Postgres(url) => {
+            let (before, after) = postgres::migrate(url).await?;
+            said.push_str(&format!(" schema version {before} -> {after},"));
+        }
+        // Opening would create an empty store in a mistyped directory.
+        Location::Sled(dir) => anyhow::ensure!(
+            dir.join(crate::store::acknowledged::FILE_NAME).is_file(),
+            "{} holds no store",
+            dir.display()
+        ),
+    }
+    let opening = location.clone();
+    let options = postgres::Options {
+        migrate: true,
+        ..postgres::Options::default()
     };
-    let (before, after) = crate::store::postgres::migrate(url).await?;
-    Ok(format!("{location}: schema version {before} -> {after}"))
+    let opened =
+        tokio::task::spawn_blocking(move || crate::store::open(&opening, options)).await??;
+    let upgraded = migrations::run(opened.as_ref()).await;
+    tokio::task::spawn_blocking(move || opened.close()).await??;
+    let upgrade = upgraded?;
+    said.push_str(&format!(" data version {} -> {}", upgrade.from, upgrade.to));
+    Ok(said)
 }
 
 /// Copies the sled store `from` (`sled:DIR`) into the database `to`.

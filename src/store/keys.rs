@@ -29,6 +29,12 @@ pub fn audit_head_key() -> Vec<u8> {
     key(&[META, AUDIT_HEAD])
 }
 
+/// The metadata holding the store's revision (the embedded store keeps it
+/// among its keys; the PostgreSQL store in a row of its own).
+pub fn revision_key() -> Vec<u8> {
+    key(&[META, "revision"])
+}
+
 /// A complete key.
 pub fn key(parts: &[&str]) -> Vec<u8> {
     let mut out = Vec::with_capacity(parts.iter().map(|p| p.len() + 1).sum());

@@ -7,6 +7,7 @@
 //! once durable.
 
 pub mod acknowledged;
+pub mod backup;
 pub mod batch;
 pub mod codec;
 pub mod idempotency;

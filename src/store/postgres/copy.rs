@@ -58,7 +58,7 @@ pub async fn copy(source: &dyn ReadView, revision: Revision, url: &str) -> Store
         .map_err(|e| failed("preparing the copy", e))?;
     // The embedded store keeps its revision among its keys; the database
     // keeps it in its own row.
-    let revision_key = keys::key(&[keys::META, "revision"]);
+    let revision_key = keys::revision_key();
     let mut copied = 0;
     let mut chunk: Vec<KeyValue> = Vec::with_capacity(CHUNK);
     let mut entries = source.scan(b"", None).peekable();
