@@ -27,9 +27,12 @@ pub async fn migrate(store: &str) -> anyhow::Result<String> {
         ),
     }
     let opening = location.clone();
-    let options = postgres::Options {
-        migrate: true,
-        ..postgres::Options::default()
+    let options = crate::store::Options {
+        postgres: postgres::Options {
+            migrate: true,
+            ..postgres::Options::default()
+        },
+        ..crate::store::Options::default()
     };
     let opened =
         tokio::task::spawn_blocking(move || crate::store::open(&opening, options)).await??;
