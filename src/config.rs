@@ -30,6 +30,9 @@ pub struct Settings {
     /// Address of the admin HTTP listener (`/metrics`, `/healthz`,
     /// `/readyz`), or `off`.
     pub admin_listen: String,
+    /// Address of the SCIM 2.0 provisioning listener (`/scim/v2/...`), or
+    /// `off`.
+    pub scim_listen: String,
     /// OTLP/gRPC collector that spans are exported to (e.g.
     /// `http://127.0.0.1:4317`); absent: no trace export.
     pub otlp_endpoint: Option<String>,
@@ -207,6 +210,7 @@ impl Default for Settings {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
             admin_listen: "127.0.0.1:9464".to_string(),
+            scim_listen: "off".to_string(),
             otlp_endpoint: None,
             data_dir: PathBuf::from("data"),
             store: None,
@@ -246,6 +250,10 @@ pub struct ServeArgs {
     #[arg(long, value_name = "ADDR|off")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub admin_listen: Option<String>,
+    /// SCIM 2.0 provisioning HTTP address, or "off" [env: ENTITLEMENTS_SCIM_LISTEN] [default: off]
+    #[arg(long, value_name = "ADDR|off")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scim_listen: Option<String>,
     /// Export trace spans to this OTLP/gRPC collector [env: ENTITLEMENTS_OTLP_ENDPOINT] [default: none]
     #[arg(long, value_name = "URL")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -305,6 +313,16 @@ fn name_unknown_variable(error: figment::Error) -> anyhow::Error {
 /// and database (servers started by the tests inherit them).
 const NOT_SETTINGS: [&str; 4] = ["config", "token", "test_store", "test_database_url"];
 
+/// The address of a listener that may be switched off (`off` or empty).
+fn optional_address(setting: &str, value: &str) -> anyhow::Result<Option<SocketAddr>> {
+    match value.trim() {
+        "" | "off" => Ok(None),
+        address => address.parse().map(Some).map_err(|_| {
+            anyhow::anyhow!("{setting}: {address:?} is neither an address (HOST:PORT) nor off")
+        }),
+    }
+}
+
 impl Settings {
     /// How long audit events are kept; None keeps everything.
     pub fn audit_retention(&self) -> Option<Duration> {
@@ -314,14 +332,12 @@ impl Settings {
 
     /// The admin listener's address; None when it is off (`off` or empty).
     pub fn admin_address(&self) -> anyhow::Result<Option<SocketAddr>> {
-        match self.admin_listen.trim() {
-            "" | "off" => Ok(None),
-            address => address.parse().map(Some).map_err(|_| {
-                anyhow::anyhow!(
-                    "admin_listen: {address:?} is neither an address (HOST:PORT) nor off"
-                )
-            }),
-        }
+        optional_address("admin_listen", &self.admin_listen)
+    }
+
+    /// The SCIM listener's address; None when it is off (`off` or empty).
+    pub fn scim_address(&self) -> anyhow::Result<Option<SocketAddr>> {
+        optional_address("scim_listen", &self.scim_listen)
     }
 
     /// How long in-flight calls may take to finish after a shutdown signal.
@@ -472,6 +488,25 @@ mod tests {
         );
         assert_eq!(address(""), Ok(None));
         assert!(address("nine").unwrap_err().contains("admin_listen"));
+    }
+
+    #[test]
+    fn the_scim_listener_is_off_unless_given_an_address() {
+        let settings = load_with(&[], "").unwrap();
+        assert_eq!(settings.scim_address().unwrap(), None);
+        let settings = load_with(&[("ENTITLEMENTS_SCIM_LISTEN", "127.0.0.1:8443")], "").unwrap();
+        assert_eq!(
+            settings.scim_address().unwrap(),
+            Some(([127, 0, 0, 1], 8443).into())
+        );
+        let settings = load_with(&[("ENTITLEMENTS_SCIM_LISTEN", "nine")], "").unwrap();
+        assert!(
+            settings
+                .scim_address()
+                .unwrap_err()
+                .to_string()
+                .contains("scim_listen")
+        );
     }
 
     #[test]

@@ -50,6 +50,7 @@ use crate::api::directory::DirectoryApi;
 use crate::api::jwt::JwtVerifier;
 use crate::api::policies::AssignmentPoliciesApi;
 use crate::api::requests::AssignmentRequestsApi;
+use crate::api::scim::{Scim, ScimListener};
 use crate::api::settings::SettingsApi;
 use crate::config::{Settings, TlsSettings};
 use crate::decision::state::DecisionState;
@@ -119,6 +120,24 @@ pub fn ensure_dev_auth_on_loopback(settings: &Settings, address: SocketAddr) -> 
     Ok(())
 }
 
+/// Starts the SCIM listener. It speaks plain HTTP: with TLS configured
+/// for gRPC it must listen on loopback, behind a proxy that terminates
+/// TLS, so that bearer tokens never cross a network in the clear.
+async fn start_scim(
+    settings: &Settings,
+    address: SocketAddr,
+    app: App,
+    auth: Authenticator,
+) -> anyhow::Result<ScimListener> {
+    ensure_dev_auth_on_loopback(settings, address)?;
+    anyhow::ensure!(
+        settings.tls.is_none() || address.ip().is_loopback(),
+        "scim_listen: the SCIM listener speaks plain HTTP; with tls configured it must listen on \
+         loopback behind a proxy that terminates TLS, not on {address}"
+    );
+    ScimListener::start(address, Scim { app, auth }).await
+}
+
 fn tls_config(tls: &TlsSettings) -> anyhow::Result<ServerTlsConfig> {
     let read = |path: &std::path::Path| {
         std::fs::read(path).with_context(|| format!("reading {}", path.display()))
@@ -155,6 +174,8 @@ pub struct Listening {
     pub grpc: SocketAddr,
     /// The admin HTTP address (None: switched off).
     pub admin: Option<SocketAddr>,
+    /// The SCIM HTTP address (None: switched off).
+    pub scim: Option<SocketAddr>,
 }
 
 /// Why the server stopped.
@@ -232,6 +253,10 @@ pub async fn run_with(
             drain.clone(),
         ));
     }
+    let scim = match settings.scim_address()? {
+        Some(address) => Some(start_scim(settings, address, app.clone(), auth.clone()).await?),
+        None => None,
+    };
     let router = services(server, health, app, auth, settings, drain)?;
 
     report(&reporter, ServingStatus::Serving).await;
@@ -239,6 +264,7 @@ pub async fn run_with(
     ready(Listening {
         grpc: address,
         admin: admin.as_ref().map(|admin| admin.address),
+        scim: scim.as_ref().map(|scim| scim.address),
     });
 
     let stopping = follow_availability(store.as_ref(), reporter.clone());
@@ -253,7 +279,11 @@ pub async fn run_with(
 
     let _ = stop_background.send(true);
     background.await?;
-    // The admin listener holds the store too: stop it before the store.
+    // The SCIM and admin listeners hold the store too: stop them before
+    // the store.
+    if let Some(scim) = scim {
+        scim.stop().await;
+    }
     if let Some(admin) = admin {
         admin.stop().await;
     }

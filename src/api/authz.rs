@@ -209,7 +209,19 @@ impl App {
         request: &Request<T>,
         scope: Scope<'_>,
     ) -> std::result::Result<Actor, Status> {
-        let action = T::RPC.action();
+        self.authorized_as(T::RPC, request, scope)
+    }
+
+    /// Like [`App::authorized`], for a call that is not `rpc`'s own gRPC
+    /// request but acts as it (a SCIM request doing what `rpc` does), so
+    /// both are authorized alike.
+    pub fn authorized_as<T>(
+        &self,
+        rpc: Rpc,
+        request: &Request<T>,
+        scope: Scope<'_>,
+    ) -> std::result::Result<Actor, Status> {
+        let action = rpc.action();
         let principal = caller::principal(request)?;
         let generation = self.decisions.roles_generation();
         let resource = CachedResource::of(scope, &principal.id, &self.policies);
@@ -220,7 +232,7 @@ impl App {
         {
             return Ok(actor);
         }
-        let caller = self.caller(request)?;
+        let caller = self.caller_of(request, rpc)?;
         let allowed = self.authorize(&caller, scope);
         if allowed.is_ok() {
             self.authz_cache

@@ -16,6 +16,7 @@ pub mod policies;
 pub mod reports;
 pub mod requests;
 pub mod rpc;
+pub mod scim;
 pub mod settings;
 pub mod status;
 

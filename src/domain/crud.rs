@@ -119,29 +119,43 @@ pub async fn update_checked<E: Entity>(
     check.finish()?;
     let fields = fields_to_update(&patch, mask.as_ref())?;
     let committed = write(store, move |txn| {
-        let old: E = records::require(txn, &patch.id())?;
-        check_etag(patch.etag(), old.etag(), E::KIND, &old.id())?;
-        let mut new = old.clone();
-        for field in &fields {
-            new.copy_field(&patch, field);
-        }
-        new.normalize(Some(&old));
-        let mut check = Check::new(E::FIELD);
-        new.validate(&mut check);
-        new.validate_at(actor.now, Some(&old), &mut check);
-        check.finish()?;
-        new.check_against(txn, Some(&old))?;
-        extra_check(&new)?;
-        stamp(&mut new, Some(&old), &actor, txn.revision());
-        records::save(txn, Some(&old), &new)?;
-        let fields: Vec<String> = fields.iter().map(|f| f.to_string()).collect();
-        let draft = Draft::new(E::KIND, Verb::Updated, new.id()).detail("fields", fields);
-        let draft = new.audit(txn, draft, Some(&old))?;
-        audit::append(txn, &actor, draft)?;
-        Ok::<_, Error>(new)
+        update_in(txn, &actor, &patch, &fields, extra_check)
     })
     .await?;
     Ok(committed.value)
+}
+
+/// The body of [`update_checked`] inside a transaction the caller holds
+/// (for writes that change a record and more at once): applies `fields`
+/// of `patch` to the stored record with `patch`'s id, checks the result
+/// and records the change.
+pub fn update_in<E: Entity>(
+    txn: &mut dyn Txn,
+    actor: &Actor,
+    patch: &E,
+    fields: &[&'static str],
+    extra_check: impl FnOnce(&E) -> Result<()>,
+) -> Result<E> {
+    let old: E = records::require(txn, &patch.id())?;
+    check_etag(patch.etag(), old.etag(), E::KIND, &old.id())?;
+    let mut new = old.clone();
+    for field in fields {
+        new.copy_field(patch, field);
+    }
+    new.normalize(Some(&old));
+    let mut check = Check::new(E::FIELD);
+    new.validate(&mut check);
+    new.validate_at(actor.now, Some(&old), &mut check);
+    check.finish()?;
+    new.check_against(txn, Some(&old))?;
+    extra_check(&new)?;
+    stamp(&mut new, Some(&old), actor, txn.revision());
+    records::save(txn, Some(&old), &new)?;
+    let fields: Vec<String> = fields.iter().map(|f| f.to_string()).collect();
+    let draft = Draft::new(E::KIND, Verb::Updated, new.id()).detail("fields", fields);
+    let draft = new.audit(txn, draft, Some(&old))?;
+    audit::append(txn, actor, draft)?;
+    Ok(new)
 }
 
 pub async fn delete<E: Entity>(

@@ -25,6 +25,8 @@ use crate::shared::actor::Actor;
 // Index names, shared by writers and listings.
 pub const USERS_BY_ORGANIZATION: &str = "organization";
 pub const USERS_BY_EMAIL: &str = "email";
+/// The uniqueness claim on a user's sign-in name, lower-cased.
+pub const USER_NAME: &str = "user_name";
 /// Blocked governed guests by when they are to be deleted.
 pub const USERS_BY_DELETE_TIME: &str = "delete_due";
 pub const USERS_IN_GROUP: &str = "users";
@@ -61,6 +63,13 @@ impl Record for User {
             ));
         }
         entries
+    }
+
+    fn uniques(&self) -> Vec<(&'static str, String)> {
+        if self.user_name.is_empty() {
+            return Vec::new();
+        }
+        vec![(USER_NAME, self.user_name.to_lowercase())]
     }
 
     /// The user's organization and sponsors; a deleted user no longer
@@ -129,6 +138,8 @@ impl Entity for User {
         connected_organization_id,
         attributes,
         sponsor_ids,
+        user_name,
+        external_id,
     );
 
     fn normalize(&mut self, old: Option<&Self>) {
@@ -139,6 +150,7 @@ impl Entity for User {
             self.scheduled_delete_time = None;
         }
         self.email = self.email.trim().to_lowercase();
+        self.user_name = self.user_name.trim().to_string();
         if self.kind == UserKind::Unspecified as i32 {
             self.kind = old.map_or(UserKind::Member as i32, |o| o.kind);
         }
@@ -154,6 +166,8 @@ impl Entity for User {
     fn validate(&self, check: &mut Check) {
         check.text("display_name", &self.display_name, MAX_NAME, true);
         check.text("email", &self.email, MAX_EMAIL, false);
+        check.text("user_name", &self.user_name, MAX_NAME, false);
+        check.text("external_id", &self.external_id, MAX_NAME, false);
         if !self.email.is_empty() && email_domain(&self.email).is_none() {
             check.fail("email", "must look like name@domain");
         }
@@ -297,11 +311,12 @@ impl Record for Group {
 impl Entity for Group {
     const FIELD: &'static str = "group";
     tracked_fields!();
-    mutable_fields!(display_name, description);
+    mutable_fields!(display_name, description, external_id);
 
     fn validate(&self, check: &mut Check) {
         check.text("display_name", &self.display_name, MAX_NAME, true);
         check.text("description", &self.description, MAX_DESCRIPTION, false);
+        check.text("external_id", &self.external_id, MAX_NAME, false);
     }
 
     /// A group's memberships (as container and as member) go with it.
@@ -494,6 +509,36 @@ pub fn remove_member(
         actor,
         membership_event(group_id, member, Verb::MemberRemoved),
     )
+}
+
+/// The direct members of a group: its users, then its nested groups.
+pub fn direct_members(view: &(impl ReadView + ?Sized), group_id: &str) -> Result<Vec<Member>> {
+    let users = targets(view, GroupMembership::KIND, USERS_IN_GROUP, group_id)?;
+    let groups = targets(view, GroupMembership::KIND, GROUPS_IN_GROUP, group_id)?;
+    Ok(users
+        .into_iter()
+        .map(Member::User)
+        .chain(groups.into_iter().map(Member::Group))
+        .collect())
+}
+
+/// Makes `desired` the group's direct members: removes the others, adds
+/// the missing, each with its audit event, as [`remove_member`] and
+/// [`add_member`] do.
+pub fn set_members(
+    txn: &mut dyn Txn,
+    group_id: &str,
+    desired: &[Member],
+    actor: &Actor,
+) -> Result<()> {
+    let current = direct_members(txn, group_id)?;
+    for member in current.iter().filter(|m| !desired.contains(m)) {
+        remove_member(txn, group_id, member, actor)?;
+    }
+    for member in desired.iter().filter(|m| !current.contains(m)) {
+        add_member(txn, group_id, member.clone(), actor)?;
+    }
+    Ok(())
 }
 
 /// The audit event of a membership change, on the group.

@@ -1,0 +1,114 @@
+//! SCIM 2.0 provisioning (RFC 7643, RFC 7644) on its own HTTP listener
+//! (`scim_listen`, off by default): identity systems create, update,
+//! deactivate and delete users and groups here, and read them back with
+//! filters. It is another door into the same directory as the gRPC
+//! Directory service: the same bearer tokens and roles, the same checks,
+//! the same transactions and audit trail.
+
+mod discovery;
+mod errors;
+mod filter;
+mod patch;
+mod resources;
+mod routes;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::{any, get};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub use routes::{PREFIX, Scim};
+
+/// The router of every endpoint under [`PREFIX`].
+fn router(scim: Scim) -> Router {
+    let at = |path: &str| format!("{PREFIX}{path}");
+    Router::new()
+        .route(
+            &at("/Users"),
+            get(routes::list_users).post(routes::create_user),
+        )
+        .route(
+            &at("/Users/{id}"),
+            get(routes::get_user)
+                .put(routes::replace_user)
+                .patch(routes::patch_user)
+                .delete(routes::delete_user),
+        )
+        .route(
+            &at("/Groups"),
+            get(routes::list_groups).post(routes::create_group),
+        )
+        .route(
+            &at("/Groups/{id}"),
+            get(routes::get_group)
+                .put(routes::replace_group)
+                .patch(routes::patch_group)
+                .delete(routes::delete_group),
+        )
+        .route(
+            &at("/ServiceProviderConfig"),
+            get(discovery::service_provider_config),
+        )
+        .route(&at("/ResourceTypes"), get(discovery::list_resource_types))
+        .route(
+            &at("/ResourceTypes/{id}"),
+            get(discovery::get_resource_type),
+        )
+        .route(&at("/Schemas"), get(discovery::list_schemas))
+        .route(&at("/Schemas/{id}"), get(discovery::get_schema))
+        .route(&at("/Bulk"), any(routes::not_supported))
+        .route(&at("/Me"), any(routes::not_supported))
+        .fallback(routes::no_such_endpoint)
+        .with_state(scim)
+}
+
+/// The running SCIM listener; dropping it stops it at once.
+pub struct ScimListener {
+    pub address: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+}
+
+impl ScimListener {
+    /// Binds `address` and serves `scim`.
+    pub async fn start(address: SocketAddr, scim: Scim) -> anyhow::Result<Self> {
+        let listener = tokio::net::TcpListener::bind(address)
+            .await
+            .map_err(|error| {
+                anyhow::anyhow!("cannot listen on {address} (scim_listen): {error}")
+            })?;
+        let address = listener.local_addr()?;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let serve = axum::serve(listener, router(scim)).with_graceful_shutdown(async {
+                let _ = stopped.await;
+            });
+            if let Err(error) = serve.await {
+                tracing::error!(%error, "the SCIM listener failed");
+            }
+        });
+        tracing::info!(%address, "SCIM listening on http://{address}{PREFIX}");
+        Ok(Self {
+            address,
+            stop: Some(stop),
+            task,
+        })
+    }
+
+    /// Stops listening, letting answers under way finish (briefly).
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(5), &mut self.task).await;
+    }
+}
+
+impl Drop for ScimListener {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
