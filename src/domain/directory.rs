@@ -65,8 +65,10 @@ impl Record for User {
         entries
     }
 
+    /// A deleted user gives up their sign-in name, which the identity
+    /// system may give to someone new.
     fn uniques(&self) -> Vec<(&'static str, String)> {
-        if self.user_name.is_empty() {
+        if self.user_name.is_empty() || self.state == UserState::Deleted as i32 {
             return Vec::new();
         }
         vec![(USER_NAME, self.user_name.to_lowercase())]

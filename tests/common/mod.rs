@@ -39,6 +39,8 @@ pub struct TestServer {
     pub address: std::net::SocketAddr,
     /// The admin HTTP listener's address (None when switched off).
     pub admin: Option<std::net::SocketAddr>,
+    /// The SCIM listener's address (None when switched off, the default).
+    pub scim: Option<std::net::SocketAddr>,
     pub data_dir: PathBuf,
     pub clock: Arc<ManualClock>,
     channel: Channel,
@@ -146,6 +148,7 @@ impl TestServer {
         Self {
             address,
             admin: listening.admin,
+            scim: listening.scim,
             data_dir: data_dir.to_path_buf(),
             clock,
             channel,
@@ -168,6 +171,7 @@ impl TestServer {
         Self {
             address: address.parse().expect("a socket address"),
             admin: None,
+            scim: None,
             data_dir: PathBuf::new(),
             clock: Arc::new(ManualClock::new(epoch())),
             channel,
