@@ -200,10 +200,10 @@ async fn users_are_created_read_filtered_paged_updated_and_deleted() {
     for name in ["bob", "carol", "dave", "erin"] {
         create_user(&server, name).await;
     }
-    let server = &server;
+    let shared = &server;
     let list = |filter: &str| {
         let path = format!("/Users?filter={}", urlencode(filter));
-        async move { call(server, "GET", &path, None).await }
+        async move { call(shared, "GET", &path, None).await }
     };
     assert_eq!(ids(&list(r#"userName eq "Alice""#).await.body), ["alice"]);
     assert_eq!(ids(&list(r#"externalId eq "ext-bob""#).await.body), ["bob"]);
@@ -568,6 +568,9 @@ async fn a_synced_sales_user_is_eligible_and_their_synced_manager_approves() {
     assert_eq!(done.state(), RequestState::Delivered);
 }
 
+/// A request (method, path, body) and the status and scimType it gets.
+type BadCase<'a> = (&'a str, &'a str, Option<String>, u16, Option<&'a str>);
+
 #[tokio::test]
 async fn bad_requests_get_scim_errors_and_write_nothing() {
     let server = start().await;
@@ -577,7 +580,7 @@ async fn bad_requests_get_scim_errors_and_write_nothing() {
         .to_string();
     let path = format!("/Users/{id}");
     let mark = server.write_mark().await;
-    let cases: Vec<(&str, &str, Option<String>, u16, Option<&str>)> = vec![
+    let cases: Vec<BadCase> = vec![
         (
             "POST",
             "/Users",

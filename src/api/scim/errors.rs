@@ -79,7 +79,7 @@ impl ScimError {
 
     /// A record the body names (a manager, a group member) does not exist:
     /// a bad value in the body, not a missing resource at the URL.
-    pub fn as_bad_reference(self) -> Self {
+    pub fn into_bad_reference(self) -> Self {
         if self.status == StatusCode::NOT_FOUND {
             Self::invalid_value(self.detail)
         } else {

@@ -171,7 +171,7 @@ impl Scim {
             };
             match crud::update(self.app.store(), actor.clone(), Some(new), Some(mask)).await {
                 Err(Error::Aborted(_)) if if_match.is_none() && attempt < RETRIES => attempt += 1,
-                result => return result.map_err(|e| ScimError::from(e).as_bad_reference()),
+                result => return result.map_err(|e| ScimError::from(e).into_bad_reference()),
             }
         }
     }
@@ -211,7 +211,7 @@ impl Scim {
                 result => {
                     return result
                         .map(|committed| committed.value)
-                        .map_err(|e| ScimError::from(e).as_bad_reference());
+                        .map_err(|e| ScimError::from(e).into_bad_reference());
                 }
             }
         }
@@ -320,7 +320,7 @@ pub async fn create_user(
     };
     let user = crud::create(scim.app.store(), actor, args)
         .await
-        .map_err(|e| ScimError::from(e).as_bad_reference())?;
+        .map_err(|e| ScimError::from(e).into_bad_reference())?;
     Ok(scim.user_response(&base, &user)?.created())
 }
 
@@ -354,10 +354,11 @@ pub async fn list_users(
                 .map_err(Error::from)?;
             let mut users = Vec::new();
             for id in owner.into_iter().chain([name.to_string()]) {
-                if let Some(user) = records::load::<User>(store, &id).map_err(Error::from)? {
-                    if present(&user) && !users.iter().any(|u: &User| u.id == user.id) {
-                        users.push(user);
-                    }
+                if let Some(user) = records::load::<User>(store, &id).map_err(Error::from)?
+                    && present(&user)
+                    && !users.iter().any(|u: &User| u.id == user.id)
+                {
+                    users.push(user);
                 }
             }
             users
@@ -459,7 +460,7 @@ pub async fn create_group(
         directory::set_members(txn, &group.id, &members, &writer)
     })
     .await
-    .map_err(|e| ScimError::from(e).as_bad_reference())?;
+    .map_err(|e| ScimError::from(e).into_bad_reference())?;
     Ok(scim.group_response(&base, &group)?.created())
 }
 
