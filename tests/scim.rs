@@ -772,3 +772,52 @@ async fn discovery_tells_what_is_supported() {
         .await
         .scim_error(404, None);
 }
+
+/// The python with scim2-tester: `SCIM_TESTER_PYTHON`, or the environment
+/// `.ci/install-scim-tester` makes by default.
+fn scim_tester_python() -> Option<std::path::PathBuf> {
+    if let Some(python) = std::env::var_os("SCIM_TESTER_PYTHON") {
+        return Some(python.into());
+    }
+    let default =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/scim-venv/bin/python");
+    default.exists().then_some(default)
+}
+
+/// scim2-tester, a SCIM compliance checker, creates, reads, filters,
+/// patches, replaces and deletes users and groups as a client would, and
+/// checks each answer against RFC 7643/7644.
+#[tokio::test]
+async fn a_scim_compliance_checker_finds_no_violation() {
+    let Some(python) = scim_tester_python() else {
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI needs scim2-tester: run .ci/install-scim-tester and set SCIM_TESTER_PYTHON"
+        );
+        eprintln!("skipped: no scim2-tester (bash .ci/install-scim-tester installs it)");
+        return;
+    };
+    let server = start().await;
+    let base = format!("http://{}/scim/v2", server.scim.unwrap());
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/scim_compliance/check.py"
+    );
+    // The server answers on this runtime while the checker runs.
+    let run = python.clone();
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(run)
+            .args([script, &base, SYNC])
+            .output()
+    })
+    .await
+    .unwrap()
+    .unwrap_or_else(|e| panic!("cannot run {}: {e}", python.display()));
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "scim2-tester found violations:\n{printed}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(printed.contains(" checks, 0 failed"), "{printed}");
+}

@@ -6,8 +6,8 @@ use axum::extract::Path;
 use serde_json::{Value, json};
 
 use super::errors::{ScimError, ScimResult};
-use super::resources::{ENTERPRISE_SCHEMA, GROUP_SCHEMA, LIST_SCHEMA, USER_SCHEMA};
 use super::routes::{Base, MAX_COUNT, ScimJson};
+use super::urns::{ENTERPRISE_SCHEMA, GROUP_SCHEMA, LIST_SCHEMA, USER_SCHEMA};
 
 pub async fn service_provider_config(base: Base) -> ScimJson {
     ScimJson::ok(json!({
@@ -84,6 +84,8 @@ fn schemas(base: &str) -> Vec<Value> {
             "meta": {"resourceType": "Schema", "location": format!("{base}/Schemas/{id}")},
         })
     };
+    let mut member_type = string("type");
+    member_type["canonicalValues"] = json!(["User", "Group"]);
     let mut external_id = string("externalId");
     external_id["caseExact"] = json!(true);
     let reference = |name: &str, mutability: &str| {
@@ -115,10 +117,12 @@ fn schemas(base: &str) -> Vec<Value> {
                     "emails",
                     true,
                     "readWrite",
+                    // One email address is kept; the service calls it the
+                    // primary work address.
                     vec![
                         string("value"),
-                        string("type"),
-                        attribute("primary", "boolean", false, false, "readWrite", "none"),
+                        attribute("type", "string", false, false, "readOnly", "none"),
+                        attribute("primary", "boolean", false, false, "readOnly", "none"),
                     ],
                 ),
                 complex(
@@ -160,11 +164,7 @@ fn schemas(base: &str) -> Vec<Value> {
                     "members",
                     true,
                     "readWrite",
-                    vec![
-                        string("value"),
-                        reference("$ref", "readWrite"),
-                        string("type"),
-                    ],
+                    vec![string("value"), reference("$ref", "readWrite"), member_type],
                 ),
             ],
         ),

@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use tonic::{Code, Status};
 
-use super::resources::{CONTENT_TYPE, ERROR_SCHEMA};
+use super::urns::{CONTENT_TYPE, ERROR_SCHEMA};
 
 #[derive(Debug)]
 pub struct ScimError {

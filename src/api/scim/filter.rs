@@ -7,13 +7,15 @@
 use serde_json::Value;
 
 use super::errors::{ScimError, ScimResult};
+use super::urns::EXTENSIONS;
 
 /// Longest filter accepted, and deepest nesting of parentheses and value
 /// paths: parsing recurses, and a client has no need for more.
 const MAX_LENGTH: usize = 4096;
 const MAX_DEPTH: usize = 32;
 
-/// An attribute path: `[schema URN ":"] name ["." sub-attribute]`.
+/// An attribute path: `[schema URN ":"] name ["." sub-attribute]`, or
+/// an extension's URN alone (with an empty name) for its whole object.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AttrPath {
     /// The schema URN of an extension attribute, e.g. the enterprise
@@ -321,6 +323,14 @@ fn is_name(name: &str) -> bool {
 /// Parses `[URN ":"] name ["." sub]`. A URN contains dots of its own
 /// (`...:enterprise:2.0:User`), so the attribute starts after its last `:`.
 pub fn attr_path(text: &str) -> Result<AttrPath, String> {
+    // An extension's URN alone names the extension's object.
+    if let Some(uri) = EXTENSIONS.iter().find(|uri| uri.eq_ignore_ascii_case(text)) {
+        return Ok(AttrPath {
+            uri: Some(uri.to_string()),
+            name: String::new(),
+            sub: None,
+        });
+    }
     let (uri, rest) = if text.to_ascii_lowercase().starts_with("urn:") {
         let (uri, rest) = text
             .rsplit_once(':')
@@ -363,8 +373,13 @@ fn values<'v>(resource: &'v Value, path: &AttrPath) -> Vec<&'v Value> {
         },
         None => resource,
     };
-    let Some(attribute) = member(container, &path.name) else {
-        return Vec::new();
+    let attribute = if path.name.is_empty() {
+        container
+    } else {
+        match member(container, &path.name) {
+            Some(attribute) => attribute,
+            None => return Vec::new(),
+        }
     };
     let items: Vec<&Value> = match attribute {
         Value::Array(items) => items.iter().collect(),

@@ -9,14 +9,16 @@ mod discovery;
 mod errors;
 mod filter;
 mod patch;
+mod projection;
 mod resources;
 mod routes;
+mod urns;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::Router;
-use axum::routing::{any, get};
+use axum::routing::{any, get, post};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -30,6 +32,7 @@ fn router(scim: Scim) -> Router {
             &at("/Users"),
             get(routes::list_users).post(routes::create_user),
         )
+        .route(&at("/Users/.search"), post(routes::search_users))
         .route(
             &at("/Users/{id}"),
             get(routes::get_user)
@@ -41,6 +44,8 @@ fn router(scim: Scim) -> Router {
             &at("/Groups"),
             get(routes::list_groups).post(routes::create_group),
         )
+        .route(&at("/Groups/.search"), post(routes::search_groups))
+        .route(&at("/.search"), post(routes::search_all))
         .route(
             &at("/Groups/{id}"),
             get(routes::get_group)

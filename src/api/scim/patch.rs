@@ -6,7 +6,7 @@ use serde_json::{Map, Value};
 
 use super::errors::{ScimError, ScimResult};
 use super::filter::{AttrPath, CompareOp, Filter, PatchPath, parse_patch_path};
-use super::resources::PATCH_SCHEMA;
+use super::urns::PATCH_SCHEMA;
 
 /// The most operations one PATCH may carry.
 const MAX_OPERATIONS: usize = 1000;
@@ -71,21 +71,10 @@ fn apply_without_path(resource: &mut Value, op: Op, value: Option<Value>) -> Sci
     if op == Op::Remove {
         return Err(ScimError::no_target("remove needs a path"));
     }
-    for (key, value) in values {
-        let path = parse_patch_path(&key)?;
-        // An extension's URN alone names the extension object: merge it.
-        if path.attr.uri.is_none() && key.to_ascii_lowercase().starts_with("urn:") {
-            let Value::Object(fields) = value else {
-                return Err(ScimError::invalid_value(format!("{key} must be an object")));
-            };
-            for (name, value) in fields {
-                let mut target = parse_patch_path(&name)?;
-                target.attr.uri = Some(key.clone());
-                apply_at(resource, op, &target, Some(value))?;
-            }
-            continue;
-        }
-        apply_at(resource, op, &path, Some(value))?;
+    // A whole resource sent as the value names its schemas too: they are
+    // the resource's, not a change.
+    for (key, value) in values.into_iter().filter(|(key, _)| key != "schemas") {
+        apply_at(resource, op, &parse_patch_path(&key)?, Some(value))?;
     }
     Ok(())
 }
@@ -139,6 +128,9 @@ fn apply_at(
     let Some(object) = container(resource, attr, op != Op::Remove) else {
         return Ok(());
     };
+    if attr.name.is_empty() {
+        return apply_to_extension(object, op, value);
+    }
     let key = key_of(object, &attr.name);
     match &path.filter {
         None => apply_to_attribute(object, &key, attr.sub.as_deref(), op, value),
@@ -156,6 +148,31 @@ fn apply_at(
             };
             apply_to_selected(items, filter, path.sub.as_deref(), op, value, &attr.name)
         }
+    }
+}
+
+/// An operation on a whole extension object (`object`): add merges its
+/// attributes, replace replaces them all, remove removes them all.
+fn apply_to_extension(
+    object: &mut Map<String, Value>,
+    op: Op,
+    value: Option<Value>,
+) -> ScimResult<()> {
+    if op != Op::Add {
+        object.clear();
+    }
+    match value {
+        Some(Value::Object(fields)) if op != Op::Remove => {
+            for (name, value) in fields {
+                let key = key_of(object, &name);
+                apply_to_attribute(object, &key, None, op, Some(value))?;
+            }
+            Ok(())
+        }
+        _ if op == Op::Remove => Ok(()),
+        _ => Err(ScimError::invalid_value(
+            "an extension's value must be an object",
+        )),
     }
 }
 

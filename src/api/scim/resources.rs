@@ -9,7 +9,7 @@
 //! | `displayName` (else `name.formatted`, else given + family name, else `userName`) | `display_name` |
 //! | `emails` (primary, else first) `.value`| `email`                       |
 //! | `active`                               | `state` ACTIVE / BLOCKED      |
-//! | `name.givenName`, `name.familyName`, `title` | attributes `givenName`, `familyName`, `title` |
+//! | `name.givenName`, `name.familyName`, `name.formatted`, `title` | attributes `givenName`, `familyName`, `formattedName`, `title` |
 //! | enterprise `manager.value`             | `manager_id`                  |
 //! | enterprise `department`, `employeeNumber`, `costCenter`, `organization`, `division` | attributes of the same names |
 //! | group `displayName`, `externalId`      | `display_name`, `external_id` |
@@ -26,14 +26,7 @@ use crate::store::records::{self, Record};
 
 use super::errors::{ScimError, ScimResult};
 use super::filter::member;
-
-pub const CONTENT_TYPE: &str = "application/scim+json";
-pub const USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
-pub const GROUP_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
-pub const ENTERPRISE_SCHEMA: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
-pub const ERROR_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:Error";
-pub const LIST_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:ListResponse";
-pub const PATCH_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
+use super::urns::{ENTERPRISE_SCHEMA, GROUP_SCHEMA, USER_SCHEMA};
 
 /// Enterprise extension attributes kept as user attributes of the same
 /// name, where assignment-policy conditions read them.
@@ -45,8 +38,11 @@ pub const ENTERPRISE_ATTRIBUTES: [&str; 5] = [
     "division",
 ];
 /// Core attributes kept as user attributes: (SCIM path, attribute key).
-const NAME_ATTRIBUTES: [(&str, &str); 2] =
-    [("givenName", "givenName"), ("familyName", "familyName")];
+const NAME_ATTRIBUTES: [(&str, &str); 3] = [
+    ("givenName", "givenName"),
+    ("familyName", "familyName"),
+    ("formatted", "formattedName"),
+];
 const TITLE: &str = "title";
 
 /// The directory fields a SCIM write of a user sets (the update mask).
@@ -344,7 +340,7 @@ pub fn group_from_json(body: &Value, old: Option<&Group>) -> ScimResult<(Group, 
 /// A member as a client names it: an id, and perhaps its type.
 pub struct MemberRef {
     id: String,
-    /// "user" or "group", lower-cased; None to look it up.
+    /// "user" or "group", lower-cased; anything else or None: looked up.
     kind: Option<String>,
 }
 
@@ -369,7 +365,7 @@ pub fn resolve_members(
             None if records::exists::<User>(view, &id).map_err(crate::error::Error::from)? => {
                 Member::User(id)
             }
-            None if records::exists::<Group>(view, &id).map_err(crate::error::Error::from)? => {
+            _ if records::exists::<Group>(view, &id).map_err(crate::error::Error::from)? => {
                 Member::Group(id)
             }
             None => {

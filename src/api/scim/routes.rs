@@ -26,13 +26,15 @@ use super::super::App;
 use super::super::caller::Authenticator;
 use super::super::rpc::Rpc;
 use super::errors::{ScimError, ScimResult};
+use super::filter::member;
 use super::filter::{Filter, equality, parse_filter};
 use super::patch;
+use super::projection::Projection;
 use super::resources::{
-    CONTENT_TYPE, GROUP_FIELDS, GROUP_SCHEMA, LIST_SCHEMA, USER_FIELDS, USER_SCHEMA,
-    group_from_json, group_json, require_schema, resolve_members, user_from_json, user_json,
-    version,
+    GROUP_FIELDS, USER_FIELDS, group_from_json, group_json, require_schema, resolve_members,
+    user_from_json, user_json, version,
 };
+use super::urns::{CONTENT_TYPE, GROUP_SCHEMA, LIST_SCHEMA, SEARCH_SCHEMA, USER_SCHEMA};
 
 /// Where the endpoints live on the listener.
 pub const PREFIX: &str = "/scim/v2";
@@ -90,6 +92,11 @@ impl ScimJson {
             etag: Some(version(etag)),
             ..Self::ok(body)
         }
+    }
+
+    fn project(mut self, projection: &Projection) -> Self {
+        self.body = projection.apply(self.body);
+        self
     }
 
     fn created(mut self) -> Self {
@@ -255,21 +262,66 @@ fn json_body(body: &Bytes) -> ScimResult<Value> {
         .map_err(|e| ScimError::invalid_syntax(format!("the body is not JSON: {e}")))
 }
 
-/// `filter`, `startIndex` and `count`, by case-insensitive name.
+/// `filter`, `startIndex`, `count`, `attributes` and
+/// `excludedAttributes`, by case-insensitive name.
 struct ListParams {
     filter: Option<Filter>,
     start_index: usize,
     count: usize,
+    projection: Projection,
+}
+
+/// The value of query parameter `name`, whatever its letter case.
+fn param<'p>(params: &'p [(String, String)], name: &str) -> Option<&'p str> {
+    params
+        .iter()
+        .find(|(key, _)| key.eq_ignore_ascii_case(name))
+        .map(|(_, value)| value.as_str())
+}
+
+fn projection(params: &[(String, String)]) -> ScimResult<Projection> {
+    Projection::parse(
+        param(params, "attributes"),
+        param(params, "excludedAttributes"),
+    )
 }
 
 impl ListParams {
+    /// From a SearchRequest body (POST `.search`): the same parameters as
+    /// JSON members, lists of attributes as arrays.
+    fn from_search(body: &Value) -> ScimResult<Self> {
+        require_schema(body, SEARCH_SCHEMA)?;
+        let mut params = Vec::new();
+        for name in [
+            "filter",
+            "startIndex",
+            "count",
+            "attributes",
+            "excludedAttributes",
+        ] {
+            let value = match member(body, name) {
+                None | Some(Value::Null) => continue,
+                Some(Value::String(text)) => text.clone(),
+                Some(Value::Number(number)) => number.to_string(),
+                Some(Value::Array(items)) => items
+                    .iter()
+                    .map(|item| item.as_str().map(str::to_string))
+                    .collect::<Option<Vec<_>>>()
+                    .ok_or_else(|| ScimError::invalid_value(format!("{name} must list strings")))?
+                    .join(","),
+                Some(other) => {
+                    return Err(ScimError::invalid_value(format!(
+                        "{name} cannot be {other}"
+                    )));
+                }
+            };
+            params.push((name.to_string(), value));
+        }
+        Self::parse(&params)
+    }
+
     fn parse(params: &[(String, String)]) -> ScimResult<Self> {
-        let get = |name: &str| {
-            params
-                .iter()
-                .find(|(key, _)| key.eq_ignore_ascii_case(name))
-                .map(|(_, value)| value.as_str())
-        };
+        let get = |name: &str| param(params, name);
         let number = |name: &str, default: i64| -> ScimResult<i64> {
             get(name).map_or(Ok(default), |value| {
                 value
@@ -283,6 +335,7 @@ impl ListParams {
             // RFC 7644 §3.4.2.4: below 1 means 1; a negative count means 0.
             start_index: number("startIndex", 1)?.max(1) as usize,
             count: (number("count", DEFAULT_COUNT as i64)?.max(0) as usize).min(MAX_COUNT),
+            projection: projection(params)?,
         })
     }
 
@@ -292,6 +345,7 @@ impl ListParams {
             .into_iter()
             .skip(self.start_index - 1)
             .take(self.count)
+            .map(|resource| self.projection.apply(resource))
             .collect();
         ScimJson::ok(json!({
             "schemas": [LIST_SCHEMA],
@@ -329,26 +383,24 @@ pub async fn get_user(
     base: Base,
     headers: HeaderMap,
     Path(id): Path<String>,
+    Query(params): Query<Vec<(String, String)>>,
 ) -> ScimResult<ScimJson> {
     scim.actor(&headers, Rpc::GetUser)?;
     let user = scim.present_user(&id)?;
-    scim.user_response(&base, &user)
+    Ok(scim
+        .user_response(&base, &user)?
+        .project(&projection(&params)?))
 }
 
-pub async fn list_users(
-    State(scim): State<Scim>,
-    base: Base,
-    headers: HeaderMap,
-    Query(params): Query<Vec<(String, String)>>,
-) -> ScimResult<ScimJson> {
-    scim.actor(&headers, Rpc::ListUsers)?;
-    let params = ListParams::parse(&params)?;
+/// The users `filter` selects (every present user without one), as SCIM
+/// shows them.
+fn matching_users(scim: &Scim, base: &Base, filter: Option<&Filter>) -> ScimResult<Vec<Value>> {
     let store = scim.app.store();
     let present = |user: &User| user.state != UserState::Deleted as i32;
     // `userName eq` (how identity systems look a user up before creating
     // them) reads the uniqueness claim instead of every user; a user
     // without a userName shows their id as one.
-    let users: Vec<User> = match params.filter.as_ref().and_then(|f| equality(f, "userName")) {
+    let users: Vec<User> = match filter.and_then(|f| equality(f, "userName")) {
         Some(name) => {
             let owner = records::unique_owner::<User>(store, USER_NAME, &name.to_lowercase())
                 .map_err(Error::from)?;
@@ -368,10 +420,89 @@ pub async fn list_users(
     let mut matches = Vec::new();
     for user in &users {
         let resource = user_json(store, &base.0, user)?;
-        if params.filter.as_ref().is_none_or(|f| f.matches(&resource)) {
+        if filter.is_none_or(|f| f.matches(&resource)) {
             matches.push(resource);
         }
     }
+    Ok(matches)
+}
+
+/// The groups `filter` selects, as SCIM shows them.
+fn matching_groups(scim: &Scim, base: &Base, filter: Option<&Filter>) -> ScimResult<Vec<Value>> {
+    let store = scim.app.store();
+    let groups: Vec<Group> = match filter.and_then(|f| equality(f, "id")) {
+        Some(id) => records::load::<Group>(store, id)
+            .map_err(Error::from)?
+            .into_iter()
+            .collect(),
+        None => crud::list(store, Source::All, |_: &Group| true, usize::MAX, None)?.items,
+    };
+    let mut matches = Vec::new();
+    for group in &groups {
+        let resource = group_json(store, &base.0, group)?;
+        if filter.is_none_or(|f| f.matches(&resource)) {
+            matches.push(resource);
+        }
+    }
+    Ok(matches)
+}
+
+pub async fn list_users(
+    State(scim): State<Scim>,
+    base: Base,
+    headers: HeaderMap,
+    Query(params): Query<Vec<(String, String)>>,
+) -> ScimResult<ScimJson> {
+    scim.actor(&headers, Rpc::ListUsers)?;
+    let params = ListParams::parse(&params)?;
+    Ok(params.page(matching_users(&scim, &base, params.filter.as_ref())?))
+}
+
+pub async fn search_users(
+    State(scim): State<Scim>,
+    base: Base,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ScimResult<ScimJson> {
+    scim.actor(&headers, Rpc::ListUsers)?;
+    let params = ListParams::from_search(&json_body(&body)?)?;
+    Ok(params.page(matching_users(&scim, &base, params.filter.as_ref())?))
+}
+
+pub async fn list_groups(
+    State(scim): State<Scim>,
+    base: Base,
+    headers: HeaderMap,
+    Query(params): Query<Vec<(String, String)>>,
+) -> ScimResult<ScimJson> {
+    scim.actor(&headers, Rpc::ListGroups)?;
+    let params = ListParams::parse(&params)?;
+    Ok(params.page(matching_groups(&scim, &base, params.filter.as_ref())?))
+}
+
+pub async fn search_groups(
+    State(scim): State<Scim>,
+    base: Base,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ScimResult<ScimJson> {
+    scim.actor(&headers, Rpc::ListGroups)?;
+    let params = ListParams::from_search(&json_body(&body)?)?;
+    Ok(params.page(matching_groups(&scim, &base, params.filter.as_ref())?))
+}
+
+/// POST `/.search`: users, then groups.
+pub async fn search_all(
+    State(scim): State<Scim>,
+    base: Base,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ScimResult<ScimJson> {
+    scim.actor(&headers, Rpc::ListUsers)?;
+    scim.actor(&headers, Rpc::ListGroups)?;
+    let params = ListParams::from_search(&json_body(&body)?)?;
+    let mut matches = matching_users(&scim, &base, params.filter.as_ref())?;
+    matches.extend(matching_groups(&scim, &base, params.filter.as_ref())?);
     Ok(params.page(matches))
 }
 
@@ -469,36 +600,13 @@ pub async fn get_group(
     base: Base,
     headers: HeaderMap,
     Path(id): Path<String>,
+    Query(params): Query<Vec<(String, String)>>,
 ) -> ScimResult<ScimJson> {
     scim.actor(&headers, Rpc::GetGroup)?;
     let group = scim.present_group(&id)?;
-    scim.group_response(&base, &group)
-}
-
-pub async fn list_groups(
-    State(scim): State<Scim>,
-    base: Base,
-    headers: HeaderMap,
-    Query(params): Query<Vec<(String, String)>>,
-) -> ScimResult<ScimJson> {
-    scim.actor(&headers, Rpc::ListGroups)?;
-    let params = ListParams::parse(&params)?;
-    let store = scim.app.store();
-    let groups: Vec<Group> = match params.filter.as_ref().and_then(|f| equality(f, "id")) {
-        Some(id) => records::load::<Group>(store, id)
-            .map_err(Error::from)?
-            .into_iter()
-            .collect(),
-        None => crud::list(store, Source::All, |_: &Group| true, usize::MAX, None)?.items,
-    };
-    let mut matches = Vec::new();
-    for group in &groups {
-        let resource = group_json(store, &base.0, group)?;
-        if params.filter.as_ref().is_none_or(|f| f.matches(&resource)) {
-            matches.push(resource);
-        }
-    }
-    Ok(params.page(matches))
+    Ok(scim
+        .group_response(&base, &group)?
+        .project(&projection(&params)?))
 }
 
 pub async fn replace_group(
