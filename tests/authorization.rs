@@ -17,6 +17,7 @@ use std::sync::Arc;
 use common::world::{approval, never, policy, stage, user_approver};
 use common::*;
 use entitlements::api::rpc::Rpc;
+use entitlements::config::ServicePrincipal;
 use entitlements::pb::*;
 use tokio::task::JoinSet;
 use tonic::{Code, Status};
@@ -37,12 +38,15 @@ enum Role {
     Plain,
     /// Owner of c2, not of c1.
     OtherOwner,
+    /// A service principal configured with the directory-sync role (an
+    /// identity system provisioning users and groups).
+    DirectorySync,
 }
 
 use Role::*;
 
 impl Role {
-    const ALL: [Role; 8] = [
+    const ALL: [Role; 9] = [
         GlobalAdmin,
         CatalogCreator,
         Owner,
@@ -51,6 +55,7 @@ impl Role {
         AssignmentManager,
         Plain,
         OtherOwner,
+        DirectorySync,
     ];
 
     /// The user who holds the role.
@@ -64,6 +69,7 @@ impl Role {
             AssignmentManager => "asg-manager",
             Plain => "plain",
             OtherOwner => "owner2",
+            DirectorySync => "directory-sync",
         }
     }
 
@@ -78,6 +84,7 @@ impl Role {
             AssignmentManager => Some((AdminRole::AccessPackageAssignmentManager, C1)),
             Plain => None,
             OtherOwner => Some((AdminRole::CatalogOwner, C2)),
+            DirectorySync => None,
         }
     }
 
@@ -92,6 +99,8 @@ impl Role {
 /// Who may call a row's RPC.
 const EVERYONE: &[Role] = &Role::ALL;
 const GLOBAL_ADMIN: &[Role] = &[GlobalAdmin];
+/// Create, update and delete users and groups, and their memberships.
+const DIRECTORY_SYNCERS: &[Role] = &[GlobalAdmin, DirectorySync];
 const CREATORS: &[Role] = &[GlobalAdmin, CatalogCreator];
 /// Read c1 and its records.
 const C1_READERS: &[Role] = &[
@@ -177,7 +186,13 @@ struct World {
 
 impl World {
     async fn new() -> Self {
-        let server = TestServer::start().await;
+        let server = TestServer::start_with_settings(|settings| {
+            settings.auth.service_principals.push(ServicePrincipal {
+                id: DirectorySync.user().into(),
+                roles: vec!["directory-sync".into()],
+            });
+        })
+        .await;
         for role in Role::ALL {
             server.add_member_user(role.user()).await;
         }
@@ -272,7 +287,7 @@ macro_rules! row {
 /// others', catalog and tenant roles).
 fn matrix() -> Vec<Row> {
     vec![
-        row!("CreateUser", CreateUser, GLOBAL_ADMIN, |c, s, who| s
+        row!("CreateUser", CreateUser, DIRECTORY_SYNCERS, |c, s, who| s
             .directory(who)
             .create_user(CreateUserRequest {
                 user: Some(user("New")),
@@ -293,7 +308,7 @@ fn matrix() -> Vec<Row> {
             .list_users(ListUsersRequest::default())
             .await
             .map(drop)),
-        row!("UpdateUser", UpdateUser, GLOBAL_ADMIN, |c, s, who| {
+        row!("UpdateUser", UpdateUser, DIRECTORY_SYNCERS, |c, s, who| {
             let id = c.fresh("uu");
             s.add_member_user(&id).await;
             s.directory(who)
@@ -307,7 +322,7 @@ fn matrix() -> Vec<Row> {
                 .await
                 .map(drop)
         }),
-        row!("DeleteUser", DeleteUser, GLOBAL_ADMIN, |c, s, who| {
+        row!("DeleteUser", DeleteUser, DIRECTORY_SYNCERS, |c, s, who| {
             let id = c.fresh("du");
             s.add_member_user(&id).await;
             s.directory(who)
@@ -318,15 +333,20 @@ fn matrix() -> Vec<Row> {
                 .await
                 .map(drop)
         }),
-        row!("CreateGroup", CreateGroup, GLOBAL_ADMIN, |c, s, who| s
-            .directory(who)
-            .create_group(CreateGroupRequest {
-                group: Some(group("New")),
-                group_id: c.fresh("ng"),
-                request_id: String::new(),
-            })
-            .await
-            .map(drop)),
+        row!(
+            "CreateGroup",
+            CreateGroup,
+            DIRECTORY_SYNCERS,
+            |c, s, who| s
+                .directory(who)
+                .create_group(CreateGroupRequest {
+                    group: Some(group("New")),
+                    group_id: c.fresh("ng"),
+                    request_id: String::new(),
+                })
+                .await
+                .map(drop)
+        ),
         row!("GetGroup", GetGroup, EVERYONE, |c, s, who| s
             .directory(who)
             .get_group(GetGroupRequest { id: "g1".into() })
@@ -337,35 +357,45 @@ fn matrix() -> Vec<Row> {
             .list_groups(ListGroupsRequest::default())
             .await
             .map(drop)),
-        row!("UpdateGroup", UpdateGroup, GLOBAL_ADMIN, |c, s, who| {
-            let id = c.fresh("ug");
-            s.create_group(&id).await;
-            s.directory(who)
-                .update_group(UpdateGroupRequest {
-                    group: Some(Group {
+        row!(
+            "UpdateGroup",
+            UpdateGroup,
+            DIRECTORY_SYNCERS,
+            |c, s, who| {
+                let id = c.fresh("ug");
+                s.create_group(&id).await;
+                s.directory(who)
+                    .update_group(UpdateGroupRequest {
+                        group: Some(Group {
+                            id,
+                            ..group("Renamed")
+                        }),
+                        update_mask: mask(&["display_name"]),
+                    })
+                    .await
+                    .map(drop)
+            }
+        ),
+        row!(
+            "DeleteGroup",
+            DeleteGroup,
+            DIRECTORY_SYNCERS,
+            |c, s, who| {
+                let id = c.fresh("dg");
+                s.create_group(&id).await;
+                s.directory(who)
+                    .delete_group(DeleteGroupRequest {
                         id,
-                        ..group("Renamed")
-                    }),
-                    update_mask: mask(&["display_name"]),
-                })
-                .await
-                .map(drop)
-        }),
-        row!("DeleteGroup", DeleteGroup, GLOBAL_ADMIN, |c, s, who| {
-            let id = c.fresh("dg");
-            s.create_group(&id).await;
-            s.directory(who)
-                .delete_group(DeleteGroupRequest {
-                    id,
-                    etag: String::new(),
-                })
-                .await
-                .map(drop)
-        }),
+                        etag: String::new(),
+                    })
+                    .await
+                    .map(drop)
+            }
+        ),
         row!(
             "AddGroupMember",
             AddGroupMember,
-            GLOBAL_ADMIN,
+            DIRECTORY_SYNCERS,
             |c, s, who| {
                 let id = c.fresh("ag");
                 s.create_group(&id).await;
@@ -381,7 +411,7 @@ fn matrix() -> Vec<Row> {
         row!(
             "RemoveGroupMember",
             RemoveGroupMember,
-            GLOBAL_ADMIN,
+            DIRECTORY_SYNCERS,
             |c, s, who| {
                 let id = c.fresh("rg");
                 s.add_group(&id, &[BYSTANDER]).await;
@@ -1374,13 +1404,16 @@ enum List {
 }
 
 /// What each role lists: the global admin, the catalog creator, each of the
-/// four c1 roles, the plain user and the owner of c2.
+/// four c1 roles, the plain user, the owner of c2 and the directory-sync
+/// principal.
 struct Sees {
     global: &'static [&'static str],
     creator: &'static [&'static str],
     c1: &'static [&'static str],
     plain: &'static [&'static str],
     c2_owner: &'static [&'static str],
+    /// The directory-sync service principal: no catalog role.
+    sync: &'static [&'static str],
 }
 
 impl Sees {
@@ -1391,6 +1424,7 @@ impl Sees {
             Owner | Reader | PackageManager | AssignmentManager => self.c1,
             Plain => self.plain,
             OtherOwner => self.c2_owner,
+            DirectorySync => self.sync,
         }
     }
 }
@@ -1408,6 +1442,7 @@ fn scoping() -> Vec<(List, Sees)> {
             Sees {
                 global: &["c1", "c2", "c3", "general"],
                 creator: &["c3"],
+                sync: NOTHING,
                 c1: &["c1"],
                 plain: NOTHING,
                 c2_owner: &["c2"],
@@ -1418,6 +1453,7 @@ fn scoping() -> Vec<(List, Sees)> {
             Sees {
                 global: &["r1", "r2"],
                 creator: NOTHING,
+                sync: NOTHING,
                 c1: &["r1"],
                 plain: NOTHING,
                 c2_owner: &["r2"],
@@ -1428,6 +1464,7 @@ fn scoping() -> Vec<(List, Sees)> {
             Sees {
                 global: &["r1"],
                 creator: DENIED,
+                sync: DENIED,
                 c1: &["r1"],
                 plain: DENIED,
                 c2_owner: DENIED,
@@ -1438,6 +1475,7 @@ fn scoping() -> Vec<(List, Sees)> {
             Sees {
                 global: &["p1", "p1a", "p2"],
                 creator: NOTHING,
+                sync: NOTHING,
                 c1: &["p1", "p1a"],
                 plain: NOTHING,
                 c2_owner: &["p2"],
@@ -1448,6 +1486,7 @@ fn scoping() -> Vec<(List, Sees)> {
             Sees {
                 global: &["p2"],
                 creator: DENIED,
+                sync: DENIED,
                 c1: DENIED,
                 plain: DENIED,
                 c2_owner: &["p2"],
@@ -1458,6 +1497,7 @@ fn scoping() -> Vec<(List, Sees)> {
             Sees {
                 global: &["pol1", "pol1a", "pol2"],
                 creator: NOTHING,
+                sync: NOTHING,
                 c1: &["pol1", "pol1a"],
                 plain: NOTHING,
                 c2_owner: &["pol2"],
@@ -1468,6 +1508,7 @@ fn scoping() -> Vec<(List, Sees)> {
             Sees {
                 global: &["pol1"],
                 creator: DENIED,
+                sync: DENIED,
                 c1: &["pol1"],
                 plain: DENIED,
                 c2_owner: DENIED,
@@ -1487,6 +1528,7 @@ fn scoping() -> Vec<(List, Sees)> {
                     "c3/creator",
                 ],
                 creator: &["c3/creator"],
+                sync: NOTHING,
                 c1: c1_roles,
                 plain: NOTHING,
                 c2_owner: &["c2/owner2"],
@@ -1497,6 +1539,7 @@ fn scoping() -> Vec<(List, Sees)> {
             Sees {
                 global: c1_roles,
                 creator: DENIED,
+                sync: DENIED,
                 c1: c1_roles,
                 plain: DENIED,
                 c2_owner: DENIED,
@@ -1514,6 +1557,7 @@ fn scoping() -> Vec<(List, Sees)> {
                     "plain/p2",
                 ],
                 creator: NOTHING,
+                sync: NOTHING,
                 c1: &["bystander/p1", "bystander/p1a", "plain/p1", "plain/p1a"],
                 plain: &["plain/p1", "plain/p1a", "plain/p2"],
                 c2_owner: &["bystander/p2", "plain/p2"],
@@ -1524,6 +1568,7 @@ fn scoping() -> Vec<(List, Sees)> {
             Sees {
                 global: &["bystander/p1", "bystander/p1a", "bystander/p2"],
                 creator: NOTHING,
+                sync: NOTHING,
                 c1: &["bystander/p1", "bystander/p1a"],
                 plain: NOTHING,
                 c2_owner: &["bystander/p2"],
@@ -1534,6 +1579,7 @@ fn scoping() -> Vec<(List, Sees)> {
             Sees {
                 global: &["bystander/p1", "bystander/p2", "plain/p1", "plain/p2"],
                 creator: NOTHING,
+                sync: NOTHING,
                 c1: &["bystander/p1", "plain/p1"],
                 plain: &["plain/p1", "plain/p2"],
                 c2_owner: &["bystander/p2", "plain/p2"],
@@ -1544,6 +1590,7 @@ fn scoping() -> Vec<(List, Sees)> {
             Sees {
                 global: &["plain/p1", "plain/p2"],
                 creator: NOTHING,
+                sync: NOTHING,
                 c1: &["plain/p1"],
                 plain: &["plain/p1", "plain/p2"],
                 c2_owner: &["plain/p2"],
