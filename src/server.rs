@@ -18,6 +18,7 @@ mod admin;
 mod audit_events;
 mod calls;
 mod health;
+mod http_listener;
 mod limits;
 mod listener;
 
@@ -50,7 +51,7 @@ use crate::api::directory::DirectoryApi;
 use crate::api::jwt::JwtVerifier;
 use crate::api::policies::AssignmentPoliciesApi;
 use crate::api::requests::AssignmentRequestsApi;
-use crate::api::scim::{Scim, ScimListener};
+use crate::api::scim::{self, Scim};
 use crate::api::settings::SettingsApi;
 use crate::config::{Settings, TlsSettings};
 use crate::decision::state::DecisionState;
@@ -75,6 +76,7 @@ use crate::shared::clock::Clock;
 use crate::store::Store;
 use crate::workflow::scheduler;
 use health::DrainingHealth;
+use http_listener::HttpListener;
 use listener::{FirstBytes, Limits};
 
 /// Names of every entitlements service, as health checks know them.
@@ -128,14 +130,19 @@ async fn start_scim(
     address: SocketAddr,
     app: App,
     auth: Authenticator,
-) -> anyhow::Result<ScimListener> {
+) -> anyhow::Result<HttpListener> {
     ensure_dev_auth_on_loopback(settings, address)?;
     anyhow::ensure!(
         settings.tls.is_none() || address.ip().is_loopback(),
         "scim_listen: the SCIM listener speaks plain HTTP; with tls configured it must listen on \
          loopback behind a proxy that terminates TLS, not on {address}"
     );
-    ScimListener::start(address, Scim { app, auth }).await
+    let router = scim::router(Scim { app, auth });
+    let listener =
+        HttpListener::start("scim_listen", address, router, std::future::pending()).await?;
+    let address = listener.address;
+    tracing::info!(%address, "SCIM listening on http://{address}{}", scim::PREFIX);
+    Ok(listener)
 }
 
 fn tls_config(tls: &TlsSettings) -> anyhow::Result<ServerTlsConfig> {
@@ -282,7 +289,7 @@ pub async fn run_with(
     // The SCIM and admin listeners hold the store too: stop them before
     // the store.
     if let Some(scim) = scim {
-        scim.stop().await;
+        scim.stop(Duration::from_secs(5)).await;
     }
     if let Some(admin) = admin {
         admin.stop().await;

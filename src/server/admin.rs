@@ -17,13 +17,14 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use tokio::sync::{oneshot, watch};
-use tokio::task::JoinHandle;
+use tokio::sync::watch;
 
 use crate::decision::state::DecisionState;
 use crate::drain::Drain;
 use crate::observe::metrics;
 use crate::store::Store;
+
+use super::http_listener::HttpListener;
 
 /// How long readiness waits for the decision view to reach the store's
 /// revision: a commit is durable a moment before the view has applied it.
@@ -59,46 +60,26 @@ type Shared = Arc<OnceLock<Serving>>;
 pub struct Admin {
     pub address: SocketAddr,
     serving: Shared,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<()>,
+    listener: HttpListener,
 }
 
 impl Admin {
     /// Binds `address` and serves; readiness says "starting" until
     /// [`Admin::serving`].
     pub async fn start(address: SocketAddr) -> anyhow::Result<Self> {
-        let listener = tokio::net::TcpListener::bind(address)
-            .await
-            .map_err(|error| {
-                anyhow::anyhow!("cannot listen on {address} (admin_listen): {error}")
-            })?;
-        let address = listener.local_addr()?;
         let serving = Shared::default();
         let router = Router::new()
             .route("/metrics", get(scrape))
             .route("/healthz", get(|| async { "ok\n" }))
             .route("/readyz", get(readiness))
             .with_state(serving.clone());
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            let serve = axum::serve(listener, router).with_graceful_shutdown(async {
-                let _ = stopped.await;
-            });
-            tokio::select! {
-                served = serve => {
-                    if let Err(error) = served {
-                        tracing::error!(%error, "the admin listener failed");
-                    }
-                }
-                () = upkeep() => {}
-            }
-        });
+        let listener = HttpListener::start("admin_listen", address, router, upkeep()).await?;
+        let address = listener.address;
         tracing::info!(%address, "admin listening on {address}");
         Ok(Self {
             address,
             serving,
-            stop: Some(stop),
-            task,
+            listener,
         })
     }
 
@@ -108,17 +89,8 @@ impl Admin {
     }
 
     /// Stops listening, letting answers under way finish (briefly).
-    pub async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        let _ = tokio::time::timeout(Duration::from_secs(1), &mut self.task).await;
-    }
-}
-
-impl Drop for Admin {
-    fn drop(&mut self) {
-        self.task.abort();
+    pub async fn stop(self) {
+        self.listener.stop(Duration::from_secs(1)).await;
     }
 }
 

@@ -14,18 +14,13 @@ mod resources;
 mod routes;
 mod urns;
 
-use std::net::SocketAddr;
-use std::time::Duration;
-
 use axum::Router;
 use axum::routing::{any, get, post};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
 pub use routes::{PREFIX, Scim};
 
 /// The router of every endpoint under [`PREFIX`].
-fn router(scim: Scim) -> Router {
+pub fn router(scim: Scim) -> Router {
     let at = |path: &str| format!("{PREFIX}{path}");
     Router::new()
         .route(
@@ -68,52 +63,4 @@ fn router(scim: Scim) -> Router {
         .route(&at("/Me"), any(routes::not_supported))
         .fallback(routes::no_such_endpoint)
         .with_state(scim)
-}
-
-/// The running SCIM listener; dropping it stops it at once.
-pub struct ScimListener {
-    pub address: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<()>,
-}
-
-impl ScimListener {
-    /// Binds `address` and serves `scim`.
-    pub async fn start(address: SocketAddr, scim: Scim) -> anyhow::Result<Self> {
-        let listener = tokio::net::TcpListener::bind(address)
-            .await
-            .map_err(|error| {
-                anyhow::anyhow!("cannot listen on {address} (scim_listen): {error}")
-            })?;
-        let address = listener.local_addr()?;
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            let serve = axum::serve(listener, router(scim)).with_graceful_shutdown(async {
-                let _ = stopped.await;
-            });
-            if let Err(error) = serve.await {
-                tracing::error!(%error, "the SCIM listener failed");
-            }
-        });
-        tracing::info!(%address, "SCIM listening on http://{address}{PREFIX}");
-        Ok(Self {
-            address,
-            stop: Some(stop),
-            task,
-        })
-    }
-
-    /// Stops listening, letting answers under way finish (briefly).
-    pub async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        let _ = tokio::time::timeout(Duration::from_secs(5), &mut self.task).await;
-    }
-}
-
-impl Drop for ScimListener {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
 }

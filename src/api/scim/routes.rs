@@ -447,26 +447,58 @@ fn matching_groups(scim: &Scim, base: &Base, filter: Option<&Filter>) -> ScimRes
     Ok(matches)
 }
 
+/// What a listing or a search covers.
+#[derive(Clone, Copy)]
+enum Listing {
+    Users,
+    Groups,
+    /// POST `/.search`: users, then groups.
+    Both,
+}
+
+impl Scim {
+    /// A page of what `listing` covers and `params` (read once the caller
+    /// is authorized) select.
+    fn list(
+        &self,
+        base: &Base,
+        headers: &HeaderMap,
+        listing: Listing,
+        params: impl FnOnce() -> ScimResult<ListParams>,
+    ) -> ScimResult<ScimJson> {
+        let (users, groups) = match listing {
+            Listing::Users => (true, false),
+            Listing::Groups => (false, true),
+            Listing::Both => (true, true),
+        };
+        if users {
+            self.actor(headers, Rpc::ListUsers)?;
+        }
+        if groups {
+            self.actor(headers, Rpc::ListGroups)?;
+        }
+        let params = params()?;
+        let filter = params.filter.as_ref();
+        let mut matches = Vec::new();
+        if users {
+            matches.extend(matching_users(self, base, filter)?);
+        }
+        if groups {
+            matches.extend(matching_groups(self, base, filter)?);
+        }
+        Ok(params.page(matches))
+    }
+}
+
 pub async fn list_users(
     State(scim): State<Scim>,
     base: Base,
     headers: HeaderMap,
     Query(params): Query<Vec<(String, String)>>,
 ) -> ScimResult<ScimJson> {
-    scim.actor(&headers, Rpc::ListUsers)?;
-    let params = ListParams::parse(&params)?;
-    Ok(params.page(matching_users(&scim, &base, params.filter.as_ref())?))
-}
-
-pub async fn search_users(
-    State(scim): State<Scim>,
-    base: Base,
-    headers: HeaderMap,
-    body: Bytes,
-) -> ScimResult<ScimJson> {
-    scim.actor(&headers, Rpc::ListUsers)?;
-    let params = ListParams::from_search(&json_body(&body)?)?;
-    Ok(params.page(matching_users(&scim, &base, params.filter.as_ref())?))
+    scim.list(&base, &headers, Listing::Users, || {
+        ListParams::parse(&params)
+    })
 }
 
 pub async fn list_groups(
@@ -475,9 +507,31 @@ pub async fn list_groups(
     headers: HeaderMap,
     Query(params): Query<Vec<(String, String)>>,
 ) -> ScimResult<ScimJson> {
-    scim.actor(&headers, Rpc::ListGroups)?;
-    let params = ListParams::parse(&params)?;
-    Ok(params.page(matching_groups(&scim, &base, params.filter.as_ref())?))
+    scim.list(&base, &headers, Listing::Groups, || {
+        ListParams::parse(&params)
+    })
+}
+
+/// POST `.search` under `/Users`, `/Groups` or the root.
+async fn search(
+    scim: Scim,
+    base: Base,
+    headers: HeaderMap,
+    body: Bytes,
+    listing: Listing,
+) -> ScimResult<ScimJson> {
+    scim.list(&base, &headers, listing, || {
+        ListParams::from_search(&json_body(&body)?)
+    })
+}
+
+pub async fn search_users(
+    State(scim): State<Scim>,
+    base: Base,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ScimResult<ScimJson> {
+    search(scim, base, headers, body, Listing::Users).await
 }
 
 pub async fn search_groups(
@@ -486,24 +540,16 @@ pub async fn search_groups(
     headers: HeaderMap,
     body: Bytes,
 ) -> ScimResult<ScimJson> {
-    scim.actor(&headers, Rpc::ListGroups)?;
-    let params = ListParams::from_search(&json_body(&body)?)?;
-    Ok(params.page(matching_groups(&scim, &base, params.filter.as_ref())?))
+    search(scim, base, headers, body, Listing::Groups).await
 }
 
-/// POST `/.search`: users, then groups.
 pub async fn search_all(
     State(scim): State<Scim>,
     base: Base,
     headers: HeaderMap,
     body: Bytes,
 ) -> ScimResult<ScimJson> {
-    scim.actor(&headers, Rpc::ListUsers)?;
-    scim.actor(&headers, Rpc::ListGroups)?;
-    let params = ListParams::from_search(&json_body(&body)?)?;
-    let mut matches = matching_users(&scim, &base, params.filter.as_ref())?;
-    matches.extend(matching_groups(&scim, &base, params.filter.as_ref())?);
-    Ok(params.page(matches))
+    search(scim, base, headers, body, Listing::Both).await
 }
 
 pub async fn replace_user(
