@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
+use std::path::Path;
 
 use protox::prost::Message;
 use protox::prost_reflect::prost_types::FileDescriptorSet;
@@ -58,9 +59,15 @@ fn git_commit() {
         .filter(|commit| !commit.is_empty())
         .or_else(|| git(&["rev-parse", "--short=12", "HEAD"]));
     if commit.is_some() {
-        // HEAD, and the branch file it names, change with each commit.
-        for file in ["HEAD", "refs/heads"] {
-            if let Some(path) = git(&["rev-parse", "--git-path", file]) {
+        // HEAD, and the file of the branch it names (or packed-refs, where
+        // git packs it), change with each commit. Only this branch's: a
+        // commit on another branch or worktree must not rebuild this one.
+        let branch = git(&["symbolic-ref", "-q", "HEAD"]);
+        for file in ["HEAD", "packed-refs"].into_iter().chain(branch.as_deref()) {
+            // A path that does not exist would rerun this on every build.
+            if let Some(path) = git(&["rev-parse", "--git-path", file])
+                && Path::new(&path).exists()
+            {
                 println!("cargo:rerun-if-changed={path}");
             }
         }
