@@ -7,7 +7,7 @@
 //! package has a policy open to all members with an attribute condition
 //! (so every package is a candidate in "what can I request"), one scoped
 //! to groups that may be nested, and one needing approval that is open to
-//! all members or to a connected organization's guests. About half of the
+//! a group or to a connected organization's guests. About half of the
 //! (user, package) eligibility questions are answered yes.
 
 use std::collections::{BTreeSet, HashMap};
@@ -42,7 +42,7 @@ const JOBS_IN_FLIGHT: usize = 4;
 const MARKER: &str = "loadgen-dataset.txt";
 /// The tenant's design, in the marker: a dataset of another design is
 /// rebuilt rather than measured.
-const DESIGN: u32 = 2;
+const DESIGN: u32 = 3;
 const ROLES: [&str; 3] = ["reader", "writer", "admin"];
 const DAY: u64 = 86_400;
 /// Values of the users' `department` attribute; each package's
@@ -496,8 +496,9 @@ fn package(shape: &Shape, i: usize) -> AccessPackage {
 
 /// Policy `which` of `package`: 0 is open to all members whose department
 /// the condition admits, 1 to the members (direct or nested) of a few
-/// groups, 2 needs one approval and is open to all members or, for every
-/// fourth package, to the guests of one connected organization. 0 and 1
+/// groups, 2 needs one approval and is open to the members of a top group
+/// (and its nested groups) or, for every fourth package, to the guests of
+/// one connected organization. 0 and 1
 /// grant access at once, so self-service adds go through them.
 fn policy(shape: &Shape, package: usize, which: usize) -> AssignmentPolicy {
     let base = AssignmentPolicy {
@@ -560,7 +561,13 @@ fn policy(shape: &Shape, package: usize, which: usize) -> AssignmentPolicy {
                     }),
                 )
             } else {
-                (AllowedTargetScope::AllMemberUsers, None)
+                (
+                    AllowedTargetScope::SpecificDirectorySubjects,
+                    Some(SubjectSet {
+                        group_ids: vec![group_id(package % shape.top_groups())],
+                        ..Default::default()
+                    }),
+                )
             };
             AssignmentPolicy {
                 allowed_target_scope: scope as i32,
