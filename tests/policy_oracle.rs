@@ -350,11 +350,11 @@ proptest! {
         let r = records(&world);
         let set = engine.package_set(&r.package, &[&r.policy]).unwrap();
         let target = Target { policy: &r.policy, package: &r.package, catalog: &r.catalog };
-        let entities = slice(&r.subject, std::slice::from_ref(&target)).unwrap();
+        let entities = slice(&r.subject, std::slice::from_ref(&target), &set).unwrap();
         let context = ChangeContext { now: 1_000, start: 1_000, custom_schedule: false };
         for action in [REQUEST_ACCESS, ADMIN_ASSIGN] {
             let decision = engine
-                .decide(&set, user_uid("u1"), action, policy_uid("pol"), context, &entities)
+                .decide(&set.policies, user_uid("u1"), action, policy_uid("pol"), context, &entities)
                 .unwrap();
             prop_assert_eq!(
                 decision.allowed,

@@ -2,6 +2,13 @@
 //! driver can recompute who holds what without reading it back), written
 //! straight through the store in large jobs because going through the API
 //! would take far longer than the measurement itself.
+//!
+//! It is shaped like a real tenant rather than a convenient one: every
+//! package has a policy open to all members with an attribute condition
+//! (so every package is a candidate in "what can I request"), one scoped
+//! to groups that may be nested, and one needing approval that is open to
+//! a group or to a connected organization's guests. About half of the
+//! (user, package) eligibility questions are answered yes.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
@@ -14,9 +21,11 @@ use entitlements::domain::entity::{record_info, stamp};
 use entitlements::domain::request::pair_key;
 use entitlements::error::Error;
 use entitlements::pb::{
-    AccessPackage, AllowedTargetScope, Assignment, AssignmentPolicy, AssignmentState, Catalog,
-    CatalogKind, Expiration, ExpirationType, Group, GroupMembership, RequestorSettings, Resource,
-    ResourceRole, ResourceRoleRef, SubjectSet, User, UserKind, UserState, group_membership,
+    AccessPackage, AllowedTargetScope, ApprovalSettings, ApprovalStage, Approver, Assignment,
+    AssignmentPolicy, AssignmentState, Catalog, CatalogKind, ConnectedOrganization,
+    ConnectedOrganizationState, Expiration, ExpirationType, Group, GroupMembership,
+    RequestorSettings, Resource, ResourceRole, ResourceRoleRef, SubjectSet, User, UserKind,
+    UserState, approver, group_membership,
 };
 use entitlements::shared::actor::Actor;
 use entitlements::store::records::{self, Record};
@@ -31,8 +40,21 @@ const RECORDS_PER_JOB: usize = 2_000;
 const JOBS_IN_FLIGHT: usize = 4;
 /// Marks a finished dataset (and its scale) inside the data directory.
 const MARKER: &str = "loadgen-dataset.txt";
+/// The tenant's design, in the marker: a dataset of another design is
+/// rebuilt rather than measured.
+const DESIGN: u32 = 3;
 const ROLES: [&str; 3] = ["reader", "writer", "admin"];
 const DAY: u64 = 86_400;
+/// Values of the users' `department` attribute; each package's
+/// all-members policy admits half of them.
+const DEPARTMENTS: usize = 10;
+/// Connected organizations; every GUEST_EVERY-th user is a guest of one.
+const ORGANIZATIONS: usize = 4;
+const GUEST_EVERY: usize = 20;
+/// Policies per package: all members with a condition, groups, approval.
+pub const POLICIES_PER_PACKAGE: usize = 3;
+/// Packages a user may still add themselves to, looked for per user.
+const ADDS_PER_USER: usize = 8;
 
 /// Sizes of the tenant at one scale (1.0 = 100k users).
 #[derive(Debug, Clone)]
@@ -62,7 +84,36 @@ impl Shape {
     }
 
     pub fn policies(&self) -> usize {
-        self.packages * 2
+        self.packages * POLICIES_PER_PACKAGE
+    }
+
+    /// Groups with no parent; every other group is nested in one of them.
+    fn top_groups(&self) -> usize {
+        (self.groups / 10).max(1)
+    }
+
+    /// The group `group` is a member of, if any.
+    pub fn parent_group(&self, group: usize) -> Option<usize> {
+        (group >= self.top_groups()).then(|| group % self.top_groups())
+    }
+
+    pub fn department(&self, user: usize) -> usize {
+        Rng::new(6, user as u64).below(DEPARTMENTS)
+    }
+
+    /// The connected organization a guest comes from; members have none.
+    pub fn organization(&self, user: usize) -> Option<usize> {
+        (user % GUEST_EVERY == GUEST_EVERY - 1).then_some(user % ORGANIZATIONS)
+    }
+
+    /// The departments package `package`'s all-members policy admits: half.
+    pub fn policy_departments(&self, package: usize) -> BTreeSet<usize> {
+        let mut rng = Rng::new(7, package as u64);
+        let mut all: Vec<usize> = (0..DEPARTMENTS).collect();
+        for i in (1..all.len()).rev() {
+            all.swap(i, rng.below(i + 1));
+        }
+        all.into_iter().take(DEPARTMENTS / 2).collect()
     }
 
     pub fn groups_of_user(&self, user: usize) -> [usize; 2] {
@@ -84,9 +135,10 @@ impl Shape {
             .collect()
     }
 
-    /// The groups policy `which` (0 or 1) of a package names: 1-3.
-    pub fn policy_groups(&self, package: usize, which: usize) -> BTreeSet<usize> {
-        let mut rng = Rng::new(3, (package * 2 + which) as u64);
+    /// The groups the group-scoped policy of a package names: 1-3, any
+    /// level (naming a top group admits the members of its nested groups).
+    pub fn policy_groups(&self, package: usize) -> BTreeSet<usize> {
+        let mut rng = Rng::new(3, package as u64);
         let count = 1 + rng.below(3);
         (0..count).map(|_| rng.below(self.groups)).collect()
     }
@@ -122,6 +174,9 @@ pub fn policy_id(package: usize, which: usize) -> String {
 }
 fn catalog_id(i: usize) -> String {
     format!("cat{i}")
+}
+fn organization_id(i: usize) -> String {
+    format!("org{i}")
 }
 
 /// splitmix64: a tiny deterministic generator, so the dataset (and the
@@ -163,7 +218,7 @@ impl World {
 /// and works out which self-service adds can still succeed.
 pub async fn prepare(dir: &Path, scale: f64) -> anyhow::Result<World> {
     let shape = Shape::at(scale);
-    let wanted = format!("scale={scale}");
+    let wanted = format!("scale={scale} design={DESIGN}");
     let marker = dir.join(MARKER);
     match std::fs::read_to_string(&marker).ok() {
         Some(found) if found.trim() == wanted => {
@@ -201,11 +256,20 @@ async fn build(store: &Arc<SledStore>, shape: &Shape) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     println!("building the dataset: {shape:?}");
     save_all(store, "catalogs", shape.catalogs, catalog).await?;
-    save_all(store, "users", shape.users, user).await?;
+    save_all(store, "organizations", ORGANIZATIONS, organization).await?;
+    let s = shape.clone();
+    save_all(store, "users", shape.users, move |i| user(&s, i)).await?;
     save_all(store, "groups", shape.groups, group).await?;
     let s = shape.clone();
     save_all(store, "memberships", shape.users * 2, move |i| {
         membership(i / 2, s.groups_of_user(i / 2)[i % 2])
+    })
+    .await?;
+    let s = shape.clone();
+    let nested = shape.groups - shape.top_groups();
+    save_all(store, "nested groups", nested, move |i| {
+        let child = s.top_groups() + i;
+        nesting(child, s.parent_group(child).expect("below the top"))
     })
     .await?;
     let s = shape.clone();
@@ -217,7 +281,7 @@ async fn build(store: &Arc<SledStore>, shape: &Shape) -> anyhow::Result<()> {
     save_all(store, "packages", shape.packages, move |i| package(&s, i)).await?;
     let s = shape.clone();
     save_all(store, "policies", shape.policies(), move |i| {
-        policy(&s, i / 2, i % 2)
+        policy(&s, i / POLICIES_PER_PACKAGE, i % POLICIES_PER_PACKAGE)
     })
     .await?;
     let s = shape.clone();
@@ -304,6 +368,7 @@ stamp_entity!(
     User,
     Group,
     Catalog,
+    ConnectedOrganization,
     Resource,
     AccessPackage,
     AssignmentPolicy
@@ -327,19 +392,45 @@ fn catalog(i: usize) -> Catalog {
         display_name: format!("Catalog {i}"),
         kind: CatalogKind::UserManaged as i32,
         enabled: Some(true),
+        // Guests of connected organizations request from every catalog.
+        externally_visible: Some(true),
         ..Default::default()
     }
 }
 
-fn user(i: usize) -> User {
+fn organization(i: usize) -> ConnectedOrganization {
+    ConnectedOrganization {
+        id: organization_id(i),
+        display_name: format!("Partner {i}"),
+        state: ConnectedOrganizationState::Configured as i32,
+        ..Default::default()
+    }
+}
+
+fn user(shape: &Shape, i: usize) -> User {
+    let organization = shape.organization(i);
     User {
         id: user_id(i),
         display_name: format!("User {i}"),
         email: format!("{}@example.com", user_id(i)),
-        kind: UserKind::Member as i32,
+        kind: if organization.is_some() {
+            UserKind::Guest
+        } else {
+            UserKind::Member
+        } as i32,
         state: UserState::Active as i32,
+        connected_organization_id: organization.map(organization_id).unwrap_or_default(),
+        attributes: [(
+            "department".to_string(),
+            department_name(shape.department(i)),
+        )]
+        .into(),
         ..Default::default()
     }
+}
+
+fn department_name(i: usize) -> String {
+    format!("d{i}")
 }
 
 fn group(i: usize) -> Group {
@@ -354,6 +445,14 @@ fn membership(user: usize, group: usize) -> GroupMembership {
     GroupMembership {
         group_id: group_id(group),
         member: Some(group_membership::Member::UserId(user_id(user))),
+        info: None,
+    }
+}
+
+fn nesting(child: usize, parent: usize) -> GroupMembership {
+    GroupMembership {
+        group_id: group_id(parent),
+        member: Some(group_membership::Member::MemberGroupId(group_id(child))),
         info: None,
     }
 }
@@ -395,41 +494,100 @@ fn package(shape: &Shape, i: usize) -> AccessPackage {
     }
 }
 
+/// Policy `which` of `package`: 0 is open to all members whose department
+/// the condition admits, 1 to the members (direct or nested) of a few
+/// groups, 2 needs one approval and is open to the members of a top group
+/// (and its nested groups) or, for every fourth package, to the guests of
+/// one connected organization. 0 and 1
+/// grant access at once, so self-service adds go through them.
 fn policy(shape: &Shape, package: usize, which: usize) -> AssignmentPolicy {
-    let expiration = if which == 0 {
-        Expiration {
-            r#type: ExpirationType::None as i32,
-            ..Default::default()
-        }
-    } else {
-        Expiration {
-            r#type: ExpirationType::AfterDuration as i32,
-            duration: Some(prost_types::Duration {
-                seconds: (90 * DAY) as i64,
-                nanos: 0,
-            }),
-            ..Default::default()
-        }
-    };
-    AssignmentPolicy {
+    let base = AssignmentPolicy {
         id: policy_id(package, which),
         access_package_id: package_id(package),
         display_name: format!("Policy {which} of package {package}"),
-        allowed_target_scope: AllowedTargetScope::SpecificDirectorySubjects as i32,
-        specific_allowed_targets: Some(SubjectSet {
-            group_ids: shape
-                .policy_groups(package, which)
-                .into_iter()
-                .map(group_id)
-                .collect(),
-            ..Default::default()
-        }),
         requestor_settings: Some(RequestorSettings {
             enable_self_add: true,
             ..Default::default()
         }),
-        expiration: Some(expiration),
+        expiration: Some(Expiration {
+            r#type: ExpirationType::None as i32,
+            ..Default::default()
+        }),
         ..Default::default()
+    };
+    match which {
+        0 => {
+            let departments: Vec<String> = shape
+                .policy_departments(package)
+                .into_iter()
+                .map(|d| format!("{:?}", department_name(d)))
+                .collect();
+            AssignmentPolicy {
+                allowed_target_scope: AllowedTargetScope::AllMemberUsers as i32,
+                extra_condition: format!(
+                    "[{}].contains(principal.attributes.department)",
+                    departments.join(", ")
+                ),
+                ..base
+            }
+        }
+        1 => AssignmentPolicy {
+            allowed_target_scope: AllowedTargetScope::SpecificDirectorySubjects as i32,
+            specific_allowed_targets: Some(SubjectSet {
+                group_ids: shape
+                    .policy_groups(package)
+                    .into_iter()
+                    .map(group_id)
+                    .collect(),
+                ..Default::default()
+            }),
+            expiration: Some(Expiration {
+                r#type: ExpirationType::AfterDuration as i32,
+                duration: Some(prost_types::Duration {
+                    seconds: (90 * DAY) as i64,
+                    nanos: 0,
+                }),
+                ..Default::default()
+            }),
+            ..base
+        },
+        _ => {
+            let (scope, targets) = if package.is_multiple_of(4) {
+                (
+                    AllowedTargetScope::SpecificConnectedOrganizationUsers,
+                    Some(SubjectSet {
+                        connected_organization_ids: vec![organization_id(package % ORGANIZATIONS)],
+                        ..Default::default()
+                    }),
+                )
+            } else {
+                (
+                    AllowedTargetScope::SpecificDirectorySubjects,
+                    Some(SubjectSet {
+                        group_ids: vec![group_id(package % shape.top_groups())],
+                        ..Default::default()
+                    }),
+                )
+            };
+            AssignmentPolicy {
+                allowed_target_scope: scope as i32,
+                specific_allowed_targets: targets,
+                approval_settings: Some(ApprovalSettings {
+                    approval_required_for_add: true,
+                    stages: vec![ApprovalStage {
+                        primary_approvers: vec![Approver {
+                            approver: Some(approver::Approver::UserId(user_id(
+                                package % shape.users,
+                            ))),
+                        }],
+                        approvals_required: 1,
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }),
+                ..base
+            }
+        }
     }
 }
 
@@ -452,32 +610,32 @@ fn assignment(shape: &Shape, user: usize, k: usize) -> Assignment {
     }
 }
 
-/// (user, policy) pairs where the policy names one of the user's groups
-/// and the user does not hold the package, not even from an earlier run
-/// (the store's active-pair claims say), shuffled so the run spreads over
-/// users and packages.
+/// (user, policy) pairs where the user's department is one the package's
+/// all-members policy admits and the user does not hold the package, not
+/// even from an earlier run (the store's active-pair claims say): up to
+/// ADDS_PER_USER per user, shuffled so the run spreads over users and
+/// packages.
 fn open_adds(store: &SledStore, shape: &Shape) -> anyhow::Result<Vec<(String, String)>> {
-    let mut by_group: HashMap<usize, Vec<(usize, usize)>> = HashMap::new();
+    let mut by_department: HashMap<usize, Vec<usize>> = HashMap::new();
     for package in 0..shape.packages {
-        for which in 0..2 {
-            for group in shape.policy_groups(package, which) {
-                by_group.entry(group).or_default().push((package, which));
-            }
+        for department in shape.policy_departments(package) {
+            by_department.entry(department).or_default().push(package);
         }
     }
     let mut adds = Vec::new();
-    for user in 0..shape.users {
+    for user in (0..shape.users).filter(|u| shape.organization(*u).is_none()) {
         let held = shape.held_packages(user);
+        let admitting = &by_department[&shape.department(user)];
+        let mut rng = Rng::new(8, user as u64);
         let mut seen = BTreeSet::new();
-        for group in shape.groups_of_user(user) {
-            for &(package, which) in by_group.get(&group).into_iter().flatten() {
-                if held.contains(&package) || !seen.insert(package) {
-                    continue;
-                }
-                let pair = pair_key(&user_id(user), &package_id(package));
-                if records::unique_owner::<Assignment>(store, ACTIVE_PAIR, &pair)?.is_none() {
-                    adds.push((user_id(user), policy_id(package, which)));
-                }
+        for _ in 0..ADDS_PER_USER {
+            let package = admitting[rng.below(admitting.len())];
+            if held.contains(&package) || !seen.insert(package) {
+                continue;
+            }
+            let pair = pair_key(&user_id(user), &package_id(package));
+            if records::unique_owner::<Assignment>(store, ACTIVE_PAIR, &pair)?.is_none() {
+                adds.push((user_id(user), policy_id(package, 0)));
             }
         }
     }

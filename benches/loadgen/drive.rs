@@ -227,6 +227,16 @@ struct Caller {
     world: Arc<World>,
 }
 
+/// Who asks about `user`: half the time the user themselves, half the
+/// time an administrator asking about someone else.
+fn asker(user: usize, rng: &mut Rng) -> String {
+    if rng.next().is_multiple_of(2) {
+        user_id(user)
+    } else {
+        READER.to_string()
+    }
+}
+
 /// Names the caller with the development header.
 fn as_caller<T>(message: T, caller: &str) -> Request<T> {
     let mut request = Request::new(message);
@@ -272,7 +282,7 @@ impl Caller {
                         access_package_id: package_id(rng.below(shape.packages)),
                         min_revision: 0,
                     },
-                    READER,
+                    &asker(user, rng),
                 );
                 self.decisions
                     .explain_eligibility(request)
@@ -286,7 +296,7 @@ impl Caller {
                         user_id: user_id(user),
                         ..Default::default()
                     },
-                    READER,
+                    &asker(user, rng),
                 );
                 let response = self.decisions.list_requestable_packages(request).await?;
                 !response.into_inner().packages.is_empty()

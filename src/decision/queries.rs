@@ -210,7 +210,7 @@ impl State {
                 catalog,
             })
             .collect();
-        let entities = slice(subject, &targets).map_err(Error::from)?;
+        let entities = slice(subject, &targets, &set).map_err(Error::from)?;
         let context = request_context(now);
         let principal = user_uid(&subject.user.id);
         policies
@@ -218,7 +218,7 @@ impl State {
             .map(|policy| {
                 engine
                     .decide(
-                        &set,
+                        &set.policies,
                         principal.clone(),
                         REQUEST_ACCESS,
                         policy_uid(&policy.id),

@@ -17,8 +17,8 @@ use crate::pb::{
 use crate::store::ReadView;
 use crate::store::records::{self, Record};
 
-use super::PolicyError;
 use super::compile::entity_uid;
+use super::{PackageSet, PolicyError};
 
 /// A user as decisions see them.
 #[derive(Debug, Clone, Default)]
@@ -160,12 +160,23 @@ fn user_kind(user: &User) -> &'static str {
 }
 
 /// The entities of access-change decisions about `subject` through each of
-/// `targets` (normally the policies of one package): building them, and
-/// Cedar's transitive closure over them, once per call rather than once per
-/// policy. Packages and catalogs the targets share appear once.
-pub fn slice(subject: &Subject, targets: &[Target<'_>]) -> Result<Entities, PolicyError> {
+/// `targets` (normally the policies of one package), decided with `set`:
+/// building them, and Cedar's transitive closure over them, once per call
+/// rather than once per policy. Packages and catalogs the targets share
+/// appear once. Of the packages the user holds, only those the set names
+/// and the targets' own are given: a rule can test holding a package only
+/// through a literal or through `resource.accessPackage`, and every other
+/// held package only made the closure longer (it dominated its cost).
+pub fn slice(
+    subject: &Subject,
+    targets: &[Target<'_>],
+    set: &PackageSet,
+) -> Result<Entities, PolicyError> {
     let mut entities = Vec::new();
-    push_subject(&mut entities, subject)?;
+    let relevant = |package: &str| {
+        set.names_package(package) || targets.iter().any(|t| t.package.id == package)
+    };
+    push_subject(&mut entities, subject, relevant)?;
     let mut containers = HashSet::new();
     for target in targets {
         push_target(&mut entities, target, &mut containers);
@@ -190,7 +201,7 @@ pub fn approval_slice(
     target: &Target<'_>,
 ) -> Result<Entities, PolicyError> {
     let mut entities = Vec::new();
-    push_subject(&mut entities, approver)?;
+    push_subject(&mut entities, approver, |_| true)?;
     push_target(&mut entities, target, &mut HashSet::new());
     let users = |ids: &[String]| {
         RestrictedExpression::new_set(
@@ -218,8 +229,13 @@ pub fn approval_slice(
     Ok(Entities::from_entities(entities, None)?)
 }
 
-/// The user, their organization and their groups (with ancestors).
-fn push_subject(entities: &mut Vec<Entity>, subject: &Subject) -> Result<(), PolicyError> {
+/// The user, their organization and their groups (with ancestors), with
+/// the held packages `relevant` keeps as parents.
+fn push_subject(
+    entities: &mut Vec<Entity>,
+    subject: &Subject,
+    relevant: impl Fn(&str) -> bool,
+) -> Result<(), PolicyError> {
     let user = &subject.user;
     let mut parents: Vec<EntityUid> = subject
         .direct_groups
@@ -230,6 +246,7 @@ fn push_subject(entities: &mut Vec<Entity>, subject: &Subject) -> Result<(), Pol
         subject
             .held_packages
             .iter()
+            .filter(|p| relevant(p))
             .map(|p| entity_uid("AccessPackage", p)),
     );
     let attributes = RestrictedExpression::new_record(

@@ -191,7 +191,37 @@ impl From<PolicyError> for Error {
 struct Shard {
     /// Revisions of the package and its policies the set was built from.
     built_from: Vec<(String, u64)>,
-    set: Arc<PolicySet>,
+    set: Arc<PackageSet>,
+}
+
+/// The policy set of one package's decisions, with the packages its
+/// policies name.
+pub struct PackageSet {
+    pub policies: PolicySet,
+    named_packages: HashSet<String>,
+}
+
+impl PackageSet {
+    fn new(policies: PolicySet) -> Self {
+        let package_type = compile::entity_uid("AccessPackage", "").type_name().clone();
+        let named_packages = policies
+            .policies()
+            .flat_map(Policy::entity_literals)
+            .filter(|uid| *uid.type_name() == package_type)
+            .map(|uid| uid.id().unescaped().to_string())
+            .collect();
+        Self {
+            policies,
+            named_packages,
+        }
+    }
+
+    /// Whether a rule of the set names package `id` (separation of duties,
+    /// or a condition): the only packages, besides the one decided on,
+    /// whose holding can change a decision (see [`entities::slice`]).
+    pub fn names_package(&self, id: &str) -> bool {
+        self.named_packages.contains(id)
+    }
 }
 
 pub struct PolicyEngine {
@@ -366,7 +396,7 @@ impl PolicyEngine {
         &self,
         package: &AccessPackage,
         policies: &[&AssignmentPolicy],
-    ) -> Result<Arc<PolicySet>, PolicyError> {
+    ) -> Result<Arc<PackageSet>, PolicyError> {
         let revision =
             |info: &Option<crate::pb::RecordInfo>| info.as_ref().map_or(0, |i| i.revision);
         let mut built_from = vec![(package.id(), revision(&package.info))];
@@ -391,14 +421,14 @@ impl PolicyEngine {
             }
             rules.extend(compile::compile_policy(policy));
         }
-        let set = Arc::new(
+        let set = Arc::new(PackageSet::new(
             on_deep_stack(|| self.policy_set(&rules)).map_err(|problem| {
                 PolicyError::PackageSet {
                     package: package.id.clone(),
                     problem,
                 }
             })?,
-        );
+        ));
         shards.insert(
             package.id.clone(),
             Shard {

@@ -212,7 +212,7 @@ fn authorize_approver(
     let entities = approval_slice(&approver, stage, &scope.target(policy))?;
     let request = stage.request;
     let decision = engine.decide(
-        &scope.set,
+        &scope.set.policies,
         user_uid(&actor.id),
         APPROVE,
         request_uid(&request.id),

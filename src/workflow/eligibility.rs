@@ -7,8 +7,6 @@ pub mod read_set;
 
 use std::sync::Arc;
 
-use cedar_policy::PolicySet;
-
 use crate::domain::assignment_policy::POLICIES_BY_PACKAGE;
 use crate::domain::directory::targets;
 use crate::error::{Error, Result};
@@ -18,7 +16,7 @@ use crate::pb::{
 use crate::policy::compile::actions::{ADMIN_ASSIGN, EXTEND_ACCESS, REQUEST_ACCESS};
 use crate::policy::entities::{Subject, Target, load_subject, policy_uid, slice, user_uid};
 use crate::policy::reasons::reasons;
-use crate::policy::{ChangeContext, Decision, PolicyEngine};
+use crate::policy::{ChangeContext, Decision, PackageSet, PolicyEngine};
 use crate::shared::clock::Moment;
 use crate::store::ReadView;
 use crate::store::records::{self, Record};
@@ -37,10 +35,10 @@ pub fn decide(
     context: ChangeContext,
 ) -> Result<Decision> {
     let scope = PolicyScope::load(engine, view, policy)?;
-    let entities = slice(subject, &[scope.target(policy)]).map_err(Error::from)?;
+    let entities = slice(subject, &[scope.target(policy)], &scope.set).map_err(Error::from)?;
     engine
         .decide(
-            &scope.set,
+            &scope.set.policies,
             user_uid(&subject.user.id),
             action,
             policy_uid(&policy.id),
@@ -55,7 +53,7 @@ pub fn decide(
 pub struct PolicyScope {
     pub package: AccessPackage,
     pub catalog: Catalog,
-    pub set: Arc<PolicySet>,
+    pub set: Arc<PackageSet>,
 }
 
 impl PolicyScope {
