@@ -41,6 +41,13 @@ impl State {
         in_effect(assignment, now) && self.may_hold_access(&assignment.target_id)
     }
 
+    /// Whether the assignment with id `id` exists and gives access at `now`.
+    fn id_gives_access(&self, id: &str, now: Moment) -> bool {
+        self.assignments
+            .get(id)
+            .is_some_and(|a| self.gives_access(a, now))
+    }
+
     /// The user's assignments that give access at `now`, by id.
     pub fn effective_assignments<'a>(
         &'a self,
@@ -76,11 +83,7 @@ impl State {
                 .filter(|package| grants(package))
                 .filter_map(|package| self.holders_by_package.get(package)?.get(user))
                 .flatten()
-                .filter(|id| {
-                    self.assignments
-                        .get(*id)
-                        .is_some_and(|a| self.gives_access(a, now))
-                })
+                .filter(|id| self.id_gives_access(id, now))
                 .cloned()
                 .collect();
             ids.sort_unstable();
@@ -125,11 +128,7 @@ impl State {
         for (user, ids) in self.holders_by_package.get(package).into_iter().flatten() {
             let effective: Vec<String> = ids
                 .iter()
-                .filter(|id| {
-                    self.assignments
-                        .get(*id)
-                        .is_some_and(|a| self.gives_access(a, now))
-                })
+                .filter(|id| self.id_gives_access(id, now))
                 .cloned()
                 .collect();
             if !effective.is_empty() {
